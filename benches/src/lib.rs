@@ -1,0 +1,1 @@
+//! Criterion benches for effectful live in `benches/`; run `cargo bench -p effectful-benches -- core/step`.

@@ -1,0 +1,122 @@
+//! Cache: profiles and raw values with a time to live (Redis).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::family;
+
+/// The profile kept in the cache for a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileData {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+/// Why the cache had nothing to give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissReason {
+    /// Never stored, or deleted.
+    NotFound,
+    /// Stored, but its time to live ran out.
+    Expired,
+    /// Removed by the cache to make room.
+    Evicted,
+}
+
+/// The domain outcome of a cache read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheLookup<T> {
+    /// The value, and how many seconds it has left (none: no expiry).
+    Hit {
+        /// The cached value.
+        value: T,
+        /// Seconds of life left, if it expires.
+        ttl_remaining: Option<u64>,
+    },
+    /// Nothing cached.
+    Miss {
+        /// The key that missed.
+        key: String,
+        /// Why.
+        reason: MissReason,
+    },
+}
+
+/// The default profile time to live, in seconds.
+pub const DEFAULT_PROFILE_TTL_SECONDS: u64 = 300;
+
+fn default_profile_ttl() -> u64 {
+    DEFAULT_PROFILE_TTL_SECONDS
+}
+
+/// The cache key of a user's profile: `profile:{user_id}`.
+pub fn profile_key(user_id: Uuid) -> String {
+    format!("profile:{user_id}")
+}
+
+/// Read a user's cached profile. Output: [`CacheLookup`] of [`ProfileData`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetCachedProfile {
+    /// The user's id.
+    pub user_id: Uuid,
+}
+
+/// Cache a user's profile. Output: `()`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutCachedProfile {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// The profile.
+    pub profile: ProfileData,
+    /// Time to live in seconds (default 300).
+    #[serde(default = "default_profile_ttl")]
+    pub ttl_seconds: u64,
+}
+
+/// Forget a user's cached profile. Output: whether it was cached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteCachedProfile {
+    /// The user's id.
+    pub user_id: Uuid,
+}
+
+/// Forget any key. Output: whether it was cached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidateCache {
+    /// The key.
+    pub key: String,
+}
+
+/// Read raw bytes. Output: [`CacheLookup`] of bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetCachedValue {
+    /// The key.
+    pub key: String,
+}
+
+/// Store raw bytes. Output: `()`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutCachedValue {
+    /// The key.
+    pub key: String,
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// Time to live in seconds; `None` keeps it until deleted or evicted.
+    pub ttl_seconds: Option<u64>,
+}
+
+family! {
+    /// The Cache family's requests.
+    Cache: CacheRequest => CacheResponse {
+        GetCachedProfile => CacheLookup<ProfileData>,
+        PutCachedProfile => (),
+        DeleteCachedProfile => bool,
+        InvalidateCache => bool,
+        GetCachedValue => CacheLookup<Vec<u8>>,
+        PutCachedValue => (),
+    }
+}

@@ -1,0 +1,1 @@
+//! Runnable examples; run one with `cargo run -p effectful-examples --example NAME`.
