@@ -62,7 +62,11 @@ pub async fn join_all<Fut: Future>(futures: impl IntoIterator<Item = Fut>) -> Ve
                 }
             }
         }
-        if remaining == 0 { Poll::Ready(()) } else { Poll::Pending }
+        if remaining == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
     .await;
     outputs.into_iter().flatten().collect()

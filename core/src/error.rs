@@ -88,25 +88,54 @@ impl fmt::Display for ErrorKind {
 
 impl EffectError {
     /// An error of `kind` for `effect`, retryable as the kind usually is.
-    pub fn new(effect: impl Into<Cow<'static, str>>, kind: ErrorKind, message: impl Into<String>) -> EffectError {
-        let retryable = matches!(kind, ErrorKind::ConnectionLost | ErrorKind::Timeout | ErrorKind::Unavailable);
-        EffectError { effect: effect.into(), kind, message: message.into(), retryable }
+    pub fn new(
+        effect: impl Into<Cow<'static, str>>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> EffectError {
+        let retryable = matches!(
+            kind,
+            ErrorKind::ConnectionLost | ErrorKind::Timeout | ErrorKind::Unavailable
+        );
+        EffectError {
+            effect: effect.into(),
+            kind,
+            message: message.into(),
+            retryable,
+        }
     }
 
     /// The connection to the service behind `effect` was lost (retryable).
-    pub fn connection_lost(effect: impl Into<Cow<'static, str>>, message: impl Into<String>) -> EffectError {
+    pub fn connection_lost(
+        effect: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> EffectError {
         EffectError::new(effect, ErrorKind::ConnectionLost, message)
     }
 
     /// `effect` did not complete in time (retryable).
-    pub fn timeout(effect: impl Into<Cow<'static, str>>, message: impl Into<String>) -> EffectError {
+    pub fn timeout(
+        effect: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> EffectError {
         EffectError::new(effect, ErrorKind::Timeout, message)
     }
 
     /// The WebSocket is closed (not retryable). 1006 means the peer vanished.
-    pub fn websocket_closed(effect: impl Into<Cow<'static, str>>, code: u16, reason: impl Into<String>) -> EffectError {
+    pub fn websocket_closed(
+        effect: impl Into<Cow<'static, str>>,
+        code: u16,
+        reason: impl Into<String>,
+    ) -> EffectError {
         let reason = reason.into();
-        EffectError::new(effect, ErrorKind::WebSocketClosed { code, reason: reason.clone() }, reason)
+        EffectError::new(
+            effect,
+            ErrorKind::WebSocketClosed {
+                code,
+                reason: reason.clone(),
+            },
+            reason,
+        )
     }
 
     /// No interpreter handles `effect`; `available` lists the families that are handled.
@@ -118,7 +147,11 @@ impl EffectError {
 
     /// The driver answered `effect` with a response of another effect (`got`).
     pub fn mismatched_response(effect: impl Into<Cow<'static, str>>, got: &str) -> EffectError {
-        EffectError::new(effect, ErrorKind::Protocol, format!("the driver answered with a {got} response"))
+        EffectError::new(
+            effect,
+            ErrorKind::Protocol,
+            format!("the driver answered with a {got} response"),
+        )
     }
 
     /// The same error with `retryable` set as given.

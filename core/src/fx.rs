@@ -42,7 +42,9 @@ pub struct Fx<F: Family = Std> {
 
 impl<F: Family> Clone for Fx<F> {
     fn clone(&self) -> Self {
-        Fx { mailbox: self.mailbox.clone() }
+        Fx {
+            mailbox: self.mailbox.clone(),
+        }
     }
 }
 
@@ -58,13 +60,19 @@ impl<F: Family> Fx<F> {
 
     /// Performs one effect: its typed output, or the infrastructure error.
     pub fn perform<E: Effect<F>>(&self, effect: E) -> Perform<'_, E, F> {
-        Perform { fx: self, state: PerformState::Ready(effect) }
+        Perform {
+            fx: self,
+            state: PerformState::Ready(effect),
+        }
     }
 
     /// Performs all `effects` at once and returns their results in the same order.
     ///
     /// Costs O(1) per completion however many effects are joined.
-    pub fn perform_all<E: Effect<F>>(&self, effects: impl IntoIterator<Item = E>) -> PerformAll<'_, E, F> {
+    pub fn perform_all<E: Effect<F>>(
+        &self,
+        effects: impl IntoIterator<Item = E>,
+    ) -> PerformAll<'_, E, F> {
         PerformAll {
             fx: self,
             effects: effects.into_iter().collect(),
@@ -78,17 +86,27 @@ impl<F: Family> Fx<F> {
 
     /// Completes once `d` has passed.
     pub fn sleep(&self, d: Duration) -> Sleep<'_, F> {
-        Sleep { fx: self, state: SleepState::After(d) }
+        Sleep {
+            fx: self,
+            state: SleepState::After(d),
+        }
     }
 
     /// Completes once `at` has passed (at once if it has).
     pub fn sleep_until(&self, at: Time) -> Sleep<'_, F> {
-        Sleep { fx: self, state: SleepState::Until(at) }
+        Sleep {
+            fx: self,
+            state: SleepState::Until(at),
+        }
     }
 
     /// Runs `fut`, but gives up after `d`: `Err(Elapsed)`, and whatever `fut` had
     /// outstanding is cancelled.
-    pub async fn timeout<T>(&self, d: Duration, fut: impl Future<Output = T>) -> Result<T, Elapsed> {
+    pub async fn timeout<T>(
+        &self,
+        d: Duration,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Elapsed> {
         match race(fut, self.sleep(d)).await {
             Either::Left(value) => Ok(value),
             Either::Right(()) => Err(Elapsed),
@@ -97,21 +115,37 @@ impl<F: Family> Fx<F> {
 
     /// Performs one effect with a time limit; running out is a retryable
     /// [`EffectError`] of kind `Timeout`.
-    pub async fn perform_timeout<E: Effect<F>>(&self, effect: E, d: Duration) -> Result<E::Output, EffectError> {
+    pub async fn perform_timeout<E: Effect<F>>(
+        &self,
+        effect: E,
+        d: Duration,
+    ) -> Result<E::Output, EffectError> {
         match self.timeout(d, self.perform(effect)).await {
             Ok(result) => result,
-            Err(Elapsed) => Err(EffectError::timeout(E::NAME, format!("no answer within {d:?}"))),
+            Err(Elapsed) => Err(EffectError::timeout(
+                E::NAME,
+                format!("no answer within {d:?}"),
+            )),
         }
     }
 
     /// Performs one effect, retrying retryable errors as `schedule` allows.
-    pub async fn retry<E: Effect<F> + Clone>(&self, schedule: &Schedule, effect: E) -> Result<E::Output, EffectError> {
-        self.retry_with(schedule, || self.perform(effect.clone())).await
+    pub async fn retry<E: Effect<F> + Clone>(
+        &self,
+        schedule: &Schedule,
+        effect: E,
+    ) -> Result<E::Output, EffectError> {
+        self.retry_with(schedule, || self.perform(effect.clone()))
+            .await
     }
 
     /// Runs `attempt` until it succeeds, fails without being retryable, or `schedule`
     /// stops; between attempts it sleeps as long as the schedule says.
-    pub async fn retry_with<T, Fut>(&self, schedule: &Schedule, mut attempt: impl FnMut() -> Fut) -> Result<T, EffectError>
+    pub async fn retry_with<T, Fut>(
+        &self,
+        schedule: &Schedule,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, EffectError>
     where
         Fut: Future<Output = Result<T, EffectError>>,
     {
@@ -196,7 +230,9 @@ impl<E: Effect<F>, F: Family> Future for Perform<'_, E, F> {
     }
 }
 
-fn decode_completion<E: Effect<F>, F: Family>(completion: Completion<F>) -> Result<E::Output, EffectError> {
+fn decode_completion<E: Effect<F>, F: Family>(
+    completion: Completion<F>,
+) -> Result<E::Output, EffectError> {
     match completion {
         Completion::Response(result) => result.and_then(decode::<F, E>),
         Completion::Timer => Err(EffectError::mismatched_response(E::NAME, "timer")),
@@ -245,7 +281,8 @@ impl<E: Effect<F>, F: Family> Future for PerformAll<'_, E, F> {
                 this.ids.reserve(effects.len());
                 this.results.resize_with(effects.len(), || None);
                 for (position, effect) in effects.into_iter().enumerate() {
-                    let id = mailbox.request_in_group(effect.into_request(), Some((group, position as u32)));
+                    let id = mailbox
+                        .request_in_group(effect.into_request(), Some((group, position as u32)));
                     this.ids.push(id);
                 }
                 group

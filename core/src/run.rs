@@ -43,7 +43,11 @@ where
 }
 
 /// Runs a hand-written program to completion against `handler`.
-pub fn run_program<O: 'static, F: Family, P>(program: P, config: EngineConfig, handler: &mut impl Handler<F>) -> Result<O, ProgramError>
+pub fn run_program<O: 'static, F: Family, P>(
+    program: P,
+    config: EngineConfig,
+    handler: &mut impl Handler<F>,
+) -> Result<O, ProgramError>
 where
     P: Program<F, Output = O> + 'static,
 {
@@ -67,7 +71,11 @@ where
 /// }, EngineConfig::default(), &mut handler);
 /// assert_eq!(year, Ok(Ok("1970".to_string())));
 /// ```
-pub fn run_async<O: 'static, F: Family, Fut, Mk>(make: Mk, config: EngineConfig, handler: &mut impl Handler<F>) -> Result<O, ProgramError>
+pub fn run_async<O: 'static, F: Family, Fut, Mk>(
+    make: Mk,
+    config: EngineConfig,
+    handler: &mut impl Handler<F>,
+) -> Result<O, ProgramError>
 where
     Mk: FnOnce(Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,

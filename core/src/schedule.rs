@@ -117,12 +117,18 @@ impl Schedule {
 
     /// This schedule with each delay scaled by a random factor in `[1 - f, 1 + f]`.
     pub fn jittered(self, fraction: f64) -> Schedule {
-        Schedule::Jittered { inner: Box::new(self), fraction }
+        Schedule::Jittered {
+            inner: Box::new(self),
+            fraction,
+        }
     }
 
     /// This schedule with no delay longer than `max`.
     pub fn max_delay(self, max: Duration) -> Schedule {
-        Schedule::MaxDelay { inner: Box::new(self), max }
+        Schedule::MaxDelay {
+            inner: Box::new(self),
+            max,
+        }
     }
 
     /// Retries while both schedules do, waiting the longer delay.
@@ -142,12 +148,20 @@ impl Schedule {
 
     /// Fresh state for one run.
     pub fn start(&self) -> ScheduleState {
-        ScheduleState { attempt: 0, switched: vec![None; self.and_then_nodes()] }
+        ScheduleState {
+            attempt: 0,
+            switched: vec![None; self.and_then_nodes()],
+        }
     }
 
     /// The delay before the next attempt after a failure, or `None` to give up.
     /// `elapsed` is the time since the first attempt began.
-    pub fn next(&self, state: &mut ScheduleState, elapsed: Duration, rng: &mut Rng) -> Option<Duration> {
+    pub fn next(
+        &self,
+        state: &mut ScheduleState,
+        elapsed: Duration,
+        rng: &mut Rng,
+    ) -> Option<Duration> {
         if state.switched.len() != self.and_then_nodes() {
             state.switched = vec![None; self.and_then_nodes()];
         }
@@ -186,8 +200,12 @@ impl Schedule {
             | Schedule::Fixed(_)
             | Schedule::Recurs(_)
             | Schedule::UpTo(_) => 0,
-            Schedule::Jittered { inner, .. } | Schedule::MaxDelay { inner, .. } => inner.and_then_nodes(),
-            Schedule::Both(a, b) | Schedule::Either(a, b) => a.and_then_nodes() + b.and_then_nodes(),
+            Schedule::Jittered { inner, .. } | Schedule::MaxDelay { inner, .. } => {
+                inner.and_then_nodes()
+            }
+            Schedule::Both(a, b) | Schedule::Either(a, b) => {
+                a.and_then_nodes() + b.and_then_nodes()
+            }
             Schedule::AndThen(a, b) => 1 + a.and_then_nodes() + b.and_then_nodes(),
         }
     }
@@ -202,7 +220,8 @@ impl Schedule {
     ) -> Option<Duration> {
         match self {
             Schedule::Exponential { base, factor } => {
-                let nanos = duration_nanos(*base) as f64 * factor.powi(attempt.min(i32::MAX as u32) as i32);
+                let nanos =
+                    duration_nanos(*base) as f64 * factor.powi(attempt.min(i32::MAX as u32) as i32);
                 Some(nanos_f64(nanos))
             }
             Schedule::Spaced(d) => Some(*d),
@@ -218,11 +237,17 @@ impl Schedule {
             Schedule::UpTo(limit) => (elapsed < *limit).then_some(Duration::ZERO),
             Schedule::Jittered { inner, fraction } => {
                 let d = inner.decide(switched, node, attempt, elapsed, rng)?;
-                let f = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+                let f = if fraction.is_nan() {
+                    0.0
+                } else {
+                    fraction.clamp(0.0, 1.0)
+                };
                 let scale = 1.0 - f + 2.0 * f * rng.unit_f64();
                 Some(nanos_f64(duration_nanos(d) as f64 * scale))
             }
-            Schedule::MaxDelay { inner, max } => inner.decide(switched, node, attempt, elapsed, rng).map(|d| d.min(*max)),
+            Schedule::MaxDelay { inner, max } => inner
+                .decide(switched, node, attempt, elapsed, rng)
+                .map(|d| d.min(*max)),
             Schedule::Both(a, b) => {
                 // Both sides always step, so the RNG is drawn the same way whatever they decide.
                 let da = a.decide(switched, node, attempt, elapsed, rng);
@@ -253,7 +278,13 @@ impl Schedule {
                 }
                 *node += a_nodes;
                 let (at, since) = switched[me].unwrap_or((attempt, elapsed));
-                b.decide(switched, node, attempt - at, elapsed.saturating_sub(since), rng)
+                b.decide(
+                    switched,
+                    node,
+                    attempt - at,
+                    elapsed.saturating_sub(since),
+                    rng,
+                )
             }
         }
     }
@@ -273,7 +304,10 @@ mod tests {
     #[test]
     fn exponential_doubles_and_recurs_bounds_the_count() {
         let s = Schedule::exponential(10 * MS).recurs(4);
-        assert_eq!(s.delays(Duration::ZERO, 0), vec![10 * MS, 20 * MS, 40 * MS, 80 * MS]);
+        assert_eq!(
+            s.delays(Duration::ZERO, 0),
+            vec![10 * MS, 20 * MS, 40 * MS, 80 * MS]
+        );
     }
 
     #[test]
@@ -304,27 +338,44 @@ mod tests {
 
     #[test]
     fn and_then_switches_when_the_first_stops() {
-        let s = Schedule::spaced(MS).recurs(2).and_then(Schedule::exponential(10 * MS).recurs(2));
+        let s = Schedule::spaced(MS)
+            .recurs(2)
+            .and_then(Schedule::exponential(10 * MS).recurs(2));
         assert_eq!(s.delays(Duration::ZERO, 0), vec![MS, MS, 10 * MS, 20 * MS]);
     }
 
     #[test]
     fn or_takes_the_shorter_while_either_goes_on() {
-        let s = Schedule::spaced(50 * MS).recurs(1).or(Schedule::spaced(80 * MS).recurs(3));
+        let s = Schedule::spaced(50 * MS)
+            .recurs(1)
+            .or(Schedule::spaced(80 * MS).recurs(3));
         assert_eq!(s.delays(Duration::ZERO, 0), vec![50 * MS, 80 * MS, 80 * MS]);
     }
 
     #[test]
     fn max_delay_caps_and_hostile_factors_do_not_panic() {
-        let s = Schedule::Exponential { base: Duration::MAX, factor: f64::INFINITY }.max_delay(MS).recurs(3);
+        let s = Schedule::Exponential {
+            base: Duration::MAX,
+            factor: f64::INFINITY,
+        }
+        .max_delay(MS)
+        .recurs(3);
         assert_eq!(s.delays(Duration::ZERO, 0), vec![MS; 3]);
-        let nan = Schedule::Exponential { base: MS, factor: f64::NAN }.jittered(f64::NAN).recurs(1);
+        let nan = Schedule::Exponential {
+            base: MS,
+            factor: f64::NAN,
+        }
+        .jittered(f64::NAN)
+        .recurs(1);
         assert_eq!(nan.delays(Duration::ZERO, 0).len(), 1);
     }
 
     #[test]
     fn schedules_round_trip_through_json() {
-        let s = Schedule::exponential(MS).jittered(0.1).and_then(Schedule::spaced(MS)).up_to(MS);
+        let s = Schedule::exponential(MS)
+            .jittered(0.1)
+            .and_then(Schedule::spaced(MS))
+            .up_to(MS);
         let back: Schedule = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }

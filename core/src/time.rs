@@ -169,15 +169,27 @@ mod tests {
     fn time_arithmetic_saturates_instead_of_wrapping() {
         assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
         assert_eq!(Time::ZERO - Time::from_secs(3), Duration::ZERO);
-        assert_eq!(Time::from_secs(2) - Time::from_millis(500), Duration::from_millis(1500));
+        assert_eq!(
+            Time::from_secs(2) - Time::from_millis(500),
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {
-        assert_eq!(Timestamp::UNIX_EPOCH.to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::UNIX_EPOCH.to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
         let t = Timestamp::from_unix_micros(1_795_879_075_123_456);
         assert_eq!(t.to_string(), "2026-11-28T15:17:55.123456Z");
-        assert_eq!(Timestamp::from_unix_secs(-1).to_string(), "1969-12-31T23:59:59.000000Z");
-        assert_eq!(Timestamp::from_unix_secs(951_782_400).to_string(), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_unix_secs(-1).to_string(),
+            "1969-12-31T23:59:59.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_secs(951_782_400).to_string(),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 }

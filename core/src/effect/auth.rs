@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::family;
 use super::database::User;
+use super::family;
 use crate::time::Timestamp;
 
 /// The domain outcome of validating a token.

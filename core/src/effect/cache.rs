@@ -113,7 +113,7 @@ family! {
     /// The Cache family's requests.
     Cache: CacheRequest => CacheResponse {
         GetCachedProfile => CacheLookup<ProfileData>,
-        PutCachedProfile => (),
+        PutCachedProfile [boxed] => (),
         DeleteCachedProfile => bool,
         InvalidateCache => bool,
         GetCachedValue => CacheLookup<Vec<u8>>,

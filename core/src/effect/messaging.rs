@@ -42,8 +42,8 @@ pub enum PublishOutcome {
 /// The domain outcome of consuming.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsumeOutcome {
-    /// A message.
-    Message(Envelope),
+    /// A message (boxed: it is large, and responses stay small to move).
+    Message(Box<Envelope>),
     /// Nothing arrived within the timeout.
     Timeout,
 }

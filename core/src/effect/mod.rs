@@ -104,7 +104,7 @@ macro_rules! family {
     (
         $(#[$doc:meta])*
         $Family:ident: $Req:ident => $Resp:ident {
-            $( $Effect:ident => $Output:ty ),* $(,)?
+            $( $Effect:ident $([$boxed:ident])? => $Output:ty ),* $(,)?
         }
     ) => {
         $(#[$doc])*
@@ -112,7 +112,7 @@ macro_rules! family {
         pub enum $Req {
             $(
                 #[doc = concat!("See [`", stringify!($Effect), "`].")]
-                $Effect($Effect),
+                $Effect($crate::effect::variant_type!($Effect $(, $boxed)?)),
             )*
         }
 
@@ -147,9 +147,11 @@ macro_rules! family {
             impl<F: $crate::effect::EmbedStd> $crate::effect::Effect<F> for $Effect {
                 type Output = $Output;
                 const NAME: &'static str = concat!(stringify!($Family), ".", stringify!($Effect));
+                #[inline]
                 fn into_request(self) -> F::Request {
-                    F::embed_request($crate::effect::Request::$Family($Req::$Effect(self)))
+                    F::embed_request($crate::effect::Request::$Family($Req::$Effect($crate::effect::variant_value!(self $(, $boxed)?))))
                 }
+                #[inline]
                 fn from_response(response: F::Response) -> Result<$Output, F::Response> {
                     match F::project_response(response) {
                         Ok($crate::effect::Response::$Family($Resp::$Effect(v))) => Ok(v),
@@ -161,13 +163,31 @@ macro_rules! family {
 
             impl From<$Effect> for $crate::effect::Request {
                 fn from(effect: $Effect) -> Self {
-                    $crate::effect::Request::$Family($Req::$Effect(effect))
+                    $crate::effect::Request::$Family($Req::$Effect($crate::effect::variant_value!(effect $(, $boxed)?)))
                 }
             }
         )*
     };
 }
 pub(crate) use family;
+
+/// The payload type of a request variant: large requests are boxed so that every
+/// request stays small to move.
+macro_rules! variant_type {
+    ($Effect:ident) => { $Effect };
+    ($Effect:ident, boxed) => { Box<$Effect> };
+}
+pub(crate) use variant_type;
+
+macro_rules! variant_value {
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, boxed) => {
+        Box::new($value)
+    };
+}
+pub(crate) use variant_value;
 
 /// Declares the union of the built-in families.
 macro_rules! families {
@@ -226,8 +246,11 @@ families! {
 
 /// Decodes `response` as `E`'s output, turning a response to another effect into a
 /// protocol error that names both.
-pub fn decode<F: Family, E: Effect<F>>(response: F::Response) -> Result<E::Output, crate::EffectError> {
-    E::from_response(response).map_err(|other| crate::EffectError::mismatched_response(E::NAME, F::response_name(&other)))
+pub fn decode<F: Family, E: Effect<F>>(
+    response: F::Response,
+) -> Result<E::Output, crate::EffectError> {
+    E::from_response(response)
+        .map_err(|other| crate::EffectError::mismatched_response(E::NAME, F::response_name(&other)))
 }
 
 #[cfg(test)]
@@ -237,7 +260,10 @@ mod tests {
 
     #[test]
     fn requests_and_responses_round_trip_through_json() {
-        let req: Request = GetUserById { user_id: Uuid::nil() }.into();
+        let req: Request = GetUserById {
+            user_id: Uuid::nil(),
+        }
+        .into();
         let json = serde_json::to_string(&req).unwrap();
         let back: Request = serde_json::from_str(&json).unwrap();
         assert_eq!(back, req);

@@ -31,8 +31,8 @@ pub struct StoredObject {
 /// The domain outcome of reading an object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectLookup {
-    /// The object.
-    Found(StoredObject),
+    /// The object (boxed: it is large, and responses stay small to move).
+    Found(Box<StoredObject>),
     /// No object under this key.
     NotFound {
         /// The bucket.
@@ -124,7 +124,7 @@ family! {
     /// The Storage family's requests.
     Storage: StorageRequest => StorageResponse {
         GetObject => ObjectLookup,
-        PutObject => PutOutcome,
+        PutObject [boxed] => PutOutcome,
         DeleteObject => bool,
         ListObjects => Vec<String>,
     }

@@ -56,7 +56,9 @@ impl CloseReason {
     pub fn text(&self) -> &str {
         match self {
             CloseReason::Normal | CloseReason::GoingAway => "",
-            CloseReason::ProtocolError(r) | CloseReason::PolicyViolation(r) | CloseReason::InternalError(r) => r,
+            CloseReason::ProtocolError(r)
+            | CloseReason::PolicyViolation(r)
+            | CloseReason::InternalError(r) => r,
         }
     }
 }

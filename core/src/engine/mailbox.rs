@@ -2,6 +2,10 @@
 //! and the program (through [`crate::Fx`] for async programs, [`crate::Cx`] for
 //! hand-written ones).
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
 use crate::effect::Family;
 use crate::engine::id::{EffectId, ProgramId};
 use crate::error::EffectError;
@@ -40,6 +44,16 @@ pub(crate) enum Kind {
     Timer,
 }
 
+/// What programs ask of the driver, in the order they asked; shared by every
+/// mailbox of an engine so a request is moved once on its way out.
+pub(crate) enum Emitted<F: Family> {
+    Request(EffectId, F::Request),
+    Cancel(EffectId),
+}
+
+/// The engine-wide queue of [`Emitted`] items.
+pub(crate) type Emissions<F> = Rc<RefCell<VecDeque<Emitted<F>>>>;
+
 pub(crate) struct Mailbox<F: Family> {
     pub(crate) program: ProgramId,
     pub(crate) now: Time,
@@ -51,12 +65,10 @@ pub(crate) struct Mailbox<F: Family> {
     free: Vec<u32>,
     /// Effects and timers waiting, not yet answered.
     outstanding: u32,
-    /// Newly issued requests, drained by the engine after each resume.
-    pub(crate) requests: Vec<(EffectId, F::Request)>,
+    /// Where requests and cancellations go.
+    emissions: Emissions<F>,
     /// Newly armed timers, drained by the engine after each resume.
     pub(crate) timers: Vec<(EffectId, Time)>,
-    /// Effects the program gave up on, drained by the engine after each resume.
-    pub(crate) cancels: Vec<EffectId>,
     /// How many effect futures reported "waiting" during the current poll.
     pub(crate) waiting_marks: u32,
     /// Positions completed per `perform_all` group, in completion order.
@@ -65,7 +77,13 @@ pub(crate) struct Mailbox<F: Family> {
 }
 
 impl<F: Family> Mailbox<F> {
-    pub(crate) fn new(program: ProgramId, now: Time, rng: Rng, stores_completions: bool) -> Self {
+    pub(crate) fn new(
+        program: ProgramId,
+        now: Time,
+        rng: Rng,
+        stores_completions: bool,
+        emissions: Emissions<F>,
+    ) -> Self {
         Mailbox {
             program,
             now,
@@ -74,15 +92,15 @@ impl<F: Family> Mailbox<F> {
             slots: Vec::new(),
             free: Vec::new(),
             outstanding: 0,
-            requests: Vec::new(),
+            emissions,
             timers: Vec::new(),
-            cancels: Vec::new(),
             waiting_marks: 0,
             groups: Vec::new(),
             free_groups: Vec::new(),
         }
     }
 
+    #[inline]
     fn alloc(&mut self, state: SlotState<F>, group: Option<(u32, u32)>) -> EffectId {
         self.outstanding += 1;
         let slot = match self.free.pop() {
@@ -94,13 +112,22 @@ impl<F: Family> Mailbox<F> {
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Slot { generation: 0, state, group });
+                self.slots.push(Slot {
+                    generation: 0,
+                    state,
+                    group,
+                });
                 slot
             }
         };
-        EffectId { program: self.program, slot, generation: self.slots[slot as usize].generation }
+        EffectId {
+            program: self.program,
+            slot,
+            generation: self.slots[slot as usize].generation,
+        }
     }
 
+    #[inline]
     fn release(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Free;
@@ -109,18 +136,29 @@ impl<F: Family> Mailbox<F> {
         self.free.push(slot);
     }
 
+    #[inline]
     fn slot(&self, id: EffectId) -> Option<&Slot<F>> {
-        self.slots.get(id.slot as usize).filter(|s| s.generation == id.generation)
+        self.slots
+            .get(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
     }
 
     /// Issues a request; the engine emits it after this resume.
+    #[inline]
     pub(crate) fn request(&mut self, request: F::Request) -> EffectId {
         self.request_in_group(request, None)
     }
 
-    pub(crate) fn request_in_group(&mut self, request: F::Request, group: Option<(u32, u32)>) -> EffectId {
+    #[inline]
+    pub(crate) fn request_in_group(
+        &mut self,
+        request: F::Request,
+        group: Option<(u32, u32)>,
+    ) -> EffectId {
         let id = self.alloc(SlotState::Effect, group);
-        self.requests.push((id, request));
+        self.emissions
+            .borrow_mut()
+            .push_back(Emitted::Request(id, request));
         id
     }
 
@@ -132,6 +170,7 @@ impl<F: Family> Mailbox<F> {
     }
 
     /// Whether `id` is still waiting for a completion of `kind`.
+    #[inline]
     pub(crate) fn is_waiting(&self, id: EffectId, kind: Kind) -> bool {
         matches!(
             (self.slot(id).map(|s| &s.state), kind),
@@ -139,29 +178,33 @@ impl<F: Family> Mailbox<F> {
         )
     }
 
-    /// Completes a waiting slot. Returns the completion back when the program takes
-    /// completions as events (the slot is then free), `Ok(None)` when it was stored,
-    /// and `Err(())` when the id is stale.
-    pub(crate) fn complete(&mut self, id: EffectId, kind: Kind, completion: Completion<F>) -> Result<Option<Completion<F>>, ()> {
-        if !self.is_waiting(id, kind) {
-            return Err(());
-        }
+    /// Ends a waiting slot whose completion goes to the program as an event.
+    /// The caller has checked [`Mailbox::is_waiting`].
+    #[inline]
+    pub(crate) fn settle(&mut self, id: EffectId) {
         self.outstanding -= 1;
-        if !self.stores_completions {
-            self.release(id.slot);
-            return Ok(Some(completion));
-        }
+        self.release(id.slot);
+    }
+
+    /// Stores the completion of a waiting slot for the program's future to take.
+    /// The caller has checked [`Mailbox::is_waiting`].
+    #[inline]
+    pub(crate) fn store(&mut self, id: EffectId, completion: Completion<F>) {
+        self.outstanding -= 1;
         let slot = &mut self.slots[id.slot as usize];
         slot.state = SlotState::Ready(completion);
         if let Some((group, position)) = slot.group {
             self.groups[group as usize].push(position);
         }
-        Ok(None)
     }
 
     /// Takes a stored completion, freeing the slot; `None` while still waiting.
+    #[inline]
     pub(crate) fn take(&mut self, id: EffectId) -> Option<Completion<F>> {
-        let slot = self.slots.get_mut(id.slot as usize).filter(|s| s.generation == id.generation)?;
+        let slot = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)?;
         if !matches!(slot.state, SlotState::Ready(_)) {
             return None;
         }
@@ -180,7 +223,7 @@ impl<F: Family> Mailbox<F> {
             SlotState::Free => return,
             SlotState::Effect => {
                 self.outstanding -= 1;
-                self.cancels.push(id);
+                self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
             }
             SlotState::Timer => self.outstanding -= 1,
             SlotState::Ready(_) => {}
@@ -192,7 +235,11 @@ impl<F: Family> Mailbox<F> {
     pub(crate) fn cancel_all(&mut self) {
         for slot in 0..self.slots.len() as u32 {
             let generation = self.slots[slot as usize].generation;
-            self.cancel(EffectId { program: self.program, slot, generation });
+            self.cancel(EffectId {
+                program: self.program,
+                slot,
+                generation,
+            });
         }
     }
 

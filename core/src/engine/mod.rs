@@ -22,23 +22,17 @@ pub(crate) mod mailbox;
 mod timer;
 
 pub use id::{EffectId, ProgramId};
-use mailbox::{Completion, Kind, Mailbox};
+use mailbox::{Completion, Emissions, Emitted, Kind, Mailbox};
 use timer::{TimerQueue, TimerTarget};
 
 /// How an engine behaves; part of what makes a run reproducible.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineConfig {
     /// Seeds every program's random number generator (retry jitter, `Fx::random_u64`).
     pub seed: u64,
     /// The deadline given to each program at spawn, relative to its start
     /// (the seed tutorial's 300 s program timeout). `None`: no deadline.
     pub program_timeout: Option<Duration>,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig { seed: 0, program_timeout: None }
-    }
 }
 
 /// What the engine asks of its driver.
@@ -79,31 +73,78 @@ pub enum Delivery {
 
 /// The engine's view of one hosted program, whichever way it was written.
 trait Host<O, F: Family> {
-    fn resume(&mut self, mailbox: &RefCell<Mailbox<F>>, event: Event<F>) -> Poll<O>;
-    fn is_async(&self) -> bool;
+    /// Runs the program for one event at `now`. Returns its poll and whether it is
+    /// stuck: waiting with nothing that could ever wake it.
+    fn resume(
+        &mut self,
+        mailbox: &RefCell<Mailbox<F>>,
+        now: Time,
+        event: Event<F>,
+    ) -> (Poll<O>, Stuck);
+}
+
+/// Why a waiting program can never be resumed, if it cannot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    No,
+    /// An async program awaits only futures that are not effects.
+    ForeignAwait,
+    /// A hand-written program has nothing outstanding.
+    Stalled,
 }
 
 struct Handwritten<P>(P);
 
 impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
-    fn resume(&mut self, mailbox: &RefCell<Mailbox<F>>, event: Event<F>) -> Poll<O> {
+    #[inline]
+    fn resume(
+        &mut self,
+        mailbox: &RefCell<Mailbox<F>>,
+        now: Time,
+        event: Event<F>,
+    ) -> (Poll<O>, Stuck) {
         let mut mailbox = mailbox.borrow_mut();
-        self.0.resume(&mut Cx { mailbox: &mut mailbox }, event)
-    }
-    fn is_async(&self) -> bool {
-        false
+        mailbox.now = now;
+        let poll = self.0.resume(
+            &mut Cx {
+                mailbox: &mut mailbox,
+            },
+            event,
+        );
+        let stuck = if poll.is_pending() && mailbox.outstanding() == 0 {
+            Stuck::Stalled
+        } else {
+            Stuck::No
+        };
+        (poll, stuck)
     }
 }
 
 struct Async<Fut>(Pin<Box<Fut>>);
 
 impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
-    fn resume(&mut self, mailbox: &RefCell<Mailbox<F>>, _event: Event<F>) -> Poll<O> {
-        mailbox.borrow_mut().waiting_marks = 0;
-        self.0.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-    }
-    fn is_async(&self) -> bool {
-        true
+    #[inline]
+    fn resume(
+        &mut self,
+        mailbox: &RefCell<Mailbox<F>>,
+        now: Time,
+        _event: Event<F>,
+    ) -> (Poll<O>, Stuck) {
+        {
+            let mut mailbox = mailbox.borrow_mut();
+            mailbox.now = now;
+            mailbox.waiting_marks = 0;
+        }
+        let poll = self
+            .0
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        let stuck = if poll.is_pending() && mailbox.borrow().waiting_marks == 0 {
+            Stuck::ForeignAwait
+        } else {
+            Stuck::No
+        };
+        (poll, stuck)
     }
 }
 
@@ -155,7 +196,10 @@ pub struct Engine<O, F: Family = Std> {
     free: Vec<u32>,
     live: usize,
     spawned: u64,
-    outputs: VecDeque<Output<O, F>>,
+    /// Requests and cancellations, in the order programs made them.
+    emissions: Emissions<F>,
+    /// Finished programs, reported after the emissions that precede them.
+    finished: VecDeque<(ProgramId, Result<O, ProgramError>)>,
     timers: TimerQueue,
 }
 
@@ -169,7 +213,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
             free: Vec::new(),
             live: 0,
             spawned: 0,
-            outputs: VecDeque::new(),
+            emissions: Emissions::default(),
+            finished: VecDeque::new(),
             timers: TimerQueue::default(),
         }
     }
@@ -186,7 +231,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
 
     /// How many effects and timers a program is waiting for (`None`: not running).
     pub fn outstanding(&self, program: ProgramId) -> Option<u32> {
-        self.live_entry(program).map(|live| live.mailbox.borrow().outstanding())
+        self.live_entry(program)
+            .map(|live| live.mailbox.borrow().outstanding())
     }
 
     /// Starts a hand-written program; it runs until it first waits.
@@ -219,7 +265,10 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
-                self.programs.push(Entry { generation: 0, live: None });
+                self.programs.push(Entry {
+                    generation: 0,
+                    live: None,
+                });
                 u32::try_from(self.programs.len() - 1).unwrap_or(u32::MAX)
             }
         };
@@ -227,7 +276,13 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let id = ProgramId { index, generation };
         let rng = Rng::derive(self.config.seed, self.spawned);
         self.spawned += 1;
-        let mailbox = Rc::new(RefCell::new(Mailbox::new(id, self.now, rng, stores)));
+        let mailbox = Rc::new(RefCell::new(Mailbox::new(
+            id,
+            self.now,
+            rng,
+            stores,
+            self.emissions.clone(),
+        )));
         (index, generation, mailbox)
     }
 
@@ -235,15 +290,22 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let deadline = self.config.program_timeout.map(|t| self.now + t);
         let generation = self.programs[index as usize].generation;
         if let Some(at) = deadline {
-            self.timers.push(at, TimerTarget::Deadline(ProgramId { index, generation }));
+            self.timers
+                .push(at, TimerTarget::Deadline(ProgramId { index, generation }));
         }
-        self.programs[index as usize].live = Some(Live { host, mailbox, deadline });
+        self.programs[index as usize].live = Some(Live {
+            host,
+            mailbox,
+            deadline,
+        });
         self.live += 1;
     }
 
     /// Sets (or clears) a running program's deadline. Returns `false` if it is not running.
     pub fn set_deadline(&mut self, program: ProgramId, deadline: Option<Time>) -> bool {
-        let Some(live) = self.live_entry_mut(program) else { return false };
+        let Some(live) = self.live_entry_mut(program) else {
+            return false;
+        };
         live.deadline = deadline;
         if let Some(at) = deadline {
             self.timers.push(at, TimerTarget::Deadline(program));
@@ -263,9 +325,30 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// The driver's answer to the effect `id`.
-    pub fn handle_response(&mut self, now: Time, id: EffectId, result: Result<F::Response, EffectError>) -> Delivery {
+    pub fn handle_response(
+        &mut self,
+        now: Time,
+        id: EffectId,
+        result: Result<F::Response, EffectError>,
+    ) -> Delivery {
         self.advance(now);
-        self.complete(id, Kind::Effect, Completion::Response(result))
+        let Some(live) = self.live_entry(id.program) else {
+            return Delivery::Stale;
+        };
+        let mut mailbox = live.mailbox.borrow_mut();
+        if !mailbox.is_waiting(id, Kind::Effect) {
+            return Delivery::Stale;
+        }
+        let event = if mailbox.stores_completions {
+            mailbox.store(id, Completion::Response(result));
+            Event::Start // async programs take the stored completion themselves
+        } else {
+            mailbox.settle(id);
+            Event::Response { id, result }
+        };
+        drop(mailbox);
+        self.resume(id.program.index, event);
+        Delivery::Delivered
     }
 
     /// Fires every timer due at `now`. Harmless when called early.
@@ -277,12 +360,16 @@ impl<O: 'static, F: Family> Engine<O, F> {
             }
             self.timers.pop();
             match target {
-                TimerTarget::Effect(id) => {
-                    let _ = self.complete(id, Kind::Timer, Completion::Timer);
-                }
+                TimerTarget::Effect(id) => self.fire_timer(id),
                 TimerTarget::Deadline(program) => {
-                    if self.live_entry(program).is_some_and(|live| live.deadline == Some(at)) {
-                        self.finish(program.index, Err(ProgramError::DeadlineExceeded { deadline: at }));
+                    if self
+                        .live_entry(program)
+                        .is_some_and(|live| live.deadline == Some(at))
+                    {
+                        self.finish(
+                            program.index,
+                            Err(ProgramError::DeadlineExceeded { deadline: at }),
+                        );
                     }
                 }
             }
@@ -290,8 +377,18 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// The next thing the driver must do, if any.
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output<O, F>> {
-        self.outputs.pop_front()
+        // Requests and cancellations first: a program's Finished must follow the
+        // cancellations its end caused, and nothing a program emits can depend on
+        // another program's end.
+        match self.emissions.borrow_mut().pop_front() {
+            Some(Emitted::Request(id, request)) => return Some(Output::Request { id, request }),
+            Some(Emitted::Cancel(id)) => return Some(Output::Cancel { id }),
+            None => {}
+        }
+        let (program, result) = self.finished.pop_front()?;
+        Some(Output::Finished { program, result })
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if any timer is armed.
@@ -315,7 +412,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
             TimerTarget::Effect(id) => self
                 .live_entry(id.program)
                 .is_some_and(|live| live.mailbox.borrow().is_waiting(id, Kind::Timer)),
-            TimerTarget::Deadline(program) => self.live_entry(program).is_some_and(|live| live.deadline == Some(at)),
+            TimerTarget::Deadline(program) => self
+                .live_entry(program)
+                .is_some_and(|live| live.deadline == Some(at)),
         }
     }
 
@@ -325,7 +424,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
 
     fn live_entry(&self, program: ProgramId) -> Option<&Live<O, F>> {
         let entry = self.programs.get(program.index as usize)?;
-        (entry.generation == program.generation).then_some(entry.live.as_ref()).flatten()
+        (entry.generation == program.generation)
+            .then_some(entry.live.as_ref())
+            .flatten()
     }
 
     fn live_entry_mut(&mut self, program: ProgramId) -> Option<&mut Live<O, F>> {
@@ -336,66 +437,64 @@ impl<O: 'static, F: Family> Engine<O, F> {
         entry.live.as_mut()
     }
 
-    fn complete(&mut self, id: EffectId, kind: Kind, completion: Completion<F>) -> Delivery {
-        let Some(live) = self.live_entry(id.program) else { return Delivery::Stale };
-        let event = match live.mailbox.borrow_mut().complete(id, kind, completion) {
-            Err(()) => return Delivery::Stale,
-            Ok(None) => Event::Start, // async programs read the stored completion themselves
-            Ok(Some(Completion::Response(result))) => Event::Response { id, result },
-            Ok(Some(Completion::Timer)) => Event::Timer { id },
+    fn fire_timer(&mut self, id: EffectId) {
+        let Some(live) = self.live_entry(id.program) else {
+            return;
         };
+        let mut mailbox = live.mailbox.borrow_mut();
+        if !mailbox.is_waiting(id, Kind::Timer) {
+            return;
+        }
+        let event = if mailbox.stores_completions {
+            mailbox.store(id, Completion::Timer);
+            Event::Start
+        } else {
+            mailbox.settle(id);
+            Event::Timer { id }
+        };
+        drop(mailbox);
         self.resume(id.program.index, event);
-        Delivery::Delivered
     }
 
     /// Runs one program for one event and collects what it asked for.
+    #[inline]
     fn resume(&mut self, index: u32, event: Event<F>) {
-        let Some(live) = self.programs[index as usize].live.as_mut() else { return };
-        let poll = {
-            live.mailbox.borrow_mut().now = self.now;
-            live.host.resume(&live.mailbox, event)
+        let Some(live) = self.programs[index as usize].live.as_mut() else {
+            return;
         };
-        let mut mailbox = live.mailbox.borrow_mut();
-        for (id, request) in mailbox.requests.drain(..) {
-            self.outputs.push_back(Output::Request { id, request });
+        let (poll, stuck) = live.host.resume(&live.mailbox, self.now, event);
+        {
+            let mut mailbox = live.mailbox.borrow_mut();
+            for (id, at) in mailbox.timers.drain(..) {
+                self.timers.push(at, TimerTarget::Effect(id));
+            }
         }
-        for (id, at) in mailbox.timers.drain(..) {
-            self.timers.push(at, TimerTarget::Effect(id));
-        }
-        for id in mailbox.cancels.drain(..) {
-            self.outputs.push_back(Output::Cancel { id });
-        }
-        let stuck = match live.host.is_async() {
-            true => mailbox.waiting_marks == 0,
-            false => mailbox.outstanding() == 0,
-        };
-        let is_async = live.host.is_async();
-        drop(mailbox);
-        match poll {
-            Poll::Ready(output) => self.finish(index, Ok(output)),
-            Poll::Pending if stuck && is_async => self.finish(index, Err(ProgramError::ForeignAwait)),
-            Poll::Pending if stuck => self.finish(index, Err(ProgramError::Stalled)),
-            Poll::Pending => {}
+        match (poll, stuck) {
+            (Poll::Ready(output), _) => self.finish(index, Ok(output)),
+            (Poll::Pending, Stuck::No) => {}
+            (Poll::Pending, Stuck::ForeignAwait) => {
+                self.finish(index, Err(ProgramError::ForeignAwait))
+            }
+            (Poll::Pending, Stuck::Stalled) => self.finish(index, Err(ProgramError::Stalled)),
         }
     }
 
     /// Ends a running program: drops it, cancels what it left outstanding, reports it.
     fn finish(&mut self, index: u32, result: Result<O, ProgramError>) {
         let entry = &mut self.programs[index as usize];
-        let Some(live) = entry.live.take() else { return };
-        let program = ProgramId { index, generation: entry.generation };
+        let Some(live) = entry.live.take() else {
+            return;
+        };
+        let program = ProgramId {
+            index,
+            generation: entry.generation,
+        };
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(index);
         self.live -= 1;
         // Dropping the program drops its effect futures, which cancel themselves.
         drop(live.host);
-        let mut mailbox = live.mailbox.borrow_mut();
-        mailbox.cancel_all();
-        for id in mailbox.cancels.drain(..) {
-            self.outputs.push_back(Output::Cancel { id });
-        }
-        debug_assert!(mailbox.requests.is_empty(), "a dropped program cannot issue requests");
-        drop(mailbox);
-        self.outputs.push_back(Output::Finished { program, result });
+        live.mailbox.borrow_mut().cancel_all();
+        self.finished.push_back((program, result));
     }
 }

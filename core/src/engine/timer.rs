@@ -33,7 +33,9 @@ impl TimerQueue {
     }
 
     pub(crate) fn peek(&self) -> Option<(Time, TimerTarget)> {
-        self.heap.peek().map(|Reverse((at, _, target))| (*at, *target))
+        self.heap
+            .peek()
+            .map(|Reverse((at, _, target))| (*at, *target))
     }
 
     pub(crate) fn pop(&mut self) -> Option<(Time, TimerTarget)> {
