@@ -153,10 +153,18 @@ macro_rules! family {
                 }
                 #[inline]
                 fn from_response(response: F::Response) -> Result<$Output, F::Response> {
-                    match F::project_response(response) {
-                        Ok($crate::effect::Response::$Family($Resp::$Effect(v))) => Ok(v),
-                        Ok(other) => Err(F::embed_response(other)),
-                        Err(own) => Err(own),
+                    let response = match F::project_response(response) {
+                        Ok(response) => response,
+                        Err(own) => return Err(own),
+                    };
+                    match response {
+                        $crate::effect::Response::$Family(family) => match family {
+                            $Resp::$Effect(v) => Ok(v),
+                            #[allow(unreachable_patterns)]
+                            other => Err(F::embed_response($crate::effect::Response::$Family(other))),
+                        },
+                        #[allow(unreachable_patterns)]
+                        other => Err(F::embed_response(other)),
                     }
                 }
             }

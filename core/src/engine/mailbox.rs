@@ -21,20 +21,24 @@ pub(crate) enum Completion<F: Family> {
     Timer,
 }
 
-#[derive(Debug)]
-enum SlotState<F: Family> {
+/// A slot's state. The completion of a `Ready` slot lives beside it, so that the
+/// hot path (hand-written programs never store completions) moves no payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
     Free,
     Effect,
     Timer,
-    Ready(Completion<F>),
+    Ready,
 }
 
 #[derive(Debug)]
 struct Slot<F: Family> {
     generation: u32,
-    state: SlotState<F>,
+    state: SlotState,
     /// `(group, position)` for effects issued together by `Fx::perform_all`.
     group: Option<(u32, u32)>,
+    /// Set exactly when `state` is `Ready`.
+    completion: Option<Completion<F>>,
 }
 
 /// What the engine needs to know about a slot it is about to complete.
@@ -101,7 +105,7 @@ impl<F: Family> Mailbox<F> {
     }
 
     #[inline]
-    fn alloc(&mut self, state: SlotState<F>, group: Option<(u32, u32)>) -> EffectId {
+    fn alloc(&mut self, state: SlotState, group: Option<(u32, u32)>) -> EffectId {
         self.outstanding += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -116,6 +120,7 @@ impl<F: Family> Mailbox<F> {
                     generation: 0,
                     state,
                     group,
+                    completion: None,
                 });
                 slot
             }
@@ -173,7 +178,7 @@ impl<F: Family> Mailbox<F> {
     #[inline]
     pub(crate) fn is_waiting(&self, id: EffectId, kind: Kind) -> bool {
         matches!(
-            (self.slot(id).map(|s| &s.state), kind),
+            (self.slot(id).map(|s| s.state), kind),
             (Some(SlotState::Effect), Kind::Effect) | (Some(SlotState::Timer), Kind::Timer)
         )
     }
@@ -192,7 +197,8 @@ impl<F: Family> Mailbox<F> {
     pub(crate) fn store(&mut self, id: EffectId, completion: Completion<F>) {
         self.outstanding -= 1;
         let slot = &mut self.slots[id.slot as usize];
-        slot.state = SlotState::Ready(completion);
+        slot.state = SlotState::Ready;
+        slot.completion = Some(completion);
         if let Some((group, position)) = slot.group {
             self.groups[group as usize].push(position);
         }
@@ -205,14 +211,12 @@ impl<F: Family> Mailbox<F> {
             .slots
             .get_mut(id.slot as usize)
             .filter(|s| s.generation == id.generation)?;
-        if !matches!(slot.state, SlotState::Ready(_)) {
+        if slot.state != SlotState::Ready {
             return None;
         }
-        let SlotState::Ready(c) = std::mem::replace(&mut slot.state, SlotState::Free) else {
-            return None;
-        };
+        let completion = slot.completion.take();
         self.release(id.slot);
-        Some(c)
+        completion
     }
 
     /// The program no longer wants `id`: a waiting effect is reported to the driver as
@@ -226,7 +230,7 @@ impl<F: Family> Mailbox<F> {
                 self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
             }
             SlotState::Timer => self.outstanding -= 1,
-            SlotState::Ready(_) => {}
+            SlotState::Ready => self.slots[id.slot as usize].completion = None,
         }
         self.release(id.slot);
     }

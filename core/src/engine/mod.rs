@@ -457,7 +457,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// Runs one program for one event and collects what it asked for.
-    #[inline]
+    #[inline(always)]
     fn resume(&mut self, index: u32, event: Event<F>) {
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
@@ -465,8 +465,10 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let (poll, stuck) = live.host.resume(&live.mailbox, self.now, event);
         {
             let mut mailbox = live.mailbox.borrow_mut();
-            for (id, at) in mailbox.timers.drain(..) {
-                self.timers.push(at, TimerTarget::Effect(id));
+            if !mailbox.timers.is_empty() {
+                for (id, at) in mailbox.timers.drain(..) {
+                    self.timers.push(at, TimerTarget::Effect(id));
+                }
             }
         }
         match (poll, stuck) {
