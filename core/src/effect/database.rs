@@ -120,12 +120,21 @@ pub struct DeleteUser {
 }
 
 /// Store a chat message. Output: the stored [`ChatMessage`].
+///
+/// With `message_id` set the insert is idempotent (`ON CONFLICT (id) DO NOTHING`,
+/// then the stored row): saving the same message again, say on a retry after a lost
+/// answer, returns the row stored the first time instead of a duplicate. Reusing an
+/// id for another author or text fails with a unique violation (SQLSTATE 23505).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaveChatMessage {
     /// The author.
     pub user_id: Uuid,
     /// The text.
     pub text: String,
+    /// The message's id, chosen by the program for idempotent retries; `None`: the
+    /// database chooses.
+    #[serde(default)]
+    pub message_id: Option<Uuid>,
 }
 
 /// A user's messages, oldest first. Output: the messages.

@@ -1,0 +1,661 @@
+//! The Cache fake: Redis keys with a time to live on the simulated clock, and LRU
+//! eviction when a maximum number of entries is set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use effectful::effect::{
+    CacheLookup, CacheRequest, CacheResponse, GetCachedProfile, MissReason, ProfileData,
+    PutCachedProfile, PutCachedValue, profile_key,
+};
+use effectful::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Option<Time>,
+    /// The entry's position in the LRU order (the key of `FakeCache::lru`).
+    used: u64,
+}
+
+impl Entry {
+    fn is_expired(&self, now: Time) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// A Redis stand-in: byte values under string keys, each with an optional time to live.
+///
+/// - A key whose time to live has run out reads once as [`MissReason::Expired`]; Redis
+///   forgets it then, so the next read says [`MissReason::NotFound`]. A key expires at
+///   `put time + ttl` exactly (`now >= expires_at`).
+/// - `ttl_remaining` is in whole seconds, rounded up (a live key never reports 0).
+///   Note that Redis' own `TTL` rounds to the nearest second.
+/// - Writing a key replaces its value and its time to live (as `SET` does); a time to
+///   live of 0 seconds is refused as Redis refuses `SET ... EX 0`: an [`EffectError`]
+///   of kind `Service { code: "ERR" }`, not retryable.
+/// - With [`with_max_entries`](FakeCache::with_max_entries), a write that makes the
+///   cache hold more keys first drops keys whose time ran out (they still read once as
+///   `Expired`), then evicts the least recently used keys (read or written); an
+///   evicted key reads once as [`MissReason::Evicted`], then as `NotFound`.
+/// - Profiles are JSON (serde_json) under [`profile_key`], so the profile and the
+///   value effects see the same keys: `InvalidateCache` on a profile key forgets the
+///   profile. A value under a profile key that is not a profile makes
+///   `GetCachedProfile` fail with an [`EffectError`] of kind `Protocol`, not retryable.
+/// - `DeleteCachedProfile` and `InvalidateCache` answer whether a live key was there.
+#[derive(Clone, Debug, Default)]
+pub struct FakeCache {
+    entries: BTreeMap<String, Entry>,
+    /// Keys by last use, least recent first.
+    lru: BTreeMap<u64, String>,
+    /// Keys that have a time to live, soonest expiry first.
+    expiries: BTreeSet<(Time, String)>,
+    /// Keys the cache dropped by itself, and why; each reads once as that miss.
+    dropped: BTreeMap<String, MissReason>,
+    max_entries: Option<usize>,
+    clock: u64,
+    evictions: u64,
+}
+
+impl FakeCache {
+    /// An empty cache without an entry limit.
+    pub fn new() -> FakeCache {
+        FakeCache::default()
+    }
+
+    /// The same cache holding at most `max_entries` keys, evicting the least recently
+    /// used beyond that (Redis' `allkeys-lru` with a key count as its memory limit).
+    pub fn with_max_entries(mut self, max_entries: usize) -> FakeCache {
+        self.max_entries = Some(max_entries);
+        self
+    }
+
+    /// Answers one Cache request at simulated time `now`.
+    pub fn handle(
+        &mut self,
+        now: Time,
+        request: CacheRequest,
+    ) -> Result<CacheResponse, EffectError> {
+        Ok(match request {
+            CacheRequest::GetCachedProfile(r) => {
+                CacheResponse::GetCachedProfile(self.get_profile(now, r.user_id)?)
+            }
+            CacheRequest::PutCachedProfile(r) => {
+                let value = serde_json::to_vec(&r.profile).map_err(|e| {
+                    EffectError::new(
+                        <PutCachedProfile as Effect<Std>>::NAME,
+                        ErrorKind::Protocol,
+                        format!("could not encode the profile as JSON: {e}"),
+                    )
+                })?;
+                self.put(
+                    now,
+                    <PutCachedProfile as Effect<Std>>::NAME,
+                    profile_key(r.user_id),
+                    value,
+                    Some(r.ttl_seconds),
+                )?;
+                CacheResponse::PutCachedProfile(())
+            }
+            CacheRequest::DeleteCachedProfile(r) => {
+                CacheResponse::DeleteCachedProfile(self.delete(now, &profile_key(r.user_id)))
+            }
+            CacheRequest::InvalidateCache(r) => {
+                CacheResponse::InvalidateCache(self.delete(now, &r.key))
+            }
+            CacheRequest::GetCachedValue(r) => CacheResponse::GetCachedValue(self.get(now, r.key)),
+            CacheRequest::PutCachedValue(r) => {
+                self.put(
+                    now,
+                    <PutCachedValue as Effect<Std>>::NAME,
+                    r.key,
+                    r.value,
+                    r.ttl_seconds,
+                )?;
+                CacheResponse::PutCachedValue(())
+            }
+        })
+    }
+
+    /// The value under `key` if it is live at `now`, without counting as a use and
+    /// without forgetting an expired key.
+    pub fn peek(&self, now: Time, key: &str) -> Option<&[u8]> {
+        self.entries
+            .get(key)
+            .filter(|e| !e.is_expired(now))
+            .map(|e| e.value.as_slice())
+    }
+
+    /// The time to live left for a live `key`: `None` if it is not live,
+    /// `Some(None)` if it never expires.
+    pub fn ttl_remaining(&self, now: Time, key: &str) -> Option<Option<u64>> {
+        self.entries
+            .get(key)
+            .filter(|e| !e.is_expired(now))
+            .map(|e| e.expires_at.map(|at| ceil_secs(at - now)))
+    }
+
+    /// How many keys were evicted to make room so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Reads `key` like `GET`: a hit counts as a use for the LRU order.
+    fn get(&mut self, now: Time, key: String) -> CacheLookup<Vec<u8>> {
+        let Some(entry) = self.entries.get(&key) else {
+            let reason = self.dropped.remove(&key).unwrap_or(MissReason::NotFound);
+            return CacheLookup::Miss { key, reason };
+        };
+        if entry.is_expired(now) {
+            self.remove(&key);
+            return CacheLookup::Miss {
+                key,
+                reason: MissReason::Expired,
+            };
+        }
+        let ttl_remaining = entry.expires_at.map(|at| ceil_secs(at - now));
+        let value = entry.value.clone();
+        self.touch(&key);
+        CacheLookup::Hit {
+            value,
+            ttl_remaining,
+        }
+    }
+
+    fn get_profile(
+        &mut self,
+        now: Time,
+        user_id: uuid::Uuid,
+    ) -> Result<CacheLookup<ProfileData>, EffectError> {
+        match self.get(now, profile_key(user_id)) {
+            CacheLookup::Miss { key, reason } => Ok(CacheLookup::Miss { key, reason }),
+            CacheLookup::Hit {
+                value,
+                ttl_remaining,
+            } => match serde_json::from_slice::<ProfileData>(&value) {
+                Ok(value) => Ok(CacheLookup::Hit {
+                    value,
+                    ttl_remaining,
+                }),
+                Err(e) => Err(EffectError::new(
+                    <GetCachedProfile as Effect<Std>>::NAME,
+                    ErrorKind::Protocol,
+                    format!(
+                        "the value under {} is not a profile: {e}",
+                        profile_key(user_id)
+                    ),
+                )),
+            },
+        }
+    }
+
+    fn put(
+        &mut self,
+        now: Time,
+        effect: &'static str,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<(), EffectError> {
+        if ttl_seconds == Some(0) {
+            return Err(EffectError::new(
+                effect,
+                ErrorKind::Service {
+                    code: Some("ERR".to_owned()),
+                },
+                "invalid expire time in 'set' command",
+            ));
+        }
+        self.remove(&key);
+        self.dropped.remove(&key);
+        let expires_at = ttl_seconds.map(|secs| now.saturating_add(Duration::from_secs(secs)));
+        if let Some(at) = expires_at {
+            self.expiries.insert((at, key.clone()));
+        }
+        self.clock += 1;
+        self.lru.insert(self.clock, key.clone());
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                expires_at,
+                used: self.clock,
+            },
+        );
+        self.make_room(now);
+        Ok(())
+    }
+
+    /// Forgets `key`; whether it was live.
+    fn delete(&mut self, now: Time, key: &str) -> bool {
+        self.dropped.remove(key);
+        self.remove(key).is_some_and(|e| !e.is_expired(now))
+    }
+
+    /// Drops keys until at most `max_entries` remain: expired keys first, then the
+    /// least recently used.
+    fn make_room(&mut self, now: Time) {
+        let Some(max) = self.max_entries else { return };
+        while self.entries.len() > max {
+            let expired = self
+                .expiries
+                .first()
+                .filter(|(at, _)| now >= *at)
+                .map(|(_, key)| key.clone());
+            let (key, reason) = match expired {
+                Some(key) => (key, MissReason::Expired),
+                None => match self.lru.first_key_value() {
+                    Some((_, key)) => (key.clone(), MissReason::Evicted),
+                    None => return,
+                },
+            };
+            self.remove(&key);
+            if reason == MissReason::Evicted {
+                self.evictions += 1;
+            }
+            self.dropped.insert(key, reason);
+        }
+    }
+
+    fn touch(&mut self, key: &str) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        self.lru.remove(&entry.used);
+        self.clock += 1;
+        entry.used = self.clock;
+        self.lru.insert(self.clock, key.to_owned());
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.lru.remove(&entry.used);
+        if let Some(at) = entry.expires_at {
+            self.expiries.remove(&(at, key.to_owned()));
+        }
+        Some(entry)
+    }
+}
+
+/// Whole seconds in `d`, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    duration_nanos(d).div_ceil(1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::effect::{DeleteCachedProfile, GetCachedValue, InvalidateCache};
+    use uuid::Uuid;
+
+    fn put(cache: &mut FakeCache, now: Time, key: &str, value: &[u8], ttl: Option<u64>) {
+        let request = PutCachedValue {
+            key: key.into(),
+            value: value.to_vec(),
+            ttl_seconds: ttl,
+        };
+        cache
+            .handle(now, CacheRequest::PutCachedValue(request))
+            .expect("stored");
+    }
+
+    fn get(cache: &mut FakeCache, now: Time, key: &str) -> CacheLookup<Vec<u8>> {
+        match cache.handle(
+            now,
+            CacheRequest::GetCachedValue(GetCachedValue { key: key.into() }),
+        ) {
+            Ok(CacheResponse::GetCachedValue(lookup)) => lookup,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn miss(key: &str, reason: MissReason) -> CacheLookup<Vec<u8>> {
+        CacheLookup::Miss {
+            key: key.into(),
+            reason,
+        }
+    }
+
+    fn profile(user_id: Uuid) -> ProfileData {
+        ProfileData {
+            user_id,
+            name: "Ada".into(),
+            email: "ada@x.io".into(),
+        }
+    }
+
+    fn get_profile(
+        cache: &mut FakeCache,
+        now: Time,
+        user_id: Uuid,
+    ) -> Result<CacheResponse, EffectError> {
+        cache.handle(
+            now,
+            CacheRequest::GetCachedProfile(GetCachedProfile { user_id }),
+        )
+    }
+
+    #[test]
+    fn cache_read_before_ttl_hits_with_seconds_left_rounded_up() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "k", b"v", Some(10));
+        assert_eq!(
+            get(&mut cache, Time::from_millis(2_500), "k"),
+            CacheLookup::Hit {
+                value: b"v".to_vec(),
+                ttl_remaining: Some(8)
+            }
+        );
+        assert_eq!(
+            get(&mut cache, Time::from_nanos(9_999_999_999), "k"),
+            CacheLookup::Hit {
+                value: b"v".to_vec(),
+                ttl_remaining: Some(1)
+            }
+        );
+        assert_eq!(cache.ttl_remaining(Time::from_secs(3), "k"), Some(Some(7)));
+    }
+
+    #[test]
+    fn cache_read_after_ttl_says_expired_then_not_found() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "k", b"v", Some(10));
+        assert_eq!(cache.peek(Time::from_secs(10), "k"), None);
+        assert_eq!(
+            get(&mut cache, Time::from_secs(10), "k"),
+            miss("k", MissReason::Expired)
+        );
+        assert_eq!(
+            get(&mut cache, Time::from_secs(11), "k"),
+            miss("k", MissReason::NotFound)
+        );
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "never"),
+            miss("never", MissReason::NotFound)
+        );
+    }
+
+    #[test]
+    fn cache_values_without_ttl_never_expire() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "k", b"v", None);
+        assert_eq!(
+            get(&mut cache, Time::MAX, "k"),
+            CacheLookup::Hit {
+                value: b"v".to_vec(),
+                ttl_remaining: None
+            }
+        );
+        assert_eq!(cache.ttl_remaining(Time::MAX, "k"), Some(None));
+    }
+
+    #[test]
+    fn cache_rewrite_replaces_value_and_ttl() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "k", b"old", Some(5));
+        put(&mut cache, Time::from_secs(4), "k", b"new", None);
+        assert_eq!(
+            get(&mut cache, Time::from_secs(60), "k"),
+            CacheLookup::Hit {
+                value: b"new".to_vec(),
+                ttl_remaining: None
+            }
+        );
+        put(&mut cache, Time::from_secs(60), "k", b"newer", Some(1));
+        assert_eq!(
+            get(&mut cache, Time::from_secs(61), "k"),
+            miss("k", MissReason::Expired)
+        );
+    }
+
+    #[test]
+    fn cache_zero_ttl_is_refused_like_redis() {
+        let mut cache = FakeCache::new();
+        let request = PutCachedValue {
+            key: "k".into(),
+            value: vec![],
+            ttl_seconds: Some(0),
+        };
+        let err = cache
+            .handle(Time::ZERO, CacheRequest::PutCachedValue(request))
+            .unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some("ERR".into())
+            }
+        );
+        assert!(!err.retryable);
+        assert_eq!(err.effect, "Cache.PutCachedValue");
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "k"),
+            miss("k", MissReason::NotFound)
+        );
+    }
+
+    #[test]
+    fn cache_huge_ttl_saturates_instead_of_wrapping() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::from_secs(1), "k", b"v", Some(u64::MAX));
+        assert!(matches!(
+            get(&mut cache, Time::from_secs(1_000_000), "k"),
+            CacheLookup::Hit { .. }
+        ));
+    }
+
+    #[test]
+    fn cache_over_capacity_evicts_least_recently_used_and_says_evicted_once() {
+        let mut cache = FakeCache::new().with_max_entries(2);
+        put(&mut cache, Time::ZERO, "a", b"1", None);
+        put(&mut cache, Time::ZERO, "b", b"2", None);
+        // Reading "a" makes "b" the least recently used.
+        assert!(matches!(
+            get(&mut cache, Time::ZERO, "a"),
+            CacheLookup::Hit { .. }
+        ));
+        put(&mut cache, Time::ZERO, "c", b"3", None);
+        assert_eq!(cache.evictions(), 1);
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "b"),
+            miss("b", MissReason::Evicted)
+        );
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "b"),
+            miss("b", MissReason::NotFound)
+        );
+        assert!(matches!(
+            get(&mut cache, Time::ZERO, "a"),
+            CacheLookup::Hit { .. }
+        ));
+        assert!(matches!(
+            get(&mut cache, Time::ZERO, "c"),
+            CacheLookup::Hit { .. }
+        ));
+    }
+
+    #[test]
+    fn cache_over_capacity_drops_expired_keys_before_evicting_live_ones() {
+        let mut cache = FakeCache::new().with_max_entries(2);
+        put(&mut cache, Time::ZERO, "short", b"1", Some(1));
+        put(&mut cache, Time::ZERO, "long", b"2", None);
+        put(&mut cache, Time::from_secs(5), "new", b"3", None);
+        assert_eq!(cache.evictions(), 0);
+        assert!(matches!(
+            get(&mut cache, Time::from_secs(5), "long"),
+            CacheLookup::Hit { .. }
+        ));
+        assert_eq!(
+            get(&mut cache, Time::from_secs(5), "short"),
+            miss("short", MissReason::Expired)
+        );
+        assert_eq!(
+            get(&mut cache, Time::from_secs(5), "short"),
+            miss("short", MissReason::NotFound)
+        );
+    }
+
+    #[test]
+    fn cache_rewriting_an_evicted_key_clears_the_eviction() {
+        let mut cache = FakeCache::new().with_max_entries(1);
+        put(&mut cache, Time::ZERO, "a", b"1", None);
+        put(&mut cache, Time::ZERO, "b", b"2", None);
+        put(&mut cache, Time::ZERO, "a", b"3", None);
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "a"),
+            CacheLookup::Hit {
+                value: b"3".to_vec(),
+                ttl_remaining: None
+            }
+        );
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "b"),
+            miss("b", MissReason::Evicted)
+        );
+    }
+
+    #[test]
+    fn cache_with_zero_capacity_keeps_nothing() {
+        let mut cache = FakeCache::new().with_max_entries(0);
+        put(&mut cache, Time::ZERO, "a", b"1", None);
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "a"),
+            miss("a", MissReason::Evicted)
+        );
+    }
+
+    #[test]
+    fn cache_invalidate_says_whether_a_live_key_was_there() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "k", b"v", Some(5));
+        put(&mut cache, Time::ZERO, "gone", b"v", Some(1));
+        let invalidate = |cache: &mut FakeCache, now, key: &str| {
+            cache
+                .handle(
+                    now,
+                    CacheRequest::InvalidateCache(InvalidateCache { key: key.into() }),
+                )
+                .expect("ok")
+        };
+        assert_eq!(
+            invalidate(&mut cache, Time::from_secs(2), "k"),
+            CacheResponse::InvalidateCache(true)
+        );
+        assert_eq!(
+            invalidate(&mut cache, Time::from_secs(2), "k"),
+            CacheResponse::InvalidateCache(false)
+        );
+        assert_eq!(
+            invalidate(&mut cache, Time::from_secs(2), "gone"),
+            CacheResponse::InvalidateCache(false)
+        );
+        assert_eq!(
+            get(&mut cache, Time::from_secs(2), "k"),
+            miss("k", MissReason::NotFound)
+        );
+        assert_eq!(
+            get(&mut cache, Time::from_secs(2), "gone"),
+            miss("gone", MissReason::NotFound)
+        );
+    }
+
+    #[test]
+    fn cache_profiles_are_json_under_the_profile_key_and_share_the_value_api() {
+        let mut cache = FakeCache::new();
+        let user_id = Uuid::from_u128(9);
+        let put = PutCachedProfile {
+            user_id,
+            profile: profile(user_id),
+            ttl_seconds: 300,
+        };
+        cache
+            .handle(Time::ZERO, CacheRequest::PutCachedProfile(put.into()))
+            .expect("stored");
+
+        let raw = cache
+            .peek(Time::ZERO, &profile_key(user_id))
+            .expect("stored under profile:{id}");
+        assert_eq!(
+            serde_json::from_slice::<ProfileData>(raw).expect("json"),
+            profile(user_id)
+        );
+        assert_eq!(
+            get_profile(&mut cache, Time::from_secs(1), user_id),
+            Ok(CacheResponse::GetCachedProfile(CacheLookup::Hit {
+                value: profile(user_id),
+                ttl_remaining: Some(299)
+            }))
+        );
+
+        let key = profile_key(user_id);
+        let invalidated = cache.handle(
+            Time::ZERO,
+            CacheRequest::InvalidateCache(InvalidateCache { key: key.clone() }),
+        );
+        assert_eq!(invalidated, Ok(CacheResponse::InvalidateCache(true)));
+        assert_eq!(
+            get_profile(&mut cache, Time::ZERO, user_id),
+            Ok(CacheResponse::GetCachedProfile(CacheLookup::Miss {
+                key,
+                reason: MissReason::NotFound
+            }))
+        );
+    }
+
+    #[test]
+    fn cache_profile_expires_and_delete_says_whether_it_was_cached() {
+        let mut cache = FakeCache::new();
+        let user_id = Uuid::from_u128(3);
+        let put = PutCachedProfile {
+            user_id,
+            profile: profile(user_id),
+            ttl_seconds: 2,
+        };
+        cache
+            .handle(
+                Time::ZERO,
+                CacheRequest::PutCachedProfile(put.clone().into()),
+            )
+            .expect("stored");
+        assert_eq!(
+            get_profile(&mut cache, Time::from_secs(2), user_id),
+            Ok(CacheResponse::GetCachedProfile(CacheLookup::Miss {
+                key: profile_key(user_id),
+                reason: MissReason::Expired
+            }))
+        );
+        cache
+            .handle(Time::ZERO, CacheRequest::PutCachedProfile(put.into()))
+            .expect("stored");
+        let delete = |cache: &mut FakeCache| {
+            cache.handle(
+                Time::ZERO,
+                CacheRequest::DeleteCachedProfile(DeleteCachedProfile { user_id }),
+            )
+        };
+        assert_eq!(
+            delete(&mut cache),
+            Ok(CacheResponse::DeleteCachedProfile(true))
+        );
+        assert_eq!(
+            delete(&mut cache),
+            Ok(CacheResponse::DeleteCachedProfile(false))
+        );
+    }
+
+    #[test]
+    fn cache_value_that_is_not_a_profile_is_a_protocol_error() {
+        let mut cache = FakeCache::new();
+        let user_id = Uuid::from_u128(5);
+        put(
+            &mut cache,
+            Time::ZERO,
+            &profile_key(user_id),
+            b"not json",
+            None,
+        );
+        let err = get_profile(&mut cache, Time::ZERO, user_id).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Protocol);
+        assert!(!err.retryable);
+        assert_eq!(err.effect, "Cache.GetCachedProfile");
+    }
+}

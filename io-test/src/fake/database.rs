@@ -1,0 +1,652 @@
+//! The Database fake: PostgreSQL tables `users` and `chat_messages` in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use effectful::effect::{
+    ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
+    NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
+};
+use effectful::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
+use uuid::Uuid;
+
+use super::{DEFAULT_WALL_EPOCH, wall_time};
+
+/// SQLSTATE `unique_violation`, the code of an update to an email another user has.
+pub const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE `foreign_key_violation`, the code of a message saved for a user that does
+/// not exist.
+pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+
+#[derive(Clone, Debug)]
+struct UserRow {
+    user: User,
+    password_hash: String,
+}
+
+/// PostgreSQL's `users` and `chat_messages` tables, with their constraints.
+///
+/// - `users.email` is unique (compared exactly, as a plain `UNIQUE` on `text` does):
+///   `CreateUser` answers [`CreateUserOutcome::EmailTaken`], and `UpdateUser` to a
+///   taken email fails with an [`EffectError`] of kind `Service { code: "23505" }`
+///   ([`UNIQUE_VIOLATION`]), not retryable.
+/// - Deleting a user frees its email, deletes its messages (`ON DELETE CASCADE`), and
+///   remembers its id, so `GetUserById` and `UpdateUser` tell
+///   [`NotFoundReason::Deleted`] from [`NotFoundReason::DoesNotExist`].
+/// - `ListUsers` is ordered by id (PostgreSQL's `uuid` order, bytewise).
+/// - `SaveChatMessage` draws the message id from the fake's [`Rng`] and stamps
+///   `created_at` with `wall_epoch + now`; for a user that does not exist (or was
+///   deleted) it fails like a foreign-key violation: `Service { code: "23503" }`
+///   ([`FOREIGN_KEY_VIOLATION`]), not retryable.
+/// - `ListMessagesForUser` is oldest first by `created_at`, then in insertion order.
+#[derive(Clone, Debug)]
+pub struct FakeDatabase {
+    rng: Rng,
+    wall_epoch: Timestamp,
+    users: BTreeMap<Uuid, UserRow>,
+    by_email: BTreeMap<String, Uuid>,
+    deleted: BTreeSet<Uuid>,
+    messages: BTreeMap<Uuid, Vec<ChatMessage>>,
+    /// Every stored message id and its author (the primary key of `chat_messages`).
+    message_ids: BTreeMap<Uuid, Uuid>,
+}
+
+impl FakeDatabase {
+    /// Empty tables; ids come from `rng`.
+    pub fn new(rng: Rng) -> FakeDatabase {
+        FakeDatabase {
+            rng,
+            wall_epoch: DEFAULT_WALL_EPOCH,
+            users: BTreeMap::new(),
+            by_email: BTreeMap::new(),
+            deleted: BTreeSet::new(),
+            messages: BTreeMap::new(),
+            message_ids: BTreeMap::new(),
+        }
+    }
+
+    /// The same database with `wall_epoch` as the wall-clock instant of [`Time::ZERO`].
+    pub fn with_wall_epoch(mut self, wall_epoch: Timestamp) -> FakeDatabase {
+        self.wall_epoch = wall_epoch;
+        self
+    }
+
+    /// Answers one Database request at simulated time `now`.
+    pub fn handle(
+        &mut self,
+        now: Time,
+        request: DatabaseRequest,
+    ) -> Result<DatabaseResponse, EffectError> {
+        Ok(match request {
+            DatabaseRequest::GetUserById(r) => {
+                DatabaseResponse::GetUserById(self.get_user_by_id(r.user_id))
+            }
+            DatabaseRequest::ListUsers(r) => {
+                DatabaseResponse::ListUsers(self.list_users(r.limit, r.offset))
+            }
+            DatabaseRequest::CreateUser(r) => {
+                DatabaseResponse::CreateUser(self.create_user(r.email, r.name, r.password_hash))
+            }
+            DatabaseRequest::UpdateUser(r) => DatabaseResponse::UpdateUser(self.update_user(r)?),
+            DatabaseRequest::DeleteUser(r) => {
+                DatabaseResponse::DeleteUser(self.delete_user(r.user_id))
+            }
+            DatabaseRequest::SaveChatMessage(r) => DatabaseResponse::SaveChatMessage(
+                self.save_chat_message(now, r.user_id, r.text, r.message_id)?,
+            ),
+            DatabaseRequest::ListMessagesForUser(r) => {
+                DatabaseResponse::ListMessagesForUser(self.messages_for_user(r.user_id))
+            }
+        })
+    }
+
+    /// Inserts a user (as `CreateUser` does), for setting a scenario up.
+    pub fn create_user(
+        &mut self,
+        email: String,
+        name: String,
+        password_hash: String,
+    ) -> CreateUserOutcome {
+        if self.by_email.contains_key(&email) {
+            return CreateUserOutcome::EmailTaken { email };
+        }
+        let id = loop {
+            let id = self.rng.uuid_v4();
+            if !self.users.contains_key(&id) && !self.deleted.contains(&id) {
+                break id;
+            }
+        };
+        let user = User { id, email, name };
+        self.by_email.insert(user.email.clone(), id);
+        self.users.insert(
+            id,
+            UserRow {
+                user: user.clone(),
+                password_hash,
+            },
+        );
+        CreateUserOutcome::Created(user)
+    }
+
+    /// The user with this id, or why there is none.
+    pub fn get_user_by_id(&self, user_id: Uuid) -> UserLookup {
+        match self.users.get(&user_id) {
+            Some(row) => UserLookup::Found(row.user.clone()),
+            None => UserLookup::NotFound {
+                user_id,
+                reason: self.not_found_reason(user_id),
+            },
+        }
+    }
+
+    /// The user with this email, if any (deleted users have none).
+    pub fn user_by_email(&self, email: &str) -> Option<&User> {
+        let id = self.by_email.get(email)?;
+        self.users.get(id).map(|row| &row.user)
+    }
+
+    /// The stored password hash of a user.
+    pub fn password_hash(&self, user_id: Uuid) -> Option<&str> {
+        self.users
+            .get(&user_id)
+            .map(|row| row.password_hash.as_str())
+    }
+
+    /// Whether a user with this id existed and was deleted.
+    pub fn is_deleted(&self, user_id: Uuid) -> bool {
+        self.deleted.contains(&user_id)
+    }
+
+    /// Every current user, ordered by id.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values().map(|row| &row.user)
+    }
+
+    /// A user's messages, oldest first by `created_at`, then in insertion order.
+    pub fn messages_for_user(&self, user_id: Uuid) -> Vec<ChatMessage> {
+        let mut messages = self.messages.get(&user_id).cloned().unwrap_or_default();
+        // Stable: equal timestamps keep insertion order.
+        messages.sort_by_key(|m| m.created_at);
+        messages
+    }
+
+    /// How many chat messages are stored, over all users.
+    pub fn message_count(&self) -> usize {
+        self.messages.values().map(Vec::len).sum()
+    }
+
+    fn not_found_reason(&self, user_id: Uuid) -> NotFoundReason {
+        if self.deleted.contains(&user_id) {
+            NotFoundReason::Deleted
+        } else {
+            NotFoundReason::DoesNotExist
+        }
+    }
+
+    fn list_users(&self, limit: u32, offset: u32) -> Vec<User> {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.users
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(|row| row.user.clone())
+            .collect()
+    }
+
+    fn update_user(&mut self, request: UpdateUser) -> Result<UserLookup, EffectError> {
+        let UpdateUser {
+            user_id,
+            email,
+            name,
+        } = request;
+        if !self.users.contains_key(&user_id) {
+            return Ok(UserLookup::NotFound {
+                user_id,
+                reason: self.not_found_reason(user_id),
+            });
+        }
+        if let Some(email) = &email {
+            if self
+                .by_email
+                .get(email)
+                .is_some_and(|owner| *owner != user_id)
+            {
+                return Err(EffectError::new(
+                    <UpdateUser as Effect<Std>>::NAME,
+                    ErrorKind::Service {
+                        code: Some(UNIQUE_VIOLATION.to_owned()),
+                    },
+                    format!(
+                        "duplicate key value violates unique constraint \"users_email_key\": \
+                         Key (email)=({email}) already exists."
+                    ),
+                ));
+            }
+        }
+        let Some(row) = self.users.get_mut(&user_id) else {
+            return Ok(UserLookup::NotFound {
+                user_id,
+                reason: NotFoundReason::DoesNotExist,
+            });
+        };
+        if let Some(email) = email {
+            self.by_email.remove(&row.user.email);
+            self.by_email.insert(email.clone(), user_id);
+            row.user.email = email;
+        }
+        if let Some(name) = name {
+            row.user.name = name;
+        }
+        Ok(UserLookup::Found(row.user.clone()))
+    }
+
+    fn delete_user(&mut self, user_id: Uuid) -> DeleteOutcome {
+        match self.users.remove(&user_id) {
+            Some(row) => {
+                self.by_email.remove(&row.user.email);
+                if let Some(gone) = self.messages.remove(&user_id) {
+                    for message in gone {
+                        self.message_ids.remove(&message.id);
+                    }
+                }
+                self.deleted.insert(user_id);
+                DeleteOutcome::Deleted
+            }
+            None => DeleteOutcome::NotFound,
+        }
+    }
+
+    fn save_chat_message(
+        &mut self,
+        now: Time,
+        user_id: Uuid,
+        text: String,
+        message_id: Option<Uuid>,
+    ) -> Result<ChatMessage, EffectError> {
+        if let Some(id) = message_id {
+            if let Some(existing) = self.message_ids.get(&id) {
+                return match self
+                    .messages
+                    .get(existing)
+                    .and_then(|ms| ms.iter().find(|m| m.id == id))
+                {
+                    Some(stored) if stored.user_id == user_id && stored.text == text => {
+                        Ok(stored.clone())
+                    }
+                    _ => Err(EffectError::new(
+                        <SaveChatMessage as Effect<Std>>::NAME,
+                        ErrorKind::Service {
+                            code: Some(UNIQUE_VIOLATION.to_owned()),
+                        },
+                        format!(
+                            "duplicate key value violates unique constraint \"chat_messages_pkey\": \
+                             Key (id)=({id}) already exists."
+                        ),
+                    )),
+                };
+            }
+        }
+        if !self.users.contains_key(&user_id) {
+            return Err(EffectError::new(
+                <SaveChatMessage as Effect<Std>>::NAME,
+                ErrorKind::Service {
+                    code: Some(FOREIGN_KEY_VIOLATION.to_owned()),
+                },
+                format!(
+                    "insert or update on table \"chat_messages\" violates foreign key constraint \
+                     \"chat_messages_user_id_fkey\": Key (user_id)=({user_id}) is not present \
+                     in table \"users\"."
+                ),
+            ));
+        }
+        let id = match message_id {
+            Some(id) => id,
+            None => self.rng.uuid_v4(),
+        };
+        self.message_ids.insert(id, user_id);
+        let message = ChatMessage {
+            id,
+            user_id,
+            text,
+            created_at: wall_time(self.wall_epoch, now),
+        };
+        self.messages
+            .entry(user_id)
+            .or_default()
+            .push(message.clone());
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::effect::{CreateUser, DeleteUser, GetUserById, ListMessagesForUser, ListUsers};
+
+    fn db() -> FakeDatabase {
+        FakeDatabase::new(Rng::from_seed(42))
+    }
+
+    fn create(db: &mut FakeDatabase, email: &str) -> User {
+        match db.create_user(email.into(), "Name".into(), "hash".into()) {
+            CreateUserOutcome::Created(user) => user,
+            other => panic!("expected created, got {other:?}"),
+        }
+    }
+
+    fn handle(db: &mut FakeDatabase, now: Time, request: DatabaseRequest) -> DatabaseResponse {
+        db.handle(now, request).expect("no error")
+    }
+
+    #[test]
+    fn creating_a_user_with_a_taken_email_says_email_taken() {
+        let mut db = db();
+        create(&mut db, "a@x.io");
+        let request = CreateUser {
+            email: "a@x.io".into(),
+            name: "B".into(),
+            password_hash: "h".into(),
+        };
+        let response = handle(&mut db, Time::ZERO, DatabaseRequest::CreateUser(request));
+        assert_eq!(
+            response,
+            DatabaseResponse::CreateUser(CreateUserOutcome::EmailTaken {
+                email: "a@x.io".into()
+            })
+        );
+        assert_eq!(db.users().count(), 1);
+    }
+
+    #[test]
+    fn created_users_are_found_by_id_and_email_with_their_hash() {
+        let mut db = db();
+        let user = create(&mut db, "a@x.io");
+        assert_eq!(db.get_user_by_id(user.id), UserLookup::Found(user.clone()));
+        assert_eq!(db.user_by_email("a@x.io"), Some(&user));
+        assert_eq!(db.password_hash(user.id), Some("hash"));
+        assert_eq!(user.id.get_version_num(), 4);
+    }
+
+    #[test]
+    fn updating_to_a_taken_email_fails_with_unique_violation_not_retryable() {
+        let mut db = db();
+        create(&mut db, "a@x.io");
+        let b = create(&mut db, "b@x.io");
+        let request = UpdateUser {
+            user_id: b.id,
+            email: Some("a@x.io".into()),
+            name: Some("N".into()),
+        };
+        let err = db
+            .handle(Time::ZERO, DatabaseRequest::UpdateUser(request))
+            .unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some("23505".into())
+            }
+        );
+        assert!(!err.retryable);
+        assert_eq!(err.effect, "Database.UpdateUser");
+        // Nothing changed.
+        assert_eq!(db.get_user_by_id(b.id), UserLookup::Found(b));
+    }
+
+    #[test]
+    fn updating_email_and_name_frees_the_old_email() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let request = UpdateUser {
+            user_id: a.id,
+            email: Some("new@x.io".into()),
+            name: Some("New".into()),
+        };
+        let response = handle(&mut db, Time::ZERO, DatabaseRequest::UpdateUser(request));
+        let expected = User {
+            id: a.id,
+            email: "new@x.io".into(),
+            name: "New".into(),
+        };
+        assert_eq!(
+            response,
+            DatabaseResponse::UpdateUser(UserLookup::Found(expected))
+        );
+        assert!(db.user_by_email("a@x.io").is_none());
+        create(&mut db, "a@x.io");
+    }
+
+    #[test]
+    fn updating_to_ones_own_email_is_not_a_conflict() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let request = UpdateUser {
+            user_id: a.id,
+            email: Some("a@x.io".into()),
+            name: None,
+        };
+        let response = handle(&mut db, Time::ZERO, DatabaseRequest::UpdateUser(request));
+        assert_eq!(response, DatabaseResponse::UpdateUser(UserLookup::Found(a)));
+    }
+
+    #[test]
+    fn deleted_users_read_as_deleted_and_unknown_ids_as_does_not_exist() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let deleted = handle(
+            &mut db,
+            Time::ZERO,
+            DatabaseRequest::DeleteUser(DeleteUser { user_id: a.id }),
+        );
+        assert_eq!(
+            deleted,
+            DatabaseResponse::DeleteUser(DeleteOutcome::Deleted)
+        );
+        let again = handle(
+            &mut db,
+            Time::ZERO,
+            DatabaseRequest::DeleteUser(DeleteUser { user_id: a.id }),
+        );
+        assert_eq!(again, DatabaseResponse::DeleteUser(DeleteOutcome::NotFound));
+
+        let lookup = handle(
+            &mut db,
+            Time::ZERO,
+            DatabaseRequest::GetUserById(GetUserById { user_id: a.id }),
+        );
+        assert_eq!(
+            lookup,
+            DatabaseResponse::GetUserById(UserLookup::NotFound {
+                user_id: a.id,
+                reason: NotFoundReason::Deleted
+            })
+        );
+        let unknown = Uuid::from_u128(1);
+        assert_eq!(
+            db.get_user_by_id(unknown),
+            UserLookup::NotFound {
+                user_id: unknown,
+                reason: NotFoundReason::DoesNotExist
+            }
+        );
+        let update = UpdateUser {
+            user_id: a.id,
+            email: None,
+            name: Some("x".into()),
+        };
+        assert_eq!(
+            handle(&mut db, Time::ZERO, DatabaseRequest::UpdateUser(update)),
+            DatabaseResponse::UpdateUser(UserLookup::NotFound {
+                user_id: a.id,
+                reason: NotFoundReason::Deleted
+            })
+        );
+        assert!(db.is_deleted(a.id));
+        // The email is free again.
+        create(&mut db, "a@x.io");
+    }
+
+    #[test]
+    fn list_users_is_ordered_by_id_with_limit_and_offset() {
+        let mut db = db();
+        let mut ids: Vec<Uuid> = (0..5)
+            .map(|i| create(&mut db, &format!("{i}@x.io")).id)
+            .collect();
+        ids.sort();
+        let page = |db: &mut FakeDatabase, limit, offset| match handle(
+            db,
+            Time::ZERO,
+            DatabaseRequest::ListUsers(ListUsers { limit, offset }),
+        ) {
+            DatabaseResponse::ListUsers(users) => {
+                users.into_iter().map(|u| u.id).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(page(&mut db, 10, 0), ids);
+        assert_eq!(page(&mut db, 2, 1), ids[1..3].to_vec());
+        assert_eq!(page(&mut db, 0, 0), Vec::<Uuid>::new());
+        assert_eq!(page(&mut db, 10, 4), ids[4..].to_vec());
+        assert_eq!(page(&mut db, 10, 5), Vec::<Uuid>::new());
+        assert_eq!(page(&mut db, u32::MAX, u32::MAX), Vec::<Uuid>::new());
+        assert_eq!(page(&mut db, u32::MAX, 0).len(), 5);
+    }
+
+    #[test]
+    fn saving_with_a_message_id_is_idempotent_and_a_reused_id_is_a_unique_violation() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let id = Uuid::from_u128(99);
+        let save = |db: &mut FakeDatabase, text: &str, at| {
+            db.handle(
+                Time::from_secs(at),
+                DatabaseRequest::SaveChatMessage(SaveChatMessage {
+                    user_id: a.id,
+                    text: text.into(),
+                    message_id: Some(id),
+                }),
+            )
+        };
+        let first = save(&mut db, "once", 1).unwrap();
+        let again = save(&mut db, "once", 5).unwrap();
+        assert_eq!(
+            first, again,
+            "a retry returns the row stored the first time"
+        );
+        assert_eq!(db.messages_for_user(a.id).len(), 1);
+        let err = save(&mut db, "other text", 6).unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some(UNIQUE_VIOLATION.into())
+            }
+        );
+        assert!(!err.retryable);
+    }
+
+    #[test]
+    fn saved_messages_get_rng_ids_and_clock_timestamps() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let request = SaveChatMessage {
+            user_id: a.id,
+            text: "hi".into(),
+            message_id: None,
+        };
+        let DatabaseResponse::SaveChatMessage(message) = handle(
+            &mut db,
+            Time::from_secs(90),
+            DatabaseRequest::SaveChatMessage(request),
+        ) else {
+            panic!("expected a message");
+        };
+        assert_eq!(
+            message.created_at.to_string(),
+            "2026-01-01T00:01:30.000000Z"
+        );
+        assert_eq!(message.user_id, a.id);
+        assert_eq!(message.id.get_version_num(), 4);
+        assert_ne!(message.id, a.id);
+    }
+
+    #[test]
+    fn messages_are_listed_oldest_first_then_in_insertion_order() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        let b = create(&mut db, "b@x.io");
+        let save = |db: &mut FakeDatabase, secs, user_id, text: &str| {
+            db.handle(
+                Time::from_secs(secs),
+                DatabaseRequest::SaveChatMessage(SaveChatMessage {
+                    user_id,
+                    text: text.into(),
+                    message_id: None,
+                }),
+            )
+            .expect("saved");
+        };
+        // A driver may answer effects out of clock order; the list still sorts by time.
+        save(&mut db, 5, a.id, "second");
+        save(&mut db, 1, a.id, "first");
+        save(&mut db, 5, a.id, "third");
+        save(&mut db, 2, b.id, "other user");
+        let response = handle(
+            &mut db,
+            Time::from_secs(9),
+            DatabaseRequest::ListMessagesForUser(ListMessagesForUser { user_id: a.id }),
+        );
+        let DatabaseResponse::ListMessagesForUser(messages) = response else {
+            panic!("expected a list")
+        };
+        let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["first", "second", "third"]);
+        assert_eq!(db.message_count(), 4);
+    }
+
+    #[test]
+    fn saving_a_message_for_an_unknown_or_deleted_user_is_a_foreign_key_violation() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        db.handle(
+            Time::ZERO,
+            DatabaseRequest::SaveChatMessage(SaveChatMessage {
+                user_id: a.id,
+                text: "x".into(),
+                message_id: None,
+            }),
+        )
+        .expect("saved");
+        db.handle(
+            Time::ZERO,
+            DatabaseRequest::DeleteUser(DeleteUser { user_id: a.id }),
+        )
+        .expect("deleted");
+        // ON DELETE CASCADE took the messages with the user.
+        assert_eq!(db.message_count(), 0);
+        for user_id in [a.id, Uuid::from_u128(7)] {
+            let request = SaveChatMessage {
+                user_id,
+                text: "late".into(),
+                message_id: None,
+            };
+            let err = db
+                .handle(Time::ZERO, DatabaseRequest::SaveChatMessage(request))
+                .unwrap_err();
+            assert_eq!(
+                err.kind,
+                ErrorKind::Service {
+                    code: Some("23503".into())
+                }
+            );
+            assert!(!err.retryable);
+            assert_eq!(err.effect, "Database.SaveChatMessage");
+        }
+        assert!(db.messages_for_user(a.id).is_empty());
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_ids() {
+        let mut a = db();
+        let mut b = db();
+        assert_eq!(create(&mut a, "a@x.io").id, create(&mut b, "a@x.io").id);
+    }
+}

@@ -1,0 +1,300 @@
+//! In-memory fakes of the services behind the effect families: plain structs with no
+//! IO, no clock and no OS randomness.
+//!
+//! Each fake answers its family's requests the way the real service would, constraint
+//! violations and expiry included:
+//! - [`FakeDatabase`]: PostgreSQL tables `users` and `chat_messages`;
+//! - [`FakeCache`]: Redis keys with a time to live and LRU eviction;
+//! - [`FakeBroker`]: Pulsar-like topics, consumer groups, acknowledgements;
+//! - [`FakeStorage`]: S3-like buckets and objects;
+//! - [`FakeAuth`]: opaque tokens with expiry and revocation, salted password hashes;
+//! - [`FakeMetrics`]: a Prometheus-like registry;
+//! - [`FakeSystem`]: the wall clock and fresh UUIDs.
+//!
+//! # Time and randomness
+//! Every method that depends on time takes `now`, the simulated monotonic [`Time`].
+//! Where a wall-clock [`Timestamp`] is needed (row timestamps, publish times, token
+//! expiry), a fake derives it as `wall_epoch + now` (see [`wall_time`]); the epoch is
+//! [`DEFAULT_WALL_EPOCH`] unless set with the fake's `with_wall_epoch`. Random values
+//! (UUIDs, tokens, salts) come from an [`Rng`] the fake owns, seeded by
+//! whoever builds it, so a run is fixed by its seed.
+//!
+//! # All of them at once
+//! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Two
+//! kinds of request are left to the simulator, see [`Handled`]: `ConsumeMessage`, which
+//! may have to wait for a message, and WebSocket effects, which go to simulated clients.
+
+use effectful::effect::{ConsumeMessage, WebSocketRequest};
+use effectful::effect::{MessagingRequest, Request, Response};
+use effectful::{EffectError, Rng, Time, Timestamp};
+
+mod auth;
+mod cache;
+mod database;
+mod messaging;
+mod metrics;
+mod storage;
+mod system;
+
+pub use auth::FakeAuth;
+pub use cache::FakeCache;
+pub use database::{FOREIGN_KEY_VIOLATION, FakeDatabase, UNIQUE_VIOLATION};
+pub use messaging::{DEFAULT_MAX_PAYLOAD_BYTES, FakeBroker};
+pub use metrics::{DEFAULT_MAX_SERIES, FakeMetrics, MetricKind, RegisterError};
+pub use storage::{FakeStorage, MAX_KEYS_LIMIT};
+pub use system::FakeSystem;
+
+/// The default wall-clock instant of simulated [`Time::ZERO`]: 2026-01-01T00:00:00Z.
+pub const DEFAULT_WALL_EPOCH: Timestamp = Timestamp::from_unix_secs(1_767_225_600);
+
+/// The wall-clock instant of simulated time `now`: `wall_epoch + now`, saturating.
+pub fn wall_time(wall_epoch: Timestamp, now: Time) -> Timestamp {
+    wall_epoch.saturating_add(now.since_epoch())
+}
+
+/// What [`Services::handle`] made of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Handled {
+    /// Answered now.
+    Done(Result<Response, EffectError>),
+    /// A consumer asks for a message. The simulator calls
+    /// [`FakeBroker::try_consume`]; when nothing is available it parks the consumer
+    /// until a publish, a negative acknowledgement or a redelivery
+    /// ([`FakeBroker::next_redelivery`]) makes a message available, or until
+    /// `timeout_ms` passes, and then answers `ConsumeOutcome::Timeout`.
+    Consume(ConsumeMessage),
+    /// A WebSocket effect, for the simulated client of the program that asked.
+    WebSocket(WebSocketRequest),
+}
+
+/// One fake of every service, answering any built-in request except WebSocket ones
+/// and the waiting part of `ConsumeMessage`.
+///
+/// The fields are public: tests inspect and configure each fake directly (for example
+/// `services.metrics = FakeMetrics::new()` to require registration).
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Users and chat messages.
+    pub database: FakeDatabase,
+    /// Profiles and raw values.
+    pub cache: FakeCache,
+    /// Topics and subscriptions.
+    pub broker: FakeBroker,
+    /// Buckets and objects.
+    pub storage: FakeStorage,
+    /// Tokens and passwords; looks users up in `database`.
+    pub auth: FakeAuth,
+    /// Metrics; permissive (auto-registers on first use) by default.
+    pub metrics: FakeMetrics,
+    /// Wall clock and UUIDs.
+    pub system: FakeSystem,
+}
+
+impl Services {
+    /// Every fake with its defaults; each fake that needs randomness gets its own
+    /// generator derived from `seed` ([`Rng::derive`]), so one family's use of
+    /// randomness never shifts another's.
+    pub fn new(seed: u64) -> Services {
+        Services {
+            database: FakeDatabase::new(Rng::derive(seed, 1)),
+            cache: FakeCache::new(),
+            broker: FakeBroker::new(),
+            storage: FakeStorage::new(),
+            auth: FakeAuth::new(Rng::derive(seed, 2)),
+            metrics: FakeMetrics::permissive(),
+            system: FakeSystem::new(Rng::derive(seed, 3)),
+        }
+    }
+
+    /// The same services with `wall_epoch` as the wall-clock instant of
+    /// [`Time::ZERO`] in every fake.
+    pub fn with_wall_epoch(mut self, wall_epoch: Timestamp) -> Services {
+        self.database = self.database.with_wall_epoch(wall_epoch);
+        self.broker = self.broker.with_wall_epoch(wall_epoch);
+        self.storage = self.storage.with_wall_epoch(wall_epoch);
+        self.auth = self.auth.with_wall_epoch(wall_epoch);
+        self.system = self.system.with_wall_epoch(wall_epoch);
+        self
+    }
+
+    /// Answers `request` at simulated time `now`, or hands it back to the simulator
+    /// (see [`Handled`]).
+    pub fn handle(&mut self, now: Time, request: Request) -> Handled {
+        let response = match request {
+            Request::WebSocket(request) => return Handled::WebSocket(request),
+            Request::Messaging(MessagingRequest::ConsumeMessage(consume)) => {
+                return Handled::Consume(consume);
+            }
+            Request::Messaging(request) => {
+                Ok(Response::Messaging(self.broker.handle(now, request)))
+            }
+            Request::Database(request) => {
+                self.database.handle(now, request).map(Response::Database)
+            }
+            Request::Cache(request) => self.cache.handle(now, request).map(Response::Cache),
+            Request::Storage(request) => self.storage.handle(now, request).map(Response::Storage),
+            Request::Auth(request) => Ok(Response::Auth(self.auth.handle(
+                now,
+                request,
+                &self.database,
+            ))),
+            Request::System(request) => Ok(Response::System(self.system.handle(now, request))),
+            Request::Metrics(request) => Ok(Response::Metrics(self.metrics.handle(request))),
+        };
+        Handled::Done(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::effect::*;
+
+    #[test]
+    fn default_wall_epoch_is_new_year_2026() {
+        assert_eq!(
+            DEFAULT_WALL_EPOCH.to_string(),
+            "2026-01-01T00:00:00.000000Z"
+        );
+        let t = wall_time(DEFAULT_WALL_EPOCH, Time::from_millis(1_500));
+        assert_eq!(t.to_string(), "2026-01-01T00:00:01.500000Z");
+    }
+
+    #[test]
+    fn services_route_each_family_and_leave_consume_and_websocket_to_the_simulator() {
+        let mut services = Services::new(7);
+        let now = Time::from_secs(3);
+
+        let created = services.handle(
+            now,
+            CreateUser {
+                email: "a@x.io".into(),
+                name: "A".into(),
+                password_hash: "h".into(),
+            }
+            .into(),
+        );
+        let Handled::Done(Ok(Response::Database(DatabaseResponse::CreateUser(
+            CreateUserOutcome::Created(user),
+        )))) = created
+        else {
+            panic!("expected a created user, got {created:?}");
+        };
+
+        let by_email = services.handle(
+            now,
+            GetUserByEmail {
+                email: "a@x.io".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            by_email,
+            Handled::Done(Ok(Response::Auth(AuthResponse::GetUserByEmail(
+                EmailLookup::Found(user)
+            ))))
+        );
+
+        let clock = services.handle(now, GetCurrentTime {}.into());
+        assert_eq!(
+            clock,
+            Handled::Done(Ok(Response::System(SystemResponse::GetCurrentTime(
+                wall_time(DEFAULT_WALL_EPOCH, now)
+            ))))
+        );
+
+        let consume = ConsumeMessage {
+            subscription: "chat/workers".into(),
+            timeout_ms: 10,
+        };
+        assert_eq!(
+            services.handle(now, consume.clone().into()),
+            Handled::Consume(consume)
+        );
+
+        let send = WebSocketRequest::SendText(SendText { text: "hi".into() });
+        assert_eq!(
+            services.handle(now, Request::WebSocket(send.clone())),
+            Handled::WebSocket(send)
+        );
+
+        let recorded = services.handle(
+            now,
+            IncrementCounter {
+                name: "hits".into(),
+                labels: Labels::new(),
+                value: 1.0,
+            }
+            .into(),
+        );
+        assert_eq!(
+            recorded,
+            Handled::Done(Ok(Response::Metrics(MetricsResponse::IncrementCounter(
+                MetricOutcome::Recorded
+            ))))
+        );
+    }
+
+    #[test]
+    fn services_with_the_same_seed_give_the_same_answers() {
+        let run = |seed| {
+            let mut services = Services::new(seed);
+            let mut answers = Vec::new();
+            for i in 0..3 {
+                answers.push(services.handle(Time::from_secs(i), GenerateUuid {}.into()));
+                answers.push(
+                    services.handle(
+                        Time::from_secs(i),
+                        GenerateToken {
+                            user_id: uuid::Uuid::nil(),
+                            claims: Default::default(),
+                            ttl_seconds: 60,
+                        }
+                        .into(),
+                    ),
+                );
+            }
+            answers
+        };
+        assert_eq!(run(11), run(11));
+        assert_ne!(run(11), run(12));
+    }
+
+    #[test]
+    fn wall_epoch_applies_to_every_fake() {
+        let epoch = Timestamp::from_unix_secs(1_000);
+        let mut services = Services::new(1).with_wall_epoch(epoch);
+        let now = Time::from_secs(5);
+        let Handled::Done(Ok(Response::System(SystemResponse::GetCurrentTime(t)))) =
+            services.handle(now, GetCurrentTime {}.into())
+        else {
+            panic!("expected the time");
+        };
+        assert_eq!(t, Timestamp::from_unix_secs(1_005));
+        services.handle(
+            now,
+            PutObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                content: vec![1],
+                metadata: Default::default(),
+                content_type: None,
+            }
+            .into(),
+        );
+        let Handled::Done(Ok(Response::Storage(StorageResponse::GetObject(ObjectLookup::Found(
+            object,
+        ))))) = services.handle(
+            now,
+            GetObject {
+                bucket: "b".into(),
+                key: "k".into(),
+            }
+            .into(),
+        )
+        else {
+            panic!("expected the object");
+        };
+        assert_eq!(object.last_modified, Timestamp::from_unix_secs(1_005));
+    }
+}

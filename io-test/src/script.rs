@@ -1,0 +1,720 @@
+//! Scripted scenarios: unit-test one program against an ordered list of expected
+//! effects and the answers to give them.
+//!
+//! A [`Script`] says, step by step, which request the program must make and how the
+//! driver answers it: with a typed output ([`Expect::respond`]), an infrastructure
+//! error ([`Expect::fail`]), an answer that arrives only after some simulated time
+//! ([`Expect::after`]), or no answer at all ([`Expect::never`]). [`Script::run`]
+//! spawns the program on an [`Engine`] with a virtual clock, plays the steps, and
+//! returns the program's value, or a [`ScriptFailure`] that shows what went wrong:
+//! a line diff between the request a step expected and the one the program made,
+//! steps left over, a request the script has no step for, or the program's own error.
+//!
+//! # Example
+//! ```
+//! use effectful::{EffectError, Fx, effect::*};
+//! use effectful_test::script::{Script, assert_script};
+//! use uuid::Uuid;
+//!
+//! /// Greets a user by name over the WebSocket.
+//! async fn greet(fx: Fx, user_id: Uuid) -> Result<String, EffectError> {
+//!     let name = match fx.perform(GetUserById { user_id }).await? {
+//!         UserLookup::Found(user) => user.name,
+//!         UserLookup::NotFound { .. } => "stranger".to_string(),
+//!     };
+//!     fx.perform(SendText { text: format!("hello {name}") }).await?;
+//!     Ok(name)
+//! }
+//!
+//! let user_id = Uuid::from_u128(7);
+//! let ada = User { id: user_id, email: "ada@example.com".into(), name: "Ada".into() };
+//!
+//! // The happy path.
+//! let script = Script::new()
+//!     .expect(GetUserById { user_id })
+//!     .respond(UserLookup::Found(ada))
+//!     .expect(SendText { text: "hello Ada".into() })
+//!     .respond(());
+//! assert_eq!(assert_script(script, move |fx| greet(fx, user_id)), Ok("Ada".to_string()));
+//!
+//! // The database is down: the program reports the error and sends nothing.
+//! let down = EffectError::connection_lost("Database.GetUserById", "connection refused");
+//! let script = Script::new().expect(GetUserById { user_id }).fail(down.clone());
+//! assert_eq!(script.run(move |fx| greet(fx, user_id)), Ok(Err(down)));
+//!
+//! // A script that expects the wrong greeting fails with a diff naming both texts.
+//! let script = Script::new()
+//!     .expect(GetUserById { user_id })
+//!     .respond(UserLookup::NotFound { user_id, reason: NotFoundReason::Deleted })
+//!     .expect(SendText { text: "hello Ada".into() })
+//!     .respond(());
+//! let failure = script.run(move |fx| greet(fx, user_id)).unwrap_err();
+//! let message = failure.to_string();
+//! assert!(message.contains(r#"-             text: "hello Ada","#), "{message}");
+//! assert!(message.contains(r#"+             text: "hello stranger","#), "{message}");
+//! ```
+//!
+//! # How requests meet steps
+//! Each time the program stops to wait, the runner looks at the requests it has
+//! outstanding and not yet matched. If the next step's request equals one of them
+//! (the earliest made, when several are equal), that step answers it, and the runner
+//! looks again. So when the program runs several effects at once (a join, a race,
+//! `perform_all`), the script answers them **in script order, whatever order the
+//! program asked in**. If no outstanding request equals the next step, the run fails
+//! with [`ScriptFailure::Mismatch`] (or [`ScriptFailure::Exhausted`] when no steps
+//! are left): every request the program makes needs a step, including the loser of a
+//! race, which usually gets [`Expect::never`].
+//!
+//! When every outstanding request is matched and the program still waits, the virtual
+//! clock jumps to the next event: a delayed answer ([`Expect::after`]) or one of the
+//! program's timers (a sleep, a timeout, a retry delay, its deadline). On a tie the
+//! program's timer fires first, so an answer delayed exactly as long as a timeout
+//! arrives too late. An answer to an effect the program has cancelled is dropped,
+//! and the cancelled request is listed in [`ScriptRun::cancelled`].
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use effectful::effect::*;
+use effectful::{
+    Effect, EffectError, EffectId, EmbedStd, Engine, EngineConfig, Family, Fx, Output, Program,
+    ProgramError, ProgramId, Std, Time,
+};
+
+/// Builds a family's response from an effect's typed output: the inverse of
+/// [`Effect::from_response`].
+///
+/// Implemented here for every built-in effect in every family that embeds them
+/// ([`EmbedStd`]). For an effect of your own family, implement it by wrapping the
+/// output in your response variant.
+pub trait IntoResponse<F: Family>: Effect<F> {
+    /// `output` as the family's response to this effect.
+    fn into_response(output: Self::Output) -> F::Response;
+}
+
+macro_rules! into_response {
+    ($( $Family:ident($Resp:ident) { $( $Effect:ident ),* $(,)? } )*) => {
+        $( $(
+            impl<F: EmbedStd> IntoResponse<F> for $Effect {
+                fn into_response(output: Self::Output) -> F::Response {
+                    F::embed_response(Response::$Family($Resp::$Effect(output)))
+                }
+            }
+        )* )*
+    };
+}
+
+into_response! {
+    WebSocket(WebSocketResponse) { SendText, ReceiveText, Close }
+    Database(DatabaseResponse) {
+        GetUserById, ListUsers, CreateUser, UpdateUser, DeleteUser, SaveChatMessage,
+        ListMessagesForUser,
+    }
+    Cache(CacheResponse) {
+        GetCachedProfile, PutCachedProfile, DeleteCachedProfile, InvalidateCache,
+        GetCachedValue, PutCachedValue,
+    }
+    Messaging(MessagingResponse) {
+        PublishMessage, ConsumeMessage, AcknowledgeMessage, NegativeAcknowledge,
+    }
+    Storage(StorageResponse) { GetObject, PutObject, DeleteObject, ListObjects }
+    Auth(AuthResponse) {
+        ValidateToken, GenerateToken, RefreshToken, RevokeToken, GetUserByEmail,
+        ValidatePassword, HashPassword,
+    }
+    System(SystemResponse) { GetCurrentTime, GenerateUuid }
+    Metrics(MetricsResponse) {
+        IncrementCounter, SetGauge, ObserveHistogram, RecordSummary, QueryMetrics,
+    }
+}
+
+/// How a step answers the request it matched.
+enum Answer<F: Family> {
+    Respond(F::Response),
+    Fail(EffectError),
+    Never,
+}
+
+/// One step: the request the program must make, and the answer it gets.
+struct Step<F: Family> {
+    request: F::Request,
+    answer: Answer<F>,
+    delay: Duration,
+}
+
+/// An ordered list of expected requests and their answers, for one program.
+///
+/// Build it with [`Script::new`] (built-in effects) or [`Script::default`] (any
+/// family), then [`Script::expect`] followed by one of [`Expect`]'s answers per step.
+/// Run it with [`Script::run`] (async programs) or [`Script::run_program`]
+/// (hand-written ones); the [module documentation](self) says how requests are
+/// matched to steps.
+pub struct Script<F: Family = Std> {
+    steps: Vec<Step<F>>,
+    config: EngineConfig,
+}
+
+impl Script<Std> {
+    /// An empty script for programs of the built-in family.
+    pub fn new() -> Self {
+        Script::default()
+    }
+}
+
+impl<F: Family> Default for Script<F> {
+    fn default() -> Self {
+        Script {
+            steps: Vec::new(),
+            config: EngineConfig::default(),
+        }
+    }
+}
+
+impl<F: Family> fmt::Debug for Script<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps: Vec<&'static str> = self
+            .steps
+            .iter()
+            .map(|s| F::request_name(&s.request))
+            .collect();
+        f.debug_struct("Script")
+            .field("steps", &steps)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<F: Family> Script<F> {
+    /// Runs the program on an engine with this configuration (seed, program deadline)
+    /// instead of the default one.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The next step: the program must ask for `effect`. Say how to answer it with
+    /// one of [`Expect`]'s methods.
+    pub fn expect<E: Effect<F>>(self, effect: E) -> Expect<F, E> {
+        Expect {
+            script: self,
+            request: effect.into_request(),
+            delay: Duration::ZERO,
+            effect: PhantomData,
+        }
+    }
+
+    /// How many steps the script has.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the script has no steps: the program must finish without asking for
+    /// any effect.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    fn push(mut self, request: F::Request, answer: Answer<F>, delay: Duration) -> Self {
+        self.steps.push(Step {
+            request,
+            answer,
+            delay,
+        });
+        self
+    }
+}
+
+/// A step being written: the request is known, the answer is not yet.
+///
+/// Finish it with [`respond`](Self::respond), [`respond_raw`](Self::respond_raw),
+/// [`fail`](Self::fail) or [`never`](Self::never); each gives the script back.
+#[must_use = "the step is added to the script only once it is given an answer"]
+pub struct Expect<F: Family, E> {
+    script: Script<F>,
+    request: F::Request,
+    delay: Duration,
+    effect: PhantomData<fn() -> E>,
+}
+
+impl<F: Family, E: Effect<F>> Expect<F, E> {
+    /// Answers only after `delay` of simulated time has passed since the request
+    /// was matched. A shorter timeout in the program fires first: the program sees
+    /// its timeout, and the request is listed in [`ScriptRun::cancelled`].
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answers with the effect's typed output.
+    pub fn respond(self, output: E::Output) -> Script<F>
+    where
+        E: IntoResponse<F>,
+    {
+        self.respond_raw(E::into_response(output))
+    }
+
+    /// Answers with a response of the family as it is, even one that answers
+    /// another effect (the program then sees a protocol error).
+    pub fn respond_raw(self, response: F::Response) -> Script<F> {
+        self.script
+            .push(self.request, Answer::Respond(response), self.delay)
+    }
+
+    /// Answers with an infrastructure error.
+    pub fn fail(self, error: EffectError) -> Script<F> {
+        self.script
+            .push(self.request, Answer::Fail(error), self.delay)
+    }
+
+    /// Never answers: the program must give up on the effect (a timeout, the loser
+    /// of a race, its deadline), which cancels it. If nothing can ever wake the
+    /// program, the run fails with [`ScriptFailure::Stuck`]. A delay set with
+    /// [`after`](Self::after) does not matter here.
+    pub fn never(self) -> Script<F> {
+        self.script
+            .push(self.request, Answer::Never, Duration::ZERO)
+    }
+}
+
+/// What a successful run produced.
+pub struct ScriptRun<O, F: Family = Std> {
+    /// The program's value.
+    pub output: O,
+    /// The requests the program cancelled before they were answered (timeouts,
+    /// race losers, effects scripted with [`Expect::never`]), in the order it
+    /// cancelled them.
+    pub cancelled: Vec<F::Request>,
+    /// The simulated time that passed from the start to the program's end.
+    pub elapsed: Duration,
+}
+
+impl<O: fmt::Debug, F: Family> fmt::Debug for ScriptRun<O, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptRun")
+            .field("output", &self.output)
+            .field("cancelled", &self.cancelled)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
+}
+
+/// Why a scripted run failed. Its `Display` is meant to be read in a test failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScriptFailure {
+    /// The program asked for something other than what the next step expects.
+    #[error(
+        "step {step} expects {expected}, but the program asked for {got}{}; \
+         fix the program or the step\n--- expected\n+++ got\n{diff}",
+        also_outstanding(others)
+    )]
+    Mismatch {
+        /// The step, counted from 1.
+        step: usize,
+        /// The name of the request the step expects (`Family.Effect`).
+        expected: &'static str,
+        /// The name of the outstanding request compared with it.
+        got: &'static str,
+        /// The names of the program's other outstanding, unmatched requests.
+        others: Vec<&'static str>,
+        /// The two requests, pretty-printed and compared line by line: `-` lines
+        /// only in the expected one, `+` lines only in the program's.
+        diff: String,
+    },
+    /// The program asked for something after the last step was used.
+    #[error(
+        "the program asked for {got} but the script is used up after {steps} steps; \
+         add a step for it (`.never()` if the program should give up on it):\n{request}"
+    )]
+    Exhausted {
+        /// How many steps the script has.
+        steps: usize,
+        /// The name of the request (`Family.Effect`).
+        got: &'static str,
+        /// The request, pretty-printed.
+        request: String,
+    },
+    /// The program finished while steps were left.
+    #[error(
+        "script not used up: {left} {} left, next: step {step} expects {expected}; \
+         the program finished without asking for it:\n{request}",
+        if *left == 1 { "step" } else { "steps" }
+    )]
+    Unused {
+        /// How many steps were left.
+        left: usize,
+        /// The first step left, counted from 1.
+        step: usize,
+        /// The name of the request it expects (`Family.Effect`).
+        expected: &'static str,
+        /// That request, pretty-printed.
+        request: String,
+    },
+    /// The program ended with an error instead of a value.
+    #[error("the program ended with an error after {steps} steps: {error}")]
+    Program {
+        /// How many steps it had used.
+        steps: usize,
+        /// Why it ended.
+        error: ProgramError,
+    },
+    /// The program waits only for effects the script never answers, and has no
+    /// timer that could wake it.
+    #[error(
+        "the program is stuck after {steps} steps: it waits for {} which the script \
+         never answers, and no timer can wake it; give it a timeout or answer the step",
+        waiting.join(", ")
+    )]
+    Stuck {
+        /// How many steps it had used.
+        steps: usize,
+        /// The names of the requests it waits for.
+        waiting: Vec<&'static str>,
+    },
+}
+
+fn also_outstanding(others: &[&'static str]) -> String {
+    match others {
+        [] => String::new(),
+        _ => format!(" (also outstanding: {})", others.join(", ")),
+    }
+}
+
+impl<F: Family> Script<F>
+where
+    F::Request: PartialEq,
+{
+    /// Runs an async program against the script: `make` receives the program's
+    /// effect handle and returns the future to run. Returns the program's value.
+    pub fn run<O, Fut, Mk>(self, make: Mk) -> Result<O, ScriptFailure>
+    where
+        O: 'static,
+        Mk: FnOnce(Fx<F>) -> Fut,
+        Fut: Future<Output = O> + 'static,
+    {
+        self.play(make).map(|run| run.output)
+    }
+
+    /// Like [`run`](Self::run), but also reports what the program cancelled and how
+    /// much simulated time passed.
+    pub fn play<O, Fut, Mk>(self, make: Mk) -> Result<ScriptRun<O, F>, ScriptFailure>
+    where
+        O: 'static,
+        Mk: FnOnce(Fx<F>) -> Fut,
+        Fut: Future<Output = O> + 'static,
+    {
+        self.drive(|engine, now| engine.spawn_async(now, make))
+    }
+
+    /// Runs a hand-written program against the script. Returns its value.
+    pub fn run_program<P>(self, program: P) -> Result<P::Output, ScriptFailure>
+    where
+        P: Program<F> + 'static,
+        P::Output: 'static,
+    {
+        self.play_program(program).map(|run| run.output)
+    }
+
+    /// Like [`run_program`](Self::run_program), but also reports what the program
+    /// cancelled and how much simulated time passed.
+    pub fn play_program<P>(self, program: P) -> Result<ScriptRun<P::Output, F>, ScriptFailure>
+    where
+        P: Program<F> + 'static,
+        P::Output: 'static,
+    {
+        self.drive(|engine, now| engine.spawn(now, program))
+    }
+
+    fn drive<O: 'static>(
+        self,
+        spawn: impl FnOnce(&mut Engine<O, F>, Time) -> ProgramId,
+    ) -> Result<ScriptRun<O, F>, ScriptFailure> {
+        let mut engine = Engine::new(self.config);
+        spawn(&mut engine, Time::ZERO);
+        let mut player = Player::<F> {
+            total: self.steps.len(),
+            steps: self.steps.into_iter(),
+            used: 0,
+            open: Vec::new(),
+            held: Vec::new(),
+            due: Vec::new(),
+            cancelled: Vec::new(),
+        };
+        loop {
+            while let Some(output) = engine.poll_output() {
+                match output {
+                    Output::Request { id, request } => player.open.push((id, request)),
+                    Output::Cancel { id } => player.cancel(id),
+                    Output::Finished { result, .. } => return player.finish(result, engine.now()),
+                }
+            }
+            if player.match_next(&mut engine)? {
+                continue;
+            }
+            player.advance(&mut engine)?;
+        }
+    }
+}
+
+/// An answer scheduled for later.
+struct Due<F: Family> {
+    at: Time,
+    id: EffectId,
+    result: Result<F::Response, EffectError>,
+}
+
+/// The state of one scripted run.
+struct Player<F: Family> {
+    steps: std::vec::IntoIter<Step<F>>,
+    total: usize,
+    /// Steps matched so far.
+    used: usize,
+    /// Requests made and not yet matched to a step, in the order they were made.
+    open: Vec<(EffectId, F::Request)>,
+    /// Requests matched to a step whose answer is delayed or never comes.
+    held: Vec<(EffectId, F::Request)>,
+    /// Delayed answers, in the order they were scheduled.
+    due: Vec<Due<F>>,
+    cancelled: Vec<F::Request>,
+}
+
+impl<F: Family> Player<F>
+where
+    F::Request: PartialEq,
+{
+    /// Matches the next step against the open requests and answers it. `Ok(true)`:
+    /// a step was used; `Ok(false)`: nothing is open, the clock may move.
+    fn match_next<O: 'static>(&mut self, engine: &mut Engine<O, F>) -> Result<bool, ScriptFailure> {
+        let Some(step) = self.steps.as_slice().first() else {
+            return match self.open.first() {
+                None => Ok(false),
+                Some((_, request)) => Err(ScriptFailure::Exhausted {
+                    steps: self.total,
+                    got: F::request_name(request),
+                    request: format!("{request:#?}"),
+                }),
+            };
+        };
+        let Some(position) = self
+            .open
+            .iter()
+            .position(|(_, request)| *request == step.request)
+        else {
+            return match self.open.is_empty() {
+                true => Ok(false),
+                false => Err(self.mismatch(&step.request)),
+            };
+        };
+        let Some(step) = self.steps.next() else {
+            return Ok(false);
+        };
+        self.used += 1;
+        let (id, request) = self.open.remove(position);
+        let result = match step.answer {
+            Answer::Respond(response) => Ok(response),
+            Answer::Fail(error) => Err(error),
+            Answer::Never => {
+                self.held.push((id, request));
+                return Ok(true);
+            }
+        };
+        if step.delay.is_zero() {
+            // Just seen outstanding and not cancelled since, so it is delivered.
+            let _ = engine.handle_response(engine.now(), id, result);
+        } else {
+            self.held.push((id, request));
+            self.due.push(Due {
+                at: engine.now() + step.delay,
+                id,
+                result,
+            });
+        }
+        Ok(true)
+    }
+
+    fn mismatch(&self, expected: &F::Request) -> ScriptFailure {
+        let expected_name = F::request_name(expected);
+        // Compare with the request most like the expected one: the same effect if any.
+        let position = self
+            .open
+            .iter()
+            .position(|(_, request)| F::request_name(request) == expected_name)
+            .unwrap_or(0);
+        let got = &self.open[position].1;
+        let others = (self.open.iter().enumerate())
+            .filter(|(i, _)| *i != position)
+            .map(|(_, (_, request))| F::request_name(request))
+            .collect();
+        ScriptFailure::Mismatch {
+            step: self.used + 1,
+            expected: expected_name,
+            got: F::request_name(got),
+            others,
+            diff: line_diff(&format!("{expected:#?}"), &format!("{got:#?}")),
+        }
+    }
+
+    /// Moves the clock to the next delayed answer or program timer, whichever is
+    /// first (the timer on a tie), and delivers it.
+    fn advance<O: 'static>(&mut self, engine: &mut Engine<O, F>) -> Result<(), ScriptFailure> {
+        let next_answer = (self.due.iter().enumerate())
+            .min_by_key(|(i, due)| (due.at, *i))
+            .map(|(i, due)| (i, due.at));
+        match (next_answer, engine.poll_timeout()) {
+            (Some((_, answer_at)), Some(timer_at)) if timer_at <= answer_at => {
+                engine.handle_timeout(timer_at)
+            }
+            (None, Some(timer_at)) => engine.handle_timeout(timer_at),
+            (Some((index, at)), _) => {
+                let due = self.due.remove(index);
+                self.held.retain(|(id, _)| *id != due.id);
+                let _ = engine.handle_response(at, due.id, due.result);
+            }
+            (None, None) => {
+                return Err(ScriptFailure::Stuck {
+                    steps: self.used,
+                    waiting: self
+                        .held
+                        .iter()
+                        .map(|(_, request)| F::request_name(request))
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: EffectId) {
+        self.due.retain(|due| due.id != id);
+        for list in [&mut self.open, &mut self.held] {
+            if let Some(position) = list.iter().position(|(open, _)| *open == id) {
+                let (_, request) = list.remove(position);
+                self.cancelled.push(request);
+            }
+        }
+    }
+
+    fn finish<O>(
+        mut self,
+        result: Result<O, ProgramError>,
+        now: Time,
+    ) -> Result<ScriptRun<O, F>, ScriptFailure> {
+        let output = result.map_err(|error| ScriptFailure::Program {
+            steps: self.used,
+            error,
+        })?;
+        let left = self.steps.len();
+        if let Some(step) = self.steps.next() {
+            return Err(ScriptFailure::Unused {
+                left,
+                step: self.used + 1,
+                expected: F::request_name(&step.request),
+                request: format!("{:#?}", step.request),
+            });
+        }
+        Ok(ScriptRun {
+            output,
+            cancelled: self.cancelled,
+            elapsed: now - Time::ZERO,
+        })
+    }
+}
+
+/// Above this many line pairs, a diff shows both texts whole instead of comparing.
+const DIFF_LIMIT: usize = 1 << 20;
+
+/// `expected` and `got` compared line by line (longest common subsequence): lines
+/// in both start with two spaces, lines only in `expected` with `- `, lines only in
+/// `got` with `+ `.
+fn line_diff(expected: &str, got: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = got.lines().collect();
+    let mut out = String::new();
+    let mut line = |mark: &str, text: &str| {
+        out.push_str(mark);
+        out.push_str(text);
+        out.push('\n');
+    };
+    if a.len().saturating_mul(b.len()) > DIFF_LIMIT {
+        a.iter().for_each(|text| line("- ", text));
+        b.iter().for_each(|text| line("+ ", text));
+        return out;
+    }
+    // common[i][j]: the length of the longest common subsequence of a[i..] and b[j..].
+    let mut common = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            common[i][j] = if a[i] == b[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            line("  ", a[i]);
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || common[i + 1][j] >= common[i][j + 1]) {
+            line("- ", a[i]);
+            i += 1;
+        } else {
+            line("+ ", b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Runs an async program against `script` and returns its value; panics with the
+/// [`ScriptFailure`]'s message if the run fails. For use in tests.
+#[track_caller]
+pub fn assert_script<F, O, Fut, Mk>(script: Script<F>, make: Mk) -> O
+where
+    F: Family,
+    F::Request: PartialEq,
+    O: 'static,
+    Mk: FnOnce(Fx<F>) -> Fut,
+    Fut: Future<Output = O> + 'static,
+{
+    match script.run(make) {
+        Ok(output) => output,
+        Err(failure) => panic!("scripted run failed: {failure}"),
+    }
+}
+
+/// Runs a hand-written program against `script` and returns its value; panics with
+/// the [`ScriptFailure`]'s message if the run fails. For use in tests.
+#[track_caller]
+pub fn assert_script_program<F, P>(script: Script<F>, program: P) -> P::Output
+where
+    F: Family,
+    F::Request: PartialEq,
+    P: Program<F> + 'static,
+    P::Output: 'static,
+{
+    match script.run_program(program) {
+        Ok(output) => output,
+        Err(failure) => panic!("scripted run failed: {failure}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn a_line_diff_marks_removed_and_added_lines_around_common_ones() {
+        let diff = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
+        assert_eq!(diff, "  a\n- b\n+ x\n  c\n+ d\n");
+    }
+
+    #[test]
+    fn equal_texts_have_no_marked_lines() {
+        assert_eq!(line_diff("a\nb", "a\nb"), "  a\n  b\n");
+    }
+}
