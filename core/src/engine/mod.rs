@@ -139,11 +139,16 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
             .0
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
-        let stuck = if poll.is_pending() && mailbox.borrow().waiting_marks == 0 {
-            Stuck::ForeignAwait
-        } else {
-            Stuck::No
-        };
+        // Stuck when no effect future waits, or nothing is outstanding: a future that
+        // marked itself waiting may have been dropped later in the same poll (the
+        // loser of a race), and then nothing can ever resume the program.
+        let mailbox = mailbox.borrow();
+        let stuck =
+            if poll.is_pending() && (mailbox.waiting_marks == 0 || mailbox.outstanding() == 0) {
+                Stuck::ForeignAwait
+            } else {
+                Stuck::No
+            };
         (poll, stuck)
     }
 }
