@@ -96,7 +96,9 @@ async fn checkout(fx: Fx<App>, user_id: Uuid, cents: u64) -> Result<String, Effe
         UserLookup::NotFound { .. } => return Ok("no such user".into()),
     };
     Ok(match fx.perform(ChargeCard { user_id, cents }).await? {
-        Charge::Approved { receipt } => format!("charged {} {cents} cents, receipt {receipt}", user.name),
+        Charge::Approved { receipt } => {
+            format!("charged {} {cents} cents, receipt {receipt}", user.name)
+        }
         Charge::Declined { reason } => format!("{}'s card was declined: {reason}", user.name),
     })
 }
@@ -105,19 +107,38 @@ fn main() {
     let user_id = Uuid::from_u128(7);
     let mut handler = |request: AppRequest| -> Result<AppResponse, EffectError> {
         match request {
-            AppRequest::Std(effect::Request::Database(effect::DatabaseRequest::GetUserById(GetUserById { user_id }))) => {
-                let user = User { id: user_id, email: "grace@example.com".into(), name: "Grace".into() };
-                Ok(AppResponse::Std(effect::Response::Database(effect::DatabaseResponse::GetUserById(UserLookup::Found(user)))))
+            AppRequest::Std(effect::Request::Database(effect::DatabaseRequest::GetUserById(
+                GetUserById { user_id },
+            ))) => {
+                let user = User {
+                    id: user_id,
+                    email: "grace@example.com".into(),
+                    name: "Grace".into(),
+                };
+                Ok(AppResponse::Std(effect::Response::Database(
+                    effect::DatabaseResponse::GetUserById(UserLookup::Found(user)),
+                )))
             }
             AppRequest::ChargeCard(ChargeCard { cents, .. }) if cents <= 10_000 => {
-                Ok(AppResponse::ChargeCard(Charge::Approved { receipt: format!("r-{cents}") }))
+                Ok(AppResponse::ChargeCard(Charge::Approved {
+                    receipt: format!("r-{cents}"),
+                }))
             }
-            AppRequest::ChargeCard(_) => Ok(AppResponse::ChargeCard(Charge::Declined { reason: "over limit".into() })),
-            AppRequest::Std(other) => Err(EffectError::unhandled(other.name(), vec!["Database".into(), "Payments".into()])),
+            AppRequest::ChargeCard(_) => Ok(AppResponse::ChargeCard(Charge::Declined {
+                reason: "over limit".into(),
+            })),
+            AppRequest::Std(other) => Err(EffectError::unhandled(
+                other.name(),
+                vec!["Database".into(), "Payments".into()],
+            )),
         }
     };
     for cents in [4_200, 99_999] {
-        match run_async(|fx| checkout(fx, user_id, cents), EngineConfig::default(), &mut handler) {
+        match run_async(
+            |fx| checkout(fx, user_id, cents),
+            EngineConfig::default(),
+            &mut handler,
+        ) {
             Ok(Ok(line)) => println!("{line}"),
             other => {
                 eprintln!("checkout failed: {other:?}");

@@ -7,3 +7,7 @@ pub mod script;
 pub use script::{
     IntoResponse, Script, ScriptFailure, ScriptRun, assert_script, assert_script_program,
 };
+pub mod fault;
+pub mod seed;
+pub mod sim;
+pub mod trace;

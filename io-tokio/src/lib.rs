@@ -25,7 +25,9 @@ pub struct Clock {
 impl Clock {
     /// A clock whose epoch is now.
     pub fn start() -> Clock {
-        Clock { epoch: Instant::now() }
+        Clock {
+            epoch: Instant::now(),
+        }
     }
 
     /// The current time on this clock.
@@ -35,7 +37,9 @@ impl Clock {
 
     /// `instant` on this clock (the epoch if it is earlier).
     pub fn at(&self, instant: Instant) -> Time {
-        Time::from_nanos(effectful::duration_nanos(instant.saturating_duration_since(self.epoch)))
+        Time::from_nanos(effectful::duration_nanos(
+            instant.saturating_duration_since(self.epoch),
+        ))
     }
 
     /// The OS instant of `time` on this clock.
@@ -54,6 +58,9 @@ mod tests {
         let clock = Clock::start();
         let later = clock.instant(Time::from_millis(1500));
         assert_eq!(clock.at(later), Time::from_millis(1500));
-        assert_eq!(clock.at(clock.instant(Time::ZERO) - Duration::from_secs(1)), Time::ZERO);
+        assert_eq!(
+            clock.at(clock.instant(Time::ZERO) - Duration::from_secs(1)),
+            Time::ZERO
+        );
     }
 }

@@ -163,10 +163,8 @@ impl FakeDatabase {
 
     /// A user's messages, oldest first by `created_at`, then in insertion order.
     pub fn messages_for_user(&self, user_id: Uuid) -> Vec<ChatMessage> {
-        let mut messages = self.messages.get(&user_id).cloned().unwrap_or_default();
-        // Stable: equal timestamps keep insertion order.
-        messages.sort_by_key(|m| m.created_at);
-        messages
+        // Kept sorted by (created_at, insertion order) as they are stored.
+        self.messages.get(&user_id).cloned().unwrap_or_default()
     }
 
     /// How many chat messages are stored, over all users.
@@ -310,10 +308,10 @@ impl FakeDatabase {
             text,
             created_at: wall_time(self.wall_epoch, now),
         };
-        self.messages
-            .entry(user_id)
-            .or_default()
-            .push(message.clone());
+        let messages = self.messages.entry(user_id).or_default();
+        // Oldest first; equal timestamps keep insertion order.
+        let at = messages.partition_point(|m| m.created_at <= message.created_at);
+        messages.insert(at, message.clone());
         Ok(message)
     }
 }

@@ -1,0 +1,289 @@
+//! The chat program: one WebSocket session of the seed tutorial's chat server, written
+//! once against the effect API and run unchanged by the simulator and the server.
+//!
+//! # Protocol (one text frame per line)
+//! | client sends | server answers |
+//! |---|---|
+//! | `login <user-id>` (first) | `welcome <name>`, or `error unknown user` and close 1008 |
+//! | `say <nonce> <text>` | `ack <nonce> <message-id>` once stored, or `nack <nonce>` |
+//! | `history` | `history <count> <id>,<id>,...` (oldest first) |
+//! | `rename <name>` | `renamed <name>`, or `error rename` |
+//! | `profile` | `profile <name> cached` or `profile <name> fresh` |
+//! | `bye` | close 1000 |
+//! | anything else | `error unknown command` |
+//!
+//! Messages are stored under an id the program draws first (`GenerateUuid`), so a save
+//! retried after a lost answer is idempotent: an acknowledged message is stored exactly
+//! once. A rename invalidates the cached profile, so a stale profile can be served only
+//! while a cache entry written before the rename is still within its TTL, and only
+//! when the invalidation itself failed.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use effectful::effect::*;
+use effectful::{Effect, EffectError, ErrorKind, Fx, Schedule};
+use uuid::Uuid;
+
+/// How the chat program behaves.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// How long a cached profile lives (the seed's `CACHE_TTL_PROFILE`: 600 s).
+    pub profile_ttl_seconds: u64,
+    /// The most one attempt at an effect may take.
+    pub effect_timeout: Duration,
+    /// How failed effects are retried.
+    pub retry: Schedule,
+    /// The topic each stored message is published to.
+    pub topic: String,
+    /// Store messages under an id drawn before the first attempt, so retries are
+    /// idempotent. Turn off to watch the simulator catch duplicated messages.
+    pub idempotent_saves: bool,
+    /// Delete the cached profile after a rename. Turn off (with a long TTL) to watch
+    /// the simulator catch stale profiles.
+    pub invalidate_on_rename: bool,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            profile_ttl_seconds: 600,
+            effect_timeout: Duration::from_secs(2),
+            retry: Schedule::exponential(Duration::from_millis(50))
+                .jittered(0.2)
+                .max_delay(Duration::from_secs(2))
+                .recurs(4),
+            topic: "chat.messages".into(),
+            idempotent_saves: true,
+            invalidate_on_rename: true,
+        }
+    }
+}
+
+/// How a session ended, when the program ended it on its own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client said `bye`.
+    Bye,
+    /// The client went away (close code: 1000 closed, 1006 vanished).
+    Disconnected {
+        /// The close code.
+        code: u16,
+    },
+    /// The client did not log in as a known user.
+    Rejected,
+}
+
+/// Runs one chat session.
+///
+/// An infrastructure failure that retries could not mend ends the session with the
+/// error, after closing the WebSocket with 1011 as the seed tutorial does.
+pub async fn chat_session(fx: Fx, config: Rc<ChatConfig>) -> Result<SessionEnd, EffectError> {
+    let session = Session {
+        fx: &fx,
+        config: &config,
+    };
+    match session.run().await {
+        Ok(end) => Ok(end),
+        Err(error) => {
+            let reason = CloseReason::InternalError("internal error".into());
+            let _ = fx.perform(Close { reason }).await;
+            Err(error)
+        }
+    }
+}
+
+struct Session<'a> {
+    fx: &'a Fx,
+    config: &'a ChatConfig,
+}
+
+impl Session<'_> {
+    async fn run(&self) -> Result<SessionEnd, EffectError> {
+        let first = match self.receive().await? {
+            Ok(text) => text,
+            Err(end) => return Ok(end),
+        };
+        let Some(user_id) = first
+            .strip_prefix("login ")
+            .and_then(|id| Uuid::parse_str(id.trim()).ok())
+        else {
+            return self.reject("expected: login <user-id>").await;
+        };
+        let Some(name) = self.profile(user_id).await?.map(|(name, _)| name) else {
+            return self.reject("unknown user").await;
+        };
+        self.send(format!("welcome {name}")).await?;
+        loop {
+            let line = match self.receive().await? {
+                Ok(line) => line,
+                Err(end) => return Ok(end),
+            };
+            let (command, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            let reply = match command {
+                "say" => self.say(user_id, rest).await?,
+                "history" => self.history(user_id).await?,
+                "rename" => self.rename(user_id, rest).await?,
+                "profile" => match self.profile(user_id).await? {
+                    Some((name, cached)) => {
+                        format!("profile {name} {}", if cached { "cached" } else { "fresh" })
+                    }
+                    None => "error unknown user".into(),
+                },
+                "bye" => {
+                    self.fx
+                        .perform(Close {
+                            reason: CloseReason::Normal,
+                        })
+                        .await?;
+                    return Ok(SessionEnd::Bye);
+                }
+                _ => "error unknown command".into(),
+            };
+            match self.send(reply).await {
+                Ok(()) => {}
+                Err(e) => return closed(e),
+            }
+        }
+    }
+
+    /// The next client line, or how the session ended.
+    async fn receive(&self) -> Result<Result<String, SessionEnd>, EffectError> {
+        match self.fx.perform(ReceiveText {}).await {
+            Ok(text) => Ok(Ok(text)),
+            Err(e) => closed(e).map(Err),
+        }
+    }
+
+    async fn send(&self, text: String) -> Result<(), EffectError> {
+        self.fx.perform(SendText { text }).await
+    }
+
+    async fn reject(&self, why: &str) -> Result<SessionEnd, EffectError> {
+        let _ = self.send(format!("error {why}")).await;
+        let _ = self
+            .fx
+            .perform(Close {
+                reason: CloseReason::PolicyViolation(why.into()),
+            })
+            .await;
+        Ok(SessionEnd::Rejected)
+    }
+
+    /// Performs an effect with a per-attempt timeout and the configured retries.
+    async fn reliably<E: Effect<effectful::Std> + Clone>(
+        &self,
+        effect: E,
+    ) -> Result<E::Output, EffectError> {
+        let timeout = self.config.effect_timeout;
+        self.fx
+            .retry_with(&self.config.retry, || {
+                self.fx.perform_timeout(effect.clone(), timeout)
+            })
+            .await
+    }
+
+    async fn say(&self, user_id: Uuid, rest: &str) -> Result<String, EffectError> {
+        let (nonce, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        let message_id = match self.config.idempotent_saves {
+            true => Some(self.reliably(GenerateUuid {}).await?),
+            false => None,
+        };
+        let save = SaveChatMessage {
+            user_id,
+            text: text.to_string(),
+            message_id,
+        };
+        let stored = match self.reliably(save).await {
+            Ok(stored) => stored,
+            Err(e) if is_transient(&e) => return Ok(format!("nack {nonce}")),
+            Err(e) => return Err(e),
+        };
+        // Fan-out and metrics are best effort: the message is stored and will be acknowledged.
+        let publish = PublishMessage {
+            topic: self.config.topic.clone(),
+            payload: stored.id.as_bytes().to_vec(),
+            properties: Default::default(),
+        };
+        let _ = self.reliably(publish).await;
+        let _ = self
+            .fx
+            .perform(IncrementCounter {
+                name: "chat_messages_total".into(),
+                labels: Default::default(),
+                value: 1.0,
+            })
+            .await;
+        Ok(format!("ack {nonce} {}", stored.id))
+    }
+
+    async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {
+        match self.reliably(ListMessagesForUser { user_id }).await {
+            Ok(messages) => {
+                let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+                Ok(format!("history {} {}", ids.len(), ids.join(",")))
+            }
+            Err(e) if is_transient(&e) => Ok("error history unavailable".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn rename(&self, user_id: Uuid, name: &str) -> Result<String, EffectError> {
+        let update = UpdateUser {
+            user_id,
+            email: None,
+            name: Some(name.to_string()),
+        };
+        match self.reliably(update).await {
+            Ok(UserLookup::Found(user)) => {
+                // Invalidate; if even the retries fail, the stale entry dies with its TTL.
+                if self.config.invalidate_on_rename {
+                    let _ = self.reliably(DeleteCachedProfile { user_id }).await;
+                }
+                Ok(format!("renamed {}", user.name))
+            }
+            Ok(UserLookup::NotFound { .. }) => Ok("error unknown user".into()),
+            Err(e) if is_transient(&e) => Ok("error rename".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user's name, from the cache if it has it (`true`), else from the database.
+    async fn profile(&self, user_id: Uuid) -> Result<Option<(String, bool)>, EffectError> {
+        if let Ok(CacheLookup::Hit { value, .. }) =
+            self.reliably(GetCachedProfile { user_id }).await
+        {
+            return Ok(Some((value.name, true)));
+        }
+        let user = match self.reliably(GetUserById { user_id }).await {
+            Ok(UserLookup::Found(user)) => user,
+            Ok(UserLookup::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let profile = ProfileData {
+            user_id,
+            name: user.name.clone(),
+            email: user.email.clone(),
+        };
+        let put = PutCachedProfile {
+            user_id,
+            profile,
+            ttl_seconds: self.config.profile_ttl_seconds,
+        };
+        let _ = self.reliably(put).await;
+        Ok(Some((user.name, false)))
+    }
+}
+
+/// A closed WebSocket ends the session normally; anything else is an error.
+fn closed(error: EffectError) -> Result<SessionEnd, EffectError> {
+    match error.kind {
+        ErrorKind::WebSocketClosed { code, .. } => Ok(SessionEnd::Disconnected { code }),
+        _ => Err(error),
+    }
+}
+
+/// Whether an error is the kind a client should just be told about.
+fn is_transient(error: &EffectError) -> bool {
+    error.retryable
+}

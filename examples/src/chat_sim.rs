@@ -1,0 +1,326 @@
+//! The chat simulation: N clients joining, chatting, reading history, renaming and
+//! leaving over a simulated duration, under faults, with the invariants checked at the
+//! end. Used by `examples/simulate.rs`, its tests and the `sim/chat` bench.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use effectful::{ProgramError, Rng, Time};
+use effectful_test::fault::FaultPlan;
+use effectful_test::sim::{
+    Connection, ConnectionEnd, SimConfig, SimReport, Simulation, Transcript,
+};
+use effectful_test::trace::TraceRecord;
+use uuid::Uuid;
+
+use crate::chat::{ChatConfig, SessionEnd, chat_session};
+
+/// One chat simulation run.
+#[derive(Clone, Debug)]
+pub struct ChatSimConfig {
+    /// Fixes everything.
+    pub seed: u64,
+    /// How many clients (users).
+    pub clients: u32,
+    /// Clients start sessions within this much simulated time.
+    pub duration: Duration,
+    /// What goes wrong.
+    pub faults: FaultPlan,
+    /// Each program's deadline (the seed's 300 s).
+    pub program_timeout: Duration,
+    /// Keep a trace.
+    pub record_trace: bool,
+    /// The chat program's own configuration.
+    pub chat: ChatConfig,
+}
+
+/// The cache policy the invariants hold the program to: profiles live 600 s (the
+/// seed tutorial's `CACHE_TTL_PROFILE`).
+pub const PROFILE_TTL_POLICY: Duration = Duration::from_secs(600);
+
+impl ChatSimConfig {
+    /// `clients` clients for `duration`, no faults.
+    pub fn new(seed: u64, clients: u32, duration: Duration) -> ChatSimConfig {
+        ChatSimConfig {
+            seed,
+            clients,
+            duration,
+            faults: FaultPlan::none(),
+            program_timeout: Duration::from_secs(300),
+            record_trace: false,
+            chat: ChatConfig::default(),
+        }
+    }
+
+    /// Swarm testing: the seed also chooses the client count (1 to `max_clients`) and
+    /// a fault plan of its own.
+    pub fn swarm(seed: u64, max_clients: u32, duration: Duration) -> ChatSimConfig {
+        let mut rng = Rng::derive(seed, 0x5EA5);
+        let clients = 1 + rng.below(u64::from(max_clients.max(1))) as u32;
+        let faults = FaultPlan::swarm(&mut rng);
+        ChatSimConfig {
+            faults,
+            ..ChatSimConfig::new(seed, clients, duration)
+        }
+    }
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct ChatRun {
+    /// The simulator's counts.
+    pub report: SimReport,
+    /// Invariant violations: must be empty.
+    pub violations: Vec<String>,
+    /// Acknowledged messages checked.
+    pub acked: usize,
+    /// The trace, when recorded.
+    pub trace: Vec<TraceRecord>,
+}
+
+/// The chat program as the simulator spawns it: one session per connection.
+pub fn chat_program(
+    config: Rc<ChatConfig>,
+) -> impl FnMut(
+    u32,
+    effectful::Fx,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<SessionEnd, effectful::EffectError>>>,
+> {
+    move |_connection, fx| Box::pin(chat_session(fx, config.clone()))
+}
+
+/// Runs one seed and checks the invariants.
+pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
+    let chat = Rc::new(config.chat.clone());
+    let ttl = PROFILE_TTL_POLICY;
+    let sim_config = SimConfig {
+        seed: config.seed,
+        program_timeout: Some(config.program_timeout),
+        faults: config.faults.clone(),
+        record_trace: config.record_trace,
+    };
+    let mut sim = Simulation::new(sim_config, Vec::new(), chat_program(chat));
+    let mut rng = Rng::derive(config.seed, 0xC11E);
+    let mut users = Vec::with_capacity(config.clients as usize);
+    for client in 0..config.clients {
+        let outcome = sim.services_mut().database.create_user(
+            format!("c{client}@chat.test"),
+            name(client, 0),
+            "fake$seed".into(),
+        );
+        let user_id = match outcome {
+            effectful::effect::CreateUserOutcome::Created(user) => user.id,
+            effectful::effect::CreateUserOutcome::EmailTaken { .. } => Uuid::nil(),
+        };
+        users.push(user_id);
+        for connection in sessions(&mut rng, client, user_id, config) {
+            sim.add_connection(connection);
+        }
+    }
+    let report = sim.run();
+    let mut violations = Vec::new();
+    if report.unfinished > 0 {
+        violations.push(format!("{} programs never finished", report.unfinished));
+    }
+    if report.late > 0 {
+        violations.push(format!(
+            "{} programs finished after their deadline",
+            report.late
+        ));
+    }
+    for (index, result) in sim.results().iter().enumerate() {
+        if let Some(Err(e @ (ProgramError::ForeignAwait | ProgramError::Stalled))) = result {
+            violations.push(format!("connection {index}: program broke: {e}"));
+        }
+    }
+    let transcripts = sim.transcripts();
+    let acked = check_acknowledged(&transcripts, &users, sim.services(), &mut violations);
+    check_profiles(&transcripts, ttl, &mut violations);
+    ChatRun {
+        report,
+        violations,
+        acked,
+        trace: sim.trace().to_vec(),
+    }
+}
+
+/// A client's name after its `version`-th rename.
+fn name(client: u32, version: u32) -> String {
+    format!("c{client}-v{version}")
+}
+
+fn version_of(name: &str) -> Option<u32> {
+    name.rsplit_once("-v")?.1.parse().ok()
+}
+
+/// A client's sessions: each starts after the previous one's program is surely over
+/// (its deadline has passed), so a client's operations never overlap.
+fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -> Vec<Connection> {
+    let mut out = Vec::new();
+    let mut start = Duration::from_millis(rng.below(300_000));
+    let mut version = 0;
+    let mut session = 0;
+    let sec = |rng: &mut Rng, lo: u64, hi: u64| {
+        Duration::from_millis(lo * 1000 + rng.below((hi - lo) * 1000))
+    };
+    while start < config.duration {
+        let mut messages = vec![(
+            Duration::from_millis(rng.below(500)),
+            format!("login {user_id}"),
+        )];
+        let actions = 2 + rng.below(14);
+        for k in 0..actions {
+            let think = sec(rng, 0, 20);
+            let text = match rng.below(20) {
+                0..=9 => format!("say c{client}-s{session}-m{k} hello #{client}-{session}-{k}"),
+                10..=12 => "history".to_string(),
+                13..=14 => {
+                    version += 1;
+                    format!("rename {}", name(client, version))
+                }
+                _ => "profile".to_string(),
+            };
+            messages.push((think, text));
+        }
+        let end = match rng.below(20) {
+            0..=11 => {
+                messages.push((sec(rng, 0, 5), "bye".into()));
+                ConnectionEnd::Close {
+                    after: Duration::from_secs(1),
+                }
+            }
+            12..=16 => ConnectionEnd::Vanish {
+                after: sec(rng, 0, 5),
+            },
+            _ => ConnectionEnd::Linger,
+        };
+        out.push(Connection {
+            client,
+            connect_at: Time::ZERO + start,
+            messages,
+            end,
+        });
+        session += 1;
+        start += config.program_timeout + Duration::from_secs(1) + sec(rng, 0, 600);
+    }
+    out
+}
+
+/// Every acknowledged message is stored exactly once, under the acknowledged id, with
+/// the text the client sent; no text is stored twice.
+fn check_acknowledged(
+    transcripts: &[&Transcript],
+    users: &[Uuid],
+    services: &effectful_test::fake::Services,
+    violations: &mut Vec<String>,
+) -> usize {
+    let mut acked = 0;
+    let mut stored: HashMap<Uuid, Vec<effectful::effect::ChatMessage>> = HashMap::new();
+    for user in users {
+        let messages = services.database.messages_for_user(*user);
+        let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in &messages {
+            *texts.entry(m.text.as_str()).or_default() += 1;
+        }
+        for (text, count) in texts {
+            if count > 1 {
+                violations.push(format!(
+                    "user {user}: message {text:?} stored {count} times"
+                ));
+            }
+        }
+        stored.insert(*user, messages);
+    }
+    for t in transcripts {
+        let Some(user) = users.get(t.client as usize) else {
+            continue;
+        };
+        let said: HashMap<&str, &str> = t
+            .sent
+            .iter()
+            .filter_map(|(_, line)| line.strip_prefix("say ")?.split_once(' '))
+            .collect();
+        for (_, line) in &t.received {
+            let Some(rest) = line.strip_prefix("ack ") else {
+                continue;
+            };
+            acked += 1;
+            let Some((nonce, id)) = rest.split_once(' ') else {
+                violations.push(format!("client {}: malformed ack {line:?}", t.client));
+                continue;
+            };
+            let found = stored
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter(|m| m.id.to_string() == id)
+                .collect::<Vec<_>>();
+            match (found.as_slice(), said.get(nonce)) {
+                ([m], Some(text)) if m.text == *text => {}
+                ([], _) => violations.push(format!(
+                    "client {}: acknowledged message {nonce} ({id}) was lost",
+                    t.client
+                )),
+                (_, None) => violations.push(format!(
+                    "client {}: ack for {nonce}, which it never said",
+                    t.client
+                )),
+                (ms, _) => violations.push(format!(
+                    "client {}: acknowledged message {nonce} stored as {ms:?}",
+                    t.client
+                )),
+            }
+        }
+    }
+    acked
+}
+
+/// No profile is served from the cache past its TTL after an update: once a rename to
+/// version `v` is acknowledged at `t`, an older name may be served only until
+/// `t + TTL`, and a name read fresh from the database is never older.
+fn check_profiles(transcripts: &[&Transcript], ttl: Duration, violations: &mut Vec<String>) {
+    let mut by_client: BTreeMap<u32, Vec<(Time, &str)>> = BTreeMap::new();
+    for t in transcripts {
+        by_client
+            .entry(t.client)
+            .or_default()
+            .extend(t.received.iter().map(|(at, line)| (*at, line.as_str())));
+    }
+    for (client, mut lines) in by_client {
+        lines.sort_by_key(|(at, _)| *at);
+        // (version, when its rename was acknowledged)
+        let mut renames: Vec<(u32, Time)> = Vec::new();
+        for (at, line) in lines {
+            if let Some(new) = line.strip_prefix("renamed ") {
+                if let Some(v) = version_of(new) {
+                    renames.push((v, at));
+                }
+                continue;
+            }
+            let (served, fresh) = if let Some(rest) = line.strip_prefix("profile ") {
+                match rest.rsplit_once(' ') {
+                    Some((name, how)) => (name, how == "fresh"),
+                    None => continue,
+                }
+            } else if let Some(name) = line.strip_prefix("welcome ") {
+                (name, false)
+            } else {
+                continue;
+            };
+            let Some(v) = version_of(served) else {
+                continue;
+            };
+            // The first acknowledged rename that made `v` stale.
+            let Some(&(newer, since)) = renames.iter().find(|(r, _)| *r > v) else {
+                continue;
+            };
+            if fresh {
+                violations.push(format!("client {client}: database served {served} at {at} after rename to v{newer} at {since}"));
+            } else if at > since + ttl {
+                violations.push(format!("client {client}: cache served {served} at {at}, past the {ttl:?} TTL after rename to v{newer} at {since}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,865 @@
+//! Whole-system simulation: many programs, in-memory services, simulated WebSocket
+//! clients, a simulated clock, a seeded scheduler and a fault plan.
+//!
+//! Time jumps from one event to the next (nothing sleeps), so an hour of traffic
+//! takes as long as its effects take to compute. The order in which answers and client
+//! messages arrive comes from seeded latency draws with random tie-breaking: one seed
+//! fixes the whole run, and a recorded [`trace`](crate::trace) replays it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use effectful::{EffectError, Fx, effect::*};
+//! use effectful_test::sim::{Connection, ConnectionEnd, SimConfig, Simulation};
+//!
+//! // An echo program: answer every client message until the client goes away.
+//! async fn echo(_connection: u32, fx: Fx) -> Result<u32, EffectError> {
+//!     let mut echoed = 0;
+//!     loop {
+//!         match fx.perform(ReceiveText {}).await {
+//!             Ok(text) => fx.perform(SendText { text }).await?,
+//!             Err(_) => return Ok(echoed),
+//!         }
+//!         echoed += 1;
+//!     }
+//! }
+//!
+//! let connections = (0..10).map(|i| Connection {
+//!     client: i,
+//!     connect_at: effectful::Time::from_secs(i as u64),
+//!     messages: vec![(Duration::from_secs(1), "ping".into()); 3],
+//!     end: ConnectionEnd::Close { after: Duration::from_secs(1) },
+//! }).collect();
+//! let mut sim = Simulation::new(SimConfig::new(7), connections, echo);
+//! let report = sim.run();
+//! assert_eq!(report.unfinished, 0);
+//! assert!(sim.transcripts().iter().all(|t| t.received.len() == 3));
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use effectful::effect::{
+    AckOutcome, ConsumeMessage, ConsumeOutcome, MessagingRequest, MessagingResponse, Request,
+    Response, WebSocketRequest, WebSocketResponse,
+};
+use effectful::{
+    Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramError, ProgramId,
+    Rng, Time,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::fake::{Handled, Services};
+use crate::fault::{FaultPlan, Latency};
+use crate::trace::{ClientEvent, Fault, TraceRecord};
+
+/// One client session: a WebSocket connection, and the program that serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Which client (user) this is; several connections may share a client.
+    pub client: u32,
+    /// When it connects.
+    pub connect_at: Time,
+    /// What it sends: each text after waiting the given time since the previous send
+    /// (or since connecting).
+    pub messages: Vec<(Duration, String)>,
+    /// How it ends after its last message.
+    pub end: ConnectionEnd,
+}
+
+/// How a connection ends once the client has sent everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionEnd {
+    /// It sends a close frame after this long (close code 1000).
+    Close {
+        /// Wait after the last message.
+        after: Duration,
+    },
+    /// It vanishes without a close frame after this long (the server sees 1006).
+    Vanish {
+        /// Wait after the last message.
+        after: Duration,
+    },
+    /// It stays connected and silent; the program's deadline has to end it.
+    Linger,
+}
+
+/// How a simulation runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    /// Fixes every random choice: the services', the scheduler's, the programs'.
+    pub seed: u64,
+    /// Each program's deadline after it starts (the seed tutorial's 300 s).
+    pub program_timeout: Option<Duration>,
+    /// What goes wrong.
+    pub faults: FaultPlan,
+    /// Keep a trace of the run in memory (see [`Simulation::trace`]).
+    pub record_trace: bool,
+}
+
+impl SimConfig {
+    /// No faults, a 300 s program timeout, no trace.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            program_timeout: Some(Duration::from_secs(300)),
+            faults: FaultPlan::none(),
+            record_trace: false,
+        }
+    }
+}
+
+/// How the WebSocket connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionState {
+    /// Not connected yet.
+    Waiting,
+    /// Connected.
+    Open,
+    /// The client closed it (1000).
+    ClosedByClient,
+    /// The client vanished (1006).
+    Vanished,
+    /// The server closed it with this code.
+    ClosedByServer(u16),
+}
+
+/// What one connection's client sent and saw, and how its program ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transcript {
+    /// The client.
+    pub client: u32,
+    /// When it connected.
+    pub connected_at: Time,
+    /// The program serving it, once spawned.
+    pub program: Option<ProgramId>,
+    /// Texts it sent, with the time.
+    pub sent: Vec<(Time, String)>,
+    /// Texts it received, with the time.
+    pub received: Vec<(Time, String)>,
+    /// The connection's state at the end.
+    pub state: ConnectionState,
+    /// When the program ended and how (`Debug` text of its result).
+    pub finished: Option<(Time, String)>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Effects the programs asked for.
+    pub effects: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// Programs spawned.
+    pub programs: u64,
+    /// Programs that never finished (must be 0 when every program has a deadline).
+    pub unfinished: u64,
+    /// Programs that finished after their deadline (must be 0).
+    pub late: u64,
+    /// The simulated time when the last event happened.
+    pub simulated: Duration,
+}
+
+impl fmt::Display for SimReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {}: {} programs, {} effects, {} faults, {:.1} s simulated, {} unfinished, {} late",
+            self.seed,
+            self.programs,
+            self.effects,
+            self.faults,
+            self.simulated.as_secs_f64(),
+            self.unfinished,
+            self.late
+        )
+    }
+}
+
+enum Event {
+    Connect(u32),
+    ClientSend {
+        connection: u32,
+        index: usize,
+    },
+    ClientEnd(u32),
+    ClientReceive {
+        connection: u32,
+        text: String,
+    },
+    Deliver {
+        id: EffectId,
+        result: Result<Response, EffectError>,
+    },
+    ConsumeDeadline(EffectId),
+    AckTimeout(String),
+    BrokerWake,
+}
+
+struct ConnectionSim {
+    script: Connection,
+    state: ConnectionState,
+    inbox: VecDeque<String>,
+    waiting: Option<EffectId>,
+    transcript: Transcript,
+    deadline: Option<Time>,
+    /// When the last frame sent to the client arrives: a WebSocket is one TCP stream,
+    /// so frames arrive in the order they were sent whatever their latency draws.
+    last_arrival: Time,
+}
+
+struct ParkedConsumer {
+    id: EffectId,
+    request: ConsumeMessage,
+}
+
+/// A whole-system simulation of `program` serving `connections`.
+///
+/// The program is spawned once per connection, as `program(connection_index, fx)`.
+pub struct Simulation<O, P> {
+    config: SimConfig,
+    engine: Engine<O>,
+    services: Services,
+    program: P,
+    rng: Rng,
+    now: Time,
+    /// Pending events, earliest first; the key is `(time, random tie-break, slot)`.
+    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    /// The events themselves, by slot (kept out of the heap so sifting moves 24 bytes).
+    events: Vec<Option<Event>>,
+    free_events: Vec<u32>,
+    connections: Vec<ConnectionSim>,
+    by_program: HashMap<ProgramId, u32>,
+    consumers: Vec<ParkedConsumer>,
+    results: Vec<Option<Result<O, ProgramError>>>,
+    trace: Vec<TraceRecord>,
+    report: SimReport,
+}
+
+impl<O, P, Fut> Simulation<O, P>
+where
+    O: fmt::Debug + 'static,
+    P: FnMut(u32, Fx) -> Fut,
+    Fut: Future<Output = O> + 'static,
+{
+    /// A simulation that has not started; seed the services through
+    /// [`Simulation::services_mut`] before [`Simulation::run`].
+    pub fn new(config: SimConfig, connections: Vec<Connection>, program: P) -> Self {
+        let engine_config = EngineConfig {
+            seed: config.seed,
+            program_timeout: config.program_timeout,
+        };
+        let mut sim = Simulation {
+            engine: Engine::new(engine_config.clone()),
+            services: Services::new(config.seed),
+            program,
+            rng: Rng::derive(config.seed, u64::MAX),
+            now: Time::ZERO,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free_events: Vec::new(),
+            connections: Vec::with_capacity(connections.len()),
+            by_program: HashMap::new(),
+            consumers: Vec::new(),
+            results: Vec::new(),
+            trace: Vec::new(),
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
+            config,
+        };
+        if sim.config.record_trace {
+            let label = serde_json::to_string(&sim.config).unwrap_or_default();
+            sim.trace.push(TraceRecord::Start {
+                engine: engine_config,
+                label,
+            });
+        }
+        for script in connections {
+            sim.add_connection(script);
+        }
+        sim
+    }
+
+    /// Adds a connection before the run; returns its index.
+    pub fn add_connection(&mut self, script: Connection) -> u32 {
+        let index = self.connections.len() as u32;
+        self.schedule(script.connect_at, Event::Connect(index));
+        self.connections.push(ConnectionSim {
+            transcript: Transcript {
+                client: script.client,
+                connected_at: script.connect_at,
+                program: None,
+                sent: Vec::new(),
+                received: Vec::new(),
+                state: ConnectionState::Waiting,
+                finished: None,
+            },
+            script,
+            state: ConnectionState::Waiting,
+            inbox: VecDeque::new(),
+            waiting: None,
+            deadline: None,
+            last_arrival: Time::ZERO,
+        });
+        self.results.push(None);
+        index
+    }
+
+    /// The services, to seed data before the run or inspect it after.
+    pub fn services_mut(&mut self) -> &mut Services {
+        &mut self.services
+    }
+
+    /// The services.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// What each connection's client sent and saw, by connection index.
+    pub fn transcripts(&self) -> Vec<&Transcript> {
+        self.connections.iter().map(|c| &c.transcript).collect()
+    }
+
+    /// Each connection's program result, by connection index (`None`: not finished).
+    pub fn results(&self) -> &[Option<Result<O, ProgramError>>] {
+        &self.results
+    }
+
+    /// The recorded trace (empty unless `record_trace` was set).
+    pub fn trace(&self) -> &[TraceRecord] {
+        &self.trace
+    }
+
+    /// The simulated time now.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Runs until nothing is left to happen, and reports.
+    pub fn run(&mut self) -> SimReport {
+        loop {
+            let next_event = self.queue.peek().map(|Reverse((at, _, _))| *at);
+            let next_timer = self.engine.poll_timeout();
+            match (next_event, next_timer) {
+                (None, None) => break,
+                (Some(e), Some(t)) if t <= e => self.fire_timers(t),
+                (None, Some(t)) => self.fire_timers(t),
+                _ => {
+                    let Some(Reverse((at, _, slot))) = self.queue.pop() else {
+                        break;
+                    };
+                    let Some(event) = self.events[slot as usize].take() else {
+                        continue;
+                    };
+                    self.free_events.push(slot);
+                    self.now = self.now.max(at);
+                    self.handle(event);
+                }
+            }
+        }
+        self.report.simulated = self.now.since_epoch();
+        self.report.unfinished = self
+            .results
+            .iter()
+            .zip(&self.connections)
+            .filter(|(r, c)| r.is_none() && c.transcript.program.is_some())
+            .count() as u64;
+        self.report.clone()
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        // The random tie-break is the scheduler: simultaneous arrivals come in an
+        // order the seed decides.
+        let slot = match self.free_events.pop() {
+            Some(slot) => {
+                self.events[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                (self.events.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.rng.next_u64(), slot)));
+    }
+
+    fn record(&mut self, record: impl FnOnce() -> TraceRecord) {
+        if self.config.record_trace {
+            self.trace.push(record());
+        }
+    }
+
+    fn fire_timers(&mut self, at: Time) {
+        self.now = self.now.max(at);
+        let now = self.now;
+        self.record(|| TraceRecord::Timeout { at: now });
+        self.engine.handle_timeout(now);
+        self.drain();
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connect(c) => self.connect(c),
+            Event::ClientSend { connection, index } => self.client_send(connection, index),
+            Event::ClientEnd(c) => self.client_end(c),
+            Event::ClientReceive { connection, text } => {
+                let conn = &mut self.connections[connection as usize];
+                if conn.state == ConnectionState::Open
+                    || matches!(conn.state, ConnectionState::ClosedByServer(_))
+                {
+                    conn.transcript.received.push((self.now, text.clone()));
+                    let now = self.now;
+                    self.record(|| TraceRecord::Client {
+                        at: now,
+                        connection,
+                        event: ClientEvent::Receive(text),
+                    });
+                }
+            }
+            Event::Deliver { id, result } => self.deliver(id, result),
+            Event::ConsumeDeadline(id) => {
+                if let Some(i) = self.consumers.iter().position(|p| p.id == id) {
+                    self.consumers.remove(i);
+                    let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+                        ConsumeOutcome::Timeout,
+                    ));
+                    self.deliver(id, Ok(answer));
+                }
+            }
+            Event::AckTimeout(subscription) => {
+                self.services
+                    .broker
+                    .redeliver_unacked_for(self.now, &subscription);
+                self.wake_consumers();
+            }
+            Event::BrokerWake => self.wake_consumers(),
+        }
+    }
+
+    fn connect(&mut self, connection: u32) {
+        let now = self.now;
+        let Simulation {
+            engine, program, ..
+        } = self;
+        let id = engine.spawn_async(now, |fx| program(connection, fx));
+        self.report.programs += 1;
+        self.by_program.insert(id, connection);
+        let deadline = self.config.program_timeout.map(|t| now + t);
+        let conn = &mut self.connections[connection as usize];
+        conn.state = ConnectionState::Open;
+        conn.transcript.state = ConnectionState::Open;
+        conn.transcript.program = Some(id);
+        conn.transcript.connected_at = now;
+        conn.deadline = deadline;
+        let first = conn.script.messages.first().map(|(delay, _)| *delay);
+        let end = conn.script.end;
+        self.record(|| TraceRecord::Spawn {
+            at: now,
+            program: id,
+            connection,
+        });
+        self.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event: ClientEvent::Connect,
+        });
+        match first {
+            Some(delay) => self.schedule(
+                now + delay,
+                Event::ClientSend {
+                    connection,
+                    index: 0,
+                },
+            ),
+            None => self.schedule_end(connection, end),
+        }
+        self.drain();
+    }
+
+    fn schedule_end(&mut self, connection: u32, end: ConnectionEnd) {
+        match end {
+            ConnectionEnd::Close { after } | ConnectionEnd::Vanish { after } => {
+                self.schedule(self.now + after, Event::ClientEnd(connection))
+            }
+            ConnectionEnd::Linger => {}
+        }
+    }
+
+    fn client_send(&mut self, connection: u32, index: usize) {
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        if conn.state != ConnectionState::Open {
+            return;
+        }
+        let text = conn.script.messages[index].1.clone();
+        conn.transcript.sent.push((now, text.clone()));
+        let next = conn.script.messages.get(index + 1).map(|(delay, _)| *delay);
+        let end = conn.script.end;
+        let waiting = conn.waiting.take();
+        if waiting.is_none() {
+            conn.inbox.push_back(text.clone());
+        }
+        self.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event: ClientEvent::Send(text.clone()),
+        });
+        if let Some(id) = waiting {
+            self.deliver(
+                id,
+                Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+            );
+        }
+        if self.config.faults.websocket_drop_rate > 0.0
+            && self.rng.chance(self.config.faults.websocket_drop_rate)
+        {
+            self.report.faults += 1;
+            self.end_connection(connection, ConnectionState::Vanished);
+            return;
+        }
+        match next {
+            Some(delay) => self.schedule(
+                now + delay,
+                Event::ClientSend {
+                    connection,
+                    index: index + 1,
+                },
+            ),
+            None => self.schedule_end(connection, end),
+        }
+    }
+
+    fn client_end(&mut self, connection: u32) {
+        if self.connections[connection as usize].state != ConnectionState::Open {
+            return;
+        }
+        let state = match self.connections[connection as usize].script.end {
+            ConnectionEnd::Vanish { .. } => ConnectionState::Vanished,
+            _ => ConnectionState::ClosedByClient,
+        };
+        self.end_connection(connection, state);
+    }
+
+    fn end_connection(&mut self, connection: u32, state: ConnectionState) {
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        conn.state = state;
+        conn.transcript.state = state;
+        let waiting = conn.waiting.take();
+        let event = if state == ConnectionState::Vanished {
+            ClientEvent::Vanish
+        } else {
+            ClientEvent::Close
+        };
+        self.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event,
+        });
+        if let Some(id) = waiting {
+            let error = closed_error("WebSocket.ReceiveText", state);
+            self.deliver(id, Err(error));
+        }
+    }
+
+    fn deliver(&mut self, id: EffectId, result: Result<Response, EffectError>) {
+        let now = self.now;
+        if self.config.record_trace {
+            let delivery = self.engine.handle_response(now, id, result.clone());
+            self.trace.push(TraceRecord::Response {
+                at: now,
+                id,
+                result,
+                delivered: delivery == Delivery::Delivered,
+            });
+        } else {
+            let _ = self.engine.handle_response(now, id, result);
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            if self.config.record_trace {
+                self.trace.push(TraceRecord::of_output(&output));
+            }
+            match output {
+                Output::Request { id, request } => {
+                    self.report.effects += 1;
+                    self.perform(id, request);
+                }
+                Output::Cancel { id } => self.cancel(id),
+                Output::Finished { program, result } => self.finished(program, result),
+            }
+        }
+    }
+
+    fn finished(&mut self, program: ProgramId, result: Result<O, ProgramError>) {
+        let Some(connection) = self.by_program.remove(&program) else {
+            return;
+        };
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        if conn.deadline.is_some_and(|d| now > d) {
+            self.report.late += 1;
+        }
+        conn.transcript.finished = Some((now, format!("{result:?}")));
+        conn.waiting = None;
+        self.results[connection as usize] = Some(result);
+    }
+
+    fn cancel(&mut self, id: EffectId) {
+        if let Some(&connection) = self.by_program.get(&id.program()) {
+            let conn = &mut self.connections[connection as usize];
+            if conn.waiting == Some(id) {
+                conn.waiting = None;
+            }
+        }
+        self.consumers.retain(|p| p.id != id);
+    }
+
+    fn latency(&mut self, latency: Latency) -> Duration {
+        latency.sample(&mut self.rng)
+    }
+
+    fn perform(&mut self, id: EffectId, request: Request) {
+        let now = self.now;
+        let faults = &self.config.faults;
+        let family = faults.latency.for_request(&request);
+        let (error_rate, lost_rate, dup_rate) = (
+            faults.error_rate.for_request(&request),
+            faults.lost_answer_rate.for_request(&request),
+            faults.duplicate_delivery_rate,
+        );
+        if error_rate > 0.0 && self.rng.chance(error_rate) {
+            self.report.faults += 1;
+            self.record(|| TraceRecord::Fault {
+                at: now,
+                id,
+                fault: Fault::Error,
+            });
+            let error = EffectError::connection_lost(
+                request.name(),
+                "injected fault: connection reset before the request was sent",
+            );
+            let at = now + self.latency(family);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    id,
+                    result: Err(error),
+                },
+            );
+            return;
+        }
+        if let Request::Messaging(MessagingRequest::AcknowledgeMessage(ack)) = &request {
+            if dup_rate > 0.0 && self.rng.chance(dup_rate) {
+                // The broker never hears of this acknowledgement: it will redeliver.
+                self.report.faults += 1;
+                self.record(|| TraceRecord::Fault {
+                    at: now,
+                    id,
+                    fault: Fault::LostAck,
+                });
+                let subscription = ack
+                    .message_id
+                    .rsplit_once('@')
+                    .map(|(_, s)| s.to_string())
+                    .unwrap_or_default();
+                let ack_timeout = self.config.faults.ack_timeout;
+                self.schedule(now + ack_timeout, Event::AckTimeout(subscription));
+                let answer = Response::Messaging(MessagingResponse::AcknowledgeMessage(
+                    AckOutcome::Acknowledged,
+                ));
+                let at = now + self.latency(family);
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        id,
+                        result: Ok(answer),
+                    },
+                );
+                return;
+            }
+        }
+        let wakes_consumers = matches!(
+            request,
+            Request::Messaging(
+                MessagingRequest::PublishMessage(_) | MessagingRequest::NegativeAcknowledge(_)
+            )
+        );
+        match self.services.handle(now, request) {
+            Handled::Done(result) => {
+                if lost_rate > 0.0 && self.rng.chance(lost_rate) {
+                    self.report.faults += 1;
+                    self.record(|| TraceRecord::Fault {
+                        at: now,
+                        id,
+                        fault: Fault::LostAnswer,
+                    });
+                } else {
+                    let at = now + self.latency(family);
+                    self.schedule(at, Event::Deliver { id, result });
+                }
+                if wakes_consumers {
+                    self.wake_consumers();
+                }
+            }
+            Handled::Consume(request) => match self.services.broker.try_consume(now, &request) {
+                Some(envelope) => {
+                    let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+                        ConsumeOutcome::Message(envelope.into()),
+                    ));
+                    let at = now + self.latency(family);
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            id,
+                            result: Ok(answer),
+                        },
+                    );
+                }
+                None => {
+                    let deadline = now + Duration::from_millis(request.timeout_ms);
+                    self.schedule(deadline, Event::ConsumeDeadline(id));
+                    if let Some(at) = self.services.broker.next_redelivery() {
+                        self.schedule(at.max(now), Event::BrokerWake);
+                    }
+                    self.consumers.push(ParkedConsumer { id, request });
+                }
+            },
+            Handled::WebSocket(ws) => self.websocket(id, ws),
+        }
+    }
+
+    fn wake_consumers(&mut self) {
+        let now = self.now;
+        let mut i = 0;
+        while i < self.consumers.len() {
+            match self
+                .services
+                .broker
+                .try_consume(now, &self.consumers[i].request)
+            {
+                Some(envelope) => {
+                    let parked = self.consumers.remove(i);
+                    let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+                        ConsumeOutcome::Message(envelope.into()),
+                    ));
+                    let at = now + self.latency(self.config.faults.latency.messaging);
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            id: parked.id,
+                            result: Ok(answer),
+                        },
+                    );
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn websocket(&mut self, id: EffectId, request: WebSocketRequest) {
+        let name = match &request {
+            WebSocketRequest::SendText(_) => "WebSocket.SendText",
+            WebSocketRequest::ReceiveText(_) => "WebSocket.ReceiveText",
+            WebSocketRequest::Close(_) => "WebSocket.Close",
+        };
+        let Some(&connection) = self.by_program.get(&id.program()) else {
+            let error = EffectError::websocket_closed(name, 1006, "no connection for this program");
+            self.schedule(
+                self.now,
+                Event::Deliver {
+                    id,
+                    result: Err(error),
+                },
+            );
+            return;
+        };
+        let now = self.now;
+        let state = self.connections[connection as usize].state;
+        if state != ConnectionState::Open {
+            self.schedule(
+                now,
+                Event::Deliver {
+                    id,
+                    result: Err(closed_error(name, state)),
+                },
+            );
+            return;
+        }
+        match request {
+            WebSocketRequest::SendText(send) => {
+                let drawn = now + self.latency(self.config.faults.latency.websocket);
+                let conn = &mut self.connections[connection as usize];
+                // Strictly after the previous frame, so equal draws cannot swap them.
+                let arrives = drawn.max(conn.last_arrival + Duration::from_nanos(1));
+                conn.last_arrival = arrives;
+                self.schedule(
+                    arrives,
+                    Event::ClientReceive {
+                        connection,
+                        text: send.text,
+                    },
+                );
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::SendText(()))),
+                    },
+                );
+            }
+            WebSocketRequest::ReceiveText(_) => {
+                let conn = &mut self.connections[connection as usize];
+                match conn.inbox.pop_front() {
+                    Some(text) => self.schedule(
+                        now,
+                        Event::Deliver {
+                            id,
+                            result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+                        },
+                    ),
+                    None => conn.waiting = Some(id),
+                }
+            }
+            WebSocketRequest::Close(close) => {
+                let code = close.reason.code();
+                let conn = &mut self.connections[connection as usize];
+                conn.state = ConnectionState::ClosedByServer(code);
+                conn.transcript.state = ConnectionState::ClosedByServer(code);
+                self.record(|| TraceRecord::Client {
+                    at: now,
+                    connection,
+                    event: ClientEvent::ClosedByServer(code),
+                });
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::Close(()))),
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn closed_error(effect: &'static str, state: ConnectionState) -> EffectError {
+    match state {
+        ConnectionState::ClosedByClient => {
+            EffectError::websocket_closed(effect, 1000, "the client closed the connection")
+        }
+        ConnectionState::ClosedByServer(code) => {
+            EffectError::websocket_closed(effect, code, "the connection is already closed")
+        }
+        _ => EffectError::websocket_closed(effect, 1006, "the client vanished"),
+    }
+}

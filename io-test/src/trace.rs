@@ -1,0 +1,472 @@
+//! Traces: every input the engine was given and every output it produced, plus the
+//! simulator's own events (faults, client traffic), as JSON lines.
+//!
+//! A trace replays: [`replay`] feeds the recorded inputs (spawns, answers, timeouts,
+//! aborts) to a fresh engine running the same program, and checks each output against
+//! the record, failing at the first divergence. The services and fault plan are not
+//! needed to replay: their work is in the recorded answers.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, BufRead, Read, Write};
+
+use effectful::effect::{Request, Response};
+use effectful::{
+    Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramId, Time,
+};
+use serde::{Deserialize, Serialize};
+
+/// The longest trace line [`read_trace`] accepts by default: 16 MiB.
+pub const DEFAULT_MAX_LINE: usize = 16 << 20;
+
+/// One line of a trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TraceRecord {
+    /// The first line: how the engine was configured, and a free-form label
+    /// (the simulator writes its configuration there).
+    Start {
+        /// The engine's configuration.
+        engine: EngineConfig,
+        /// What produced the trace.
+        label: String,
+    },
+    /// Input: a program was spawned for `connection`.
+    Spawn {
+        /// When.
+        at: Time,
+        /// The id the engine gave it.
+        program: ProgramId,
+        /// The connection (client session) it serves.
+        connection: u32,
+    },
+    /// Input: the driver aborted a program.
+    Abort {
+        /// When.
+        at: Time,
+        /// Which.
+        program: ProgramId,
+    },
+    /// Input: an answer to an effect.
+    Response {
+        /// When it arrived.
+        at: Time,
+        /// The effect.
+        id: EffectId,
+        /// The answer.
+        result: Result<Response, EffectError>,
+        /// Whether the engine took it (`false`: stale, the program had moved on).
+        delivered: bool,
+    },
+    /// Input: the driver called `handle_timeout`.
+    Timeout {
+        /// The time it passed.
+        at: Time,
+    },
+    /// Output: the engine asked for an effect.
+    Request {
+        /// The effect's id.
+        id: EffectId,
+        /// What it asked for.
+        request: Request,
+    },
+    /// Output: the engine cancelled an effect.
+    Cancel {
+        /// The effect's id.
+        id: EffectId,
+    },
+    /// Output: a program ended; its result as `Debug` text.
+    Finished {
+        /// The program.
+        program: ProgramId,
+        /// `{:?}` of its `Result<Output, ProgramError>`.
+        result: String,
+    },
+    /// Annotation: the simulator injected a fault into an effect.
+    Fault {
+        /// When.
+        at: Time,
+        /// The effect.
+        id: EffectId,
+        /// What it did.
+        fault: Fault,
+    },
+    /// Annotation: something a simulated client did or saw.
+    Client {
+        /// When.
+        at: Time,
+        /// The connection.
+        connection: u32,
+        /// What happened.
+        event: ClientEvent,
+    },
+}
+
+/// A fault the simulator injected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The effect failed before the service saw it.
+    Error,
+    /// The service performed the effect, but its answer was lost.
+    LostAnswer,
+    /// The broker lost an acknowledgement; the message will come again.
+    LostAck,
+}
+
+/// What a simulated client did or saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientEvent {
+    /// It connected.
+    Connect,
+    /// It sent a text frame.
+    Send(String),
+    /// It received a text frame.
+    Receive(String),
+    /// It closed the connection (close code 1000).
+    Close,
+    /// It vanished without a close frame (the server sees 1006).
+    Vanish,
+    /// The server closed the connection with this code.
+    ClosedByServer(u16),
+}
+
+impl TraceRecord {
+    /// Whether this record is an engine input that replay feeds back.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            TraceRecord::Spawn { .. }
+                | TraceRecord::Abort { .. }
+                | TraceRecord::Response { .. }
+                | TraceRecord::Timeout { .. }
+        )
+    }
+
+    /// Whether this record is an engine output that replay checks.
+    pub fn is_output(&self) -> bool {
+        matches!(
+            self,
+            TraceRecord::Request { .. } | TraceRecord::Cancel { .. } | TraceRecord::Finished { .. }
+        )
+    }
+
+    /// The record of one engine output.
+    pub fn of_output<O: fmt::Debug>(output: &Output<O>) -> TraceRecord {
+        match output {
+            Output::Request { id, request } => TraceRecord::Request {
+                id: *id,
+                request: request.clone(),
+            },
+            Output::Cancel { id } => TraceRecord::Cancel { id: *id },
+            Output::Finished { program, result } => TraceRecord::Finished {
+                program: *program,
+                result: format!("{result:?}"),
+            },
+        }
+    }
+}
+
+/// Writes records as JSON lines.
+pub fn write_trace<'a>(
+    mut out: impl Write,
+    records: impl IntoIterator<Item = &'a TraceRecord>,
+) -> io::Result<()> {
+    for record in records {
+        serde_json::to_writer(&mut out, record).map_err(io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Why a trace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceReadError {
+    /// The reader failed.
+    #[error("could not read the trace: {0}")]
+    Io(#[from] io::Error),
+    /// A line is longer than the limit; nothing of it was kept.
+    #[error("trace line {line} is longer than the {limit}-byte limit; is this a trace file?")]
+    LineTooLong {
+        /// The 1-based line number.
+        line: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A line is not a trace record.
+    #[error("trace line {line} is not a trace record: {message}")]
+    Malformed {
+        /// The 1-based line number.
+        line: usize,
+        /// What the JSON decoder said.
+        message: String,
+    },
+}
+
+/// Reads JSON-lines records, refusing any line longer than `max_line` bytes before
+/// holding more than that in memory. Blank lines are skipped.
+pub fn read_trace(
+    input: impl BufRead,
+    max_line: usize,
+) -> Result<Vec<TraceRecord>, TraceReadError> {
+    let mut input = input;
+    let mut records = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        line += 1;
+        buf.clear();
+        let limit = u64::try_from(max_line)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let n = input.by_ref().take(limit).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(records);
+        }
+        if buf.len() > max_line && buf.last() != Some(&b'\n') {
+            return Err(TraceReadError::LineTooLong {
+                line,
+                limit: max_line,
+            });
+        }
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record = serde_json::from_slice(text).map_err(|e| TraceReadError::Malformed {
+            line,
+            message: e.to_string(),
+        })?;
+        records.push(record);
+    }
+}
+
+/// Where two traces first differ.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    /// The 0-based index of the first differing record.
+    pub index: usize,
+    /// The record in the first trace (`None`: it ended there).
+    pub expected: Option<TraceRecord>,
+    /// The record in the second trace (`None`: it ended there).
+    pub got: Option<TraceRecord>,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |r: &Option<TraceRecord>| match r {
+            Some(r) => serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}")),
+            None => "(end of trace)".to_string(),
+        };
+        write!(
+            f,
+            "traces diverge at record {}:\n  expected: {}\n  got:      {}",
+            self.index,
+            show(&self.expected),
+            show(&self.got)
+        )
+    }
+}
+
+/// The first place where `a` and `b` differ, if any.
+pub fn first_divergence(a: &[TraceRecord], b: &[TraceRecord]) -> Option<Divergence> {
+    let index = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    if index == a.len() && index == b.len() {
+        return None;
+    }
+    Some(Divergence {
+        index,
+        expected: a.get(index).cloned(),
+        got: b.get(index).cloned(),
+    })
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The trace has no `start` record first.
+    #[error("the trace does not begin with a start record")]
+    NoStart,
+    /// The engine did something other than what the trace recorded.
+    #[error(
+        "replay diverged from the trace at record {index}:\n  recorded: {expected}\n  replayed: {got}"
+    )]
+    Divergence {
+        /// The 0-based index of the record.
+        index: usize,
+        /// The recorded record (JSON).
+        expected: String,
+        /// What the engine did instead (JSON, or "(nothing)").
+        got: String,
+    },
+}
+
+/// What a successful replay went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Inputs fed to the engine.
+    pub inputs: usize,
+    /// Outputs checked against the trace.
+    pub outputs: usize,
+}
+
+/// Replays `records` against a fresh engine running `program` for each spawned
+/// connection; fails at the first output that differs from the record.
+pub fn replay<O, Fut>(
+    records: &[TraceRecord],
+    mut program: impl FnMut(u32, Fx) -> Fut,
+) -> Result<ReplayStats, ReplayError>
+where
+    O: fmt::Debug + 'static,
+    Fut: Future<Output = O> + 'static,
+{
+    let Some(TraceRecord::Start { engine: config, .. }) = records.first() else {
+        return Err(ReplayError::NoStart);
+    };
+    let mut engine: Engine<O> = Engine::new(config.clone());
+    let mut pending: std::collections::VecDeque<TraceRecord> = std::collections::VecDeque::new();
+    let mut stats = ReplayStats {
+        inputs: 0,
+        outputs: 0,
+    };
+    let json = |r: &TraceRecord| serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}"));
+    for (index, record) in records.iter().enumerate().skip(1) {
+        if record.is_output() {
+            let got = pending.pop_front();
+            if got.as_ref() != Some(record) {
+                return Err(ReplayError::Divergence {
+                    index,
+                    expected: json(record),
+                    got: got.as_ref().map(json).unwrap_or_else(|| "(nothing)".into()),
+                });
+            }
+            stats.outputs += 1;
+            continue;
+        }
+        if !record.is_input() {
+            continue;
+        }
+        if let Some(extra) = pending.pop_front() {
+            return Err(ReplayError::Divergence {
+                index,
+                expected: json(record),
+                got: json(&extra),
+            });
+        }
+        stats.inputs += 1;
+        let mismatch = |got: String| ReplayError::Divergence {
+            index,
+            expected: json(record),
+            got,
+        };
+        match record {
+            TraceRecord::Spawn {
+                at,
+                program: id,
+                connection,
+            } => {
+                let spawned = engine.spawn_async(*at, |fx| program(*connection, fx));
+                if spawned != *id {
+                    return Err(mismatch(format!("a spawn that got id {spawned}")));
+                }
+            }
+            TraceRecord::Abort { at, program } => {
+                engine.abort(*at, *program);
+            }
+            TraceRecord::Response {
+                at,
+                id,
+                result,
+                delivered,
+            } => {
+                let delivery = engine.handle_response(*at, *id, result.clone());
+                if (delivery == Delivery::Delivered) != *delivered {
+                    return Err(mismatch(format!("the answer was {delivery:?}")));
+                }
+            }
+            TraceRecord::Timeout { at } => engine.handle_timeout(*at),
+            _ => {}
+        }
+        while let Some(output) = engine.poll_output() {
+            pending.push_back(TraceRecord::of_output(&output));
+        }
+    }
+    if let Some(extra) = pending.pop_front() {
+        return Err(ReplayError::Divergence {
+            index: records.len(),
+            expected: "(end of trace)".into(),
+            got: json(&extra),
+        });
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_with_its_number() {
+        let start = serde_json::to_string(&TraceRecord::Timeout { at: Time::ZERO }).unwrap();
+        let input = format!("{start}\n{}\n", "x".repeat(100));
+        let err = read_trace(input.as_bytes(), 64).unwrap_err();
+        assert!(
+            matches!(err, TraceReadError::LineTooLong { line: 2, limit: 64 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_line_is_refused_with_its_number_and_the_cause() {
+        let err = read_trace(
+            "\n{\"kind\":\"timeout\",\"at\":1}\n{\"kind\":\"nope\"}\n".as_bytes(),
+            1024,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("line 3") && text.contains("nope"), "{text}");
+    }
+
+    #[test]
+    fn records_round_trip_through_json_lines() {
+        let records = vec![
+            TraceRecord::Timeout {
+                at: Time::from_millis(3),
+            },
+            TraceRecord::Client {
+                at: Time::ZERO,
+                connection: 2,
+                event: ClientEvent::Send("hi".into()),
+            },
+        ];
+        let mut out = Vec::new();
+        write_trace(&mut out, &records).unwrap();
+        assert_eq!(
+            read_trace(out.as_slice(), DEFAULT_MAX_LINE).unwrap(),
+            records
+        );
+    }
+
+    #[test]
+    fn first_divergence_points_at_the_first_difference_or_the_shorter_end() {
+        let a = vec![
+            TraceRecord::Timeout { at: Time::ZERO },
+            TraceRecord::Timeout {
+                at: Time::from_secs(1),
+            },
+        ];
+        let mut b = a.clone();
+        assert_eq!(first_divergence(&a, &b), None);
+        b[1] = TraceRecord::Timeout {
+            at: Time::from_secs(2),
+        };
+        assert_eq!(first_divergence(&a, &b).unwrap().index, 1);
+        assert_eq!(first_divergence(&a, &a[..1]).unwrap().got, None);
+    }
+}
