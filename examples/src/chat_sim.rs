@@ -217,7 +217,8 @@ fn check_acknowledged(
     violations: &mut Vec<String>,
 ) -> usize {
     let mut acked = 0;
-    let mut stored: HashMap<Uuid, Vec<effectful::effect::ChatMessage>> = HashMap::new();
+    // Every stored message by id, with its author.
+    let mut stored: HashMap<Uuid, effectful::effect::ChatMessage> = HashMap::new();
     for user in users {
         let messages = services.database.messages_for_user(*user);
         let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -231,7 +232,7 @@ fn check_acknowledged(
                 ));
             }
         }
-        stored.insert(*user, messages);
+        stored.extend(messages.into_iter().map(|m| (m.id, m)));
     }
     for t in transcripts {
         let Some(user) = users.get(t.client as usize) else {
@@ -247,19 +248,16 @@ fn check_acknowledged(
                 continue;
             };
             acked += 1;
-            let Some((nonce, id)) = rest.split_once(' ') else {
+            let Some((nonce, id)) = rest
+                .split_once(' ')
+                .and_then(|(n, id)| Some((n, Uuid::parse_str(id).ok()?)))
+            else {
                 violations.push(format!("client {}: malformed ack {line:?}", t.client));
                 continue;
             };
-            let found = stored
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter(|m| m.id.to_string() == id)
-                .collect::<Vec<_>>();
-            match (found.as_slice(), said.get(nonce)) {
-                ([m], Some(text)) if m.text == *text => {}
-                ([], _) => violations.push(format!(
+            match (stored.get(&id), said.get(nonce)) {
+                (Some(m), Some(text)) if m.text == *text && m.user_id == *user => {}
+                (None, _) => violations.push(format!(
                     "client {}: acknowledged message {nonce} ({id}) was lost",
                     t.client
                 )),
@@ -267,8 +265,8 @@ fn check_acknowledged(
                     "client {}: ack for {nonce}, which it never said",
                     t.client
                 )),
-                (ms, _) => violations.push(format!(
-                    "client {}: acknowledged message {nonce} stored as {ms:?}",
+                (Some(m), _) => violations.push(format!(
+                    "client {}: acknowledged message {nonce} stored as {m:?}",
                     t.client
                 )),
             }

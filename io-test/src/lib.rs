@@ -1,13 +1,31 @@
-//! The deterministic driver for `effectful`.
+//! The deterministic driver for `effectful`: run programs against in-memory services
+//! on a simulated clock, break things on purpose, and reproduce any run from one seed.
+//!
+//! Nothing here sleeps, opens a socket or draws OS randomness: time jumps to the next
+//! event, and every random choice comes from the run's seed.
+//!
+//! - [`script`]: unit-test one program: expect this request, answer with that.
+//! - [`fake`]: in-memory services that behave like PostgreSQL, Redis, a broker, S3,
+//!   an auth service and a metrics registry (constraints, TTLs, redelivery, ...).
+//! - [`sim`]: whole-system simulation: many programs, simulated WebSocket clients, a
+//!   seeded scheduler deciding arrival order, and a [`fault`] plan.
+//! - [`trace`]: every input and output as JSON lines; [`trace::replay`] reproduces a
+//!   run exactly and fails at the first divergence.
+//! - [`seed`]: `EFFECTFUL_SEED=<n>` reruns one seed; failing runs print how to reproduce.
+//! - `strategy` (feature `proptest`, on by default): proptest strategies for fault
+//!   plans and client connections.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod fake;
+pub mod fault;
 pub mod script;
+pub mod seed;
+pub mod sim;
+#[cfg(feature = "proptest")]
+pub mod strategy;
+pub mod trace;
+
 pub use script::{
     IntoResponse, Script, ScriptFailure, ScriptRun, assert_script, assert_script_program,
 };
-pub mod fault;
-pub mod seed;
-pub mod sim;
-pub mod trace;

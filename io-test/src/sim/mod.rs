@@ -694,6 +694,14 @@ where
                 MessagingRequest::PublishMessage(_) | MessagingRequest::NegativeAcknowledge(_)
             )
         );
+        // A negatively acknowledged message comes back only after its delay; consumers
+        // parked before then must be woken when it does.
+        let redelivery_at = match &request {
+            Request::Messaging(MessagingRequest::NegativeAcknowledge(nack)) => {
+                Some(now.saturating_add(Duration::from_millis(nack.delay_ms)))
+            }
+            _ => None,
+        };
         match self.services.handle(now, request) {
             Handled::Done(result) => {
                 if lost_rate > 0.0 && self.rng.chance(lost_rate) {
@@ -709,6 +717,9 @@ where
                 }
                 if wakes_consumers {
                     self.wake_consumers();
+                }
+                if let Some(at) = redelivery_at.filter(|at| *at > now) {
+                    self.schedule(at, Event::BrokerWake);
                 }
             }
             Handled::Consume(request) => match self.services.broker.try_consume(now, &request) {
@@ -785,6 +796,25 @@ where
         };
         let now = self.now;
         let state = self.connections[connection as usize].state;
+        // Frames the client sent before it closed or vanished reached the server first:
+        // the program reads them before it learns that the connection ended.
+        if matches!(request, WebSocketRequest::ReceiveText(_))
+            && matches!(
+                state,
+                ConnectionState::ClosedByClient | ConnectionState::Vanished
+            )
+        {
+            if let Some(text) = self.connections[connection as usize].inbox.pop_front() {
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+                    },
+                );
+                return;
+            }
+        }
         if state != ConnectionState::Open {
             self.schedule(
                 now,
