@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A point on the driver's monotonic clock: nanoseconds since the driver's epoch.
 ///
-/// The production driver takes its epoch from `Instant::now()` at start-up; the
+/// The production driver takes its epoch from the OS monotonic clock at start-up; the
 /// deterministic driver starts its simulated clock at [`Time::ZERO`]. Arithmetic
 /// saturates, so a hostile or huge duration can never wrap time backwards.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]

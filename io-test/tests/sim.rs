@@ -82,15 +82,11 @@ async fn echo(_connection: u32, fx: Fx) -> (Vec<String>, EffectError) {
     }
 }
 
+/// How `echo` ended: what it received and the error that stopped it.
+type EchoResult = Result<(Vec<String>, EffectError), ProgramError>;
+
 /// Runs `echo` for one connection: its result, its transcript and the report.
-fn run_echo(
-    config: SimConfig,
-    script: Connection,
-) -> (
-    Result<(Vec<String>, EffectError), ProgramError>,
-    Transcript,
-    SimReport,
-) {
+fn run_echo(config: SimConfig, script: Connection) -> (EchoResult, Transcript, SimReport) {
     let mut sim = Simulation::new(config, vec![script], echo);
     let report = sim.run();
     (only_result(&sim), sim.transcripts()[0].clone(), report)
@@ -817,7 +813,9 @@ async fn simultaneous_answers(_connection: u32, fx: Fx) -> Vec<(usize, Time)> {
     join_all((0..8).map(|i| {
         let (fx, order) = (&fx, &order);
         async move {
-            fx.perform(GenerateUuid {}).await.unwrap();
+            fx.perform(GenerateUuid {})
+                .await
+                .expect("no faults are planned");
             order.borrow_mut().push((i, fx.now()));
         }
     }))
@@ -830,7 +828,7 @@ fn answer_order(seed: u64) -> Vec<usize> {
     config.faults.latency.system = Latency::fixed(MS);
     let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], simultaneous_answers);
     sim.run();
-    let arrivals = only_result(&sim).unwrap();
+    let arrivals = only_result(&sim).expect("the program ends on its own");
     assert!(
         arrivals.iter().all(|(_, at)| *at == Time::from_millis(1)),
         "every answer comes after exactly the fixed latency: {arrivals:?}"
@@ -1028,7 +1026,11 @@ fn uuids(seed: u64) -> Vec<uuid::Uuid> {
     let mut sim = Simulation::new(SimConfig::new(seed), connections, |_, fx: Fx| async move {
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(fx.perform(GenerateUuid {}).await.unwrap());
+            ids.push(
+                fx.perform(GenerateUuid {})
+                    .await
+                    .expect("no faults are planned"),
+            );
         }
         ids
     });
@@ -1050,4 +1052,30 @@ fn uuids_come_from_the_seed() {
     assert_eq!(distinct.len(), 6, "{a:?}");
     assert_eq!(a, uuids(51), "the same seed draws the same UUIDs");
     assert_ne!(a, uuids(52), "another seed draws others");
+}
+
+#[test]
+fn a_message_handed_to_a_consumer_that_stopped_waiting_goes_back_to_the_broker() {
+    let mut config = SimConfig::new(31);
+    config.faults.latency.messaging = Latency::fixed(Duration::from_millis(100));
+    let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], |_, fx: Fx| async move {
+        fx.perform(publish("jobs", "job-1")).await?;
+        // The broker hands the message over at once, but its answer takes 100 ms:
+        // this consumer gives up after 50 ms.
+        let gave_up = fx
+            .perform_timeout(consume("jobs/workers", 10_000), Duration::from_millis(50))
+            .await;
+        let again = envelope(fx.perform(consume("jobs/workers", 10_000)).await?);
+        Ok::<_, EffectError>((gave_up, again))
+    });
+    sim.services_mut().broker.subscribe("jobs/workers");
+    sim.run();
+    let (gave_up, again) = only_result(&sim).unwrap().unwrap();
+    assert_eq!(gave_up.unwrap_err().kind, ErrorKind::Timeout);
+    assert_eq!(
+        again.payload, b"job-1",
+        "the message was not lost with the abandoned consume"
+    );
+    assert_eq!(again.redelivery_count, 1);
+    assert_eq!(sim.services().broker.in_flight("jobs/workers"), 1);
 }

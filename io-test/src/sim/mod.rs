@@ -42,8 +42,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use effectful::effect::{
-    AckOutcome, ConsumeMessage, ConsumeOutcome, MessagingRequest, MessagingResponse, Request,
-    Response, WebSocketRequest, WebSocketResponse,
+    AckOutcome, ConsumeMessage, ConsumeOutcome, MessagingRequest, MessagingResponse,
+    NegativeAcknowledge, Request, Response, WebSocketRequest, WebSocketResponse,
 };
 use effectful::{
     Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramError, ProgramId,
@@ -570,7 +570,15 @@ where
 
     fn deliver(&mut self, id: EffectId, result: Result<Response, EffectError>) {
         let now = self.now;
-        if self.config.record_trace {
+        // A message handed to a consumer that stopped waiting goes back to the broker,
+        // as a real client library returns what it received but never passed on.
+        let handed_over = match &result {
+            Ok(Response::Messaging(MessagingResponse::ConsumeMessage(
+                ConsumeOutcome::Message(envelope),
+            ))) => Some(envelope.message_id.clone()),
+            _ => None,
+        };
+        let delivery = if self.config.record_trace {
             let delivery = self.engine.handle_response(now, id, result.clone());
             self.trace.push(TraceRecord::Response {
                 at: now,
@@ -578,8 +586,19 @@ where
                 result,
                 delivered: delivery == Delivery::Delivered,
             });
+            delivery
         } else {
-            let _ = self.engine.handle_response(now, id, result);
+            self.engine.handle_response(now, id, result)
+        };
+        if let (Delivery::Stale, Some(message_id)) = (delivery, handed_over) {
+            let nack = NegativeAcknowledge {
+                message_id,
+                delay_ms: 0,
+            };
+            self.services
+                .broker
+                .handle(now, MessagingRequest::NegativeAcknowledge(nack));
+            self.wake_consumers();
         }
         self.drain();
     }
