@@ -211,21 +211,25 @@ impl<E: Effect<F>, F: Family> Future for Perform<'_, E, F> {
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut mailbox = this.fx.mailbox.borrow_mut();
+        if let PerformState::Waiting(id) = this.state {
+            return match mailbox.take(id) {
+                Some(completion) => {
+                    this.state = PerformState::Done;
+                    Poll::Ready(decode_completion::<E, F>(completion))
+                }
+                None => {
+                    Fx::mark_waiting(&mut mailbox);
+                    Poll::Pending
+                }
+            };
+        }
         match std::mem::replace(&mut this.state, PerformState::Done) {
             PerformState::Ready(effect) => {
                 this.state = PerformState::Waiting(mailbox.request(effect.into_request()));
                 Fx::mark_waiting(&mut mailbox);
                 Poll::Pending
             }
-            PerformState::Waiting(id) => match mailbox.take(id) {
-                Some(completion) => Poll::Ready(decode_completion::<E, F>(completion)),
-                None => {
-                    this.state = PerformState::Waiting(id);
-                    Fx::mark_waiting(&mut mailbox);
-                    Poll::Pending
-                }
-            },
-            PerformState::Done => panic!("effect future polled after it completed"),
+            _ => panic!("effect future polled after it completed"),
         }
     }
 }

@@ -55,7 +55,15 @@ fn default_profile_ttl() -> u64 {
 
 /// The cache key of a user's profile: `profile:{user_id}`.
 pub fn profile_key(user_id: Uuid) -> String {
-    format!("profile:{user_id}")
+    const PREFIX: &str = "profile:";
+    let mut key = String::with_capacity(PREFIX.len() + uuid::fmt::Hyphenated::LENGTH);
+    key.push_str(PREFIX);
+    key.push_str(
+        user_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
+    key
 }
 
 /// Read a user's cached profile. Output: [`CacheLookup`] of [`ProfileData`].
@@ -107,6 +115,17 @@ pub struct PutCachedValue {
     pub value: Vec<u8>,
     /// Time to live in seconds; `None` keeps it until deleted or evicted.
     pub ttl_seconds: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_keys_are_the_prefix_and_the_hyphenated_id() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(profile_key(id), format!("profile:{id}"));
+    }
 }
 
 family! {

@@ -36,7 +36,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -233,7 +233,8 @@ pub struct Simulation<O, P> {
     events: Vec<Option<Event>>,
     free_events: Vec<u32>,
     connections: Vec<ConnectionSim>,
-    by_program: HashMap<ProgramId, u32>,
+    /// The connection each running program serves, by program slot index.
+    by_program: ProgramTable,
     consumers: Vec<ParkedConsumer>,
     results: Vec<Option<Result<O, ProgramError>>>,
     trace: Vec<TraceRecord>,
@@ -263,7 +264,7 @@ where
             events: Vec::new(),
             free_events: Vec::new(),
             connections: Vec::with_capacity(connections.len()),
-            by_program: HashMap::new(),
+            by_program: ProgramTable::default(),
             consumers: Vec::new(),
             results: Vec::new(),
             trace: Vec::new(),
@@ -620,7 +621,7 @@ where
     }
 
     fn finished(&mut self, program: ProgramId, result: Result<O, ProgramError>) {
-        let Some(connection) = self.by_program.remove(&program) else {
+        let Some(connection) = self.by_program.remove(program) else {
             return;
         };
         let now = self.now;
@@ -634,7 +635,7 @@ where
     }
 
     fn cancel(&mut self, id: EffectId) {
-        if let Some(&connection) = self.by_program.get(&id.program()) {
+        if let Some(connection) = self.by_program.get(id.program()) {
             let conn = &mut self.connections[connection as usize];
             if conn.waiting == Some(id) {
                 conn.waiting = None;
@@ -802,7 +803,7 @@ where
             WebSocketRequest::ReceiveText(_) => "WebSocket.ReceiveText",
             WebSocketRequest::Close(_) => "WebSocket.Close",
         };
-        let Some(&connection) = self.by_program.get(&id.program()) else {
+        let Some(connection) = self.by_program.get(id.program()) else {
             let error = EffectError::websocket_closed(name, 1006, "no connection for this program");
             self.schedule(
                 self.now,
@@ -898,6 +899,35 @@ where
                 );
             }
         }
+    }
+}
+
+/// Running programs and their connections, indexed by the engine's dense program slots.
+#[derive(Default)]
+struct ProgramTable {
+    slots: Vec<Option<(ProgramId, u32)>>,
+}
+
+impl ProgramTable {
+    fn insert(&mut self, program: ProgramId, connection: u32) {
+        let index = program.index() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, None);
+        }
+        self.slots[index] = Some((program, connection));
+    }
+
+    fn get(&self, program: ProgramId) -> Option<u32> {
+        match self.slots.get(program.index() as usize) {
+            Some(Some((id, connection))) if *id == program => Some(*connection),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, program: ProgramId) -> Option<u32> {
+        let connection = self.get(program)?;
+        self.slots[program.index() as usize] = None;
+        Some(connection)
     }
 }
 
