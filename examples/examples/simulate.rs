@@ -10,7 +10,8 @@
 //! 1h), `--seed N` or `--seeds A..B` (default: `EFFECTFUL_SEED`, else 0), `--faults`
 //! (the chaos fault plan), `--swarm` (each seed picks its client count up to N and its
 //! own faults), `--trace FILE` (write the trace of the first failing seed, or of the
-//! last seed when all pass). Exits non-zero on any invariant violation.
+//! last seed when all pass), `--check-determinism` (run each seed twice and compare
+//! the traces). Exits non-zero on any invariant violation.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use effectful_examples::chat_sim::{ChatSimConfig, run_chat};
 use effectful_test::fault::FaultPlan;
 use effectful_test::seed;
-use effectful_test::trace::write_trace;
+use effectful_test::trace::{first_divergence, write_trace};
 
 struct Args {
     clients: u32,
@@ -27,6 +28,7 @@ struct Args {
     faults: bool,
     swarm: bool,
     trace: Option<String>,
+    check_determinism: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +39,7 @@ fn parse() -> Result<Args, String> {
         faults: false,
         swarm: false,
         trace: None,
+        check_determinism: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,7 +55,8 @@ fn parse() -> Result<Args, String> {
             "--faults" => args.faults = true,
             "--swarm" => args.swarm = true,
             "--trace" => args.trace = Some(value("--trace")?),
-            "--help" | "-h" => return Err("usage: simulate [--clients N] [--duration 3600s] [--seed N | --seeds A..B] [--faults] [--swarm] [--trace FILE]".into()),
+            "--check-determinism" => args.check_determinism = true,
+            "--help" | "-h" => return Err("usage: simulate [--clients N] [--duration 3600s] [--seed N | --seeds A..B] [--faults] [--swarm] [--trace FILE] [--check-determinism]".into()),
             other => return Err(format!("unknown flag {other}; try --help")),
         }
     }
@@ -80,8 +84,15 @@ fn main() -> ExitCode {
         if args.faults && !args.swarm {
             config.faults = FaultPlan::chaos();
         }
-        config.record_trace = args.trace.is_some();
-        let run = run_chat(&config);
+        config.record_trace = args.trace.is_some() || args.check_determinism;
+        let mut run = run_chat(&config);
+        if args.check_determinism {
+            // The same seed again must give the very same trace.
+            if let Some(divergence) = first_divergence(&run.trace, &run_chat(&config).trace) {
+                run.violations
+                    .push(format!("seed {seed} is not deterministic: {divergence}"));
+            }
+        }
         seeds_run += 1;
         effects += run.report.effects;
         simulated += run.report.simulated;
