@@ -56,7 +56,7 @@ impl ChatSimConfig {
     /// Swarm testing: the seed also chooses the client count (1 to `max_clients`) and
     /// a fault plan of its own.
     pub fn swarm(seed: u64, max_clients: u32, duration: Duration) -> ChatSimConfig {
-        let mut rng = Rng::derive(seed, 0x5EA5);
+        let mut rng = Rng::derive(seed, "chat_sim.swarm", 0);
         let clients = 1 + rng.below(u64::from(max_clients.max(1))) as u32;
         let faults = FaultPlan::swarm(&mut rng);
         ChatSimConfig {
@@ -102,7 +102,7 @@ pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
         record_trace: config.record_trace,
     };
     let mut sim = Simulation::new(sim_config, Vec::new(), chat_program(chat));
-    let mut rng = Rng::derive(config.seed, 0xC11E);
+    let mut rng = Rng::derive(config.seed, "chat_sim.scenario", 0);
     let mut users = Vec::with_capacity(config.clients as usize);
     for client in 0..config.clients {
         let outcome = sim.services_mut().database.create_user(

@@ -279,7 +279,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         };
         let generation = self.programs[index as usize].generation;
         let id = ProgramId { index, generation };
-        let rng = Rng::derive(self.config.seed, self.spawned);
+        let rng = Rng::derive(self.config.seed, "engine.program", self.spawned);
         self.spawned += 1;
         let mailbox = Rc::new(RefCell::new(Mailbox::new(
             id,

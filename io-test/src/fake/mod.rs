@@ -96,13 +96,13 @@ impl Services {
     /// randomness never shifts another's.
     pub fn new(seed: u64) -> Services {
         Services {
-            database: FakeDatabase::new(Rng::derive(seed, 1)),
+            database: FakeDatabase::new(Rng::derive(seed, "fake.database", 0)),
             cache: FakeCache::new(),
             broker: FakeBroker::new(),
             storage: FakeStorage::new(),
-            auth: FakeAuth::new(Rng::derive(seed, 2)),
+            auth: FakeAuth::new(Rng::derive(seed, "fake.auth", 0)),
             metrics: FakeMetrics::permissive(),
-            system: FakeSystem::new(Rng::derive(seed, 3)),
+            system: FakeSystem::new(Rng::derive(seed, "fake.system", 0)),
         }
     }
 

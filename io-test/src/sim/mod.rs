@@ -258,7 +258,7 @@ where
             engine: Engine::new(engine_config.clone()),
             services: Services::new(config.seed),
             program,
-            rng: Rng::derive(config.seed, u64::MAX),
+            rng: Rng::derive(config.seed, "sim.scheduler", 0),
             now: Time::ZERO,
             queue: BinaryHeap::new(),
             events: Vec::new(),
