@@ -166,13 +166,16 @@ impl EffectError {
 #[non_exhaustive]
 pub enum ProgramError {
     /// The program's deadline passed; its outstanding effects were cancelled.
-    #[error("program deadline {deadline} passed before it finished")]
+    #[error(
+        "program deadline {deadline} passed before it finished; raise EngineConfig::program_timeout \
+         or bound the slow effects with fx.perform_timeout"
+    )]
     DeadlineExceeded {
         /// The deadline that passed.
         deadline: Time,
     },
     /// The driver aborted the program (a client vanished, shutdown).
-    #[error("program aborted by the driver")]
+    #[error("program aborted by the driver (a client went away, or the driver is shutting down)")]
     Aborted,
     /// An async program awaited a future that is not an effect (a tokio sleep, a
     /// channel): nothing could ever wake it, so it was ended instead of hanging.
@@ -183,6 +186,15 @@ pub enum ProgramError {
     ForeignAwait,
     /// A hand-written program asked to wait while it had no effect or timer
     /// outstanding, so nothing could ever resume it.
-    #[error("program is waiting with no effect or timer outstanding; it can never be resumed")]
+    #[error(
+        "program is waiting with no effect or timer outstanding; it can never be resumed \
+         (a hand-written Program must ask for something through its Cx before returning Pending)"
+    )]
     Stalled,
+    /// The program panicked; the engine ended it and kept running the others.
+    #[error("program panicked: {message}; the other programs keep running")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
 }

@@ -62,3 +62,8 @@ pub use rng::Rng;
 pub use run::{Handler, run_async, run_program};
 pub use schedule::{Schedule, ScheduleState};
 pub use time::{Time, Timestamp, duration_nanos};
+
+/// The README's example compiles (and its other Rust blocks run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -33,6 +33,7 @@ pub enum Schedule {
         /// The first delay.
         base: Duration,
         /// Growth per retry.
+        #[serde(with = "crate::effect::float")]
         factor: f64,
     },
     /// The same delay before every retry, forever.
@@ -51,6 +52,7 @@ pub enum Schedule {
         /// The schedule to jitter.
         inner: Box<Schedule>,
         /// The fraction `f`, clamped to `[0, 1]`.
+        #[serde(with = "crate::effect::float")]
         fraction: f64,
     },
     /// The inner schedule's delays, capped.

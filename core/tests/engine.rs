@@ -459,3 +459,30 @@ fn an_unhandled_effect_error_lists_what_is_available() {
         "Database.GetUserById failed: no interpreter handles it; available: System, Cache: register an interpreter for Database.GetUserById's family (not retryable)"
     );
 }
+
+#[test]
+fn a_panicking_program_ends_alone_and_the_others_keep_running() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    let calm = engine.spawn_async(Time::ZERO, |fx| async move { read_clock(&fx).await });
+    let wild = engine.spawn_async(Time::ZERO, |fx| async move {
+        let t = read_clock(&fx).await?;
+        if t == 13 {
+            panic!("unlucky {t}");
+        }
+        Ok(t)
+    });
+    let ids = requests(&drain(&mut engine));
+    let (calm_id, wild_id) = (ids[0], ids[1]);
+    assert_eq!((calm_id.program(), wild_id.program()), (calm, wild));
+    let _ = engine.handle_response(Time::ZERO, wild_id, Ok(now_response(13)));
+    let out = drain(&mut engine);
+    assert_eq!(
+        finished(&out),
+        vec![Err(ProgramError::Panicked {
+            message: "unlucky 13".into()
+        })]
+    );
+    assert_eq!(engine.programs(), 1);
+    let _ = engine.handle_response(Time::ZERO, calm_id, Ok(now_response(2)));
+    assert_eq!(finished(&drain(&mut engine)), vec![Ok(Ok(2))]);
+}

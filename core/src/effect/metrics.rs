@@ -43,6 +43,7 @@ pub struct MetricSample {
     /// The series' labels.
     pub labels: Labels,
     /// Counter or gauge value; for histograms and summaries, the sum of observations.
+    #[serde(with = "super::float")]
     pub value: f64,
     /// For histograms and summaries, the number of observations.
     pub count: u64,
@@ -57,6 +58,7 @@ pub struct IncrementCounter {
     #[serde(default)]
     pub labels: Labels,
     /// How much to add (at least 0).
+    #[serde(with = "super::float")]
     pub value: f64,
 }
 
@@ -69,6 +71,7 @@ pub struct SetGauge {
     #[serde(default)]
     pub labels: Labels,
     /// The new value.
+    #[serde(with = "super::float")]
     pub value: f64,
 }
 
@@ -81,6 +84,7 @@ pub struct ObserveHistogram {
     #[serde(default)]
     pub labels: Labels,
     /// The observation.
+    #[serde(with = "super::float")]
     pub value: f64,
 }
 
@@ -93,6 +97,7 @@ pub struct RecordSummary {
     #[serde(default)]
     pub labels: Labels,
     /// The observation.
+    #[serde(with = "super::float")]
     pub value: f64,
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod cache;
 mod database;
+pub(crate) mod float;
 mod messaging;
 mod metrics;
 mod storage;
@@ -251,6 +252,11 @@ families! {
     System(SystemRequest, SystemResponse),
     Metrics(MetricsRequest, MetricsResponse),
 }
+
+// Requests and responses move through every hop of the engine's hot path: keep them
+// small (large payloads are boxed; see the `[boxed]` marks above).
+const _: () = assert!(std::mem::size_of::<Request>() <= 80);
+const _: () = assert!(std::mem::size_of::<Response>() <= 80);
 
 /// Decodes `response` as `E`'s output, turning a response to another effect into a
 /// protocol error that names both.

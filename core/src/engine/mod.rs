@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -467,7 +468,26 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
         };
-        let (poll, stuck) = live.host.resume(&live.mailbox, self.now, event);
+        let now = self.now;
+        // A panicking program ends alone: the others on this engine keep running.
+        let resumed = panic::catch_unwind(AssertUnwindSafe(|| {
+            live.host.resume(&live.mailbox, now, event)
+        }));
+        let (poll, stuck) = match resumed {
+            Ok(resumed) => resumed,
+            Err(payload) => {
+                let message = match (
+                    payload.downcast_ref::<&str>(),
+                    payload.downcast_ref::<String>(),
+                ) {
+                    (Some(text), _) => (*text).to_string(),
+                    (_, Some(text)) => text.clone(),
+                    _ => "a panic with a non-text payload".to_string(),
+                };
+                self.finish(index, Err(ProgramError::Panicked { message }));
+                return;
+            }
+        };
         {
             let mut mailbox = live.mailbox.borrow_mut();
             if !mailbox.timers.is_empty() {
