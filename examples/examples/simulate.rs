@@ -35,7 +35,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         clients: 100,
         duration: Duration::from_secs(3600),
-        seeds: seed::seeds_from_env(0..1)?,
+        seeds: seed::seeds_from_env(0..1).map_err(|e| e.to_string())?,
         faults: false,
         swarm: false,
         trace: None,
@@ -46,12 +46,12 @@ fn parse() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
             "--clients" => args.clients = value("--clients")?.parse().map_err(|e| format!("--clients: {e}"))?,
-            "--duration" => args.duration = seed::parse_duration(&value("--duration")?)?,
+            "--duration" => args.duration = seed::parse_duration(&value("--duration")?).map_err(|e| e.to_string())?,
             "--seed" => {
                 let n: u64 = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?;
-                args.seeds = n..n + 1;
+                args.seeds = n..n.saturating_add(1);
             }
-            "--seeds" => args.seeds = seed::parse_range(&value("--seeds")?)?,
+            "--seeds" => args.seeds = seed::parse_range(&value("--seeds")?).map_err(|e| e.to_string())?,
             "--faults" => args.faults = true,
             "--swarm" => args.swarm = true,
             "--trace" => args.trace = Some(value("--trace")?),
@@ -59,6 +59,14 @@ fn parse() -> Result<Args, String> {
             "--help" | "-h" => return Err("usage: simulate [--clients N] [--duration 3600s] [--seed N | --seeds A..B] [--faults] [--swarm] [--trace FILE] [--check-determinism]".into()),
             other => return Err(format!("unknown flag {other}; try --help")),
         }
+    }
+    if args.seeds.is_empty() {
+        return Err(format!(
+            "seed range {}..{} is empty, so nothing would run; pass --seed N with N below {} or --seeds A..B with A < B",
+            args.seeds.start,
+            args.seeds.end,
+            u64::MAX
+        ));
     }
     Ok(args)
 }
@@ -117,11 +125,16 @@ fn main() -> ExitCode {
                 eprintln!("  violation: {v}");
             }
             let flags = format!(
-                "--clients {} --duration {}s{}{}",
+                "--clients {} --duration {}ms{}{}{}",
                 args.clients,
-                args.duration.as_secs(),
+                args.duration.as_millis(),
                 if args.faults { " --faults" } else { "" },
-                if args.swarm { " --swarm" } else { "" }
+                if args.swarm { " --swarm" } else { "" },
+                if args.check_determinism {
+                    " --check-determinism"
+                } else {
+                    ""
+                }
             );
             eprintln!(
                 "{}",

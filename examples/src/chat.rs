@@ -9,14 +9,20 @@
 //! | `history` | `history <count> <id>,<id>,...` (oldest first) |
 //! | `rename <name>` | `renamed <name>`, or `error rename` |
 //! | `profile` | `profile <name> cached` or `profile <name> fresh` |
+//! | `inbox` | `inbox <message-id> <redelivery-count>` (the next message published to the room, acknowledged), or `inbox empty` |
 //! | `bye` | close 1000 |
 //! | anything else | `error unknown command` |
 //!
 //! Messages are stored under an id the program draws first (`GenerateUuid`), so a save
 //! retried after a lost answer is idempotent: an acknowledged message is stored exactly
-//! once. A rename invalidates the cached profile, so a stale profile can be served only
-//! while a cache entry written before the rename is still within its TTL, and only
-//! when the invalidation itself failed.
+//! once. Each stored message is then published to the room topic; every user reads the
+//! room through a subscription of their own, at least once: a delivery that repeats an
+//! earlier one carries a redelivery count above zero, so a client can drop it.
+//!
+//! A rename invalidates the cached profile. A stale profile can still be served while
+//! a cache entry written before the rename lives out its TTL: when the invalidation
+//! itself failed, or when another session of the same user read the old name and
+//! cached it just after the rename (a read-through race no cache delete prevents).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -39,6 +45,9 @@ pub struct ChatConfig {
     /// Store messages under an id drawn before the first attempt, so retries are
     /// idempotent. Turn off to watch the simulator catch duplicated messages.
     pub idempotent_saves: bool,
+    /// Publish with the message id as the broker's deduplication key. Turn off to
+    /// watch the simulator catch a retried publish delivered twice as new.
+    pub dedup_publishes: bool,
     /// Delete the cached profile after a rename. Turn off (with a long TTL) to watch
     /// the simulator catch stale profiles.
     pub invalidate_on_rename: bool,
@@ -55,6 +64,7 @@ impl Default for ChatConfig {
                 .recurs(4),
             topic: "chat.messages".into(),
             idempotent_saves: true,
+            dedup_publishes: true,
             invalidate_on_rename: true,
         }
     }
@@ -113,7 +123,9 @@ impl Session<'_> {
         let Some(name) = self.profile(user_id).await?.map(|(name, _)| name) else {
             return self.reject("unknown user").await;
         };
-        self.send(format!("welcome {name}")).await?;
+        if let Err(e) = self.send(format!("welcome {name}")).await {
+            return closed(e);
+        }
         loop {
             let line = match self.receive().await? {
                 Ok(line) => line,
@@ -130,13 +142,18 @@ impl Session<'_> {
                     }
                     None => "error unknown user".into(),
                 },
+                "inbox" => self.inbox(user_id).await?,
                 "bye" => {
-                    self.fx
+                    return match self
+                        .fx
                         .perform(Close {
                             reason: CloseReason::Normal,
                         })
-                        .await?;
-                    return Ok(SessionEnd::Bye);
+                        .await
+                    {
+                        Ok(()) => Ok(SessionEnd::Bye),
+                        Err(e) => closed(e),
+                    };
                 }
                 _ => "error unknown command".into(),
             };
@@ -199,11 +216,14 @@ impl Session<'_> {
             Err(e) if is_transient(&e) => return Ok(format!("nack {nonce}")),
             Err(e) => return Err(e),
         };
-        // Fan-out and metrics are best effort: the message is stored and will be acknowledged.
+        // Fan-out and metrics are best effort: the message is stored and will be
+        // acknowledged. The message id is the deduplication key, so a publish retried
+        // after a lost answer reaches the room once.
         let publish = PublishMessage {
             topic: self.config.topic.clone(),
             payload: stored.id.as_bytes().to_vec(),
             properties: Default::default(),
+            dedup_key: self.config.dedup_publishes.then(|| stored.id.to_string()),
         };
         let _ = self.reliably(publish).await;
         let _ = self
@@ -215,6 +235,33 @@ impl Session<'_> {
             })
             .await;
         Ok(format!("ack {nonce} {}", stored.id))
+    }
+
+    /// The next room message for this user, acknowledged once read.
+    async fn inbox(&self, user_id: Uuid) -> Result<String, EffectError> {
+        let subscription = format!("{}/user-{user_id}", self.config.topic);
+        let consume = ConsumeMessage {
+            subscription,
+            timeout_ms: 100,
+        };
+        let envelope = match self.reliably(consume).await {
+            Ok(ConsumeOutcome::Message(envelope)) => envelope,
+            Ok(ConsumeOutcome::Timeout) => return Ok("inbox empty".into()),
+            Err(e) if is_transient(&e) => return Ok("error inbox unavailable".into()),
+            Err(e) => return Err(e),
+        };
+        // Acknowledge at most once per delivery; a lost acknowledgement only means the
+        // broker delivers it again, marked as a redelivery.
+        let _ = self
+            .fx
+            .perform(AcknowledgeMessage {
+                message_id: envelope.message_id.clone(),
+            })
+            .await;
+        let id = Uuid::from_slice(&envelope.payload)
+            .map(|id| id.to_string())
+            .unwrap_or_else(|_| "malformed".into());
+        Ok(format!("inbox {id} {}", envelope.redelivery_count))
     }
 
     async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {

@@ -138,6 +138,7 @@ pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
     let transcripts = sim.transcripts();
     let acked = check_acknowledged(&transcripts, &users, sim.services(), &mut violations);
     check_profiles(&transcripts, ttl, &mut violations);
+    check_inbox(&transcripts, sim.services(), &users, &mut violations);
     ChatRun {
         report,
         violations,
@@ -180,6 +181,7 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
                     version += 1;
                     format!("rename {}", name(client, version))
                 }
+                15..=16 => "inbox".to_string(),
                 _ => "profile".to_string(),
             };
             messages.push((think, text));
@@ -273,6 +275,59 @@ fn check_acknowledged(
         }
     }
     acked
+}
+
+/// Room deliveries are real messages, and a repeated delivery is marked as one:
+/// every `inbox` id is a stored message, and a client that sees an id again sees a
+/// redelivery count above zero.
+fn check_inbox(
+    transcripts: &[&Transcript],
+    services: &effectful_test::fake::Services,
+    users: &[Uuid],
+    violations: &mut Vec<String>,
+) {
+    let stored: std::collections::HashSet<Uuid> = users
+        .iter()
+        .flat_map(|u| services.database.messages_for_user(*u))
+        .map(|m| m.id)
+        .collect();
+    let mut seen: BTreeMap<u32, std::collections::HashSet<Uuid>> = BTreeMap::new();
+    let mut ordered: Vec<(Time, u32, &str)> = transcripts
+        .iter()
+        .flat_map(|t| {
+            t.received
+                .iter()
+                .map(move |(at, line)| (*at, t.client, line.as_str()))
+        })
+        .collect();
+    ordered.sort_by_key(|(at, client, _)| (*at, *client));
+    for (at, client, line) in ordered {
+        let Some(rest) = line.strip_prefix("inbox ") else {
+            continue;
+        };
+        if rest == "empty" {
+            continue;
+        }
+        let parsed = rest
+            .split_once(' ')
+            .and_then(|(id, count)| Some((Uuid::parse_str(id).ok()?, count.parse::<u32>().ok()?)));
+        let Some((id, redeliveries)) = parsed else {
+            violations.push(format!(
+                "client {client}: malformed inbox line {line:?} at {at}"
+            ));
+            continue;
+        };
+        if !stored.contains(&id) {
+            violations.push(format!(
+                "client {client}: inbox delivered {id}, which was never stored"
+            ));
+        }
+        if !seen.entry(client).or_default().insert(id) && redeliveries == 0 {
+            violations.push(format!(
+                "client {client}: {id} delivered again at {at} without a redelivery mark"
+            ));
+        }
+    }
 }
 
 /// No profile is served from the cache past its TTL after an update: once a rename to

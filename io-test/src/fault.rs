@@ -76,6 +76,15 @@ impl<T: Copy> PerFamily<T> {
 
 /// How long a service takes to answer: `base`, plus a uniform draw in `[0, jitter]`,
 /// plus `spike` with probability `spike_rate` (a slow query, a GC pause).
+///
+/// One draw is the whole round trip of an effect. The simulator splits it in two: the
+/// service applies the effect after the first half (the request leg, rounded down to
+/// the nanosecond), and the answer arrives after the rest (the response leg), so the
+/// effect's write is visible to others before its answer reaches the program, and a
+/// cancel that comes during the request leg stops it from being applied at all.
+/// WebSocket effects and `ConsumeMessage` take effect when they are issued; for them
+/// the draw is how long the frame takes to reach the client, or the answer to reach
+/// the program.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// The least it takes.
@@ -124,23 +133,41 @@ impl Default for Latency {
 }
 
 /// What goes wrong, and how often.
+///
+/// Every draw comes from the simulation's seeded [`Rng`]. Latencies are split into a
+/// request leg and a response leg (see [`Latency`]); an injected error is decided when
+/// the effect is issued, so the effect is never applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultPlan {
     /// Probability that an effect fails with a retryable infrastructure error
-    /// (connection lost) before the service sees it.
+    /// (connection lost) before the service sees it: decided when the effect is
+    /// issued, and the answer comes after one latency draw. A `ConsumeMessage` that
+    /// fails this way never reaches the broker, so it takes no message.
+    ///
+    /// The `websocket` rate is ignored: WebSocket failures are modelled by dropped
+    /// connections only ([`FaultPlan::websocket_drop_rate`]), which fail every later
+    /// WebSocket effect of that connection with its close code.
     pub error_rate: PerFamily<f64>,
     /// Probability that the service performs the effect but its answer is lost: the
-    /// program only learns through its own timeout (or deadline).
+    /// program only learns through its own timeout (or deadline). Drawn when the
+    /// service applies the effect.
+    ///
+    /// Lost answers do not apply to `ConsumeMessage` (a consumer that stops waiting
+    /// hands its message back), and the `websocket` rate is ignored, as for
+    /// [`FaultPlan::error_rate`].
     pub lost_answer_rate: PerFamily<f64>,
-    /// How long each family takes to answer.
+    /// How long each family takes to answer: one draw per effect, split into a request
+    /// leg and a response leg (see [`Latency`]).
     pub latency: PerFamily<Latency>,
     /// Probability, per client message, that the client's connection vanishes
     /// (close code 1006) right after sending it.
     pub websocket_drop_rate: f64,
-    /// Probability that an acknowledgement is lost in the broker, so the message is
-    /// delivered again after [`FaultPlan::ack_timeout`] (at-least-once delivery).
+    /// Probability that an acknowledgement is lost on its way to the broker, so that
+    /// message (and only it) is delivered again after [`FaultPlan::ack_timeout`]
+    /// (at-least-once delivery). The consumer is still told `Acknowledged`.
     pub duplicate_delivery_rate: f64,
-    /// When the broker redelivers a message whose acknowledgement was lost.
+    /// How long after a lost acknowledgement was sent the broker redelivers its
+    /// message, if it is still in flight (Pulsar's per-message ack timeout).
     pub ack_timeout: Duration,
 }
 

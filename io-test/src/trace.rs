@@ -22,6 +22,7 @@ pub const DEFAULT_MAX_LINE: usize = 16 << 20;
 /// One line of a trace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TraceRecord {
     /// The first line: how the engine was configured, and a free-form label
     /// (the simulator writes its configuration there).
@@ -105,18 +106,21 @@ pub enum TraceRecord {
 /// A fault the simulator injected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Fault {
-    /// The effect failed before the service saw it.
+    /// The effect failed before the service saw it (it is never applied).
     Error,
     /// The service performed the effect, but its answer was lost.
     LostAnswer,
-    /// The broker lost an acknowledgement; the message will come again.
+    /// An acknowledgement never reached the broker; its message will come again once
+    /// its ack timeout passes.
     LostAck,
 }
 
 /// What a simulated client did or saw.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// It connected.
     Connect,
@@ -182,6 +186,7 @@ pub fn write_trace<'a>(
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TraceReadError {
     /// The reader failed.
     #[error("could not read the trace: {0}")]
@@ -289,9 +294,13 @@ pub fn first_divergence(a: &[TraceRecord], b: &[TraceRecord]) -> Option<Divergen
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// The trace has no `start` record first.
-    #[error("the trace does not begin with a start record")]
+    #[error(
+        "the trace does not begin with a start record; record the trace with \
+         SimConfig::record_trace (its first line is a start record)"
+    )]
     NoStart,
     /// The engine did something other than what the trace recorded.
     #[error(

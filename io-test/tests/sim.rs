@@ -16,8 +16,8 @@ use effectful_test::sim::{
     Connection, ConnectionEnd, ConnectionState, SimConfig, SimReport, Simulation, Transcript,
 };
 use effectful_test::trace::{
-    DEFAULT_MAX_LINE, Fault, ReplayError, TraceReadError, TraceRecord, first_divergence,
-    read_trace, replay, write_trace,
+    ClientEvent, DEFAULT_MAX_LINE, Fault, ReplayError, TraceReadError, TraceRecord,
+    first_divergence, read_trace, replay, write_trace,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -287,12 +287,140 @@ fn a_lingering_client_leaves_the_program_waiting_until_its_deadline() {
             deadline: Time::from_secs(65)
         })
     );
-    assert_eq!(t.state, ConnectionState::Open);
+    // The program ended past its deadline with the connection open: the server closed
+    // it with the seed tutorial's timeout code.
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1008));
     assert_eq!(texts(&t.received), ["hello"]);
     assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(65)));
     assert_eq!((report.late, report.unfinished), (0, 0), "{report}");
     assert_eq!(report.programs, 1);
     assert_eq!(report.simulated, Duration::from_secs(65));
+}
+
+#[test]
+fn a_server_close_ends_a_receive_waiting_in_another_future_of_the_program() {
+    // One future waits for a client message while another closes the connection: the
+    // close ends the wait with the close code. (Regression: the receive hung until the
+    // program's deadline.)
+    let mut sim = Simulation::new(
+        SimConfig::new(61),
+        vec![quiet(Time::ZERO)],
+        |_, fx: Fx| async move {
+            let (received, closed) = join(fx.perform(ReceiveText {}), async {
+                fx.sleep(SEC).await;
+                fx.perform(Close {
+                    reason: CloseReason::PolicyViolation("closing".into()),
+                })
+                .await
+            })
+            .await;
+            (received, closed, fx.now())
+        },
+    );
+    let report = sim.run();
+    let (received, closed, ended_at) = only_result(&sim).unwrap();
+    assert_eq!(closed, Ok(()));
+    let error = received.unwrap_err();
+    assert_eq!(error.effect, "WebSocket.ReceiveText");
+    assert_eq!(close_code(&error), Some(1008), "{error}");
+    assert_eq!(ended_at, Time::from_secs(1));
+    assert_eq!(
+        sim.transcripts()[0].state,
+        ConnectionState::ClosedByServer(1008)
+    );
+    assert_eq!((report.unfinished, report.late), (0, 0), "{report}");
+}
+
+/// The close codes the server sent, by the trace.
+fn server_close_in_trace(trace: &[TraceRecord]) -> Vec<u16> {
+    trace
+        .iter()
+        .filter_map(|r| match r {
+            TraceRecord::Client {
+                event: ClientEvent::ClosedByServer(code),
+                ..
+            } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_program_that_returns_with_its_connection_open_closes_it_with_1000_and_hears_no_more() {
+    let mut config = SimConfig::new(62);
+    config.record_trace = true;
+    let script = connection(
+        Time::ZERO,
+        &[(SEC, "one"), (SEC, "two"), (SEC, "three")],
+        ConnectionEnd::Close { after: SEC },
+    );
+    let mut sim = Simulation::new(config, vec![script], |_, fx: Fx| async move {
+        // Returns an error value of its own: still a normal return for the server.
+        fx.perform(ReceiveText {}).await?;
+        Err::<(), _>(EffectError::connection_lost("Program.Done", "done"))
+    });
+    sim.run();
+    assert!(
+        only_result(&sim).unwrap().is_err(),
+        "the program's own value"
+    );
+    let t = &sim.transcripts()[0];
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1000));
+    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(1)));
+    assert_eq!(texts(&t.sent), ["one"], "later messages are not sent");
+    assert_eq!(server_close_in_trace(sim.trace()), [1000]);
+}
+
+#[test]
+fn a_program_past_its_deadline_closes_its_connection_with_1008() {
+    let mut config = SimConfig::new(63);
+    config.record_trace = true;
+    config.program_timeout = Some(10 * SEC);
+    let script = connection(Time::ZERO, &[(20 * SEC, "late")], ConnectionEnd::Linger);
+    let mut sim = Simulation::new(config, vec![script], echo);
+    sim.run();
+    let result = only_result(&sim);
+    assert!(
+        matches!(result, Err(ProgramError::DeadlineExceeded { .. })),
+        "{result:?}"
+    );
+    let t = &sim.transcripts()[0];
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1008));
+    assert!(t.sent.is_empty(), "the message after the close is not sent");
+    assert_eq!(server_close_in_trace(sim.trace()), [1008]);
+}
+
+#[test]
+fn a_program_that_fails_with_its_connection_open_closes_it_with_1011() {
+    let mut config = SimConfig::new(64);
+    config.record_trace = true;
+    let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], |_, fx: Fx| async move {
+        fx.sleep(SEC).await;
+        // Not an effect: the engine ends the program with ProgramError::ForeignAwait.
+        std::future::pending::<()>().await;
+    });
+    sim.run();
+    assert_eq!(only_result(&sim), Err(ProgramError::ForeignAwait));
+    assert_eq!(
+        sim.transcripts()[0].state,
+        ConnectionState::ClosedByServer(1011)
+    );
+    assert_eq!(server_close_in_trace(sim.trace()), [1011]);
+}
+
+#[test]
+fn a_program_that_ends_after_its_connection_closed_does_not_close_it_again() {
+    let mut config = SimConfig::new(65);
+    config.record_trace = true;
+    let script = connection(
+        Time::ZERO,
+        &[(SEC, "hi")],
+        ConnectionEnd::Close { after: SEC },
+    );
+    let mut sim = Simulation::new(config, vec![script], echo);
+    sim.run();
+    assert_eq!(sim.transcripts()[0].state, ConnectionState::ClosedByClient);
+    assert!(server_close_in_trace(sim.trace()).is_empty());
 }
 
 // ---------------------------------------------------------------------------------
@@ -340,6 +468,7 @@ async fn one_effect_per_family(_connection: u32, fx: Fx) -> Vec<Result<&'static 
                 topic: "t".into(),
                 payload: b"p".to_vec(),
                 properties: Default::default(),
+                dedup_key: None,
             })
             .await,
         ),
@@ -514,6 +643,168 @@ fn a_websocket_drop_rate_of_one_vanishes_the_client_right_after_its_first_messag
     assert_eq!(report.faults, 1);
 }
 
+fn ada() -> CreateUser {
+    CreateUser {
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        password_hash: "h".into(),
+    }
+}
+
+#[test]
+fn an_effect_takes_effect_halfway_through_its_latency_before_its_answer_arrives() {
+    // The write takes 100 ms there and back, so the database has it at 50 ms; lookups
+    // take 10 ms. A lookup applied at 45 ms misses it, one applied at 55 ms finds it
+    // and is answered at 60 ms, long before the writer hears back at 100 ms.
+    let mut config = SimConfig::new(71);
+    config.faults.latency.database = Latency::fixed(100 * MS);
+    config.faults.latency.auth = Latency::fixed(10 * MS);
+    let connections = vec![quiet(Time::ZERO), quiet(Time::ZERO)];
+    let mut sim = Simulation::new(config, connections, |connection, fx: Fx| async move {
+        let mut seen = Vec::new();
+        if connection == 0 {
+            fx.perform(ada()).await.expect("no faults are planned");
+            seen.push((fx.now(), "created"));
+        } else {
+            for at in [40, 50] {
+                fx.sleep_until(Time::from_millis(at)).await;
+                let lookup = fx
+                    .perform(GetUserByEmail {
+                        email: "ada@example.com".into(),
+                    })
+                    .await
+                    .expect("no faults are planned");
+                let found = matches!(lookup, EmailLookup::Found(_));
+                seen.push((fx.now(), if found { "found" } else { "not found" }));
+            }
+        }
+        seen
+    });
+    sim.run();
+    let results: Vec<_> = sim
+        .results()
+        .iter()
+        .map(|r| r.clone().expect("finished").expect("ok"))
+        .collect();
+    assert_eq!(results[0], [(Time::from_millis(100), "created")]);
+    assert_eq!(
+        results[1],
+        [
+            (Time::from_millis(50), "not found"),
+            (Time::from_millis(60), "found")
+        ]
+    );
+}
+
+/// What became of a `CreateUser` the program gave up on.
+struct GivenUp {
+    /// What the program got.
+    result: Result<CreateUserOutcome, EffectError>,
+    /// Whether the database stored the user.
+    stored: bool,
+    /// The run's trace.
+    trace: Vec<TraceRecord>,
+}
+
+/// Creates Ada with a 100 ms database latency, giving up after `timeout`.
+fn create_with_timeout(seed: u64, timeout: Duration) -> GivenUp {
+    let mut config = SimConfig::new(seed);
+    config.faults.latency.database = Latency::fixed(100 * MS);
+    config.record_trace = true;
+    let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], |_, fx: Fx| async move {
+        fx.perform_timeout(ada(), timeout).await
+    });
+    sim.run();
+    GivenUp {
+        result: only_result(&sim).expect("the program returned"),
+        stored: sim
+            .services()
+            .database
+            .user_by_email("ada@example.com")
+            .is_some(),
+        trace: sim.trace().to_vec(),
+    }
+}
+
+/// The id of the only `Database.CreateUser` request in `trace`.
+fn create_user_id(trace: &[TraceRecord]) -> effectful::EffectId {
+    let ids: Vec<_> = trace
+        .iter()
+        .filter_map(|r| match r {
+            TraceRecord::Request {
+                id,
+                request: Request::Database(DatabaseRequest::CreateUser(_)),
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0]
+}
+
+#[test]
+fn a_request_cancelled_before_it_reaches_the_service_is_never_applied() {
+    // Cancelled at 20 ms; it would have reached the database at 50 ms.
+    let run = create_with_timeout(72, 20 * MS);
+    let error = run.result.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(!run.stored, "the cancelled request was applied");
+    let id = create_user_id(&run.trace);
+    assert!(
+        run.trace.contains(&TraceRecord::Cancel { id }),
+        "the engine cancelled it"
+    );
+    assert!(
+        !run.trace
+            .iter()
+            .any(|r| matches!(r, TraceRecord::Response { id: answered, .. } if *answered == id)),
+        "a request never applied is never answered"
+    );
+}
+
+#[test]
+fn a_request_cancelled_after_it_reached_the_service_stays_applied_and_its_answer_is_stale() {
+    // Applied at 50 ms, cancelled at 70 ms, answered at 100 ms.
+    let run = create_with_timeout(73, 70 * MS);
+    let error = run.result.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(run.stored, "the database keeps what it applied");
+    let id = create_user_id(&run.trace);
+    let answers: Vec<_> = run
+        .trace
+        .iter()
+        .filter_map(|r| match r {
+            TraceRecord::Response {
+                at,
+                id: answered,
+                delivered,
+                ..
+            } if *answered == id => Some((*at, *delivered)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, [(Time::from_millis(100), false)]);
+}
+
+#[test]
+fn websocket_error_and_lost_answer_rates_do_not_fail_websocket_effects() {
+    // WebSocket failures are dropped connections only.
+    let mut config = SimConfig::new(74);
+    config.faults.error_rate.websocket = 1.0;
+    config.faults.lost_answer_rate.websocket = 1.0;
+    let script = connection(
+        Time::ZERO,
+        &[(SEC, "a"), (SEC, "b")],
+        ConnectionEnd::Close { after: SEC },
+    );
+    let (result, t, report) = run_echo(config, script);
+    let (received, error) = result.unwrap();
+    assert_eq!(received, ["a", "b"]);
+    assert_eq!(close_code(&error), Some(1000), "{error}");
+    assert_eq!(texts(&t.received), ["a", "b"]);
+    assert_eq!(report.faults, 0, "{report}");
+}
+
 // ---------------------------------------------------------------------------------
 // Messaging
 // ---------------------------------------------------------------------------------
@@ -523,6 +814,7 @@ fn publish(topic: &str, payload: &str) -> PublishMessage {
         topic: topic.into(),
         payload: payload.as_bytes().to_vec(),
         properties: Default::default(),
+        dedup_key: None,
     }
 }
 
@@ -579,8 +871,12 @@ fn a_parked_consumer_is_woken_by_a_publish_from_another_connection() {
     assert_eq!(envelope.payload, b"hello");
     assert_eq!(envelope.topic, "news");
     assert_eq!(envelope.redelivery_count, 0);
-    // Published at 10 s, delivered after the messaging latency, long before 60 s.
-    assert_eq!(*at, Time::from_secs(10) + DEFAULT_LATENCY);
+    // Published at 10 s, in the broker half a latency later, delivered after the
+    // messaging latency, long before 60 s.
+    assert_eq!(
+        *at,
+        Time::from_secs(10) + DEFAULT_LATENCY / 2 + DEFAULT_LATENCY
+    );
     assert_eq!(report.unfinished, 0);
 }
 
@@ -724,7 +1020,72 @@ fn a_consumer_parked_before_a_negative_acknowledgement_gets_the_message_when_its
     let again = envelope(outcome.clone());
     assert_eq!(again.message_id, first.message_id);
     assert_eq!(again.redelivery_count, 1);
-    assert_eq!(*at, Time::from_secs(6) + DEFAULT_LATENCY);
+    // The nack reached the broker half a latency after 5 s; its 1 s delay ran from there.
+    assert_eq!(
+        *at,
+        Time::from_secs(6) + DEFAULT_LATENCY / 2 + DEFAULT_LATENCY
+    );
+}
+
+#[test]
+fn a_lost_acknowledgement_redelivers_only_that_message_not_the_others_in_flight() {
+    // Two messages in flight; only the first is acknowledged, and that ack is lost.
+    // Its ack timeout brings back that message alone: the second stays in flight.
+    // (Regression: a lost ack redelivered every message in flight.)
+    let mut config = SimConfig::new(16);
+    config.faults.duplicate_delivery_rate = 1.0;
+    config.faults.ack_timeout = 30 * SEC;
+    let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], |_, fx: Fx| async move {
+        fx.perform(publish("jobs", "job-1")).await?;
+        fx.perform(publish("jobs", "job-2")).await?;
+        let first = envelope(fx.perform(consume("jobs/workers", 1_000)).await?);
+        let second = envelope(fx.perform(consume("jobs/workers", 1_000)).await?);
+        fx.perform(AcknowledgeMessage {
+            message_id: first.message_id.clone(),
+        })
+        .await?;
+        let again = envelope(fx.perform(consume("jobs/workers", 60_000)).await?);
+        let then = fx.perform(consume("jobs/workers", 60_000)).await?;
+        Ok::<_, EffectError>((first, second, again, then))
+    });
+    sim.services_mut().broker.subscribe("jobs/workers");
+    let report = sim.run();
+    let (first, second, again, then) = only_result(&sim).unwrap().unwrap();
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.redelivery_count, 1);
+    assert_eq!(then, ConsumeOutcome::Timeout, "job-2 was not redelivered");
+    // Both are in flight: job-1 again, job-2 still.
+    assert_eq!(sim.services().broker.in_flight("jobs/workers"), 2);
+    assert_ne!(second.message_id, first.message_id);
+    assert_eq!(report.faults, 1, "{report}");
+}
+
+#[test]
+fn a_lost_answer_rate_does_not_apply_to_consumes_but_an_error_rate_fails_them_before_the_broker() {
+    let run = |lost: f64, error: f64| {
+        let mut config = SimConfig::new(17);
+        config.faults.lost_answer_rate.messaging = lost;
+        config.faults.error_rate.messaging = error;
+        let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], |_, fx: Fx| async move {
+            fx.perform_timeout(consume("jobs/workers", 1_000), 5 * SEC)
+                .await
+        });
+        let broker = &mut sim.services_mut().broker;
+        broker.subscribe("jobs/workers");
+        broker.handle(
+            Time::ZERO,
+            MessagingRequest::PublishMessage(Box::new(publish("jobs", "job-1"))),
+        );
+        let report = sim.run();
+        let in_flight = sim.services().broker.in_flight("jobs/workers");
+        (only_result(&sim).unwrap(), in_flight, report.faults)
+    };
+    let (consumed, in_flight, faults) = run(1.0, 0.0);
+    assert_eq!(envelope(consumed.unwrap()).payload, b"job-1");
+    assert_eq!((in_flight, faults), (1, 0));
+    let (consumed, in_flight, faults) = run(0.0, 1.0);
+    assert_eq!(consumed.unwrap_err().kind, ErrorKind::ConnectionLost);
+    assert_eq!((in_flight, faults), (0, 1), "the broker never saw it");
 }
 
 // ---------------------------------------------------------------------------------
@@ -803,8 +1164,34 @@ fn the_same_seed_gives_the_same_trace_under_chaos() {
 fn different_seeds_give_different_traces_beyond_the_start_record() {
     let (a, b) = (chaos_trace(21), chaos_trace(22));
     assert!(matches!(a[0], TraceRecord::Start { .. }));
-    let divergence = first_divergence(&a[1..], &b[1..]).expect("the runs differ");
-    assert!(divergence.expected.is_some() || divergence.got.is_some());
+    let (a, b) = (&a[1..], &b[1..]);
+    // Both runs agree on the spawn, the first client message and the four requests it
+    // causes; the first thing the seed changes is the first UUID the services draw.
+    let uuid_answer = |r: &TraceRecord| match r {
+        TraceRecord::Response {
+            at,
+            id,
+            result: Ok(Response::System(SystemResponse::GenerateUuid(uuid))),
+            delivered: true,
+        } => Some((*at, *id, *uuid)),
+        _ => None,
+    };
+    let first_uuid = a
+        .iter()
+        .position(|r| uuid_answer(r).is_some())
+        .expect("the program drew a UUID");
+    assert_eq!(first_uuid, 9, "{:#?}", &a[..=first_uuid]);
+    let divergence = first_divergence(a, b).expect("the runs differ");
+    assert_eq!(divergence.index, first_uuid, "{divergence}");
+    assert_eq!(divergence.expected.as_ref(), Some(&a[first_uuid]));
+    let (at_a, id_a, uuid_a) = uuid_answer(&a[first_uuid]).expect("a UUID answer");
+    let (at_b, id_b, uuid_b) = divergence
+        .got
+        .as_ref()
+        .and_then(uuid_answer)
+        .expect("seed 22 got a UUID answer there too");
+    assert_eq!((at_a, id_a), (at_b, id_b), "{divergence}");
+    assert_ne!(uuid_a, uuid_b, "{divergence}");
 }
 
 /// Eight answers that all arrive at the same instant, in the order they came.
@@ -974,12 +1361,16 @@ fn read_trace_refuses_a_malformed_line_with_its_line_number() {
 }
 
 #[test]
-fn a_trace_without_a_start_record_cannot_replay() {
+fn a_trace_without_a_start_record_cannot_replay_and_the_error_says_how_to_record_one() {
     let records = echo_trace();
-    assert!(matches!(
-        replay(&records[1..], echo),
-        Err(ReplayError::NoStart)
-    ));
+    let error = replay(&records[1..], echo).unwrap_err();
+    assert!(matches!(error, ReplayError::NoStart), "{error}");
+    assert!(
+        error.to_string().contains(
+            "record the trace with SimConfig::record_trace (its first line is a start record)"
+        ),
+        "{error}"
+    );
     assert!(matches!(replay(&[], echo), Err(ReplayError::NoStart)));
 }
 

@@ -71,6 +71,11 @@ pub struct PublishMessage {
     /// Application properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Broker-side deduplication (Pulsar's producer deduplication): a publish whose
+    /// key the topic has already accepted is not stored again, and answers with the
+    /// first publish's id. Set it to retry publishes safely.
+    #[serde(default)]
+    pub dedup_key: Option<String>,
 }
 
 /// Receive the next message of a subscription. Output: [`ConsumeOutcome`].
@@ -102,7 +107,7 @@ pub struct NegativeAcknowledge {
 family! {
     /// The Messaging family's requests.
     Messaging: MessagingRequest => MessagingResponse {
-        PublishMessage => PublishOutcome,
+        PublishMessage [boxed] => PublishOutcome,
         ConsumeMessage => ConsumeOutcome,
         AcknowledgeMessage => AckOutcome,
         NegativeAcknowledge => AckOutcome,

@@ -129,6 +129,8 @@ pub struct FakeBroker {
     max_payload_bytes: usize,
     next_seq: u64,
     groups: BTreeMap<String, Group>,
+    /// Accepted deduplication keys per topic, and the message id each one got.
+    dedup: BTreeMap<(String, String), String>,
 }
 
 impl Default for FakeBroker {
@@ -145,6 +147,7 @@ impl FakeBroker {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             next_seq: 1,
             groups: BTreeMap::new(),
+            dedup: BTreeMap::new(),
         }
     }
 
@@ -165,7 +168,7 @@ impl FakeBroker {
     pub fn handle(&mut self, now: Time, request: MessagingRequest) -> MessagingResponse {
         match request {
             MessagingRequest::PublishMessage(r) => {
-                MessagingResponse::PublishMessage(self.publish(now, r))
+                MessagingResponse::PublishMessage(self.publish(now, *r))
             }
             MessagingRequest::ConsumeMessage(r) => {
                 MessagingResponse::ConsumeMessage(match self.try_consume(now, &r) {
@@ -291,8 +294,17 @@ impl FakeBroker {
                 ),
             };
         }
+        let dedup = request.dedup_key.map(|key| (request.topic.clone(), key));
+        if let Some(first) = dedup.as_ref().and_then(|key| self.dedup.get(key)) {
+            return PublishOutcome::Published {
+                message_id: first.clone(),
+            };
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
+        if let Some(key) = dedup {
+            self.dedup.insert(key, format!("{PUBLISH_ID_PREFIX}{seq}"));
+        }
         let message = Arc::new(Published {
             seq,
             topic: request.topic,
@@ -371,8 +383,9 @@ mod tests {
             topic: topic.into(),
             payload: payload.to_vec(),
             properties: BTreeMap::new(),
+            dedup_key: None,
         };
-        match broker.handle(now, MessagingRequest::PublishMessage(request)) {
+        match broker.handle(now, MessagingRequest::PublishMessage(Box::new(request))) {
             MessagingResponse::PublishMessage(outcome) => outcome,
             other => panic!("unexpected {other:?}"),
         }
@@ -680,5 +693,39 @@ mod tests {
             panic!("expected a message");
         };
         assert_eq!(envelope.payload, b"x");
+    }
+
+    #[test]
+    fn a_publish_with_a_key_the_topic_has_seen_is_not_stored_again() {
+        let mut broker = FakeBroker::new();
+        broker.subscribe("room/readers");
+        let keyed = |key: &str| PublishMessage {
+            topic: "room".into(),
+            payload: b"m".to_vec(),
+            properties: BTreeMap::new(),
+            dedup_key: Some(key.into()),
+        };
+        let publish = |broker: &mut FakeBroker, request| match broker.handle(
+            Time::ZERO,
+            MessagingRequest::PublishMessage(Box::new(request)),
+        ) {
+            MessagingResponse::PublishMessage(PublishOutcome::Published { message_id }) => {
+                message_id
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let first = publish(&mut broker, keyed("k1"));
+        assert_eq!(
+            publish(&mut broker, keyed("k1")),
+            first,
+            "the retry answers with the first id"
+        );
+        assert_ne!(publish(&mut broker, keyed("k2")), first);
+        assert!(consume(&mut broker, Time::ZERO, "room/readers").is_some());
+        assert!(consume(&mut broker, Time::ZERO, "room/readers").is_some());
+        assert!(
+            consume(&mut broker, Time::ZERO, "room/readers").is_none(),
+            "k1 was stored once"
+        );
     }
 }

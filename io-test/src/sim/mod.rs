@@ -6,6 +6,25 @@
 //! messages arrive comes from seeded latency draws with random tie-breaking: one seed
 //! fixes the whole run, and a recorded [`trace`](crate::trace) replays it.
 //!
+//! # When an effect happens
+//! An effect sent to a service (every effect but WebSocket ones and `ConsumeMessage`)
+//! travels there and back: its latency is drawn once, the service applies it after the
+//! first half of the draw, and its answer arrives after the rest (see [`Latency`]).
+//! The simulator acts as a driver that sends cancel requests: when the engine cancels
+//! an effect the service has not applied yet, the request is dropped and never applied;
+//! one the service already applied stays applied, and its answer arrives stale. An
+//! injected error ([`FaultPlan::error_rate`]) is decided when the effect is issued, and
+//! that effect is never applied either. WebSocket effects and `ConsumeMessage` take
+//! effect the moment they are issued (a consumer waits at the broker until a message
+//! comes or its `timeout_ms` passes); frames to one client arrive in the order they
+//! were sent.
+//!
+//! # How a connection ends
+//! The client closes or vanishes ([`ConnectionEnd`]), the program closes it
+//! (`WebSocket.Close`), or the program ends while it is still open: the server then
+//! closes it with 1000 if the program returned, 1008 if its deadline passed and 1011 if
+//! it failed otherwise.
+//!
 //! ```
 //! use std::time::Duration;
 //! use effectful::{EffectError, Fx, effect::*};
@@ -36,7 +55,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -82,7 +101,8 @@ pub enum ConnectionEnd {
         /// Wait after the last message.
         after: Duration,
     },
-    /// It stays connected and silent; the program's deadline has to end it.
+    /// It stays connected and silent until the program ends (at the latest at its
+    /// deadline, when the server closes the connection with 1008).
     Linger,
 }
 
@@ -122,7 +142,9 @@ pub enum ConnectionState {
     ClosedByClient,
     /// The client vanished (1006).
     Vanished,
-    /// The server closed it with this code.
+    /// The server closed it with this code: the program's `WebSocket.Close`, or the
+    /// program ended with the connection open (1000 returned, 1008 deadline passed,
+    /// 1011 failed).
     ClosedByServer(u16),
 }
 
@@ -191,12 +213,22 @@ enum Event {
         connection: u32,
         text: String,
     },
+    /// A request reaches its service (the end of its request leg).
+    Apply {
+        id: EffectId,
+        request: Box<Request>,
+        /// How long its answer then takes to come back.
+        response_leg: Duration,
+    },
     Deliver {
         id: EffectId,
         result: Result<Response, EffectError>,
     },
     ConsumeDeadline(EffectId),
-    AckTimeout(String),
+    /// The ack timeout of one delivered message whose acknowledgement was lost.
+    AckTimeout {
+        message_id: String,
+    },
     BrokerWake,
 }
 
@@ -236,6 +268,9 @@ pub struct Simulation<O, P> {
     /// The connection each running program serves, by program slot index.
     by_program: ProgramTable,
     consumers: Vec<ParkedConsumer>,
+    /// Requests on their way to a service, by effect: the slot of their `Apply` event,
+    /// emptied if the engine cancels them first.
+    unapplied: HashMap<EffectId, u32>,
     results: Vec<Option<Result<O, ProgramError>>>,
     trace: Vec<TraceRecord>,
     report: SimReport,
@@ -266,6 +301,7 @@ where
             connections: Vec::with_capacity(connections.len()),
             by_program: ProgramTable::default(),
             consumers: Vec::new(),
+            unapplied: HashMap::new(),
             results: Vec::new(),
             trace: Vec::new(),
             report: SimReport {
@@ -355,10 +391,12 @@ where
                     let Some(Reverse((at, _, slot))) = self.queue.pop() else {
                         break;
                     };
+                    // The slot is free only once its heap entry is gone; an event
+                    // withdrawn before its time (a cancelled request) left it empty.
+                    self.free_events.push(slot);
                     let Some(event) = self.events[slot as usize].take() else {
                         continue;
                     };
-                    self.free_events.push(slot);
                     self.now = self.now.max(at);
                     self.handle(event);
                 }
@@ -375,6 +413,11 @@ where
     }
 
     fn schedule(&mut self, at: Time, event: Event) {
+        self.schedule_slot(at, event);
+    }
+
+    /// Queues `event` at `at`; returns its slot, to withdraw it before its time.
+    fn schedule_slot(&mut self, at: Time, event: Event) -> u32 {
         // The random tie-break is the scheduler: simultaneous arrivals come in an
         // order the seed decides.
         let slot = match self.free_events.pop() {
@@ -388,6 +431,7 @@ where
             }
         };
         self.queue.push(Reverse((at, self.rng.next_u64(), slot)));
+        slot
     }
 
     fn record(&mut self, record: impl FnOnce() -> TraceRecord) {
@@ -423,6 +467,14 @@ where
                     });
                 }
             }
+            Event::Apply {
+                id,
+                request,
+                response_leg,
+            } => {
+                self.unapplied.remove(&id);
+                self.apply(id, *request, response_leg);
+            }
             Event::Deliver { id, result } => self.deliver(id, result),
             Event::ConsumeDeadline(id) => {
                 if let Some(i) = self.consumers.iter().position(|p| p.id == id) {
@@ -433,10 +485,16 @@ where
                     self.deliver(id, Ok(answer));
                 }
             }
-            Event::AckTimeout(subscription) => {
+            Event::AckTimeout { message_id } => {
+                // Pulsar's ack timeout is per message: only this one comes again, if
+                // it is still in flight (a nack of anything else is harmless).
+                let nack = NegativeAcknowledge {
+                    message_id,
+                    delay_ms: 0,
+                };
                 self.services
                     .broker
-                    .redeliver_unacked_for(self.now, &subscription);
+                    .handle(self.now, MessagingRequest::NegativeAcknowledge(nack));
                 self.wake_consumers();
             }
             Event::BrokerWake => self.wake_consumers(),
@@ -631,10 +689,32 @@ where
         }
         conn.transcript.finished = Some((now, format!("{result:?}")));
         conn.waiting = None;
+        // The program is gone, so the server closes its connection: 1000 if it
+        // returned (whatever it returned), 1008 past its deadline (the seed tutorial's
+        // timeout code), 1011 if it failed otherwise.
+        if conn.state == ConnectionState::Open {
+            let code = match &result {
+                Ok(_) => 1000,
+                Err(ProgramError::DeadlineExceeded { .. }) => 1008,
+                Err(_) => 1011,
+            };
+            conn.state = ConnectionState::ClosedByServer(code);
+            conn.transcript.state = ConnectionState::ClosedByServer(code);
+            self.record(|| TraceRecord::Client {
+                at: now,
+                connection,
+                event: ClientEvent::ClosedByServer(code),
+            });
+        }
         self.results[connection as usize] = Some(result);
     }
 
     fn cancel(&mut self, id: EffectId) {
+        // The driver's cancel request overtakes a request still on its way: the
+        // service never applies it (and never answers).
+        if let Some(slot) = self.unapplied.remove(&id) {
+            self.events[slot as usize] = None;
+        }
         if let Some(connection) = self.by_program.get(id.program()) {
             let conn = &mut self.connections[connection as usize];
             if conn.waiting == Some(id) {
@@ -652,12 +732,14 @@ where
         let now = self.now;
         let faults = &self.config.faults;
         let family = faults.latency.for_request(&request);
-        let (error_rate, lost_rate, dup_rate) = (
-            faults.error_rate.for_request(&request),
-            faults.lost_answer_rate.for_request(&request),
-            faults.duplicate_delivery_rate,
-        );
+        // WebSocket failures are modelled by dropped connections only.
+        let error_rate = match request {
+            Request::WebSocket(_) => 0.0,
+            _ => faults.error_rate.for_request(&request),
+        };
+        let dup_rate = faults.duplicate_delivery_rate;
         if error_rate > 0.0 && self.rng.chance(error_rate) {
+            // Decided at issue time: the request never reaches the service.
             self.report.faults += 1;
             self.record(|| TraceRecord::Fault {
                 at: now,
@@ -680,20 +762,17 @@ where
         }
         if let Request::Messaging(MessagingRequest::AcknowledgeMessage(ack)) = &request {
             if dup_rate > 0.0 && self.rng.chance(dup_rate) {
-                // The broker never hears of this acknowledgement: it will redeliver.
+                // The broker never hears of this acknowledgement: once the message's
+                // ack timeout passes, it comes again.
                 self.report.faults += 1;
                 self.record(|| TraceRecord::Fault {
                     at: now,
                     id,
                     fault: Fault::LostAck,
                 });
-                let subscription = ack
-                    .message_id
-                    .rsplit_once('@')
-                    .map(|(_, s)| s.to_string())
-                    .unwrap_or_default();
+                let message_id = ack.message_id.clone();
                 let ack_timeout = self.config.faults.ack_timeout;
-                self.schedule(now + ack_timeout, Event::AckTimeout(subscription));
+                self.schedule(now + ack_timeout, Event::AckTimeout { message_id });
                 let answer = Response::Messaging(MessagingResponse::AcknowledgeMessage(
                     AckOutcome::Acknowledged,
                 ));
@@ -708,6 +787,34 @@ where
                 return;
             }
         }
+        match request {
+            Request::WebSocket(ws) => self.websocket(id, ws),
+            Request::Messaging(MessagingRequest::ConsumeMessage(consume)) => {
+                self.consume(id, consume)
+            }
+            request => {
+                // One draw, split into the way there and the way back.
+                let latency = self.latency(family);
+                let request_leg = latency / 2;
+                let response_leg = latency - request_leg;
+                let slot = self.schedule_slot(
+                    now + request_leg,
+                    Event::Apply {
+                        id,
+                        request: Box::new(request),
+                        response_leg,
+                    },
+                );
+                self.unapplied.insert(id, slot);
+            }
+        }
+    }
+
+    /// A request reaches its service: the service performs it now, and its answer
+    /// (unless lost) arrives `response_leg` later.
+    fn apply(&mut self, id: EffectId, request: Request, response_leg: Duration) {
+        let now = self.now;
+        let lost_rate = self.config.faults.lost_answer_rate.for_request(&request);
         let wakes_consumers = matches!(
             request,
             Request::Messaging(
@@ -732,8 +839,7 @@ where
                         fault: Fault::LostAnswer,
                     });
                 } else {
-                    let at = now + self.latency(family);
-                    self.schedule(at, Event::Deliver { id, result });
+                    self.schedule(now + response_leg, Event::Deliver { id, result });
                 }
                 if wakes_consumers {
                     self.wake_consumers();
@@ -742,30 +848,38 @@ where
                     self.schedule(at, Event::BrokerWake);
                 }
             }
-            Handled::Consume(request) => match self.services.broker.try_consume(now, &request) {
-                Some(envelope) => {
-                    let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
-                        ConsumeOutcome::Message(envelope.into()),
-                    ));
-                    let at = now + self.latency(family);
-                    self.schedule(
-                        at,
-                        Event::Deliver {
-                            id,
-                            result: Ok(answer),
-                        },
-                    );
-                }
-                None => {
-                    let deadline = now + Duration::from_millis(request.timeout_ms);
-                    self.schedule(deadline, Event::ConsumeDeadline(id));
-                    if let Some(at) = self.services.broker.next_redelivery() {
-                        self.schedule(at.max(now), Event::BrokerWake);
-                    }
-                    self.consumers.push(ParkedConsumer { id, request });
-                }
-            },
+            // `perform` handles these at issue time; kept for completeness.
+            Handled::Consume(consume) => self.consume(id, consume),
             Handled::WebSocket(ws) => self.websocket(id, ws),
+        }
+    }
+
+    /// A consumer asks the broker for a message: it gets one now, or waits at the
+    /// broker until one comes or its `timeout_ms` passes. Lost answers do not apply.
+    fn consume(&mut self, id: EffectId, request: ConsumeMessage) {
+        let now = self.now;
+        match self.services.broker.try_consume(now, &request) {
+            Some(envelope) => {
+                let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+                    ConsumeOutcome::Message(envelope.into()),
+                ));
+                let at = now + self.latency(self.config.faults.latency.messaging);
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        id,
+                        result: Ok(answer),
+                    },
+                );
+            }
+            None => {
+                let deadline = now + Duration::from_millis(request.timeout_ms);
+                self.schedule(deadline, Event::ConsumeDeadline(id));
+                if let Some(at) = self.services.broker.next_redelivery() {
+                    self.schedule(at.max(now), Event::BrokerWake);
+                }
+                self.consumers.push(ParkedConsumer { id, request });
+            }
         }
     }
 
@@ -882,14 +996,28 @@ where
             }
             WebSocketRequest::Close(close) => {
                 let code = close.reason.code();
+                let state = ConnectionState::ClosedByServer(code);
                 let conn = &mut self.connections[connection as usize];
-                conn.state = ConnectionState::ClosedByServer(code);
-                conn.transcript.state = ConnectionState::ClosedByServer(code);
+                conn.state = state;
+                conn.transcript.state = state;
+                let waiting = conn.waiting.take();
                 self.record(|| TraceRecord::Client {
                     at: now,
                     connection,
                     event: ClientEvent::ClosedByServer(code),
                 });
+                // Another of the program's futures may be waiting for a client
+                // message: the close ends that wait. (Scheduled, not delivered at once:
+                // the engine's outputs are still being drained.)
+                if let Some(waiting) = waiting {
+                    self.schedule(
+                        now,
+                        Event::Deliver {
+                            id: waiting,
+                            result: Err(closed_error("WebSocket.ReceiveText", state)),
+                        },
+                    );
+                }
                 self.schedule(
                     now,
                     Event::Deliver {
