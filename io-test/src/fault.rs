@@ -58,20 +58,6 @@ impl<T: Copy> PerFamily<T> {
             Request::Metrics(_) => self.metrics,
         }
     }
-
-    /// The value for the family named `family` (as `Request::family` names it).
-    pub fn get(&self, family: &str) -> T {
-        match family {
-            "WebSocket" => self.websocket,
-            "Database" => self.database,
-            "Cache" => self.cache,
-            "Messaging" => self.messaging,
-            "Storage" => self.storage,
-            "Auth" => self.auth,
-            "Metrics" => self.metrics,
-            _ => self.system,
-        }
-    }
 }
 
 /// How long a service takes to answer: `base`, plus a uniform draw in `[0, jitter]`,

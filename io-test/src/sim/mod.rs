@@ -19,6 +19,12 @@
 //! comes or its `timeout_ms` passes); frames to one client arrive in the order they
 //! were sent.
 //!
+//! # Families
+//! The simulator hosts programs of the built-in family ([`effectful::Std`]), which its
+//! fakes answer; traces record built-in requests and responses. A program of a custom
+//! family is unit-tested with [`Script`](crate::script::Script), which is generic over
+//! the family.
+//!
 //! # How a connection ends
 //! The client closes or vanishes ([`ConnectionEnd`]), the program closes it
 //! (`WebSocket.Close`), or the program ends while it is still open: the server then
