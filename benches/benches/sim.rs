@@ -4,6 +4,8 @@
 //!   throughput is simulated effects per second.
 //! - `sim/chat/clients_1000_hour`: 1,000 clients for one simulated hour, chaos
 //!   faults; the time per iteration is the wall time of one simulated hour.
+//! - `sim/echo/clients_100`: a minimal program under the same simulator: the
+//!   simulator's own cost per effect.
 
 use std::time::Duration;
 
@@ -41,5 +43,52 @@ fn chat(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chat);
+/// A minimal program (ask the clock, echo the line) under the same simulator, faults
+/// and client load: the simulator's own cost per effect, without the chat program's.
+fn echo(c: &mut Criterion) {
+    use effectful::effect::{GetCurrentTime, ReceiveText, SendText};
+    use effectful_test::sim::{Connection, ConnectionEnd, SimConfig, Simulation};
+
+    async fn echo_session(_connection: u32, fx: effectful::Fx) -> u32 {
+        let mut echoed = 0;
+        while let Ok(text) = fx.perform(ReceiveText {}).await {
+            let _ = fx.perform(GetCurrentTime {}).await;
+            if fx.perform(SendText { text }).await.is_err() {
+                break;
+            }
+            echoed += 1;
+        }
+        echoed
+    }
+    let connections = || -> Vec<Connection> {
+        (0..100u32)
+            .flat_map(|client| {
+                (0..2u64).map(move |session| Connection {
+                    client,
+                    connect_at: effectful::Time::from_secs(u64::from(client) + session * 301),
+                    messages: (0..30)
+                        .map(|i| (Duration::from_secs(1 + i % 7), format!("line {i}")))
+                        .collect(),
+                    end: ConnectionEnd::Close {
+                        after: Duration::from_secs(1),
+                    },
+                })
+            })
+            .collect()
+    };
+    let run = || {
+        let config = SimConfig {
+            faults: FaultPlan::chaos(),
+            ..SimConfig::new(1)
+        };
+        let mut sim = Simulation::new(config, connections(), echo_session);
+        sim.run().effects
+    };
+    let mut group = c.benchmark_group("sim/echo");
+    group.throughput(Throughput::Elements(run()));
+    group.bench_function("clients_100", |b| b.iter(run));
+    group.finish();
+}
+
+criterion_group!(benches, chat, echo);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 //! The Messaging fake: a Pulsar-like broker with topics, consumer groups and
 //! acknowledgements.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +34,14 @@ struct Delivery {
     redelivery_count: u32,
 }
 
-/// One consumer group: what it has not received yet, what waits for redelivery, and
+/// One consumer group: where it is in its topic's log, what waits for redelivery, and
 /// what it received but has not acknowledged.
 #[derive(Clone, Debug)]
 struct Group {
     topic: String,
-    /// Never delivered, in publish order.
-    backlog: VecDeque<Arc<Published>>,
+    /// The index in the topic's log of the next message never delivered to this group
+    /// (a cursor, as Pulsar keeps one per subscription over the topic's ledger).
+    cursor: usize,
     /// Handed back (negative acknowledgement, crash), by (available at, publish seq).
     redeliveries: BTreeMap<(Time, u64), Delivery>,
     /// The time each message in `redeliveries` becomes available, by publish seq.
@@ -50,10 +51,10 @@ struct Group {
 }
 
 impl Group {
-    fn new(topic: String) -> Group {
+    fn new(topic: String, cursor: usize) -> Group {
         Group {
             topic,
-            backlog: VecDeque::new(),
+            cursor,
             redeliveries: BTreeMap::new(),
             redelivery_at: BTreeMap::new(),
             in_flight: BTreeMap::new(),
@@ -67,7 +68,9 @@ impl Group {
         self.redeliveries.insert((at, seq), delivery);
     }
 
-    fn next_available(&mut self, now: Time) -> Option<Delivery> {
+    /// The next delivery at `now`: a redelivery whose time has come, else the next
+    /// message of `log` (the group's topic's log).
+    fn next_available(&mut self, now: Time, log: &[Arc<Published>]) -> Option<Delivery> {
         if let Some(entry) = self.redeliveries.first_entry() {
             if entry.key().0 <= now {
                 let delivery = entry.remove();
@@ -75,11 +78,17 @@ impl Group {
                 return Some(delivery);
             }
         }
-        let message = self.backlog.pop_front()?;
+        let message = Arc::clone(log.get(self.cursor)?);
+        self.cursor += 1;
         Some(Delivery {
             message,
             redelivery_count: 0,
         })
+    }
+
+    /// Messages of `log` never delivered to this group.
+    fn backlog(&self, log: &[Arc<Published>]) -> usize {
+        log.len().saturating_sub(self.cursor)
     }
 }
 
@@ -129,6 +138,9 @@ pub struct FakeBroker {
     max_payload_bytes: usize,
     next_seq: u64,
     groups: BTreeMap<String, Group>,
+    /// Every message published, per topic, in publish order (retained: groups read it
+    /// through their cursors).
+    topics: BTreeMap<String, Vec<Arc<Published>>>,
     /// Accepted deduplication keys per topic, and the message id each one got.
     dedup: BTreeMap<(String, String), String>,
 }
@@ -147,6 +159,7 @@ impl FakeBroker {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             next_seq: 1,
             groups: BTreeMap::new(),
+            topics: BTreeMap::new(),
             dedup: BTreeMap::new(),
         }
     }
@@ -189,9 +202,11 @@ impl FakeBroker {
     /// receives every message published from now on.
     pub fn subscribe(&mut self, subscription: &str) {
         if !self.groups.contains_key(subscription) {
+            let topic = topic_of(subscription);
+            let cursor = self.topics.get(topic).map_or(0, Vec::len);
             self.groups.insert(
                 subscription.to_owned(),
-                Group::new(topic_of(subscription).to_owned()),
+                Group::new(topic.to_owned(), cursor),
             );
         }
     }
@@ -201,7 +216,8 @@ impl FakeBroker {
     pub fn try_consume(&mut self, now: Time, request: &ConsumeMessage) -> Option<Envelope> {
         self.subscribe(&request.subscription);
         let group = self.groups.get_mut(&request.subscription)?;
-        let delivery = group.next_available(now)?;
+        let log = self.topics.get(&group.topic).map_or(&[][..], Vec::as_slice);
+        let delivery = group.next_available(now, log)?;
         let message = Arc::clone(&delivery.message);
         let redelivery_count = delivery.redelivery_count;
         group.in_flight.insert(message.seq, delivery);
@@ -224,10 +240,21 @@ impl FakeBroker {
             .min()
     }
 
+    /// The soonest time a message of `subscription` waiting for redelivery becomes
+    /// available (it may be in the past if nobody consumed it yet).
+    pub fn next_redelivery_for(&self, subscription: &str) -> Option<Time> {
+        let group = self.groups.get(subscription)?;
+        group.redeliveries.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn log(&self, group: &Group) -> &[Arc<Published>] {
+        self.topics.get(&group.topic).map_or(&[][..], Vec::as_slice)
+    }
+
     /// Whether `subscription` has a message available at `now`.
     pub fn has_available(&self, now: Time, subscription: &str) -> bool {
         self.groups.get(subscription).is_some_and(|g| {
-            !g.backlog.is_empty()
+            g.backlog(self.log(g)) > 0
                 || g.redeliveries
                     .first_key_value()
                     .is_some_and(|((at, _), _)| *at <= now)
@@ -270,7 +297,7 @@ impl FakeBroker {
     /// waiting for redelivery, or in flight.
     pub fn unacknowledged(&self, subscription: &str) -> usize {
         self.groups.get(subscription).map_or(0, |g| {
-            g.backlog.len() + g.redeliveries.len() + g.in_flight.len()
+            g.backlog(self.log(g)) + g.redeliveries.len() + g.in_flight.len()
         })
     }
 
@@ -312,13 +339,11 @@ impl FakeBroker {
             properties: request.properties,
             publish_time: wall_time(self.wall_epoch, now),
         });
-        for group in self
-            .groups
-            .values_mut()
-            .filter(|g| g.topic == message.topic)
-        {
-            group.backlog.push_back(Arc::clone(&message));
-        }
+        // Appended once: every group of the topic reads it through its cursor.
+        self.topics
+            .entry(message.topic.clone())
+            .or_default()
+            .push(message);
         PublishOutcome::Published {
             message_id: format!("{PUBLISH_ID_PREFIX}{seq}"),
         }

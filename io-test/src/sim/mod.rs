@@ -881,7 +881,12 @@ where
             None => {
                 let deadline = now + Duration::from_millis(request.timeout_ms);
                 self.schedule(deadline, Event::ConsumeDeadline(id));
-                if let Some(at) = self.services.broker.next_redelivery() {
+                // Its own subscription's next redelivery is the only one that can wake it.
+                if let Some(at) = self
+                    .services
+                    .broker
+                    .next_redelivery_for(&request.subscription)
+                {
                     self.schedule(at.max(now), Event::BrokerWake);
                 }
                 self.consumers.push(ParkedConsumer { id, request });
