@@ -440,6 +440,13 @@ where
         slot
     }
 
+    /// Counts and records a fault injected into effect `id`.
+    fn injected(&mut self, id: EffectId, fault: Fault) {
+        self.report.faults += 1;
+        let at = self.now;
+        self.record(|| TraceRecord::Fault { at, id, fault });
+    }
+
     fn record(&mut self, record: impl FnOnce() -> TraceRecord) {
         if self.config.record_trace {
             self.trace.push(record());
@@ -746,12 +753,7 @@ where
         let dup_rate = faults.duplicate_delivery_rate;
         if error_rate > 0.0 && self.rng.chance(error_rate) {
             // Decided at issue time: the request never reaches the service.
-            self.report.faults += 1;
-            self.record(|| TraceRecord::Fault {
-                at: now,
-                id,
-                fault: Fault::Error,
-            });
+            self.injected(id, Fault::Error);
             let error = EffectError::connection_lost(
                 request.name(),
                 "injected fault: connection reset before the request was sent",
@@ -770,12 +772,7 @@ where
             if dup_rate > 0.0 && self.rng.chance(dup_rate) {
                 // The broker never hears of this acknowledgement: once the message's
                 // ack timeout passes, it comes again.
-                self.report.faults += 1;
-                self.record(|| TraceRecord::Fault {
-                    at: now,
-                    id,
-                    fault: Fault::LostAck,
-                });
+                self.injected(id, Fault::LostAck);
                 let message_id = ack.message_id.clone();
                 let ack_timeout = self.config.faults.ack_timeout;
                 self.schedule(now + ack_timeout, Event::AckTimeout { message_id });
@@ -838,12 +835,7 @@ where
         match self.services.handle(now, request) {
             Handled::Done(result) => {
                 if lost_rate > 0.0 && self.rng.chance(lost_rate) {
-                    self.report.faults += 1;
-                    self.record(|| TraceRecord::Fault {
-                        at: now,
-                        id,
-                        fault: Fault::LostAnswer,
-                    });
+                    self.injected(id, Fault::LostAnswer);
                 } else {
                     self.schedule(now + response_leg, Event::Deliver { id, result });
                 }
