@@ -67,7 +67,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use effectful::effect::{
-    AckOutcome, ConsumeMessage, ConsumeOutcome, MessagingRequest, MessagingResponse,
+    AckOutcome, ConsumeMessage, ConsumeOutcome, Envelope, MessagingRequest, MessagingResponse,
     NegativeAcknowledge, Request, Response, WebSocketRequest, WebSocketResponse,
 };
 use effectful::{
@@ -857,19 +857,7 @@ where
     fn consume(&mut self, id: EffectId, request: ConsumeMessage) {
         let now = self.now;
         match self.services.broker.try_consume(now, &request) {
-            Some(envelope) => {
-                let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
-                    ConsumeOutcome::Message(envelope.into()),
-                ));
-                let at = now + self.latency(self.config.faults.latency.messaging);
-                self.schedule(
-                    at,
-                    Event::Deliver {
-                        id,
-                        result: Ok(answer),
-                    },
-                );
-            }
+            Some(envelope) => self.hand_over(id, envelope),
             None => {
                 let deadline = now + Duration::from_millis(request.timeout_ms);
                 self.schedule(deadline, Event::ConsumeDeadline(id));
@@ -886,6 +874,21 @@ where
         }
     }
 
+    /// The broker handed `envelope` to the consumer `id`: its answer travels back.
+    fn hand_over(&mut self, id: EffectId, envelope: Envelope) {
+        let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+            ConsumeOutcome::Message(envelope.into()),
+        ));
+        let at = self.now + self.latency(self.config.faults.latency.messaging);
+        self.schedule(
+            at,
+            Event::Deliver {
+                id,
+                result: Ok(answer),
+            },
+        );
+    }
+
     fn wake_consumers(&mut self) {
         let now = self.now;
         let mut i = 0;
@@ -897,17 +900,7 @@ where
             {
                 Some(envelope) => {
                     let parked = self.consumers.remove(i);
-                    let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
-                        ConsumeOutcome::Message(envelope.into()),
-                    ));
-                    let at = now + self.latency(self.config.faults.latency.messaging);
-                    self.schedule(
-                        at,
-                        Event::Deliver {
-                            id: parked.id,
-                            result: Ok(answer),
-                        },
-                    );
+                    self.hand_over(parked.id, envelope);
                 }
                 None => i += 1,
             }
