@@ -37,6 +37,8 @@ pub struct EngineConfig {
 }
 
 /// What the engine asks of its driver.
+///
+/// Exhaustive on purpose: a driver that compiles handles every kind of output.
 #[derive(Debug)]
 pub enum Output<O, F: Family = Std> {
     /// Perform `request` and answer with [`Engine::handle_response`] under `id`.
@@ -180,7 +182,7 @@ struct Entry<O, F: Family> {
 /// - **outputs**: [`poll_output`](Self::poll_output) (requests, cancellations,
 ///   results) and [`poll_timeout`](Self::poll_timeout) (the one deadline);
 /// - **getters**: [`now`](Self::now), [`programs`](Self::programs),
-///   [`outstanding`](Self::outstanding).
+///   [`outstanding`](Self::outstanding), [`timers_armed`](Self::timers_armed).
 ///
 /// # The drain rule
 /// After each application call or input, call `poll_output` until it returns `None`,
