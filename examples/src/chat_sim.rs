@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use effectful::effect::ChatMessage;
 use effectful::{ProgramError, Rng, Time};
 use effectful_test::fault::FaultPlan;
 use effectful_test::sim::{
@@ -136,9 +137,10 @@ pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
         }
     }
     let transcripts = sim.transcripts();
-    let acked = check_acknowledged(&transcripts, &users, sim.services(), &mut violations);
+    let stored = stored_messages(&users, sim.services(), &mut violations);
+    let acked = check_acknowledged(&transcripts, &users, &stored, &mut violations);
     check_profiles(&transcripts, ttl, &mut violations);
-    check_inbox(&transcripts, sim.services(), &users, &mut violations);
+    check_inbox(&transcripts, &stored, &mut violations);
     ChatRun {
         report,
         violations,
@@ -210,17 +212,14 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
     out
 }
 
-/// Every acknowledged message is stored exactly once, under the acknowledged id, with
-/// the text the client sent; no text is stored twice.
-fn check_acknowledged(
-    transcripts: &[&Transcript],
+/// Every stored message by id; no user has the same text stored twice (every text
+/// the scenario sends is unique).
+fn stored_messages(
     users: &[Uuid],
     services: &effectful_test::fake::Services,
     violations: &mut Vec<String>,
-) -> usize {
-    let mut acked = 0;
-    // Every stored message by id, with its author.
-    let mut stored: HashMap<Uuid, effectful::effect::ChatMessage> = HashMap::new();
+) -> HashMap<Uuid, ChatMessage> {
+    let mut stored = HashMap::new();
     for user in users {
         let messages = services.database.messages_for_user(*user);
         let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -236,6 +235,18 @@ fn check_acknowledged(
         }
         stored.extend(messages.into_iter().map(|m| (m.id, m)));
     }
+    stored
+}
+
+/// Every acknowledged message is stored under the acknowledged id, by its author, with
+/// the text the client sent.
+fn check_acknowledged(
+    transcripts: &[&Transcript],
+    users: &[Uuid],
+    stored: &HashMap<Uuid, ChatMessage>,
+    violations: &mut Vec<String>,
+) -> usize {
+    let mut acked = 0;
     for t in transcripts {
         let Some(user) = users.get(t.client as usize) else {
             continue;
@@ -282,15 +293,9 @@ fn check_acknowledged(
 /// redelivery count above zero.
 fn check_inbox(
     transcripts: &[&Transcript],
-    services: &effectful_test::fake::Services,
-    users: &[Uuid],
+    stored: &HashMap<Uuid, ChatMessage>,
     violations: &mut Vec<String>,
 ) {
-    let stored: std::collections::HashSet<Uuid> = users
-        .iter()
-        .flat_map(|u| services.database.messages_for_user(*u))
-        .map(|m| m.id)
-        .collect();
     let mut seen: BTreeMap<u32, std::collections::HashSet<Uuid>> = BTreeMap::new();
     let mut ordered: Vec<(Time, u32, &str)> = transcripts
         .iter()
@@ -317,7 +322,7 @@ fn check_inbox(
             ));
             continue;
         };
-        if !stored.contains(&id) {
+        if !stored.contains_key(&id) {
             violations.push(format!(
                 "client {client}: inbox delivered {id}, which was never stored"
             ));

@@ -222,7 +222,7 @@ enum Event {
     /// A request reaches its service (the end of its request leg).
     Apply {
         id: EffectId,
-        request: Box<Request>,
+        request: Request,
         /// How long its answer then takes to come back.
         response_leg: Duration,
     },
@@ -471,13 +471,16 @@ where
                 if conn.state == ConnectionState::Open
                     || matches!(conn.state, ConnectionState::ClosedByServer(_))
                 {
-                    conn.transcript.received.push((self.now, text.clone()));
                     let now = self.now;
-                    self.record(|| TraceRecord::Client {
-                        at: now,
-                        connection,
-                        event: ClientEvent::Receive(text),
-                    });
+                    if self.config.record_trace {
+                        let event = ClientEvent::Receive(text.clone());
+                        self.trace.push(TraceRecord::Client {
+                            at: now,
+                            connection,
+                            event,
+                        });
+                    }
+                    conn.transcript.received.push((now, text));
                 }
             }
             Event::Apply {
@@ -486,7 +489,7 @@ where
                 response_leg,
             } => {
                 self.unapplied.remove(&id);
-                self.apply(id, *request, response_leg);
+                self.apply(id, request, response_leg);
             }
             Event::Deliver { id, result } => self.deliver(id, result),
             Event::ConsumeDeadline(id) => {
@@ -804,7 +807,7 @@ where
                     now + request_leg,
                     Event::Apply {
                         id,
-                        request: Box::new(request),
+                        request,
                         response_leg,
                     },
                 );
