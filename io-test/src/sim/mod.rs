@@ -61,7 +61,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -74,6 +74,7 @@ use effectful::{
     Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramError, ProgramId,
     Rng, Time,
 };
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fake::{Handled, Services};
@@ -265,8 +266,8 @@ pub struct Simulation<O, P> {
     program: P,
     rng: Rng,
     now: Time,
-    /// Pending events, earliest first; the key is `(time, random tie-break, slot)`.
-    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    /// Pending events, earliest first: see [`EventKey`].
+    queue: BinaryHeap<Reverse<EventKey>>,
     /// The events themselves, by slot (kept out of the heap so sifting moves 24 bytes).
     events: Vec<Option<Event>>,
     free_events: Vec<u32>,
@@ -276,8 +277,11 @@ pub struct Simulation<O, P> {
     consumers: Vec<ParkedConsumer>,
     /// Requests on their way to a service, by effect: the slot of their `Apply` event,
     /// emptied if the engine cancels them first.
-    unapplied: HashMap<EffectId, u32>,
+    unapplied: FxHashMap<EffectId, u32>,
     results: Vec<Option<Result<O, ProgramError>>>,
+    /// The engine's next timer, as last asked (`None`: ask again). Only a call into
+    /// the engine changes it, and every such call ends with a drain, which forgets it.
+    next_timer: Option<Option<Time>>,
     trace: Vec<TraceRecord>,
     report: SimReport,
 }
@@ -307,8 +311,9 @@ where
             connections: Vec::with_capacity(connections.len()),
             by_program: ProgramTable::default(),
             consumers: Vec::new(),
-            unapplied: HashMap::new(),
+            unapplied: FxHashMap::default(),
             results: Vec::new(),
+            next_timer: None,
             trace: Vec::new(),
             report: SimReport {
                 seed: config.seed,
@@ -387,16 +392,20 @@ where
     /// Runs until nothing is left to happen, and reports.
     pub fn run(&mut self) -> SimReport {
         loop {
-            let next_event = self.queue.peek().map(|Reverse((at, _, _))| *at);
-            let next_timer = self.engine.poll_timeout();
+            let next_event = self.queue.peek().map(|Reverse(key)| key.at());
+            let next_timer = match self.next_timer {
+                Some(next) => next,
+                None => *self.next_timer.insert(self.engine.poll_timeout()),
+            };
             match (next_event, next_timer) {
                 (None, None) => break,
                 (Some(e), Some(t)) if t <= e => self.fire_timers(t),
                 (None, Some(t)) => self.fire_timers(t),
                 _ => {
-                    let Some(Reverse((at, _, slot))) = self.queue.pop() else {
+                    let Some(Reverse(key)) = self.queue.pop() else {
                         break;
                     };
+                    let (at, slot) = (key.at(), key.slot());
                     // The slot is free only once its heap entry is gone; an event
                     // withdrawn before its time (a cancelled request) left it empty.
                     self.free_events.push(slot);
@@ -436,7 +445,8 @@ where
                 (self.events.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse((at, self.rng.next_u64(), slot)));
+        let tie_break = (self.rng.next_u64() >> 32) as u32;
+        self.queue.push(Reverse(EventKey::new(at, tie_break, slot)));
         slot
     }
 
@@ -572,24 +582,25 @@ where
         if conn.state != ConnectionState::Open {
             return;
         }
-        let text = conn.script.messages[index].1.clone();
-        conn.transcript.sent.push((now, text.clone()));
+        // Each scripted text is sent once: the transcript takes it over.
+        let sent = std::mem::take(&mut conn.script.messages[index].1);
+        let text = sent.clone();
         let next = conn.script.messages.get(index + 1).map(|(delay, _)| *delay);
         let end = conn.script.end;
         let waiting = conn.waiting.take();
-        if waiting.is_none() {
-            conn.inbox.push_back(text.clone());
-        }
         self.record(|| TraceRecord::Client {
             at: now,
             connection,
-            event: ClientEvent::Send(text.clone()),
+            event: ClientEvent::Send(sent.clone()),
         });
-        if let Some(id) = waiting {
-            self.deliver(
+        let conn = &mut self.connections[connection as usize];
+        conn.transcript.sent.push((now, sent));
+        match waiting {
+            Some(id) => self.deliver(
                 id,
                 Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
-            );
+            ),
+            None => conn.inbox.push_back(text),
         }
         if self.config.faults.websocket_drop_rate > 0.0
             && self.rng.chance(self.config.faults.websocket_drop_rate)
@@ -679,6 +690,7 @@ where
     }
 
     fn drain(&mut self) {
+        self.next_timer = None;
         while let Some(output) = self.engine.poll_output() {
             if self.config.record_trace {
                 self.trace.push(TraceRecord::of_output(&output));
@@ -1026,6 +1038,25 @@ where
                 );
             }
         }
+    }
+}
+
+/// An event's place in the queue: its time, then a random tie-break, then its slot,
+/// packed into one integer so that sifting compares and moves 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct EventKey(u128);
+
+impl EventKey {
+    fn new(at: Time, tie_break: u32, slot: u32) -> EventKey {
+        EventKey(u128::from(at.as_nanos()) << 64 | u128::from(tie_break) << 32 | u128::from(slot))
+    }
+
+    fn at(self) -> Time {
+        Time::from_nanos((self.0 >> 64) as u64)
+    }
+
+    fn slot(self) -> u32 {
+        self.0 as u32
     }
 }
 
