@@ -2,6 +2,7 @@
 //! eviction when a maximum number of entries is set.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use effectful::effect::{
@@ -12,6 +13,8 @@ use effectful::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
 
 #[derive(Clone, Debug)]
 struct Entry {
+    /// The key, shared with the LRU order and the expiry index (no copy per use).
+    key: Arc<str>,
     value: Vec<u8>,
     expires_at: Option<Time>,
     /// The entry's position in the LRU order (the key of `FakeCache::lru`).
@@ -45,11 +48,11 @@ impl Entry {
 /// - `DeleteCachedProfile` and `InvalidateCache` answer whether a live key was there.
 #[derive(Clone, Debug, Default)]
 pub struct FakeCache {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<Arc<str>, Entry>,
     /// Keys by last use, least recent first.
-    lru: BTreeMap<u64, String>,
+    lru: BTreeMap<u64, Arc<str>>,
     /// Keys that have a time to live, soonest expiry first.
-    expiries: BTreeSet<(Time, String)>,
+    expiries: BTreeSet<(Time, Arc<str>)>,
     /// Keys the cache dropped by itself, and why; each reads once as that miss.
     dropped: BTreeMap<String, MissReason>,
     max_entries: Option<usize>,
@@ -142,7 +145,7 @@ impl FakeCache {
 
     /// Reads `key` like `GET`: a hit counts as a use for the LRU order.
     fn get(&mut self, now: Time, key: String) -> CacheLookup<Vec<u8>> {
-        let Some(entry) = self.entries.get(&key) else {
+        let Some(entry) = self.entries.get(key.as_str()) else {
             let reason = self.dropped.remove(&key).unwrap_or(MissReason::NotFound);
             return CacheLookup::Miss { key, reason };
         };
@@ -208,6 +211,7 @@ impl FakeCache {
         }
         self.remove(&key);
         self.dropped.remove(&key);
+        let key: Arc<str> = key.into();
         let expires_at = ttl_seconds.map(|secs| now.saturating_add(Duration::from_secs(secs)));
         if let Some(at) = expires_at {
             self.expiries.insert((at, key.clone()));
@@ -215,8 +219,9 @@ impl FakeCache {
         self.clock += 1;
         self.lru.insert(self.clock, key.clone());
         self.entries.insert(
-            key,
+            key.clone(),
             Entry {
+                key,
                 value,
                 expires_at,
                 used: self.clock,
@@ -253,7 +258,7 @@ impl FakeCache {
             if reason == MissReason::Evicted {
                 self.evictions += 1;
             }
-            self.dropped.insert(key, reason);
+            self.dropped.insert(key.to_string(), reason);
         }
     }
 
@@ -264,14 +269,14 @@ impl FakeCache {
         self.lru.remove(&entry.used);
         self.clock += 1;
         entry.used = self.clock;
-        self.lru.insert(self.clock, key.to_owned());
+        self.lru.insert(self.clock, entry.key.clone());
     }
 
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.lru.remove(&entry.used);
         if let Some(at) = entry.expires_at {
-            self.expiries.remove(&(at, key.to_owned()));
+            self.expiries.remove(&(at, entry.key.clone()));
         }
         Some(entry)
     }

@@ -10,6 +10,7 @@ use effectful::effect::{
     PublishMessage, PublishOutcome,
 };
 use effectful::{Time, Timestamp};
+use rustc_hash::FxHashMap;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
@@ -141,8 +142,9 @@ pub struct FakeBroker {
     /// Every message published, per topic, in publish order (retained: groups read it
     /// through their cursors).
     topics: BTreeMap<String, Vec<Arc<Published>>>,
-    /// Accepted deduplication keys per topic, and the message id each one got.
-    dedup: BTreeMap<(String, String), String>,
+    /// Accepted deduplication keys per topic, and the publish sequence number each
+    /// one got (looked up, never iterated: the hash order never shows).
+    dedup: BTreeMap<String, FxHashMap<String, u64>>,
 }
 
 impl Default for FakeBroker {
@@ -321,16 +323,27 @@ impl FakeBroker {
                 ),
             };
         }
-        let dedup = request.dedup_key.map(|key| (request.topic.clone(), key));
-        if let Some(first) = dedup.as_ref().and_then(|key| self.dedup.get(key)) {
+        let first = request.dedup_key.as_ref().and_then(|key| {
+            let keys = self.dedup.get(&request.topic)?;
+            keys.get(key)
+        });
+        if let Some(first) = first {
             return PublishOutcome::Published {
-                message_id: first.clone(),
+                message_id: format!("{PUBLISH_ID_PREFIX}{first}"),
             };
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(key) = dedup {
-            self.dedup.insert(key, format!("{PUBLISH_ID_PREFIX}{seq}"));
+        if let Some(key) = request.dedup_key {
+            match self.dedup.get_mut(&request.topic) {
+                Some(keys) => {
+                    keys.insert(key, seq);
+                }
+                None => {
+                    let keys = FxHashMap::from_iter([(key, seq)]);
+                    self.dedup.insert(request.topic.clone(), keys);
+                }
+            }
         }
         let message = Arc::new(Published {
             seq,
@@ -340,10 +353,12 @@ impl FakeBroker {
             publish_time: wall_time(self.wall_epoch, now),
         });
         // Appended once: every group of the topic reads it through its cursor.
-        self.topics
-            .entry(message.topic.clone())
-            .or_default()
-            .push(message);
+        match self.topics.get_mut(&message.topic) {
+            Some(log) => log.push(message),
+            None => {
+                self.topics.insert(message.topic.clone(), vec![message]);
+            }
+        }
         PublishOutcome::Published {
             message_id: format!("{PUBLISH_ID_PREFIX}{seq}"),
         }
