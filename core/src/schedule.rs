@@ -148,11 +148,12 @@ impl Schedule {
         Schedule::AndThen(Box::new(self), Box::new(next))
     }
 
-    /// Fresh state for one run.
+    /// Fresh state for one run. It costs nothing until the first failure (most runs
+    /// never retry): [`next`](Schedule::next) sizes it then.
     pub fn start(&self) -> ScheduleState {
         ScheduleState {
             attempt: 0,
-            switched: vec![None; self.and_then_nodes()],
+            switched: Vec::new(),
         }
     }
 
