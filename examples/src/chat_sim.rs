@@ -92,60 +92,98 @@ pub fn chat_program(
     move |_connection, fx| Box::pin(chat_session(fx, config.clone()))
 }
 
+/// The chat program, as the simulator spawns it for each connection.
+pub type ChatProgram = Box<
+    dyn FnMut(
+        u32,
+        effectful::Fx,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SessionEnd, effectful::EffectError>>>,
+    >,
+>;
+
+/// One seed's simulation, set up and not run yet: the users are in the database and
+/// every client's sessions are scripted.
+pub struct ChatSim {
+    sim: Simulation<Result<SessionEnd, effectful::EffectError>, ChatProgram>,
+    users: Vec<Uuid>,
+}
+
 /// Runs one seed and checks the invariants.
 pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
-    let chat = Rc::new(config.chat.clone());
-    let ttl = PROFILE_TTL_POLICY;
-    let sim_config = SimConfig {
-        seed: config.seed,
-        program_timeout: Some(config.program_timeout),
-        faults: config.faults.clone(),
-        record_trace: config.record_trace,
-    };
-    let mut sim = Simulation::new(sim_config, Vec::new(), chat_program(chat));
-    let mut rng = Rng::derive(config.seed, "chat_sim.scenario", 0);
-    let mut users = Vec::with_capacity(config.clients as usize);
-    for client in 0..config.clients {
-        let outcome = sim.services_mut().database.create_user(
-            format!("c{client}@chat.test"),
-            name(client, 0),
-            "fake$seed".into(),
-        );
-        let user_id = match outcome {
-            effectful::effect::CreateUserOutcome::Created(user) => user.id,
-            effectful::effect::CreateUserOutcome::EmailTaken { .. } => Uuid::nil(),
+    let mut chat = ChatSim::new(config);
+    let report = chat.run();
+    chat.check(report)
+}
+
+impl ChatSim {
+    /// Seeds the database with the clients' users and scripts their sessions.
+    pub fn new(config: &ChatSimConfig) -> ChatSim {
+        let chat = Rc::new(config.chat.clone());
+        let sim_config = SimConfig {
+            seed: config.seed,
+            program_timeout: Some(config.program_timeout),
+            faults: config.faults.clone(),
+            record_trace: config.record_trace,
         };
-        users.push(user_id);
-        for connection in sessions(&mut rng, client, user_id, config) {
-            sim.add_connection(connection);
+        let program: ChatProgram = Box::new(chat_program(chat));
+        let mut sim = Simulation::new(sim_config, Vec::new(), program);
+        let mut rng = Rng::derive(config.seed, "chat_sim.scenario", 0);
+        let mut users = Vec::with_capacity(config.clients as usize);
+        for client in 0..config.clients {
+            let outcome = sim.services_mut().database.create_user(
+                format!("c{client}@chat.test"),
+                name(client, 0),
+                "fake$seed".into(),
+            );
+            let user_id = match outcome {
+                effectful::effect::CreateUserOutcome::Created(user) => user.id,
+                effectful::effect::CreateUserOutcome::EmailTaken { .. } => Uuid::nil(),
+            };
+            users.push(user_id);
+            for connection in sessions(&mut rng, client, user_id, config) {
+                sim.add_connection(connection);
+            }
         }
+        ChatSim { sim, users }
     }
-    let report = sim.run();
-    let mut violations = Vec::new();
-    if report.unfinished > 0 {
-        violations.push(format!("{} programs never finished", report.unfinished));
+
+    /// Runs the simulation to its end.
+    pub fn run(&mut self) -> SimReport {
+        self.sim.run()
     }
-    if report.late > 0 {
-        violations.push(format!(
-            "{} programs finished after their deadline",
-            report.late
-        ));
-    }
-    for (index, result) in sim.results().iter().enumerate() {
-        if let Some(Err(e @ (ProgramError::ForeignAwait | ProgramError::Stalled))) = result {
-            violations.push(format!("connection {index}: program broke: {e}"));
+
+    /// Checks the invariants on what the run did.
+    pub fn check(self, report: SimReport) -> ChatRun {
+        let ChatSim { sim, users } = self;
+        let ttl = PROFILE_TTL_POLICY;
+        let mut violations = Vec::new();
+        if report.unfinished > 0 {
+            violations.push(format!("{} programs never finished", report.unfinished));
         }
-    }
-    let transcripts = sim.transcripts();
-    let stored = stored_messages(&users, sim.services(), &mut violations);
-    let acked = check_acknowledged(&transcripts, &users, &stored, &mut violations);
-    check_profiles(&transcripts, ttl, &mut violations);
-    check_inbox(&transcripts, &stored, &mut violations);
-    ChatRun {
-        report,
-        violations,
-        acked,
-        trace: sim.trace().to_vec(),
+        if report.late > 0 {
+            violations.push(format!(
+                "{} programs finished after their deadline",
+                report.late
+            ));
+        }
+        for (index, result) in sim.results().iter().enumerate() {
+            if let Some(Err(e @ (ProgramError::ForeignAwait | ProgramError::Stalled))) = result {
+                violations.push(format!("connection {index}: program broke: {e}"));
+            }
+        }
+        let transcripts = sim.transcripts();
+        let stored = stored_messages(&users, sim.services(), &mut violations);
+        let acked = check_acknowledged(&transcripts, &users, &stored, &mut violations);
+        let received = received_by_client(&transcripts);
+        check_profiles(&received, ttl, &mut violations);
+        check_inbox(&received, &stored, &mut violations);
+        ChatRun {
+            report,
+            violations,
+            acked,
+            trace: sim.trace().to_vec(),
+        }
     }
 }
 
@@ -177,7 +215,11 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
         for k in 0..actions {
             let think = sec(rng, 0, 20);
             let text = match rng.below(20) {
-                0..=9 => format!("say c{client}-s{session}-m{k} hello #{client}-{session}-{k}"),
+                0..=9 => {
+                    // The nonce makes the text unique too (the checks rely on that).
+                    let nonce = format!("c{client}-s{session}-m{k}");
+                    ["say ", &nonce, " hello from ", &nonce].concat()
+                }
                 10..=12 => "history".to_string(),
                 13..=14 => {
                     version += 1;
@@ -288,57 +330,8 @@ fn check_acknowledged(
     acked
 }
 
-/// Room deliveries are real messages, and a repeated delivery is marked as one:
-/// every `inbox` id is a stored message, and a client that sees an id again sees a
-/// redelivery count above zero.
-fn check_inbox(
-    transcripts: &[&Transcript],
-    stored: &HashMap<Uuid, ChatMessage>,
-    violations: &mut Vec<String>,
-) {
-    let mut seen: BTreeMap<u32, std::collections::HashSet<Uuid>> = BTreeMap::new();
-    let mut ordered: Vec<(Time, u32, &str)> = transcripts
-        .iter()
-        .flat_map(|t| {
-            t.received
-                .iter()
-                .map(move |(at, line)| (*at, t.client, line.as_str()))
-        })
-        .collect();
-    ordered.sort_by_key(|(at, client, _)| (*at, *client));
-    for (at, client, line) in ordered {
-        let Some(rest) = line.strip_prefix("inbox ") else {
-            continue;
-        };
-        if rest == "empty" {
-            continue;
-        }
-        let parsed = rest
-            .split_once(' ')
-            .and_then(|(id, count)| Some((Uuid::parse_str(id).ok()?, count.parse::<u32>().ok()?)));
-        let Some((id, redeliveries)) = parsed else {
-            violations.push(format!(
-                "client {client}: malformed inbox line {line:?} at {at}"
-            ));
-            continue;
-        };
-        if !stored.contains_key(&id) {
-            violations.push(format!(
-                "client {client}: inbox delivered {id}, which was never stored"
-            ));
-        }
-        if !seen.entry(client).or_default().insert(id) && redeliveries == 0 {
-            violations.push(format!(
-                "client {client}: {id} delivered again at {at} without a redelivery mark"
-            ));
-        }
-    }
-}
-
-/// No profile is served from the cache past its TTL after an update: once a rename to
-/// version `v` is acknowledged at `t`, an older name may be served only until
-/// `t + TTL`, and a name read fresh from the database is never older.
-fn check_profiles(transcripts: &[&Transcript], ttl: Duration, violations: &mut Vec<String>) {
+/// Every line each client received, in the order it received them.
+fn received_by_client<'a>(transcripts: &[&'a Transcript]) -> BTreeMap<u32, Vec<(Time, &'a str)>> {
     let mut by_client: BTreeMap<u32, Vec<(Time, &str)>> = BTreeMap::new();
     for t in transcripts {
         by_client
@@ -346,11 +339,66 @@ fn check_profiles(transcripts: &[&Transcript], ttl: Duration, violations: &mut V
             .or_default()
             .extend(t.received.iter().map(|(at, line)| (*at, line.as_str())));
     }
-    for (client, mut lines) in by_client {
+    // A client's sessions follow one another, so its lines are in order already
+    // (the sort only checks that); a stable sort keeps same-time lines as received.
+    for lines in by_client.values_mut() {
         lines.sort_by_key(|(at, _)| *at);
+    }
+    by_client
+}
+
+/// Room deliveries are real messages, and a repeated delivery is marked as one:
+/// every `inbox` id is a stored message, and a client that sees an id again sees a
+/// redelivery count above zero.
+fn check_inbox(
+    received: &BTreeMap<u32, Vec<(Time, &str)>>,
+    stored: &HashMap<Uuid, ChatMessage>,
+    violations: &mut Vec<String>,
+) {
+    for (&client, lines) in received {
+        let mut seen = std::collections::HashSet::new();
+        for &(at, line) in lines {
+            let Some(rest) = line.strip_prefix("inbox ") else {
+                continue;
+            };
+            if rest == "empty" {
+                continue;
+            }
+            let parsed = rest.split_once(' ').and_then(|(id, count)| {
+                Some((Uuid::parse_str(id).ok()?, count.parse::<u32>().ok()?))
+            });
+            let Some((id, redeliveries)) = parsed else {
+                violations.push(format!(
+                    "client {client}: malformed inbox line {line:?} at {at}"
+                ));
+                continue;
+            };
+            if !stored.contains_key(&id) {
+                violations.push(format!(
+                    "client {client}: inbox delivered {id}, which was never stored"
+                ));
+            }
+            if !seen.insert(id) && redeliveries == 0 {
+                violations.push(format!(
+                    "client {client}: {id} delivered again at {at} without a redelivery mark"
+                ));
+            }
+        }
+    }
+}
+
+/// No profile is served from the cache past its TTL after an update: once a rename to
+/// version `v` is acknowledged at `t`, an older name may be served only until
+/// `t + TTL`, and a name read fresh from the database is never older.
+fn check_profiles(
+    received: &BTreeMap<u32, Vec<(Time, &str)>>,
+    ttl: Duration,
+    violations: &mut Vec<String>,
+) {
+    for (&client, lines) in received {
         // (version, when its rename was acknowledged)
         let mut renames: Vec<(u32, Time)> = Vec::new();
-        for (at, line) in lines {
+        for &(at, line) in lines {
             if let Some(new) = line.strip_prefix("renamed ") {
                 if let Some(v) = version_of(new) {
                     renames.push((v, at));
