@@ -187,15 +187,17 @@ impl Session<'_> {
         Ok(SessionEnd::Rejected)
     }
 
-    /// Performs an effect with a per-attempt timeout and the configured retries.
-    async fn reliably<E: Effect<effectful::Std> + Clone>(
+    /// Performs the effect `attempt` makes, with a per-attempt timeout and the
+    /// configured retries (each attempt makes its own request: nothing is copied for
+    /// retries that never happen).
+    async fn reliably<E: Effect<effectful::Std>>(
         &self,
-        effect: E,
+        attempt: impl Fn() -> E,
     ) -> Result<E::Output, EffectError> {
         let timeout = self.config.effect_timeout;
         self.fx
             .retry_with(&self.config.retry, || {
-                self.fx.perform_timeout(effect.clone(), timeout)
+                self.fx.perform_timeout(attempt(), timeout)
             })
             .await
     }
@@ -203,10 +205,10 @@ impl Session<'_> {
     async fn say(&self, user_id: Uuid, rest: &str) -> Result<String, EffectError> {
         let (nonce, text) = rest.split_once(' ').unwrap_or((rest, ""));
         let message_id = match self.config.idempotent_saves {
-            true => Some(self.reliably(GenerateUuid {}).await?),
+            true => Some(self.reliably(|| GenerateUuid {}).await?),
             false => None,
         };
-        let save = SaveChatMessage {
+        let save = || SaveChatMessage {
             user_id,
             text: text.to_string(),
             message_id,
@@ -219,11 +221,11 @@ impl Session<'_> {
         // Fan-out and metrics are best effort: the message is stored and will be
         // acknowledged. The message id is the deduplication key, so a publish retried
         // after a lost answer reaches the room once.
-        let publish = PublishMessage {
+        let publish = || PublishMessage {
             topic: self.config.topic.clone(),
             payload: stored.id.as_bytes().to_vec(),
             properties: Default::default(),
-            dedup_key: self.config.dedup_publishes.then(|| stored.id.to_string()),
+            dedup_key: self.config.dedup_publishes.then(|| id_text(stored.id)),
         };
         let _ = self.reliably(publish).await;
         let _ = self
@@ -234,14 +236,16 @@ impl Session<'_> {
                 value: 1.0,
             })
             .await;
-        Ok(format!("ack {nonce} {}", stored.id))
+        let mut reply = format!("ack {nonce} ");
+        push_id(&mut reply, stored.id);
+        Ok(reply)
     }
 
     /// The next room message for this user, acknowledged once read.
     async fn inbox(&self, user_id: Uuid) -> Result<String, EffectError> {
         let subscription = format!("{}/user-{user_id}", self.config.topic);
-        let consume = ConsumeMessage {
-            subscription,
+        let consume = || ConsumeMessage {
+            subscription: subscription.clone(),
             timeout_ms: 100,
         };
         let envelope = match self.reliably(consume).await {
@@ -259,16 +263,23 @@ impl Session<'_> {
             })
             .await;
         let id = Uuid::from_slice(&envelope.payload)
-            .map(|id| id.to_string())
+            .map(id_text)
             .unwrap_or_else(|_| "malformed".into());
         Ok(format!("inbox {id} {}", envelope.redelivery_count))
     }
 
     async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {
-        match self.reliably(ListMessagesForUser { user_id }).await {
+        match self.reliably(|| ListMessagesForUser { user_id }).await {
             Ok(messages) => {
-                let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
-                Ok(format!("history {} {}", ids.len(), ids.join(",")))
+                let mut reply = format!("history {} ", messages.len());
+                reply.reserve(messages.len() * 37);
+                for (i, m) in messages.iter().enumerate() {
+                    if i > 0 {
+                        reply.push(',');
+                    }
+                    push_id(&mut reply, m.id);
+                }
+                Ok(reply)
             }
             Err(e) if is_transient(&e) => Ok("error history unavailable".into()),
             Err(e) => Err(e),
@@ -276,7 +287,7 @@ impl Session<'_> {
     }
 
     async fn rename(&self, user_id: Uuid, name: &str) -> Result<String, EffectError> {
-        let update = UpdateUser {
+        let update = || UpdateUser {
             user_id,
             email: None,
             name: Some(name.to_string()),
@@ -285,7 +296,7 @@ impl Session<'_> {
             Ok(UserLookup::Found(user)) => {
                 // Invalidate; if even the retries fail, the stale entry dies with its TTL.
                 if self.config.invalidate_on_rename {
-                    let _ = self.reliably(DeleteCachedProfile { user_id }).await;
+                    let _ = self.reliably(|| DeleteCachedProfile { user_id }).await;
                 }
                 Ok(format!("renamed {}", user.name))
             }
@@ -298,28 +309,39 @@ impl Session<'_> {
     /// The user's name, from the cache if it has it (`true`), else from the database.
     async fn profile(&self, user_id: Uuid) -> Result<Option<(String, bool)>, EffectError> {
         if let Ok(CacheLookup::Hit { value, .. }) =
-            self.reliably(GetCachedProfile { user_id }).await
+            self.reliably(|| GetCachedProfile { user_id }).await
         {
             return Ok(Some((value.name, true)));
         }
-        let user = match self.reliably(GetUserById { user_id }).await {
+        let user = match self.reliably(|| GetUserById { user_id }).await {
             Ok(UserLookup::Found(user)) => user,
             Ok(UserLookup::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let profile = ProfileData {
+        let put = || PutCachedProfile {
             user_id,
-            name: user.name.clone(),
-            email: user.email.clone(),
-        };
-        let put = PutCachedProfile {
-            user_id,
-            profile,
+            profile: ProfileData {
+                user_id,
+                name: user.name.clone(),
+                email: user.email.clone(),
+            },
             ttl_seconds: self.config.profile_ttl_seconds,
         };
         let _ = self.reliably(put).await;
         Ok(Some((user.name, false)))
     }
+}
+
+/// Appends `id` in its hyphenated form (without the formatting machinery: history
+/// replies carry many).
+fn push_id(out: &mut String, id: Uuid) {
+    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+}
+
+fn id_text(id: Uuid) -> String {
+    let mut text = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);
+    push_id(&mut text, id);
+    text
 }
 
 /// A closed WebSocket ends the session normally; anything else is an error.
