@@ -15,10 +15,39 @@ use effectful::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
 struct Entry {
     /// The key, shared with the LRU order and the expiry index (no copy per use).
     key: Arc<str>,
-    value: Vec<u8>,
+    value: Value,
     expires_at: Option<Time>,
     /// The entry's position in the LRU order (the key of `FakeCache::lru`).
     used: u64,
+}
+
+/// What a key holds.
+#[derive(Clone, Debug)]
+enum Value {
+    /// Bytes, as `PutCachedValue` wrote them.
+    Bytes(Vec<u8>),
+    /// A profile, as `PutCachedProfile` wrote it. Redis would hold its JSON; the
+    /// fake makes the JSON only when a value effect reads it.
+    Profile(ProfileData),
+}
+
+impl Value {
+    /// The bytes Redis holds.
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Value::Bytes(bytes) => bytes.clone(),
+            // Cannot fail: a profile is strings and a UUID.
+            Value::Profile(profile) => serde_json::to_vec(profile).unwrap_or_default(),
+        }
+    }
+
+    /// The profile these bytes are, if they are one.
+    fn to_profile(&self) -> Result<ProfileData, serde_json::Error> {
+        match self {
+            Value::Bytes(bytes) => serde_json::from_slice(bytes),
+            Value::Profile(profile) => Ok(profile.clone()),
+        }
+    }
 }
 
 impl Entry {
@@ -84,19 +113,17 @@ impl FakeCache {
                 CacheResponse::GetCachedProfile(self.get_profile(now, r.user_id)?)
             }
             CacheRequest::PutCachedProfile(r) => {
-                let value = serde_json::to_vec(&r.profile).map_err(|e| {
-                    EffectError::new(
-                        <PutCachedProfile as Effect<Std>>::NAME,
-                        ErrorKind::Protocol,
-                        format!("could not encode the profile as JSON: {e}"),
-                    )
-                })?;
+                let PutCachedProfile {
+                    user_id,
+                    profile,
+                    ttl_seconds,
+                } = *r;
                 self.put(
                     now,
                     <PutCachedProfile as Effect<Std>>::NAME,
-                    profile_key(r.user_id),
-                    value,
-                    Some(r.ttl_seconds),
+                    profile_key(user_id),
+                    Value::Profile(profile),
+                    Some(ttl_seconds),
                 )?;
                 CacheResponse::PutCachedProfile(())
             }
@@ -106,13 +133,15 @@ impl FakeCache {
             CacheRequest::InvalidateCache(r) => {
                 CacheResponse::InvalidateCache(self.delete(now, &r.key))
             }
-            CacheRequest::GetCachedValue(r) => CacheResponse::GetCachedValue(self.get(now, r.key)),
+            CacheRequest::GetCachedValue(r) => {
+                CacheResponse::GetCachedValue(self.get(now, r.key, Value::to_bytes))
+            }
             CacheRequest::PutCachedValue(r) => {
                 self.put(
                     now,
                     <PutCachedValue as Effect<Std>>::NAME,
                     r.key,
-                    r.value,
+                    Value::Bytes(r.value),
                     r.ttl_seconds,
                 )?;
                 CacheResponse::PutCachedValue(())
@@ -120,13 +149,13 @@ impl FakeCache {
         })
     }
 
-    /// The value under `key` if it is live at `now`, without counting as a use and
-    /// without forgetting an expired key.
-    pub fn peek(&self, now: Time, key: &str) -> Option<&[u8]> {
+    /// The bytes under `key` if it is live at `now` (a profile as its JSON), without
+    /// counting as a use and without forgetting an expired key.
+    pub fn peek(&self, now: Time, key: &str) -> Option<Vec<u8>> {
         self.entries
             .get(key)
             .filter(|e| !e.is_expired(now))
-            .map(|e| e.value.as_slice())
+            .map(|e| e.value.to_bytes())
     }
 
     /// The time to live left for a live `key`: `None` if it is not live,
@@ -143,8 +172,9 @@ impl FakeCache {
         self.evictions
     }
 
-    /// Reads `key` like `GET`: a hit counts as a use for the LRU order.
-    fn get(&mut self, now: Time, key: String) -> CacheLookup<Vec<u8>> {
+    /// Reads `key` like `GET`, the value as `read` makes it: a hit counts as a use
+    /// for the LRU order.
+    fn get<T>(&mut self, now: Time, key: String, read: impl FnOnce(&Value) -> T) -> CacheLookup<T> {
         let Some(entry) = self.entries.get(key.as_str()) else {
             let reason = self.dropped.remove(&key).unwrap_or(MissReason::NotFound);
             return CacheLookup::Miss { key, reason };
@@ -157,7 +187,7 @@ impl FakeCache {
             };
         }
         let ttl_remaining = entry.expires_at.map(|at| ceil_secs(at - now));
-        let value = entry.value.clone();
+        let value = read(&entry.value);
         self.touch(&key);
         CacheLookup::Hit {
             value,
@@ -170,12 +200,12 @@ impl FakeCache {
         now: Time,
         user_id: uuid::Uuid,
     ) -> Result<CacheLookup<ProfileData>, EffectError> {
-        match self.get(now, profile_key(user_id)) {
+        match self.get(now, profile_key(user_id), Value::to_profile) {
             CacheLookup::Miss { key, reason } => Ok(CacheLookup::Miss { key, reason }),
             CacheLookup::Hit {
                 value,
                 ttl_remaining,
-            } => match serde_json::from_slice::<ProfileData>(&value) {
+            } => match value {
                 Ok(value) => Ok(CacheLookup::Hit {
                     value,
                     ttl_remaining,
@@ -197,7 +227,7 @@ impl FakeCache {
         now: Time,
         effect: &'static str,
         key: String,
-        value: Vec<u8>,
+        value: Value,
         ttl_seconds: Option<u64>,
     ) -> Result<(), EffectError> {
         if ttl_seconds == Some(0) {
@@ -580,7 +610,7 @@ mod tests {
             .peek(Time::ZERO, &profile_key(user_id))
             .expect("stored under profile:{id}");
         assert_eq!(
-            serde_json::from_slice::<ProfileData>(raw).expect("json"),
+            serde_json::from_slice::<ProfileData>(&raw).expect("json"),
             profile(user_id)
         );
         assert_eq!(

@@ -7,6 +7,7 @@ use effectful::effect::{
     NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
 };
 use effectful::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
@@ -45,9 +46,11 @@ pub struct FakeDatabase {
     users: BTreeMap<Uuid, UserRow>,
     by_email: BTreeMap<String, Uuid>,
     deleted: BTreeSet<Uuid>,
-    messages: BTreeMap<Uuid, Vec<ChatMessage>>,
+    /// Each user's messages (looked up by user, never listed across users: the hash
+    /// order never shows).
+    messages: FxHashMap<Uuid, Vec<ChatMessage>>,
     /// Every stored message id and its author (the primary key of `chat_messages`).
-    message_ids: BTreeMap<Uuid, Uuid>,
+    message_ids: FxHashMap<Uuid, Uuid>,
 }
 
 impl FakeDatabase {
@@ -59,8 +62,8 @@ impl FakeDatabase {
             users: BTreeMap::new(),
             by_email: BTreeMap::new(),
             deleted: BTreeSet::new(),
-            messages: BTreeMap::new(),
-            message_ids: BTreeMap::new(),
+            messages: FxHashMap::default(),
+            message_ids: FxHashMap::default(),
         }
     }
 
