@@ -2,7 +2,7 @@
 //! deadlines, in one queue. The outside sees only the earliest deadline.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use crate::engine::id::{EffectId, ProgramId};
 use crate::time::Time;
@@ -16,33 +16,179 @@ pub(crate) enum TimerTarget {
     Deadline(ProgramId),
 }
 
+/// How many first-in first-out lanes the queue keeps beside its heap.
+const LANES: usize = 4;
+
 /// A min-queue of timers, earliest first; ties fire in the order they were armed.
+///
+/// Most timers are armed a fixed time from now (a timeout per attempt, a deadline per
+/// program), and now never goes back, so they come in time order. A timer no earlier
+/// than the last one of a lane joins that lane in O(1) (the lane whose last timer is
+/// the latest such one); any other timer goes to a binary heap. The earliest timer
+/// is the earliest of the lanes' first timers and the heap's top, kept at hand.
 ///
 /// Timers whose program or effect is gone stay in the queue until they reach the head
 /// and are discarded there (lazy deletion keeps cancellation O(1)).
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Time, u64, TimerTarget)>>,
+    lanes: [VecDeque<Timer>; LANES],
+    heap: BinaryHeap<Reverse<Timer>>,
+    /// The earliest timer and where it is.
+    head: Option<(Timer, Place)>,
     armed: u64,
+}
+
+/// One armed timer: ordered by time, then by the order it was armed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Time,
+    armed: u64,
+    target: TimerTarget,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Lane(usize),
+    Heap,
 }
 
 impl TimerQueue {
     pub(crate) fn push(&mut self, at: Time, target: TimerTarget) {
         self.armed += 1;
-        self.heap.push(Reverse((at, self.armed, target)));
+        let timer = Timer {
+            at,
+            armed: self.armed,
+            target,
+        };
+        let mut fit: Option<(usize, Time)> = None;
+        let mut empty = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            match lane.back() {
+                // `armed` only grows: a timer at the same time as a lane's last comes
+                // after it.
+                Some(last) if last.at <= at && fit.is_none_or(|(_, best)| last.at > best) => {
+                    fit = Some((i, last.at));
+                }
+                None if empty.is_none() => empty = Some(i),
+                _ => {}
+            }
+        }
+        let place = match fit.map(|(i, _)| i).or(empty) {
+            Some(i) => {
+                self.lanes[i].push_back(timer);
+                Place::Lane(i)
+            }
+            None => {
+                self.heap.push(Reverse(timer));
+                Place::Heap
+            }
+        };
+        if self.head.is_none_or(|(head, _)| timer < head) {
+            self.head = Some((timer, place));
+        }
     }
 
     pub(crate) fn peek(&self) -> Option<(Time, TimerTarget)> {
-        self.heap
-            .peek()
-            .map(|Reverse((at, _, target))| (*at, *target))
+        self.head.map(|(timer, _)| (timer.at, timer.target))
     }
 
     pub(crate) fn pop(&mut self) -> Option<(Time, TimerTarget)> {
-        self.heap.pop().map(|Reverse((at, _, target))| (at, target))
+        let (timer, place) = self.head?;
+        match place {
+            Place::Lane(i) => {
+                self.lanes[i].pop_front();
+            }
+            Place::Heap => {
+                self.heap.pop();
+            }
+        }
+        self.head = self.find_head();
+        Some((timer.at, timer.target))
+    }
+
+    fn find_head(&self) -> Option<(Timer, Place)> {
+        let mut head = self.heap.peek().map(|Reverse(timer)| (*timer, Place::Heap));
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(&timer) = lane.front() {
+                if head.is_none_or(|(best, _)| timer < best) {
+                    head = Some((timer, Place::Lane(i)));
+                }
+            }
+        }
+        head
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn target(n: u32) -> TimerTarget {
+        TimerTarget::Deadline(ProgramId {
+            index: n,
+            generation: 0,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the order of pushes and pops, timers come out by time, and ties in
+        /// the order they were armed: as a stable sort of them would give them.
+        #[test]
+        fn pops_in_time_then_arming_order(
+            ops in prop::collection::vec(prop_oneof![
+                3 => (0u64..60).prop_map(Some),
+                1 => Just(None),
+            ], 0..300),
+            drift in 0u64..5,
+        ) {
+            let mut queue = TimerQueue::default();
+            let mut reference: Vec<(u64, u32)> = Vec::new();
+            let mut now = 0;
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Some(offset) => {
+                        // Mostly a fixed delay from a clock that moves on, some anywhere.
+                        now += drift;
+                        let at = if offset % 3 == 0 { now + 20 } else { offset };
+                        queue.push(Time::from_nanos(at), target(n as u32));
+                        reference.push((at, n as u32));
+                    }
+                    None => {
+                        reference.sort_by_key(|(at, _)| *at);
+                        let expected = (!reference.is_empty()).then(|| reference.remove(0));
+                        let expected = expected.map(|(at, n)| (Time::from_nanos(at), target(n)));
+                        prop_assert_eq!(queue.peek(), expected);
+                        prop_assert_eq!(queue.pop(), expected);
+                    }
+                }
+                prop_assert_eq!(queue.len(), reference.len());
+            }
+            reference.sort_by_key(|(at, _)| *at);
+            for (at, n) in reference {
+                prop_assert_eq!(queue.pop(), Some((Time::from_nanos(at), target(n))));
+            }
+            prop_assert_eq!(queue.pop(), None);
+            prop_assert_eq!(queue.peek(), None);
+        }
+    }
+
+    #[test]
+    fn timers_armed_in_time_order_never_reach_the_heap() {
+        let mut queue = TimerQueue::default();
+        for i in 0..100 {
+            queue.push(Time::from_nanos(i * 10 + 2_000), target(0));
+            queue.push(Time::from_nanos(i * 10 + 300_000), target(1));
+        }
+        assert!(queue.heap.is_empty());
+        assert_eq!(queue.len(), 200);
+        assert_eq!(queue.pop(), Some((Time::from_nanos(2_000), target(0))));
+        assert_eq!(queue.peek(), Some((Time::from_nanos(2_010), target(0))));
     }
 }
