@@ -114,18 +114,19 @@ impl<F: Family> Fx<F> {
     }
 
     /// Performs one effect with a time limit; running out is a retryable
-    /// [`EffectError`] of kind `Timeout`.
-    pub async fn perform_timeout<E: Effect<F>>(
+    /// [`EffectError`] of kind `Timeout`, and the effect is cancelled.
+    ///
+    /// The same as [`timeout`](Fx::timeout) around [`perform`](Fx::perform), in one
+    /// future: the effect and its timer are armed together and checked together.
+    pub fn perform_timeout<E: Effect<F>>(
         &self,
         effect: E,
         d: Duration,
-    ) -> Result<E::Output, EffectError> {
-        match self.timeout(d, self.perform(effect)).await {
-            Ok(result) => result,
-            Err(Elapsed) => Err(EffectError::timeout(
-                E::NAME,
-                format!("no answer within {d:?}"),
-            )),
+    ) -> PerformTimeout<'_, E, F> {
+        PerformTimeout {
+            fx: self,
+            limit: d,
+            state: PerformTimeoutState::Ready(effect),
         }
     }
 
@@ -250,6 +251,83 @@ impl<E: Effect<F>, F: Family> Drop for Perform<'_, E, F> {
             // cancels every outstanding effect itself.
             if let Ok(mut mailbox) = self.fx.mailbox.try_borrow_mut() {
                 mailbox.cancel(id);
+            }
+        }
+    }
+}
+
+enum PerformTimeoutState<E> {
+    Ready(E),
+    Waiting { effect: EffectId, timer: EffectId },
+    Done,
+}
+
+/// The future of [`Fx::perform_timeout`].
+#[must_use = "an effect does nothing until awaited"]
+pub struct PerformTimeout<'a, E: Effect<F>, F: Family = Std> {
+    fx: &'a Fx<F>,
+    limit: Duration,
+    state: PerformTimeoutState<E>,
+}
+
+// The effect value is moved out by value, never pinned.
+impl<E: Effect<F>, F: Family> Unpin for PerformTimeout<'_, E, F> {}
+
+impl<E: Effect<F>, F: Family> PerformTimeout<'_, E, F> {
+    fn elapsed(&self) -> EffectError {
+        EffectError::timeout(E::NAME, format!("no answer within {:?}", self.limit))
+    }
+}
+
+impl<E: Effect<F>, F: Family> Future for PerformTimeout<'_, E, F> {
+    type Output = Result<E::Output, EffectError>;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut mailbox = this.fx.mailbox.borrow_mut();
+        match std::mem::replace(&mut this.state, PerformTimeoutState::Done) {
+            PerformTimeoutState::Ready(effect) => {
+                let effect = mailbox.request(effect.into_request());
+                let at = mailbox.now + this.limit;
+                if at <= mailbox.now {
+                    // No time at all: asked, and given up at once.
+                    mailbox.cancel(effect);
+                    drop(mailbox);
+                    return Poll::Ready(Err(this.elapsed()));
+                }
+                let timer = mailbox.timer(at);
+                this.state = PerformTimeoutState::Waiting { effect, timer };
+                Fx::mark_waiting(&mut mailbox);
+                Poll::Pending
+            }
+            PerformTimeoutState::Waiting { effect, timer } => {
+                // The answer wins a tie with the timer, as in `timeout`.
+                if let Some(completion) = mailbox.take(effect) {
+                    mailbox.cancel(timer);
+                    return Poll::Ready(decode_completion::<E, F>(completion));
+                }
+                if mailbox.take(timer).is_some() {
+                    mailbox.cancel(effect);
+                    drop(mailbox);
+                    return Poll::Ready(Err(this.elapsed()));
+                }
+                this.state = PerformTimeoutState::Waiting { effect, timer };
+                Fx::mark_waiting(&mut mailbox);
+                Poll::Pending
+            }
+            PerformTimeoutState::Done => panic!("effect future polled after it completed"),
+        }
+    }
+}
+
+impl<E: Effect<F>, F: Family> Drop for PerformTimeout<'_, E, F> {
+    fn drop(&mut self) {
+        if let PerformTimeoutState::Waiting { effect, timer } = self.state {
+            // If the engine holds the mailbox (it is tearing the program down), it
+            // cancels every outstanding effect itself.
+            if let Ok(mut mailbox) = self.fx.mailbox.try_borrow_mut() {
+                mailbox.cancel(effect);
+                mailbox.cancel(timer);
             }
         }
     }

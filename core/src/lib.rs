@@ -56,7 +56,7 @@ pub use combinator::{Either, join, join_all, race, race_all};
 pub use effect::{Effect, EmbedStd, Family, Std, decode};
 pub use engine::{Delivery, EffectId, Engine, EngineConfig, Output, ProgramId};
 pub use error::{EffectError, ErrorKind, ProgramError};
-pub use fx::{Elapsed, Fx, Perform, PerformAll, Sleep};
+pub use fx::{Elapsed, Fx, Perform, PerformAll, PerformTimeout, Sleep};
 pub use program::{Cx, Event, Program};
 pub use rng::Rng;
 pub use run::{Handler, run_async, run_program};
