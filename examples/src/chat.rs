@@ -236,7 +236,10 @@ impl Session<'_> {
                 value: 1.0,
             })
             .await;
-        let mut reply = format!("ack {nonce} ");
+        let mut reply = String::with_capacity(5 + nonce.len() + uuid::fmt::Hyphenated::LENGTH);
+        reply.push_str("ack ");
+        reply.push_str(nonce);
+        reply.push(' ');
         push_id(&mut reply, stored.id);
         Ok(reply)
     }

@@ -157,7 +157,7 @@ fn a_client_that_vanishes_ends_a_waiting_receive_with_close_code_1006() {
     assert_eq!(t.state, ConnectionState::Vanished);
     assert_eq!(texts(&t.received), ["hello"]);
     // The program ends the moment the client vanishes: 2 s + 1 s + 3 s.
-    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(6)));
+    assert_eq!(t.finished, Some(Time::from_secs(6)));
     assert_eq!(report.unfinished, 0);
 }
 
@@ -177,7 +177,7 @@ fn a_client_close_ends_a_waiting_receive_with_close_code_1000() {
         "{error}"
     );
     assert_eq!(t.state, ConnectionState::ClosedByClient);
-    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(3)));
+    assert_eq!(t.finished, Some(Time::from_secs(3)));
 }
 
 /// Reads client messages, spending 100 ms in the database after each; returns what it
@@ -218,7 +218,7 @@ fn messages_a_client_sent_before_it_closed_or_vanished_reach_a_busy_program_firs
         assert_eq!(received, ["first", "second"], "{end:?}");
         assert_eq!(closed_with, Some(code), "{end:?}");
         // The close is seen once the buffered message is handled: 1 s + 2 × 100 ms.
-        let finished = sim.transcripts()[0].finished.as_ref().map(|f| f.0);
+        let finished = sim.transcripts()[0].finished;
         assert_eq!(finished, Some(Time::from_millis(1_200)), "{end:?}");
     }
 }
@@ -291,7 +291,7 @@ fn a_lingering_client_leaves_the_program_waiting_until_its_deadline() {
     // it with the seed tutorial's timeout code.
     assert_eq!(t.state, ConnectionState::ClosedByServer(1008));
     assert_eq!(texts(&t.received), ["hello"]);
-    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(65)));
+    assert_eq!(t.finished, Some(Time::from_secs(65)));
     assert_eq!((report.late, report.unfinished), (0, 0), "{report}");
     assert_eq!(report.programs, 1);
     assert_eq!(report.simulated, Duration::from_secs(65));
@@ -366,7 +366,7 @@ fn a_program_that_returns_with_its_connection_open_closes_it_with_1000_and_hears
     );
     let t = &sim.transcripts()[0];
     assert_eq!(t.state, ConnectionState::ClosedByServer(1000));
-    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(1)));
+    assert_eq!(t.finished, Some(Time::from_secs(1)));
     assert_eq!(texts(&t.sent), ["one"], "later messages are not sent");
     assert_eq!(server_close_in_trace(sim.trace()), [1000]);
 }
@@ -639,7 +639,7 @@ fn a_websocket_drop_rate_of_one_vanishes_the_client_right_after_its_first_messag
     assert_eq!(close_code(&error), Some(1006), "{error}");
     assert_eq!(texts(&t.sent), ["first"]);
     assert_eq!(t.state, ConnectionState::Vanished);
-    assert_eq!(t.finished.as_ref().map(|f| f.0), Some(Time::from_secs(1)));
+    assert_eq!(t.finished, Some(Time::from_secs(1)));
     assert_eq!(report.faults, 1);
 }
 

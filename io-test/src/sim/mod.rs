@@ -170,8 +170,8 @@ pub struct Transcript {
     pub received: Vec<(Time, String)>,
     /// The connection's state at the end.
     pub state: ConnectionState,
-    /// When the program ended and how (`Debug` text of its result).
-    pub finished: Option<(Time, String)>,
+    /// When the program ended (how it ended: [`Simulation::results`]).
+    pub finished: Option<Time>,
 }
 
 /// What a run did.
@@ -741,7 +741,7 @@ where
         if conn.deadline.is_some_and(|d| now > d) {
             self.report.late += 1;
         }
-        conn.transcript.finished = Some((now, format!("{result:?}")));
+        conn.transcript.finished = Some(now);
         conn.waiting = None;
         // The program is gone, so the server closes its connection: 1000 if it
         // returned (whatever it returned), 1008 past its deadline (the seed tutorial's
