@@ -348,8 +348,9 @@ where
                 client: script.client,
                 connected_at: script.connect_at,
                 program: None,
-                sent: Vec::new(),
-                received: Vec::new(),
+                // Sized for the script, and for an answer to each line.
+                sent: Vec::with_capacity(script.messages.len()),
+                received: Vec::with_capacity(script.messages.len() + 1),
                 state: ConnectionState::Waiting,
                 finished: None,
             },
