@@ -123,7 +123,7 @@ impl Session<'_> {
         let Some(name) = self.profile(user_id).await?.map(|(name, _)| name) else {
             return self.reject("unknown user").await;
         };
-        if let Err(e) = self.send(format!("welcome {name}")).await {
+        if let Err(e) = self.send(["welcome ", &name].concat()).await {
             return closed(e);
         }
         loop {
@@ -138,7 +138,8 @@ impl Session<'_> {
                 "rename" => self.rename(user_id, rest).await?,
                 "profile" => match self.profile(user_id).await? {
                     Some((name, cached)) => {
-                        format!("profile {name} {}", if cached { "cached" } else { "fresh" })
+                        let how = if cached { "cached" } else { "fresh" };
+                        ["profile ", &name, " ", how].concat()
                     }
                     None => "error unknown user".into(),
                 },
@@ -177,7 +178,7 @@ impl Session<'_> {
     }
 
     async fn reject(&self, why: &str) -> Result<SessionEnd, EffectError> {
-        let _ = self.send(format!("error {why}")).await;
+        let _ = self.send(["error ", why].concat()).await;
         let _ = self
             .fx
             .perform(Close {
@@ -215,7 +216,7 @@ impl Session<'_> {
         };
         let stored = match self.reliably(save).await {
             Ok(stored) => stored,
-            Err(e) if is_transient(&e) => return Ok(format!("nack {nonce}")),
+            Err(e) if is_transient(&e) => return Ok(["nack ", nonce].concat()),
             Err(e) => return Err(e),
         };
         // Fan-out and metrics are best effort: the message is stored and will be
@@ -246,7 +247,8 @@ impl Session<'_> {
 
     /// The next room message for this user, acknowledged once read.
     async fn inbox(&self, user_id: Uuid) -> Result<String, EffectError> {
-        let subscription = format!("{}/user-{user_id}", self.config.topic);
+        let mut subscription = [&self.config.topic, "/user-"].concat();
+        push_id(&mut subscription, user_id);
         let consume = || ConsumeMessage {
             subscription: subscription.clone(),
             timeout_ms: 100,
@@ -301,7 +303,7 @@ impl Session<'_> {
                 if self.config.invalidate_on_rename {
                     let _ = self.reliably(|| DeleteCachedProfile { user_id }).await;
                 }
-                Ok(format!("renamed {}", user.name))
+                Ok(["renamed ", &user.name].concat())
             }
             Ok(UserLookup::NotFound { .. }) => Ok("error unknown user".into()),
             Err(e) if is_transient(&e) => Ok("error rename".into()),
