@@ -410,6 +410,13 @@ impl<O: 'static, F: Family> Engine<O, F> {
         None
     }
 
+    /// The earliest armed timer, live or not, without checking: never later than
+    /// what [`poll_timeout`](Self::poll_timeout) answers. A driver that has other
+    /// work due before it need not ask `poll_timeout` yet.
+    pub fn timer_bound(&self) -> Option<Time> {
+        self.timers.peek().map(|(at, _)| at)
+    }
+
     /// Armed timers, including ones not yet discarded after their program moved on.
     pub fn timers_armed(&self) -> usize {
         self.timers.len()

@@ -399,9 +399,15 @@ where
     pub fn run(&mut self) -> SimReport {
         loop {
             let next_event = self.next_event().map(|(key, _)| key.at());
-            let next_timer = match self.next_timer {
-                Some(next) => next,
-                None => *self.next_timer.insert(self.engine.poll_timeout()),
+            // Only a timer that may come before the next event is worth checking for
+            // liveness: the earliest armed one bounds the earliest live one from below.
+            let next_timer = match (self.engine.timer_bound(), next_event) {
+                (None, _) => None,
+                (Some(bound), Some(event)) if bound > event => None,
+                _ => match self.next_timer {
+                    Some(next) => next,
+                    None => *self.next_timer.insert(self.engine.poll_timeout()),
+                },
             };
             match (next_event, next_timer) {
                 (None, None) => break,
