@@ -199,9 +199,29 @@ fn an_answer_before_the_timeout_disarms_its_timer() {
             .map(|t| t.unix_micros() as u64)
     });
     let id = requests(&drain(&mut engine))[0];
+    assert_eq!(engine.timer_bound(), Some(Time::from_millis(50)));
     let _ = engine.handle_response(Time::from_millis(10), id, Ok(now_response(4)));
     assert_eq!(finished(&drain(&mut engine)), vec![Ok(Ok(4))]);
+    // The disarmed timer still bounds the next one from below until it is pruned.
+    assert_eq!(engine.timer_bound(), Some(Time::from_millis(50)));
     assert_eq!(engine.poll_timeout(), None);
+    assert_eq!(engine.timer_bound(), None);
+}
+
+#[test]
+fn a_zero_timeout_asks_then_gives_up_at_once() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        fx.perform_timeout(GetCurrentTime {}, Duration::ZERO)
+            .await
+            .map(|t| t.unix_micros() as u64)
+    });
+    let out = drain(&mut engine);
+    assert_eq!(requests(&out).len(), 1);
+    assert_eq!(cancels(&out), requests(&out));
+    let err = finished(&out).remove(0).unwrap().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout);
+    assert_eq!(engine.timer_bound(), None);
 }
 
 #[test]
