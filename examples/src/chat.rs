@@ -270,14 +270,19 @@ impl Session<'_> {
         let id = Uuid::from_slice(&envelope.payload)
             .map(id_text)
             .unwrap_or_else(|_| "malformed".into());
-        Ok(format!("inbox {id} {}", envelope.redelivery_count))
+        let mut count = itoa::Buffer::new();
+        Ok(["inbox ", &id, " ", count.format(envelope.redelivery_count)].concat())
     }
 
     async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {
         match self.reliably(|| ListMessagesForUser { user_id }).await {
             Ok(messages) => {
-                let mut reply = format!("history {} ", messages.len());
-                reply.reserve(messages.len() * 37);
+                let mut count = itoa::Buffer::new();
+                let count = count.format(messages.len());
+                let mut reply = String::with_capacity(10 + count.len() + messages.len() * 37);
+                reply.push_str("history ");
+                reply.push_str(count);
+                reply.push(' ');
                 for (i, m) in messages.iter().enumerate() {
                     if i > 0 {
                         reply.push(',');

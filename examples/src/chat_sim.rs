@@ -2,7 +2,7 @@
 //! leaving over a simulated duration, under faults, with the invariants checked at the
 //! end. Used by `examples/simulate.rs`, its tests and the `sim/chat` bench.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use effectful_test::sim::{
     Connection, ConnectionEnd, SimConfig, SimReport, Simulation, Transcript,
 };
 use effectful_test::trace::TraceRecord;
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
 use crate::chat::{ChatConfig, SessionEnd, chat_session};
@@ -189,11 +190,34 @@ impl ChatSim {
 
 /// A client's name after its `version`-th rename.
 fn name(client: u32, version: u32) -> String {
-    format!("c{client}-v{version}")
+    let mut name = String::with_capacity(16);
+    name.push('c');
+    push_number(&mut name, client);
+    name.push_str("-v");
+    push_number(&mut name, version);
+    name
 }
 
 fn version_of(name: &str) -> Option<u32> {
-    name.rsplit_once("-v")?.1.parse().ok()
+    let (rest, version) = name.rsplit_once('v')?;
+    rest.ends_with('-').then(|| version.parse().ok())?
+}
+
+/// The nonce of a client's `k`-th line in its `session`-th session.
+fn nonce(client: u32, session: u32, k: u64) -> String {
+    let mut nonce = String::with_capacity(24);
+    nonce.push('c');
+    push_number(&mut nonce, client);
+    nonce.push_str("-s");
+    push_number(&mut nonce, session);
+    nonce.push_str("-m");
+    push_number(&mut nonce, k);
+    nonce
+}
+
+/// Appends `n` in decimal (a run scripts thousands of lines: no `format!`).
+fn push_number(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// A client's sessions: each starts after the previous one's program is surely over
@@ -209,7 +233,13 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
     while start < config.duration {
         let mut messages = vec![(
             Duration::from_millis(rng.below(500)),
-            format!("login {user_id}"),
+            [
+                "login ",
+                user_id
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
+            ]
+            .concat(),
         )];
         let actions = 2 + rng.below(14);
         for k in 0..actions {
@@ -217,13 +247,13 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
             let text = match rng.below(20) {
                 0..=9 => {
                     // The nonce makes the text unique too (the checks rely on that).
-                    let nonce = format!("c{client}-s{session}-m{k}");
+                    let nonce = nonce(client, session, k);
                     ["say ", &nonce, " hello from ", &nonce].concat()
                 }
                 10..=12 => "history".to_string(),
                 13..=14 => {
                     version += 1;
-                    format!("rename {}", name(client, version))
+                    ["rename ", &name(client, version)].concat()
                 }
                 15..=16 => "inbox".to_string(),
                 _ => "profile".to_string(),
@@ -260,8 +290,8 @@ fn stored_messages(
     users: &[Uuid],
     services: &effectful_test::fake::Services,
     violations: &mut Vec<String>,
-) -> HashMap<Uuid, ChatMessage> {
-    let mut stored = HashMap::new();
+) -> FxHashMap<Uuid, ChatMessage> {
+    let mut stored = FxHashMap::default();
     for user in users {
         let messages = services.database.messages_for_user(*user);
         let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -285,7 +315,7 @@ fn stored_messages(
 fn check_acknowledged(
     transcripts: &[&Transcript],
     users: &[Uuid],
-    stored: &HashMap<Uuid, ChatMessage>,
+    stored: &FxHashMap<Uuid, ChatMessage>,
     violations: &mut Vec<String>,
 ) -> usize {
     let mut acked = 0;
@@ -293,7 +323,7 @@ fn check_acknowledged(
         let Some(user) = users.get(t.client as usize) else {
             continue;
         };
-        let said: HashMap<&str, &str> = t
+        let said: FxHashMap<&str, &str> = t
             .sent
             .iter()
             .filter_map(|(_, line)| line.strip_prefix("say ")?.split_once(' '))
@@ -352,11 +382,11 @@ fn received_by_client<'a>(transcripts: &[&'a Transcript]) -> BTreeMap<u32, Vec<(
 /// redelivery count above zero.
 fn check_inbox(
     received: &BTreeMap<u32, Vec<(Time, &str)>>,
-    stored: &HashMap<Uuid, ChatMessage>,
+    stored: &FxHashMap<Uuid, ChatMessage>,
     violations: &mut Vec<String>,
 ) {
     for (&client, lines) in received {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = FxHashSet::default();
         for &(at, line) in lines {
             let Some(rest) = line.strip_prefix("inbox ") else {
                 continue;
