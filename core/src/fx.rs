@@ -118,6 +118,7 @@ impl<F: Family> Fx<F> {
     ///
     /// The same as [`timeout`](Fx::timeout) around [`perform`](Fx::perform), in one
     /// future: the effect and its timer are armed together and checked together.
+    /// Dropping the future before it completes cancels both.
     pub fn perform_timeout<E: Effect<F>>(
         &self,
         effect: E,
@@ -325,9 +326,11 @@ impl<E: Effect<F>, F: Family> Drop for PerformTimeout<'_, E, F> {
         if let PerformTimeoutState::Waiting { effect, timer } = self.state {
             // If the engine holds the mailbox (it is tearing the program down), it
             // cancels every outstanding effect itself.
+            // The timer first, as `timeout(race(perform, sleep))` dropped them: the
+            // mailbox reuses the slot freed last first, so this order keeps later ids.
             if let Ok(mut mailbox) = self.fx.mailbox.try_borrow_mut() {
-                mailbox.cancel(effect);
                 mailbox.cancel(timer);
+                mailbox.cancel(effect);
             }
         }
     }

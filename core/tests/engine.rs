@@ -209,6 +209,25 @@ fn an_answer_before_the_timeout_disarms_its_timer() {
 }
 
 #[test]
+fn a_perform_timeout_dropped_midway_frees_its_slots_as_a_raced_sleep_did() {
+    // An outer timeout drops the inner perform_timeout while both wait. The timer's
+    // slot is freed before the effect's, as `timeout(race(perform, sleep))` freed
+    // them, so the next effect reuses the effect's slot and ids stay as they were.
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        let inner = fx.perform_timeout(GetCurrentTime {}, 50 * MS);
+        assert!(fx.timeout(10 * MS, inner).await.is_err());
+        read_clock(&fx).await
+    });
+    let first = requests(&drain(&mut engine))[0];
+    engine.handle_timeout(Time::from_millis(10));
+    let out = drain(&mut engine);
+    assert_eq!(cancels(&out), vec![first]);
+    let next = requests(&out);
+    assert_eq!(format!("{first:?} {:?}", next[0]), "p0.0/e0.0 p0.0/e0.1");
+}
+
+#[test]
 fn a_zero_timeout_asks_then_gives_up_at_once() {
     let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
     engine.spawn_async(Time::ZERO, |fx| async move {
