@@ -329,7 +329,7 @@ impl FakeBroker {
         });
         if let Some(first) = first {
             return PublishOutcome::Published {
-                message_id: publish_id(*first, ""),
+                message_id: publish_id(*first),
             };
         }
         let seq = self.next_seq;
@@ -360,7 +360,7 @@ impl FakeBroker {
             }
         }
         PublishOutcome::Published {
-            message_id: publish_id(seq, ""),
+            message_id: publish_id(seq),
         }
     }
 
@@ -402,25 +402,27 @@ impl FakeBroker {
     }
 }
 
+/// `msg-{seq}@{subscription}`: a delivery of publish `seq` to one group.
 fn delivery_id(seq: u64, subscription: &str) -> String {
-    publish_id(seq, subscription)
+    let mut id = String::with_capacity(PUBLISH_ID_PREFIX.len() + 21 + subscription.len());
+    push_publish_id(&mut id, seq);
+    id.push('@');
+    id.push_str(subscription);
+    id
 }
 
-/// `msg-{seq}`, and `@{subscription}` after it unless that is empty. Without
-/// `format!`: every publish and every delivery makes one, and it costs several times
-/// more.
-fn publish_id(seq: u64, subscription: &str) -> String {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(seq);
-    let mut id =
-        String::with_capacity(PUBLISH_ID_PREFIX.len() + digits.len() + 1 + subscription.len());
-    id.push_str(PUBLISH_ID_PREFIX);
-    id.push_str(digits);
-    if !subscription.is_empty() {
-        id.push('@');
-        id.push_str(subscription);
-    }
+/// `msg-{seq}`: the id `PublishMessage` answers.
+fn publish_id(seq: u64) -> String {
+    let mut id = String::with_capacity(PUBLISH_ID_PREFIX.len() + 20);
+    push_publish_id(&mut id, seq);
     id
+}
+
+/// Appends `msg-{seq}` without `format!`: every publish and every delivery makes an
+/// id, and `format!` costs several times more.
+fn push_publish_id(id: &mut String, seq: u64) {
+    id.push_str(PUBLISH_ID_PREFIX);
+    id.push_str(itoa::Buffer::new().format(seq));
 }
 
 /// The topic of a subscription named `"{topic}/{group}"`.
@@ -437,14 +439,12 @@ mod tests {
 
     #[test]
     fn publish_ids_are_the_sequence_number_in_decimal() {
-        for (seq, subscription, id) in [
-            (0, "", "msg-0"),
-            (7, "", "msg-7"),
-            (1_234_567, "t/g", "msg-1234567@t/g"),
-            (u64::MAX, "", "msg-18446744073709551615"),
-        ] {
-            assert_eq!(publish_id(seq, subscription), id);
-        }
+        assert_eq!(publish_id(0), "msg-0");
+        assert_eq!(publish_id(7), "msg-7");
+        assert_eq!(publish_id(u64::MAX), "msg-18446744073709551615");
+        assert_eq!(delivery_id(1_234_567, "t/g"), "msg-1234567@t/g");
+        // A delivery id always names its group, even an empty one.
+        assert_eq!(delivery_id(3, ""), "msg-3@");
     }
 
     fn publish(broker: &mut FakeBroker, now: Time, topic: &str, payload: &[u8]) -> PublishOutcome {
