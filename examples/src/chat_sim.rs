@@ -246,9 +246,21 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
             let think = sec(rng, 0, 20);
             let text = match rng.below(20) {
                 0..=9 => {
-                    // The nonce makes the text unique too (the checks rely on that).
-                    let nonce = nonce(client, session, k);
-                    ["say ", &nonce, " hello from ", &nonce].concat()
+                    // Unique per client, session and line: the checks rely on that.
+                    let mut line = String::with_capacity(64);
+                    line.push_str("say ");
+                    line.push_str(&nonce(client, session, k));
+                    line.push_str(" hello #");
+                    for (i, n) in [u64::from(client), u64::from(session), k]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        if i > 0 {
+                            line.push('-');
+                        }
+                        push_number(&mut line, n);
+                    }
+                    line
                 }
                 10..=12 => "history".to_string(),
                 13..=14 => {
@@ -369,8 +381,8 @@ fn received_by_client<'a>(transcripts: &[&'a Transcript]) -> BTreeMap<u32, Vec<(
             .or_default()
             .extend(t.received.iter().map(|(at, line)| (*at, line.as_str())));
     }
-    // A client's sessions follow one another, so its lines are in order already
-    // (the sort only checks that); a stable sort keeps same-time lines as received.
+    // A client's sessions follow one another, so its lines are mostly in order
+    // already; a stable sort keeps same-time lines in the order they were received.
     for lines in by_client.values_mut() {
         lines.sort_by_key(|(at, _)| *at);
     }
