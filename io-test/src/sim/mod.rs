@@ -272,7 +272,7 @@ pub struct Simulation<O, P> {
     /// that they do not sift through the whole queue; the next event is the earlier
     /// head of the two, so the order is the same as with one queue.
     due_now: BinaryHeap<Reverse<EventKey>>,
-    /// The events themselves, by slot (kept out of the heap so sifting moves 24 bytes).
+    /// The events themselves, by slot (kept out of the heap so sifting moves 16 bytes).
     events: Vec<Option<Event>>,
     free_events: Vec<u32>,
     connections: Vec<ConnectionSim>,
