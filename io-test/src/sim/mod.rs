@@ -283,9 +283,6 @@ pub struct Simulation<O, P> {
     /// emptied if the engine cancels them first.
     unapplied: FxHashMap<EffectId, u32>,
     results: Vec<Option<Result<O, ProgramError>>>,
-    /// The engine's next timer, as last asked (`None`: ask again). Only a call into
-    /// the engine changes it, and every such call ends with a drain, which forgets it.
-    next_timer: Option<Option<Time>>,
     trace: Vec<TraceRecord>,
     report: SimReport,
 }
@@ -318,7 +315,6 @@ where
             consumers: Vec::new(),
             unapplied: FxHashMap::default(),
             results: Vec::new(),
-            next_timer: None,
             trace: Vec::new(),
             report: SimReport {
                 seed: config.seed,
@@ -404,10 +400,7 @@ where
             let next_timer = match (self.engine.timer_bound(), next_event) {
                 (None, _) => None,
                 (Some(bound), Some(event)) if bound > event => None,
-                _ => match self.next_timer {
-                    Some(next) => next,
-                    None => *self.next_timer.insert(self.engine.poll_timeout()),
-                },
+                _ => self.engine.poll_timeout(),
             };
             match (next_event, next_timer) {
                 (None, None) => break,
@@ -463,9 +456,10 @@ where
         };
         let tie_break = (self.rng.next_u64() >> 32) as u32;
         let key = Reverse(EventKey::new(at, tie_break, slot));
-        match at <= self.now {
-            true => self.due_now.push(key),
-            false => self.queue.push(key),
+        if at <= self.now {
+            self.due_now.push(key);
+        } else {
+            self.queue.push(key);
         }
         slot
     }
@@ -723,7 +717,6 @@ where
     }
 
     fn drain(&mut self) {
-        self.next_timer = None;
         while let Some(output) = self.engine.poll_output() {
             if self.config.record_trace {
                 self.trace.push(TraceRecord::of_output(&output));
