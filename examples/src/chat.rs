@@ -237,12 +237,9 @@ impl Session<'_> {
                 value: 1.0,
             })
             .await;
-        let mut reply = String::with_capacity(5 + nonce.len() + uuid::fmt::Hyphenated::LENGTH);
-        reply.push_str("ack ");
-        reply.push_str(nonce);
-        reply.push(' ');
-        push_id(&mut reply, stored.id);
-        Ok(reply)
+        let mut id = Uuid::encode_buffer();
+        let id = stored.id.hyphenated().encode_lower(&mut id);
+        Ok(["ack ", nonce, " ", id].concat())
     }
 
     /// The next room message for this user, acknowledged once read.
