@@ -835,6 +835,23 @@ fn envelope(outcome: ConsumeOutcome) -> Envelope {
 /// What a messaging program saw: each consume's answer, with when it came.
 type Consumed = Vec<(Time, ConsumeOutcome)>;
 
+/// What each connection's messaging program saw; every one finished without error.
+fn consumed<P, Fut>(sim: &Simulation<Result<Consumed, EffectError>, P>) -> Vec<Consumed>
+where
+    P: FnMut(u32, Fx) -> Fut,
+    Fut: Future<Output = Result<Consumed, EffectError>> + 'static,
+{
+    sim.results()
+        .iter()
+        .map(|r| {
+            r.clone()
+                .expect("finished")
+                .expect("ok")
+                .expect("no faults")
+        })
+        .collect()
+}
+
 #[test]
 fn a_parked_consumer_is_woken_by_a_publish_from_another_connection() {
     let connections = vec![quiet(Time::ZERO), quiet(Time::from_secs(10))];
@@ -854,16 +871,7 @@ fn a_parked_consumer_is_woken_by_a_publish_from_another_connection() {
         },
     );
     let report = sim.run();
-    let results: Vec<Consumed> = sim
-        .results()
-        .iter()
-        .map(|r| {
-            r.clone()
-                .expect("finished")
-                .expect("ok")
-                .expect("no faults")
-        })
-        .collect();
+    let results = consumed(&sim);
     let [(at, outcome)] = results[0].as_slice() else {
         panic!("expected one consume, got {:?}", results[0]);
     };
@@ -1003,16 +1011,7 @@ fn a_consumer_parked_before_a_negative_acknowledgement_gets_the_message_when_its
     );
     sim.services_mut().broker.subscribe("jobs/workers");
     sim.run();
-    let results: Vec<Consumed> = sim
-        .results()
-        .iter()
-        .map(|r| {
-            r.clone()
-                .expect("finished")
-                .expect("ok")
-                .expect("no faults")
-        })
-        .collect();
+    let results = consumed(&sim);
     let first = envelope(results[0][0].1.clone());
     let [(at, outcome)] = results[1].as_slice() else {
         panic!("expected one consume, got {:?}", results[1]);
