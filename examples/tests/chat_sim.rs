@@ -60,6 +60,23 @@ fn the_chaos_plan_with_a_hundred_clients_for_an_hour_keeps_every_invariant() {
     assert!(run.acked > 1000, "{} acks", run.acked);
 }
 
+/// Runs `config` with the chat program switched to `broken`: a violation that says
+/// `caught` must be found. Then the same world with the default program is clean.
+fn assert_caught(mut config: ChatSimConfig, broken: ChatConfig, caught: &[&str]) {
+    config.chat = broken;
+    let run = run_chat(&config);
+    assert!(
+        run.violations
+            .iter()
+            .any(|v| caught.iter().any(|c| v.contains(c))),
+        "{:#?}",
+        run.violations
+    );
+    config.chat = ChatConfig::default();
+    let run = run_chat(&config);
+    assert!(run.violations.is_empty(), "{:#?}", run.violations);
+}
+
 /// Lost answers to saves, retried without an idempotency key, store messages twice:
 /// the invariant check must notice.
 #[test]
@@ -69,22 +86,11 @@ fn retried_saves_without_idempotent_ids_are_caught_as_duplicates() {
         database: 0.2,
         ..PerFamily::all(0.0)
     };
-    config.chat = ChatConfig {
+    let broken = ChatConfig {
         idempotent_saves: false,
         ..ChatConfig::default()
     };
-    let run = run_chat(&config);
-    assert!(
-        run.violations
-            .iter()
-            .any(|v| v.contains("stored 2 times") || v.contains("stored 3 times")),
-        "{:#?}",
-        run.violations
-    );
-    // The same world with idempotent saves is clean.
-    config.chat = ChatConfig::default();
-    let run = run_chat(&config);
-    assert!(run.violations.is_empty(), "{:#?}", run.violations);
+    assert_caught(config, broken, &["stored 2 times", "stored 3 times"]);
 }
 
 /// Publishes retried after a lost answer, without a deduplication key, reach the room
@@ -96,39 +102,24 @@ fn retried_publishes_without_a_dedup_key_are_caught_as_unmarked_duplicates() {
         messaging: 0.3,
         ..PerFamily::all(0.0)
     };
-    config.chat = ChatConfig {
+    let broken = ChatConfig {
         dedup_publishes: false,
         ..ChatConfig::default()
     };
-    let run = run_chat(&config);
-    assert!(
-        run.violations
-            .iter()
-            .any(|v| v.contains("without a redelivery mark")),
-        "{:#?}",
-        run.violations
-    );
-    config.chat = ChatConfig::default();
-    let run = run_chat(&config);
-    assert!(run.violations.is_empty(), "{:#?}", run.violations);
+    assert_caught(config, broken, &["without a redelivery mark"]);
 }
 
 /// A program that neither invalidates on rename nor keeps to the 600 s TTL policy
 /// serves stale profiles for a day: the invariant check must notice.
 #[test]
 fn stale_profiles_past_the_ttl_are_caught() {
-    let mut config = ChatSimConfig::new(5, 30, Duration::from_secs(3 * 3600));
-    config.chat = ChatConfig {
+    let config = ChatSimConfig::new(5, 30, Duration::from_secs(3 * 3600));
+    let broken = ChatConfig {
         invalidate_on_rename: false,
         profile_ttl_seconds: 86_400,
         ..ChatConfig::default()
     };
-    let run = run_chat(&config);
-    assert!(
-        run.violations.iter().any(|v| v.contains("past the")),
-        "{:#?}",
-        run.violations
-    );
+    assert_caught(config, broken, &["past the"]);
 }
 
 #[test]
