@@ -169,14 +169,20 @@ fn race_takes_the_first_answer_and_cancels_the_loser() {
     );
 }
 
-#[test]
-fn a_timeout_cancels_the_effect_when_its_timer_fires_and_never_early() {
+/// An engine running one program that reads the clock within `limit`.
+fn timed_clock_read(limit: Duration) -> Engine<Out> {
     let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
-    engine.spawn_async(Time::ZERO, |fx| async move {
-        fx.perform_timeout(GetCurrentTime {}, 50 * MS)
+    engine.spawn_async(Time::ZERO, move |fx| async move {
+        fx.perform_timeout(GetCurrentTime {}, limit)
             .await
             .map(|t| t.unix_micros() as u64)
     });
+    engine
+}
+
+#[test]
+fn a_timeout_cancels_the_effect_when_its_timer_fires_and_never_early() {
+    let mut engine = timed_clock_read(50 * MS);
     let id = requests(&drain(&mut engine))[0];
     assert_eq!(engine.poll_timeout(), Some(Time::from_millis(50)));
     engine.handle_timeout(Time::from_millis(49));
@@ -192,12 +198,7 @@ fn a_timeout_cancels_the_effect_when_its_timer_fires_and_never_early() {
 
 #[test]
 fn an_answer_before_the_timeout_disarms_its_timer() {
-    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
-    engine.spawn_async(Time::ZERO, |fx| async move {
-        fx.perform_timeout(GetCurrentTime {}, 50 * MS)
-            .await
-            .map(|t| t.unix_micros() as u64)
-    });
+    let mut engine = timed_clock_read(50 * MS);
     let id = requests(&drain(&mut engine))[0];
     assert_eq!(engine.timer_bound(), Some(Time::from_millis(50)));
     let _ = engine.handle_response(Time::from_millis(10), id, Ok(now_response(4)));
@@ -229,12 +230,7 @@ fn a_perform_timeout_dropped_midway_frees_its_slots_as_a_raced_sleep_did() {
 
 #[test]
 fn a_zero_timeout_asks_then_gives_up_at_once() {
-    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
-    engine.spawn_async(Time::ZERO, |fx| async move {
-        fx.perform_timeout(GetCurrentTime {}, Duration::ZERO)
-            .await
-            .map(|t| t.unix_micros() as u64)
-    });
+    let mut engine = timed_clock_read(Duration::ZERO);
     let out = drain(&mut engine);
     assert_eq!(requests(&out).len(), 1);
     assert_eq!(cancels(&out), requests(&out));
