@@ -124,7 +124,7 @@ into_response! {
         ValidateToken, GenerateToken, RefreshToken, RevokeToken, GetUserByEmail,
         ValidatePassword, HashPassword,
     }
-    System(SystemResponse) { GetCurrentTime, GenerateUuid }
+    System(SystemResponse) { GetCurrentTime, GenerateUuid, WaitForShutdown }
     Metrics(MetricsResponse) {
         IncrementCounter, SetGauge, ObserveHistogram, RecordSummary, QueryMetrics,
     }

@@ -1,66 +1,53 @@
-//! The thin tokio driver for `effectful` (to be filled by the driver issues).
+//! The thin tokio driver for `effectful`: runs engines on every core, and moves bytes,
+//! time and answers between them and the OS. No protocol logic lives here.
 //!
-//! It will move bytes between real sockets and the core's sans-IO state machines and
-//! supply time and entropy; no protocol logic lives here. It will hold:
-//! - interpreters per effect family (PostgreSQL, Redis, WebSocket, ...), pools and
-//!   reconnection with backoff;
-//! - the production surface of the seed tutorial: settings from the environment and
-//!   `.env`, `/health`, `/metrics`, logs, error reporting, graceful shutdown.
+//! - [`Runtime`]: shards (one OS thread each, a current-thread tokio runtime, one
+//!   `!Send` [`effectful::Engine`]), a `Send` [`Handle`] to start programs from
+//!   anywhere and await their results, graceful shutdown;
+//! - [`Interpreter`]: how a family's effects are performed on a shard, and the
+//!   layering the protocol interpreters follow (see the [`interpreter`] module);
+//! - [`SystemInterpreter`]: the wall clock, random UUIDs and shutdown, from the OS;
+//! - [`Clock`] and [`entropy`]: the time and randomness the core never reads itself;
+//! - [`RuntimeStats`]: effects per family and outcome, programs per outcome.
 //!
-//! Today it holds only the clock adapter every driver needs: the mapping from an OS
-//! instant to the core's [`effectful::Time`].
+//! ```
+//! use std::time::Duration;
+//! use effectful::effect::GetCurrentTime;
+//! use effectful_tokio::{Runtime, SystemInterpreter};
+//!
+//! let runtime = Runtime::builder()
+//!     .shards(2)
+//!     .interpreter("System", |_| SystemInterpreter::new())
+//!     .build()?;
+//! let year = runtime.block_on(async {
+//!     let program = runtime.handle().spawn(|fx| async move {
+//!         let now = fx.perform(GetCurrentTime {}).await?;
+//!         Ok::<_, effectful::EffectError>(now.to_string()[..4].to_string())
+//!     });
+//!     // Started (or refused), then finished (or ended without an output).
+//!     Ok::<_, Box<dyn std::error::Error>>(program.await?.await??)
+//! })?;
+//! assert!(year.as_str() >= "2025");
+//! runtime.shutdown(Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::time::Instant;
+mod clock;
+pub mod entropy;
+pub mod interpreter;
+mod offload;
+mod runtime;
+mod shard;
+mod stats;
+mod system;
 
-use effectful::Time;
-
-/// Maps OS instants to the core's [`Time`]: nanoseconds since the driver started.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    /// A clock whose epoch is now.
-    pub fn start() -> Clock {
-        Clock {
-            epoch: Instant::now(),
-        }
-    }
-
-    /// The current time on this clock.
-    pub fn now(&self) -> Time {
-        self.at(Instant::now())
-    }
-
-    /// `instant` on this clock (the epoch if it is earlier).
-    pub fn at(&self, instant: Instant) -> Time {
-        Time::from_nanos(effectful::duration_nanos(
-            instant.saturating_duration_since(self.epoch),
-        ))
-    }
-
-    /// The OS instant of `time` on this clock.
-    pub fn instant(&self, time: Time) -> Instant {
-        self.epoch + time.since_epoch()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn clock_round_trips_instants_and_never_goes_before_its_epoch() {
-        let clock = Clock::start();
-        let later = clock.instant(Time::from_millis(1500));
-        assert_eq!(clock.at(later), Time::from_millis(1500));
-        assert_eq!(
-            clock.at(clock.instant(Time::ZERO) - Duration::from_secs(1)),
-            Time::ZERO
-        );
-    }
-}
+pub use clock::Clock;
+pub use interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd};
+pub use offload::{CpuPool, Offloaded};
+pub use runtime::{
+    BuildError, Handle, JoinHandle, Runtime, RuntimeBuilder, ShutdownReport, SpawnError,
+};
+pub use stats::{EffectCounts, RuntimeStats, StatsSnapshot, UNHANDLED};
+pub use system::SystemInterpreter;

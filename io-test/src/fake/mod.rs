@@ -25,7 +25,7 @@
 //! may have to wait for a message, and WebSocket effects, which go to simulated clients.
 
 use effectful::effect::{ConsumeMessage, WebSocketRequest};
-use effectful::effect::{MessagingRequest, Request, Response};
+use effectful::effect::{MessagingRequest, Request, Response, SystemRequest};
 use effectful::{EffectError, Rng, Time, Timestamp};
 
 mod auth;
@@ -65,6 +65,9 @@ pub enum Handled {
     Consume(ConsumeMessage),
     /// A WebSocket effect, for the simulated client of the program that asked.
     WebSocket(WebSocketRequest),
+    /// `System.WaitForShutdown`: a simulation never shuts down, so the simulator
+    /// leaves it unanswered until the program cancels it.
+    AwaitShutdown,
 }
 
 /// One fake of every service, answering any built-in request except WebSocket ones
@@ -138,6 +141,7 @@ impl Services {
                 request,
                 &self.database,
             ))),
+            Request::System(SystemRequest::WaitForShutdown(_)) => return Handled::AwaitShutdown,
             Request::System(request) => Ok(Response::System(self.system.handle(now, request))),
             Request::Metrics(request) => Ok(Response::Metrics(self.metrics.handle(request))),
         };

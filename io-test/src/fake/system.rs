@@ -6,7 +6,10 @@ use effectful::{Rng, Time, Timestamp};
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
 /// The wall clock and UUID source: `GetCurrentTime` answers `wall_epoch + now`,
-/// `GenerateUuid` a version-4 UUID from the fake's [`Rng`].
+/// `GenerateUuid` a version-4 UUID from the fake's [`Rng`]. `WaitForShutdown` is the
+/// driver's, not the system's: [`Services`](super::Services) leaves it to the
+/// simulator, which never shuts down; asked directly, the fake answers at once, as a
+/// system already shutting down would.
 #[derive(Clone, Debug)]
 pub struct FakeSystem {
     rng: Rng,
@@ -36,6 +39,7 @@ impl FakeSystem {
                 SystemResponse::GetCurrentTime(wall_time(self.wall_epoch, now))
             }
             SystemRequest::GenerateUuid(_) => SystemResponse::GenerateUuid(self.rng.uuid_v4()),
+            SystemRequest::WaitForShutdown(_) => SystemResponse::WaitForShutdown(()),
         }
     }
 }

@@ -890,6 +890,8 @@ where
             // `perform` handles these at issue time; kept for completeness.
             Handled::Consume(consume) => self.consume(id, consume),
             Handled::WebSocket(ws) => self.websocket(id, ws),
+            // No shutdown in a simulation: never answered; the program cancels it.
+            Handled::AwaitShutdown => {}
         }
     }
 

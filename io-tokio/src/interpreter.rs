@@ -1,0 +1,252 @@
+//! Interpreters: what performs the effects of one family on a shard.
+//!
+//! # The layering
+//! Below a request there are three layers, and an interpreter is the thinnest:
+//! 1. wire state machines in the core know bytes and time (`PgConnection`,
+//!    `RedisConnection`, `WsSession`, the `Pool`);
+//! 2. sans-IO **family adapters** in the core turn effects into protocol work and
+//!    answers back; they own the pools and the table of pending requests, and
+//!    multiplex many programs' effects onto shared pipelined connections;
+//! 3. the **interpreter** (here) only moves bytes, time and answers between the
+//!    adapter and the OS: it is handed each request of its family, answers it inline
+//!    or later through a [`Replier`], hears each cancellation and each program's end.
+//!
+//! # One instance per shard, shared state per process
+//! A runtime builds one interpreter per shard by calling the factory it was registered
+//! with, on that shard's thread (so an interpreter may hold `Rc`s and spawn `!Send`
+//! tasks with `tokio::task::spawn_local`). What must be per process (a pool of at most
+//! 20 connections, an in-memory world) lives behind an `Arc` that the factory
+//! captures: every shard's instance then shares it.
+//!
+//! # The cancellation contract
+//! The engine tells the interpreter that a program no longer wants an answer
+//! ([`Interpreter::cancel`]). An effect the interpreter has not started (still
+//! queued: waiting for a connection, for a pool thread) must be dropped and never
+//! performed; one already in flight may still complete, and its answer is then
+//! recognised as stale and dropped. Either way, the program never sees it.
+//!
+//! # Writing one
+//! ```
+//! use effectful::{EffectError, EffectId, effect::{Request, Response}};
+//! use effectful_tokio::{Interpreter, ShardCx};
+//!
+//! /// Answers every request with the same error: a stand-in for a service that is down.
+//! struct Down;
+//!
+//! impl Interpreter for Down {
+//!     fn perform(&mut self, cx: &mut ShardCx<'_>, id: EffectId, request: Request) {
+//!         cx.answer(id, Err(EffectError::connection_lost(request.name(), "the service is down")));
+//!     }
+//! }
+//! ```
+//! Register it with [`RuntimeBuilder::interpreter`](crate::RuntimeBuilder::interpreter).
+
+use std::collections::VecDeque;
+
+use effectful::effect::Request;
+use effectful::{EffectError, EffectId, EmbedStd, Family, ProgramId, Std, Time};
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::offload::{CpuPool, Offloaded};
+use crate::stats::RuntimeStats;
+
+/// Performs the effects of one family on one shard.
+///
+/// Every method runs on the shard's thread, inside the driving loop: it must not
+/// block. Work that waits (IO) goes to a task; work that computes for long (hashing)
+/// goes to [`ShardCx::offload`].
+pub trait Interpreter<F: Family = Std>: 'static {
+    /// Performs `request`: answer it now with [`ShardCx::answer`], or later through a
+    /// [`Replier`] (from a task, another thread, the CPU pool).
+    fn perform(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId, request: F::Request);
+
+    /// The program no longer wants the answer to `id`: drop it if it has not started
+    /// (see the module's cancellation contract). The default does nothing, which is
+    /// right for interpreters that answer everything inline.
+    fn cancel(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId) {
+        let _ = (cx, id);
+    }
+
+    /// `program` ended, however it ended: release what it held (a pinned transaction,
+    /// a subscription). Called after the cancellations its end caused.
+    fn program_finished(&mut self, cx: &mut ShardCx<'_, F>, program: ProgramId) {
+        let _ = (cx, program);
+    }
+
+    /// The runtime began a graceful shutdown: answer what waits for it, and stop
+    /// taking long work. Called once per shard.
+    fn shutdown_began(&mut self, cx: &mut ShardCx<'_, F>) {
+        let _ = cx;
+    }
+}
+
+/// An answer on its way to a shard.
+pub(crate) type Answer<F> = (EffectId, Result<<F as Family>::Response, EffectError>);
+
+/// Answers effects of one shard from anywhere: a task, another thread, the CPU pool.
+/// `Send` when the family's responses are.
+pub struct Replier<F: Family = Std> {
+    tx: mpsc::UnboundedSender<Answer<F>>,
+}
+
+impl<F: Family> Clone for Replier<F> {
+    fn clone(&self) -> Self {
+        Replier {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<F: Family> std::fmt::Debug for Replier<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replier")
+    }
+}
+
+impl<F: Family> Replier<F> {
+    pub(crate) fn channel() -> (Replier<F>, mpsc::UnboundedReceiver<Answer<F>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Replier { tx }, rx)
+    }
+
+    /// Hands the answer to `id` to its shard. Returns `false` if the shard has
+    /// stopped (the answer is dropped, as a stale one would be).
+    pub fn answer(&self, id: EffectId, result: Result<F::Response, EffectError>) -> bool {
+        self.tx.send((id, result)).is_ok()
+    }
+}
+
+/// What an interpreter may do while the driver calls it.
+pub struct ShardCx<'a, F: Family = Std> {
+    pub(crate) now: Time,
+    pub(crate) shard: usize,
+    pub(crate) inline: &'a mut VecDeque<Answer<F>>,
+    pub(crate) replier: &'a Replier<F>,
+    pub(crate) pool: &'a CpuPool,
+}
+
+impl<F: Family> ShardCx<'_, F> {
+    /// The time of the input being handled, on the runtime's [`Clock`].
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The shard this call runs on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// Answers `id` now: the program resumes in the same drain, with no task wake.
+    pub fn answer(&mut self, id: EffectId, result: Result<F::Response, EffectError>) {
+        self.inline.push_back((id, result));
+    }
+
+    /// A [`Replier`] to answer later.
+    pub fn replier(&self) -> Replier<F> {
+        self.replier.clone()
+    }
+
+    /// Computes the answer to `id` on the process's CPU pool, off this shard's
+    /// thread. A panic in `work` answers an error. Cancel the returned handle from
+    /// [`Interpreter::cancel`] to drop the work if it has not started.
+    pub fn offload(
+        &self,
+        id: EffectId,
+        effect: &'static str,
+        work: impl FnOnce() -> Result<F::Response, EffectError> + Send + 'static,
+    ) -> Offloaded
+    where
+        F::Response: Send,
+    {
+        let replier = self.replier.clone();
+        self.pool.run(work, move |result| {
+            let result = result.unwrap_or_else(|| {
+                Err(EffectError::new(
+                    effect,
+                    effectful::ErrorKind::Unavailable,
+                    "the interpreter's work panicked; see the log",
+                )
+                .with_retryable(false))
+            });
+            replier.answer(id, result);
+        })
+    }
+}
+
+/// What a factory knows about the shard it builds an interpreter for.
+pub struct ShardContext<F: Family = Std> {
+    pub(crate) shard: usize,
+    pub(crate) shards: usize,
+    pub(crate) clock: Clock,
+    pub(crate) replier: Replier<F>,
+    pub(crate) pool: CpuPool,
+    pub(crate) stats: RuntimeStats,
+}
+
+impl<F: Family> ShardContext<F> {
+    /// This shard's index, in `0..shards()`.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// How many shards the runtime has.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The runtime's clock (one for every shard).
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// A [`Replier`] for this shard, for tasks the interpreter starts.
+    pub fn replier(&self) -> Replier<F> {
+        self.replier.clone()
+    }
+
+    /// The process's CPU pool.
+    pub fn pool(&self) -> &CpuPool {
+        &self.pool
+    }
+
+    /// The runtime's counters (the Metrics interpreter reports them).
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+}
+
+/// A family that embeds the built-in one and can hand a built-in request back out, so
+/// that the built-in interpreters serve it too.
+///
+/// Implemented for [`Std`]; implement it for your own family beside
+/// [`EmbedStd`] (one `match`, the mirror of `project_response`).
+pub trait SplitStd: EmbedStd {
+    /// The built-in request inside `request`, or `request` back if it is one of the
+    /// family's own.
+    fn split_request(request: Self::Request) -> Result<Request, Self::Request>;
+}
+
+impl SplitStd for Std {
+    #[inline]
+    fn split_request(request: Request) -> Result<Request, Request> {
+        Ok(request)
+    }
+}
+
+/// Builds one shard's interpreter; called on that shard's thread.
+pub(crate) type Factory<F> = Box<dyn Fn(&ShardContext<F>) -> Box<dyn Interpreter<F>> + Send + Sync>;
+
+/// The error a built-in interpreter gives for a request of another family (routing
+/// sent it the wrong request: a bug in a custom family's `request_name`).
+pub(crate) fn misrouted<F: Family>(family: &str, request: &F::Request) -> EffectError {
+    EffectError::new(
+        F::request_name(request),
+        effectful::ErrorKind::Protocol,
+        format!(
+            "the {family} interpreter was handed a request of another family; \
+             check the family's request_name"
+        ),
+    )
+    .with_retryable(false)
+}

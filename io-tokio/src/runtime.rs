@@ -1,0 +1,730 @@
+//! The runtime: shards on every core, a `Send` handle to start programs on them, and
+//! graceful shutdown.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::Duration;
+
+use effectful::{
+    Cx, Engine, EngineConfig, Event, Family, Fx, Program, ProgramError, ProgramId, Rng, Std, Time,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::interpreter::{Factory, Interpreter, Replier, ShardContext};
+use crate::offload::CpuPool;
+use crate::shard::{Command, Fail, Shard, ShardReport, SpawnJob};
+use crate::stats::{RuntimeStats, ShardCounters};
+
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two interpreters were registered for one family.
+    #[error("two interpreters are registered for the {0} family; register one per family")]
+    DuplicateFamily(&'static str),
+    /// A family name that routing cannot use.
+    #[error(
+        "{0:?} is not a family name; use the part of the effect name before the dot \
+         (\"Database\" for \"Database.GetUserById\")"
+    )]
+    BadFamilyName(&'static str),
+    /// The OS refused a thread or a tokio runtime.
+    #[error("could not start {what}: {source}; check the process's thread limit")]
+    Os {
+        /// What could not start.
+        what: String,
+        /// The OS's error.
+        source: std::io::Error,
+    },
+    /// No engine seed was configured and the OS could not supply one.
+    #[error(transparent)]
+    Entropy(#[from] crate::entropy::EntropyError),
+    /// A shard stopped before it was ready (an interpreter factory panicked).
+    #[error("shard {0} stopped while starting; an interpreter factory panicked (see the log)")]
+    ShardFailed(usize),
+}
+
+/// Why a program was not started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The runtime is shutting down and takes no new programs.
+    #[error("the runtime is shutting down and takes no new programs")]
+    ShuttingDown,
+    /// Every shard's queue is full (only from `try_spawn`): wait, or use `spawn`,
+    /// which waits for room.
+    #[error(
+        "every shard's queue of programs to start is full ({capacity} each); \
+         retry later or use spawn(), which waits for room"
+    )]
+    Full {
+        /// The queue capacity per shard.
+        capacity: usize,
+    },
+}
+
+/// How a shutdown went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Programs that ended on their own during the grace period.
+    pub finished_in_grace: u64,
+    /// Programs aborted when the grace period ran out (each reported
+    /// `ProgramError::Aborted`).
+    pub aborted: u64,
+    /// Programs queued but not yet started when shutdown began (each reported
+    /// `ProgramError::Aborted`, never run).
+    pub refused: u64,
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// use effectful_tokio::{Runtime, SystemInterpreter};
+///
+/// let runtime = Runtime::builder()
+///     .shards(2)
+///     .interpreter("System", |_| SystemInterpreter::new())
+///     .build()
+///     .expect("runtime");
+/// let id = runtime.block_on(async {
+///     let handle = runtime.handle().spawn(|fx| async move {
+///         fx.perform(effectful::effect::GenerateUuid {}).await
+///     }).await?;
+///     Ok::<_, Box<dyn std::error::Error>>(handle.await??)
+/// }).expect("a uuid");
+/// assert_eq!(id.get_version_num(), 4);
+/// runtime.shutdown(std::time::Duration::from_secs(1));
+/// ```
+pub struct RuntimeBuilder<F: Family = Std> {
+    shards: usize,
+    seed: Option<u64>,
+    engine: EngineConfig,
+    queue: usize,
+    cpu_threads: Option<usize>,
+    interpreters: Vec<(&'static str, Factory<F>)>,
+}
+
+impl<F: Family> Default for RuntimeBuilder<F> {
+    fn default() -> Self {
+        RuntimeBuilder {
+            shards: thread::available_parallelism().map_or(1, |n| n.get()),
+            seed: None,
+            engine: EngineConfig::default(),
+            queue: 1024,
+            cpu_threads: None,
+            interpreters: Vec::new(),
+        }
+    }
+}
+
+impl<F: Family> RuntimeBuilder<F>
+where
+    F::Response: Send,
+{
+    /// A builder with the defaults: one shard per core, a seed from the OS, a queue
+    /// of 1,024 programs to start per shard, no interpreters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many shards (OS threads, each with its own engine). At least one.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// The seed of the engines' randomness (retry jitter, `Fx::random_u64`). Without
+    /// it the runtime draws one from the OS; either way it is logged at start, so it
+    /// must never feed secrets.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The engines' configuration (program timeout, ...). Its seed is replaced by one
+    /// derived per shard from [`seed`](Self::seed).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// How many programs may wait to start on each shard before `spawn` waits for
+    /// room (and `try_spawn` refuses). At least one.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue = capacity.max(1);
+        self
+    }
+
+    /// How many threads the process's CPU pool has (default: one per shard).
+    pub fn cpu_threads(mut self, threads: usize) -> Self {
+        self.cpu_threads = Some(threads.max(1));
+        self
+    }
+
+    /// Registers the interpreter of `family` (the part of effect names before the
+    /// dot: `"Database"`, `"System"`, or your own family's). `factory` builds one
+    /// instance per shard, on that shard's thread; state it captures in an `Arc` is
+    /// shared by every shard, which is how per-process limits (a pool's size) hold.
+    pub fn interpreter<I: Interpreter<F>>(
+        mut self,
+        family: &'static str,
+        factory: impl Fn(&ShardContext<F>) -> I + Send + Sync + 'static,
+    ) -> Self {
+        self.interpreters.push((
+            family,
+            Box::new(move |cx: &ShardContext<F>| Box::new(factory(cx)) as Box<dyn Interpreter<F>>),
+        ));
+        self
+    }
+
+    /// Starts the shards and the CPU pool; returns once every shard has built its
+    /// interpreters.
+    pub fn build(self) -> Result<Runtime<F>, BuildError> {
+        let mut families = Vec::new();
+        for (family, _) in &self.interpreters {
+            if family.is_empty() || family.contains('.') {
+                return Err(BuildError::BadFamilyName(family));
+            }
+            if families.contains(family) {
+                return Err(BuildError::DuplicateFamily(family));
+            }
+            families.push(*family);
+        }
+        let families: Arc<[&'static str]> = families.into();
+        let factories: Arc<[Factory<F>]> = self.interpreters.into_iter().map(|(_, f)| f).collect();
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None => crate::entropy::seed()?,
+        };
+        let clock = Clock::start();
+        let (pool, pool_threads) = CpuPool::start(self.cpu_threads.unwrap_or(self.shards))
+            .map_err(|source| BuildError::Os {
+                what: "the CPU pool's threads".into(),
+                source,
+            })?;
+        let counters: Vec<Arc<ShardCounters>> = (0..self.shards)
+            .map(|_| Arc::new(ShardCounters::new(families.len())))
+            .collect();
+        let stats = RuntimeStats::new(families.clone(), counters.clone().into());
+        let mut senders = Vec::new();
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, BuildError>>();
+        for (index, counters) in counters.into_iter().enumerate() {
+            let (command_tx, commands) = mpsc::channel(self.queue);
+            let (control_tx, control) = mpsc::unbounded_channel();
+            senders.push(command_tx);
+            controls.push(control_tx);
+            let engine_config = EngineConfig {
+                seed: Rng::derive(seed, "tokio.shard", index as u64).next_u64(),
+                ..self.engine.clone()
+            };
+            let families = families.clone();
+            let factories = factories.clone();
+            let pool = pool.clone();
+            let stats = stats.clone();
+            let ready = ready_tx.clone();
+            let shards = self.shards;
+            let spawned = thread::Builder::new()
+                .name(format!("effectful-shard-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(source) => {
+                            let what = format!("shard {index}'s tokio runtime");
+                            let _ = ready.send(Err(BuildError::Os { what, source }));
+                            return ShardReport::default();
+                        }
+                    };
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, async move {
+                        let (replier, answers) = Replier::channel();
+                        let context = ShardContext {
+                            shard: index,
+                            shards,
+                            clock,
+                            replier: replier.clone(),
+                            pool: pool.clone(),
+                            stats,
+                        };
+                        let mut shard = Shard::new(
+                            index,
+                            Engine::new(engine_config),
+                            clock,
+                            families,
+                            replier,
+                            answers,
+                            commands,
+                            control,
+                            counters,
+                            pool,
+                        );
+                        shard.interpreters = factories.iter().map(|f| f(&context)).collect();
+                        drop(context);
+                        let _ = ready.send(Ok(index));
+                        drop(ready);
+                        shard.run().await
+                    })
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(source) => {
+                    return Err(BuildError::Os {
+                        what: format!("shard {index}'s thread"),
+                        source,
+                    });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut ready = 0;
+        while ready < self.shards {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => ready += 1,
+                Ok(Err(error)) => return Err(error),
+                // A shard dropped its sender without a word: its factory panicked.
+                Err(_) => return Err(BuildError::ShardFailed(ready)),
+            }
+        }
+        tracing::info!(
+            seed,
+            shards = self.shards,
+            families = ?families,
+            "effectful runtime started (the seed fixes programs' jitter and random draws; rerun with .seed({seed}))"
+        );
+        Ok(Runtime {
+            handle: Handle {
+                shared: Arc::new(Shared {
+                    senders,
+                    controls,
+                    next: AtomicUsize::new(0),
+                    shutting_down: AtomicBool::new(false),
+                    clock,
+                    queue: self.queue,
+                    stats: stats.clone(),
+                }),
+            },
+            threads,
+            pool: Some(pool),
+            pool_threads,
+            seed,
+            caller: OnceLock::new(),
+        })
+    }
+}
+
+/// Shards on every core, running programs and their interpreters.
+///
+/// Each shard is an OS thread with a current-thread tokio runtime that owns one
+/// [`Engine`] (which is `!Send` by design) and one instance of every registered
+/// interpreter. Programs are spread over the shards; answers come back to the shard
+/// that asked. The driving loop is the engine's drain rule: after each input (a
+/// program started, an answer, a timer), every output is handled in order: requests to
+/// their family's interpreter, cancellations to the interpreter that holds the
+/// effect, results to whoever waits for the program and, with every program's end,
+/// to every interpreter. Then the shard sleeps until the engine's next deadline or the
+/// next input.
+///
+/// Dropping a runtime shuts it down with no grace period.
+pub struct Runtime<F: Family = Std> {
+    handle: Handle<F>,
+    threads: Vec<thread::JoinHandle<ShardReport>>,
+    pool: Option<CpuPool>,
+    pool_threads: Vec<thread::JoinHandle<()>>,
+    seed: u64,
+    /// Made on the first `block_on`.
+    caller: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Runtime<Std> {
+    /// A builder for a runtime of the built-in effects.
+    pub fn builder() -> RuntimeBuilder<Std> {
+        RuntimeBuilder::new()
+    }
+}
+
+impl<F: Family> Runtime<F>
+where
+    F::Response: Send,
+{
+    /// A `Send` handle to start programs from anywhere.
+    pub fn handle(&self) -> &Handle<F> {
+        &self.handle
+    }
+
+    /// The engine seed in use (configured, or drawn from the OS and logged).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.handle.shared.stats
+    }
+
+    /// Runs `future` to completion on the calling thread (for `main` functions and
+    /// tests that are not already async). Never call it from inside an async context.
+    ///
+    /// # Panics
+    /// If the OS refuses the small runtime it runs on, or if called from inside an
+    /// async context (tokio forbids nesting).
+    pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        let caller =
+            self.caller.get_or_init(|| {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => panic!("could not start a tokio runtime for block_on: {error}"),
+                }
+            });
+        caller.block_on(future)
+    }
+
+    /// Shuts down gracefully and waits until every shard has stopped: no new
+    /// programs; every program waiting on `System.WaitForShutdown` is answered;
+    /// running programs have `grace` to finish, then are aborted (each reports
+    /// `ProgramError::Aborted`); programs queued but not started are reported aborted
+    /// without running. Blocks the calling thread: from async code, call it through
+    /// `spawn_blocking`, or call [`Handle::begin_shutdown`] and let the runtime drop.
+    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        self.handle.begin_shutdown(grace);
+        let mut report = ShutdownReport::default();
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(shard) => {
+                    report.finished_in_grace += shard.finished_in_grace;
+                    report.aborted += shard.aborted;
+                    report.refused += shard.refused;
+                }
+                Err(_) => tracing::error!("a shard's thread panicked while stopping"),
+            }
+        }
+        self.pool = None;
+        for thread in self.pool_threads.drain(..) {
+            let _ = thread.join();
+        }
+        tracing::info!(?report, "effectful runtime stopped");
+        report
+    }
+}
+
+impl<F: Family> Drop for Runtime<F> {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.handle.begin_shutdown(Duration::ZERO);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.pool = None;
+        for thread in self.pool_threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Shared<F: Family> {
+    senders: Vec<mpsc::Sender<Command<F>>>,
+    controls: Vec<mpsc::UnboundedSender<Time>>,
+    next: AtomicUsize,
+    shutting_down: AtomicBool,
+    clock: Clock,
+    queue: usize,
+    stats: RuntimeStats,
+}
+
+/// Starts programs on a runtime's shards from any thread or task; cheap to clone.
+///
+/// Queues are bounded: [`spawn`](Self::spawn) waits for room (backpressure),
+/// [`try_spawn`](Self::try_spawn) refuses. Once shutdown began, both refuse with
+/// [`SpawnError::ShuttingDown`].
+pub struct Handle<F: Family = Std> {
+    shared: Arc<Shared<F>>,
+}
+
+impl<F: Family> Clone for Handle<F> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<F: Family> Handle<F> {
+    /// Begins a graceful shutdown with `grace` for running programs (see
+    /// [`Runtime::shutdown`]); returns at once. Later calls do nothing.
+    pub fn begin_shutdown(&self, grace: Duration) {
+        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let deadline = self.shared.clock.now() + grace;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "effectful runtime shutting down"
+        );
+        for control in &self.shared.controls {
+            let _ = control.send(deadline);
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.shared.stats
+    }
+
+    /// How many shards the runtime has.
+    pub fn shards(&self) -> usize {
+        self.shared.senders.len()
+    }
+}
+
+impl<F: Family> std::fmt::Debug for Handle<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("shards", &self.shared.senders.len())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}
+
+impl<F: Family> Handle<F>
+where
+    F::Response: Send,
+{
+    /// Starts an async program on a shard, waiting for room in its queue;
+    /// `make` is called there with the program's effect handle. Await the returned
+    /// [`JoinHandle`] for the program's result.
+    pub async fn spawn<T, Fut, Mk>(&self, make: Mk) -> Result<JoinHandle<T>, SpawnError>
+    where
+        Mk: FnOnce(Fx<F>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (job, join) = AsyncJob::new(make);
+        self.send(Box::new(job)).await?;
+        Ok(join)
+    }
+
+    /// Starts an async program if a shard has room now.
+    pub fn try_spawn<T, Fut, Mk>(&self, make: Mk) -> Result<JoinHandle<T>, SpawnError>
+    where
+        Mk: FnOnce(Fx<F>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (job, join) = AsyncJob::new(make);
+        self.try_send(Box::new(job))?;
+        Ok(join)
+    }
+
+    /// Starts a hand-written program on a shard (built there by `make`), waiting for
+    /// room in its queue.
+    pub async fn spawn_program<P, Mk>(&self, make: Mk) -> Result<JoinHandle<P::Output>, SpawnError>
+    where
+        Mk: FnOnce() -> P + Send + 'static,
+        P: Program<F> + 'static,
+        P::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = ProgramJob { make, tx };
+        self.send(Box::new(job)).await?;
+        Ok(JoinHandle { rx })
+    }
+
+    fn start(&self) -> usize {
+        self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.senders.len()
+    }
+
+    fn try_send(&self, job: Box<dyn SpawnJob<F>>) -> Result<(), SpawnError> {
+        if self.is_shutting_down() {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let start = self.start();
+        let n = self.shared.senders.len();
+        let mut command = Command::Spawn(job);
+        for k in 0..n {
+            match self.shared.senders[(start + k) % n].try_send(command) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(back)) => command = back,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpawnError::ShuttingDown),
+            }
+        }
+        Err(SpawnError::Full {
+            capacity: self.shared.queue,
+        })
+    }
+
+    async fn send(&self, job: Box<dyn SpawnJob<F>>) -> Result<(), SpawnError> {
+        if self.is_shutting_down() {
+            return Err(SpawnError::ShuttingDown);
+        }
+        // Any shard with room now; else wait for the next one in turn.
+        let start = self.start();
+        let n = self.shared.senders.len();
+        let mut command = Command::Spawn(job);
+        for k in 0..n {
+            match self.shared.senders[(start + k) % n].try_send(command) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(back)) => command = back,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpawnError::ShuttingDown),
+            }
+        }
+        self.shared.senders[start]
+            .send(command)
+            .await
+            .map_err(|_| SpawnError::ShuttingDown)
+    }
+}
+
+/// The result of a program started on a runtime: await it.
+///
+/// Resolves exactly once per program: its output, or why it ended without one.
+#[must_use = "a JoinHandle does nothing unless awaited; dropping it detaches the program"]
+pub struct JoinHandle<T> {
+    rx: oneshot::Receiver<Result<T, ProgramError>>,
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinHandle")
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits on the calling thread (never from async code).
+    pub fn blocking_join(self) -> Result<T, ProgramError> {
+        self.rx
+            .blocking_recv()
+            .unwrap_or(Err(ProgramError::Aborted))
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, ProgramError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A shard that vanished without reporting (its thread died) aborted the program.
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ProgramError::Aborted)))
+    }
+}
+
+type ResultSlot<T> = Cell<Option<oneshot::Sender<Result<T, ProgramError>>>>;
+
+impl<T> Fail for ResultSlot<T> {
+    fn fail(&self, error: ProgramError) {
+        if let Some(tx) = self.take() {
+            let _ = tx.send(Err(error));
+        }
+    }
+}
+
+struct AsyncJob<Mk, T> {
+    make: Mk,
+    tx: oneshot::Sender<Result<T, ProgramError>>,
+}
+
+impl<Mk, T> AsyncJob<Mk, T> {
+    fn new(make: Mk) -> (AsyncJob<Mk, T>, JoinHandle<T>) {
+        let (tx, rx) = oneshot::channel();
+        (AsyncJob { make, tx }, JoinHandle { rx })
+    }
+}
+
+impl<F, T, Fut, Mk> SpawnJob<F> for AsyncJob<Mk, T>
+where
+    F: Family,
+    Mk: FnOnce(Fx<F>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time) -> (ProgramId, Rc<dyn Fail>) {
+        let slot: Rc<ResultSlot<T>> = Rc::new(Cell::new(Some(self.tx)));
+        let reporter = slot.clone();
+        let make = self.make;
+        let program = engine.spawn_async(now, move |fx| {
+            let future = make(fx);
+            async move {
+                let output = future.await;
+                if let Some(tx) = reporter.take() {
+                    let _ = tx.send(Ok(output));
+                }
+            }
+        });
+        (program, slot)
+    }
+
+    fn refuse(self: Box<Self>, error: ProgramError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
+
+struct ProgramJob<Mk, T> {
+    make: Mk,
+    tx: oneshot::Sender<Result<T, ProgramError>>,
+}
+
+/// A hand-written program that reports its own output, as its last act.
+struct Reporting<P: Program<F>, F: Family> {
+    program: P,
+    slot: Rc<ResultSlot<P::Output>>,
+}
+
+impl<P: Program<F>, F: Family> Program<F> for Reporting<P, F> {
+    type Output = ();
+
+    fn resume(&mut self, cx: &mut Cx<'_, F>, event: Event<F>) -> Poll<()> {
+        self.program.resume(cx, event).map(|output| {
+            if let Some(tx) = self.slot.take() {
+                let _ = tx.send(Ok(output));
+            }
+        })
+    }
+}
+
+impl<F, P, Mk> SpawnJob<F> for ProgramJob<Mk, P::Output>
+where
+    F: Family,
+    Mk: FnOnce() -> P + Send + 'static,
+    P: Program<F> + 'static,
+    P::Output: Send + 'static,
+{
+    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time) -> (ProgramId, Rc<dyn Fail>) {
+        let slot: Rc<ResultSlot<P::Output>> = Rc::new(Cell::new(Some(self.tx)));
+        let program = engine.spawn(
+            now,
+            Reporting {
+                program: (self.make)(),
+                slot: slot.clone(),
+            },
+        );
+        (program, slot)
+    }
+
+    fn refuse(self: Box<Self>, error: ProgramError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
