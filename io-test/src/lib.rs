@@ -11,12 +11,15 @@
 //!   seeded scheduler deciding arrival order, and a [`fault`] plan.
 //! - [`trace`]: every input and output as JSON lines; [`trace::replay`] reproduces a
 //!   run exactly and fails at the first divergence.
+//! - [`contract`]: behaviour every driver keeps (cancellation), written once and
+//!   run against the simulator and the tokio runtime.
 //! - [`seed`]: `EFFECTFUL_SEED=<n>` reruns one seed; failing runs print how to reproduce.
 //! - `strategy` (feature `proptest`, on by default): proptest strategies for fault
 //!   plans and client connections.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod contract;
 pub mod fake;
 pub mod fault;
 pub mod script;
