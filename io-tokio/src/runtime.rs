@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Clock;
 use crate::interpreter::{Factory, Interpreter, Replier, ShardContext};
 use crate::offload::CpuPool;
-use crate::shard::{Command, Fail, Shard, ShardReport, SpawnJob};
+use crate::shard::{Command, Report, Shard, ShardReport, SpawnJob};
 use crate::stats::{RuntimeStats, ShardCounters};
 
 /// Why a runtime could not start.
@@ -632,13 +632,27 @@ impl<T> Future for JoinHandle<T> {
     }
 }
 
-type ResultSlot<T> = Cell<Option<oneshot::Sender<Result<T, ProgramError>>>>;
+/// Where a program's output waits for its `Finished`, and who waits for both.
+struct ResultSlot<T> {
+    tx: Cell<Option<oneshot::Sender<Result<T, ProgramError>>>>,
+    output: Cell<Option<T>>,
+}
 
-impl<T> Fail for ResultSlot<T> {
-    fn fail(&self, error: ProgramError) {
-        if let Some(tx) = self.take() {
-            let _ = tx.send(Err(error));
-        }
+impl<T> ResultSlot<T> {
+    fn new(tx: oneshot::Sender<Result<T, ProgramError>>) -> Rc<ResultSlot<T>> {
+        Rc::new(ResultSlot {
+            tx: Cell::new(Some(tx)),
+            output: Cell::new(None),
+        })
+    }
+}
+
+impl<T> Report for ResultSlot<T> {
+    fn report(&self, result: Result<(), ProgramError>) {
+        let Some(tx) = self.tx.take() else { return };
+        // A program that returned left its output here before its `Finished`.
+        let result = result.and_then(|()| self.output.take().ok_or(ProgramError::Aborted));
+        let _ = tx.send(result);
     }
 }
 
@@ -661,18 +675,17 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time) -> (ProgramId, Rc<dyn Fail>) {
-        let slot: Rc<ResultSlot<T>> = Rc::new(Cell::new(Some(self.tx)));
-        let reporter = slot.clone();
+    fn start(
+        self: Box<Self>,
+        engine: &mut Engine<(), F>,
+        now: Time,
+    ) -> (ProgramId, Rc<dyn Report>) {
+        let slot = ResultSlot::new(self.tx);
+        let output = slot.clone();
         let make = self.make;
         let program = engine.spawn_async(now, move |fx| {
             let future = make(fx);
-            async move {
-                let output = future.await;
-                if let Some(tx) = reporter.take() {
-                    let _ = tx.send(Ok(output));
-                }
-            }
+            async move { output.output.set(Some(future.await)) }
         });
         (program, slot)
     }
@@ -697,11 +710,9 @@ impl<P: Program<F>, F: Family> Program<F> for Reporting<P, F> {
     type Output = ();
 
     fn resume(&mut self, cx: &mut Cx<'_, F>, event: Event<F>) -> Poll<()> {
-        self.program.resume(cx, event).map(|output| {
-            if let Some(tx) = self.slot.take() {
-                let _ = tx.send(Ok(output));
-            }
-        })
+        self.program
+            .resume(cx, event)
+            .map(|output| self.slot.output.set(Some(output)))
     }
 }
 
@@ -712,8 +723,12 @@ where
     P: Program<F> + 'static,
     P::Output: Send + 'static,
 {
-    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time) -> (ProgramId, Rc<dyn Fail>) {
-        let slot: Rc<ResultSlot<P::Output>> = Rc::new(Cell::new(Some(self.tx)));
+    fn start(
+        self: Box<Self>,
+        engine: &mut Engine<(), F>,
+        now: Time,
+    ) -> (ProgramId, Rc<dyn Report>) {
+        let slot = ResultSlot::new(self.tx);
         let program = engine.spawn(
             now,
             Reporting {

@@ -30,21 +30,23 @@ pub(crate) enum Command<F: Family> {
 
 /// A program on its way to a shard, with whoever waits for its result.
 pub(crate) trait SpawnJob<F: Family>: Send {
-    /// Starts the program; returns its id and how to report its failure.
-    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time) -> (ProgramId, Rc<dyn Fail>);
+    /// Starts the program; returns its id and how to report its end.
+    fn start(self: Box<Self>, engine: &mut Engine<(), F>, now: Time)
+    -> (ProgramId, Rc<dyn Report>);
     /// Reports the program as ended without running it (the runtime is stopping).
     fn refuse(self: Box<Self>, error: ProgramError);
 }
 
-/// Reports a program's failure to whoever waits for it; its success the program
-/// reports itself, from inside, as its last act.
-pub(crate) trait Fail {
-    fn fail(&self, error: ProgramError);
+/// Reports a program's end to whoever waits for it. A program that returns leaves
+/// its output beside the report, which sends it once the shard has handled the
+/// program's `Finished` (so counters and interpreters have heard of it first).
+pub(crate) trait Report {
+    fn report(&self, result: Result<(), ProgramError>);
 }
 
 struct Waiter {
     program: ProgramId,
-    fail: Rc<dyn Fail>,
+    report: Rc<dyn Report>,
     span: Option<Span>,
 }
 
@@ -221,7 +223,7 @@ impl<F: Family> Shard<F> {
             return;
         }
         let now = self.clock.now();
-        let (program, fail) = job.start(&mut self.engine, now);
+        let (program, report) = job.start(&mut self.engine, now);
         self.counters.spawned();
         let span = tracing::enabled!(Level::DEBUG).then(|| {
             tracing::debug_span!("program", shard = self.index, %program, outcome = tracing::field::Empty)
@@ -232,7 +234,7 @@ impl<F: Family> Shard<F> {
         }
         self.waiters[index] = Some(Waiter {
             program,
-            fail,
+            report,
             span,
         });
         self.drain(now);
@@ -387,6 +389,11 @@ impl<F: Family> Shard<F> {
             .waiters
             .get_mut(program.index() as usize)
             .and_then(|slot| slot.take_if(|w| w.program == program));
+        for i in 0..self.interpreters.len() {
+            self.call(now, i, "program_finished", |interpreter, cx| {
+                interpreter.program_finished(cx, program)
+            });
+        }
         if let Some(waiter) = waiter {
             if let Some(span) = &waiter.span {
                 span.record(
@@ -394,14 +401,7 @@ impl<F: Family> Shard<F> {
                     stats::PROGRAM_OUTCOMES[stats::program_outcome(&result)],
                 );
             }
-            if let Err(error) = result {
-                waiter.fail.fail(error);
-            }
-        }
-        for i in 0..self.interpreters.len() {
-            self.call(now, i, "program_finished", |interpreter, cx| {
-                interpreter.program_finished(cx, program)
-            });
+            waiter.report.report(result);
         }
     }
 
