@@ -49,6 +49,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::offload::{CpuPool, Offloaded};
+use crate::shard::Inbox;
 use crate::stats::RuntimeStats;
 
 /// Performs the effects of one family on one shard.
@@ -87,7 +88,7 @@ pub(crate) type Answer<F> = (EffectId, Result<<F as Family>::Response, EffectErr
 /// Answers effects of one shard from anywhere: a task, another thread, the CPU pool.
 /// `Send` when the family's responses are.
 pub struct Replier<F: Family = Std> {
-    tx: mpsc::UnboundedSender<Answer<F>>,
+    tx: mpsc::UnboundedSender<Inbox<F>>,
 }
 
 impl<F: Family> Clone for Replier<F> {
@@ -105,15 +106,20 @@ impl<F: Family> std::fmt::Debug for Replier<F> {
 }
 
 impl<F: Family> Replier<F> {
-    pub(crate) fn channel() -> (Replier<F>, mpsc::UnboundedReceiver<Answer<F>>) {
+    pub(crate) fn channel() -> (Replier<F>, mpsc::UnboundedReceiver<Inbox<F>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Replier { tx }, rx)
+    }
+
+    /// Puts anything in the shard's inbox; gives it back if the shard has stopped.
+    pub(crate) fn send(&self, item: Inbox<F>) -> Result<(), Inbox<F>> {
+        self.tx.send(item).map_err(|e| e.0)
     }
 
     /// Hands the answer to `id` to its shard. Returns `false` if the shard has
     /// stopped (the answer is dropped, as a stale one would be).
     pub fn answer(&self, id: EffectId, result: Result<F::Response, EffectError>) -> bool {
-        self.tx.send((id, result)).is_ok()
+        self.tx.send(Inbox::Answer((id, result))).is_ok()
     }
 }
 

@@ -14,12 +14,12 @@ use std::time::Duration;
 use effectful::{
     Cx, Engine, EngineConfig, Event, Family, Fx, Program, ProgramError, ProgramId, Rng, Std, Time,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, oneshot};
 
 use crate::clock::Clock;
 use crate::interpreter::{Factory, Interpreter, Replier, ShardContext};
 use crate::offload::CpuPool;
-use crate::shard::{Command, Report, Shard, ShardReport, SpawnJob};
+use crate::shard::{Inbox, Report, Shard, ShardReport, SpawnJob};
 use crate::stats::{RuntimeStats, ShardCounters};
 
 /// Why a runtime could not start.
@@ -213,15 +213,15 @@ where
             .map(|_| Arc::new(ShardCounters::new(families.len())))
             .collect();
         let stats = RuntimeStats::new(families.clone(), counters.clone().into());
-        let mut senders = Vec::new();
-        let mut controls = Vec::new();
+        let mut inboxes = Vec::new();
+        let mut admissions = Vec::new();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, BuildError>>();
         for (index, counters) in counters.into_iter().enumerate() {
-            let (command_tx, commands) = mpsc::channel(self.queue);
-            let (control_tx, control) = mpsc::unbounded_channel();
-            senders.push(command_tx);
-            controls.push(control_tx);
+            let (replier, inbox) = Replier::channel();
+            let admission = Arc::new(Semaphore::new(self.queue));
+            inboxes.push(replier.clone());
+            admissions.push(admission.clone());
             let engine_config = EngineConfig {
                 seed: Rng::derive(seed, "tokio.shard", index as u64).next_u64(),
                 ..self.engine.clone()
@@ -248,7 +248,6 @@ where
                     };
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&runtime, async move {
-                        let (replier, answers) = Replier::channel();
                         let context = ShardContext {
                             shard: index,
                             shards,
@@ -263,9 +262,8 @@ where
                             clock,
                             families,
                             replier,
-                            answers,
-                            commands,
-                            control,
+                            inbox,
+                            admission,
                             counters,
                             pool,
                         );
@@ -273,7 +271,16 @@ where
                         drop(context);
                         let _ = ready.send(Ok(index));
                         drop(ready);
-                        shard.run().await
+                        // A task of the local set, like the interpreters' tasks, so that
+                        // handing work between them never goes through the runtime's
+                        // park and clock.
+                        match tokio::task::spawn_local(shard.run()).await {
+                            Ok(report) => report,
+                            Err(error) => {
+                                tracing::error!(shard = index, %error, "shard's loop panicked");
+                                ShardReport::default()
+                            }
+                        }
                     })
                 });
             match spawned {
@@ -305,8 +312,8 @@ where
         Ok(Runtime {
             handle: Handle {
                 shared: Arc::new(Shared {
-                    senders,
-                    controls,
+                    inboxes,
+                    admissions,
                     next: AtomicUsize::new(0),
                     shutting_down: AtomicBool::new(false),
                     clock,
@@ -441,8 +448,10 @@ impl<F: Family> Drop for Runtime<F> {
 }
 
 struct Shared<F: Family> {
-    senders: Vec<mpsc::Sender<Command<F>>>,
-    controls: Vec<mpsc::UnboundedSender<Time>>,
+    /// Each shard's inbox (a [`Replier`] is a sender into it).
+    inboxes: Vec<Replier<F>>,
+    /// Each shard's permits for programs waiting to start: the queue's bound.
+    admissions: Vec<Arc<Semaphore>>,
     next: AtomicUsize,
     shutting_down: AtomicBool,
     clock: Clock,
@@ -479,8 +488,10 @@ impl<F: Family> Handle<F> {
             grace_ms = grace.as_millis() as u64,
             "effectful runtime shutting down"
         );
-        for control in &self.shared.controls {
-            let _ = control.send(deadline);
+        for (inbox, admission) in self.shared.inboxes.iter().zip(&self.shared.admissions) {
+            // Spawners waiting for room learn at once; the shard from its inbox.
+            admission.close();
+            let _ = inbox.send(Inbox::Shutdown(deadline));
         }
     }
 
@@ -496,14 +507,14 @@ impl<F: Family> Handle<F> {
 
     /// How many shards the runtime has.
     pub fn shards(&self) -> usize {
-        self.shared.senders.len()
+        self.shared.inboxes.len()
     }
 }
 
 impl<F: Family> std::fmt::Debug for Handle<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
-            .field("shards", &self.shared.senders.len())
+            .field("shards", &self.shared.inboxes.len())
             .field("shutting_down", &self.is_shutting_down())
             .finish()
     }
@@ -554,46 +565,58 @@ where
     }
 
     fn start(&self) -> usize {
-        self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.senders.len()
+        self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.inboxes.len()
     }
 
     fn try_send(&self, job: Box<dyn SpawnJob<F>>) -> Result<(), SpawnError> {
-        if self.is_shutting_down() {
-            return Err(SpawnError::ShuttingDown);
+        match self.admit_now()? {
+            Some(shard) => self.enqueue(shard, job),
+            None => Err(SpawnError::Full {
+                capacity: self.shared.queue,
+            }),
         }
-        let start = self.start();
-        let n = self.shared.senders.len();
-        let mut command = Command::Spawn(job);
-        for k in 0..n {
-            match self.shared.senders[(start + k) % n].try_send(command) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(back)) => command = back,
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpawnError::ShuttingDown),
-            }
-        }
-        Err(SpawnError::Full {
-            capacity: self.shared.queue,
-        })
     }
 
     async fn send(&self, job: Box<dyn SpawnJob<F>>) -> Result<(), SpawnError> {
+        if let Some(shard) = self.admit_now()? {
+            return self.enqueue(shard, job);
+        }
+        // Every queue is full: wait for room on the next shard in turn.
+        let shard = self.start();
+        match self.shared.admissions[shard].acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                self.enqueue(shard, job)
+            }
+            Err(_) => Err(SpawnError::ShuttingDown),
+        }
+    }
+
+    /// Takes a permit from the first shard in turn that has room now.
+    fn admit_now(&self) -> Result<Option<usize>, SpawnError> {
         if self.is_shutting_down() {
             return Err(SpawnError::ShuttingDown);
         }
-        // Any shard with room now; else wait for the next one in turn.
         let start = self.start();
-        let n = self.shared.senders.len();
-        let mut command = Command::Spawn(job);
+        let n = self.shared.inboxes.len();
         for k in 0..n {
-            match self.shared.senders[(start + k) % n].try_send(command) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(back)) => command = back,
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpawnError::ShuttingDown),
+            let shard = (start + k) % n;
+            match self.shared.admissions[shard].try_acquire() {
+                Ok(permit) => {
+                    // The shard gives the permit back when it takes the program.
+                    permit.forget();
+                    return Ok(Some(shard));
+                }
+                Err(TryAcquireError::NoPermits) => {}
+                Err(TryAcquireError::Closed) => return Err(SpawnError::ShuttingDown),
             }
         }
-        self.shared.senders[start]
-            .send(command)
-            .await
+        Ok(None)
+    }
+
+    fn enqueue(&self, shard: usize, job: Box<dyn SpawnJob<F>>) -> Result<(), SpawnError> {
+        self.shared.inboxes[shard]
+            .send(Inbox::Spawn(job))
             .map_err(|_| SpawnError::ShuttingDown)
     }
 }

@@ -14,7 +14,7 @@ use effectful::{
     Time,
 };
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{Level, Span};
 
 use crate::clock::Clock;
@@ -22,10 +22,15 @@ use crate::interpreter::{Answer, Interpreter, Replier, ShardCx};
 use crate::offload::CpuPool;
 use crate::stats::{self, EffectOutcome, ShardCounters, UNHANDLED};
 
-/// What a handle asks of a shard.
-pub(crate) enum Command<F: Family> {
-    /// Start a program.
+/// What reaches a shard from outside its loop, in one queue: answers from
+/// interpreters' tasks, programs to start, the start of shutdown.
+pub(crate) enum Inbox<F: Family> {
+    /// The answer to an effect.
+    Answer(Answer<F>),
+    /// A program to start (its admission permit was taken by the handle).
     Spawn(Box<dyn SpawnJob<F>>),
+    /// Shutdown began; running programs have until this time.
+    Shutdown(Time),
 }
 
 /// A program on its way to a shard, with whoever waits for its result.
@@ -76,9 +81,9 @@ pub(crate) struct Shard<F: Family> {
     pub(crate) families: Arc<[&'static str]>,
     pub(crate) interpreters: Vec<Box<dyn Interpreter<F>>>,
     pub(crate) replier: Replier<F>,
-    pub(crate) answers: mpsc::UnboundedReceiver<Answer<F>>,
-    pub(crate) commands: mpsc::Receiver<Command<F>>,
-    pub(crate) control: mpsc::UnboundedReceiver<Time>,
+    pub(crate) inbox: mpsc::UnboundedReceiver<Inbox<F>>,
+    /// Permits for programs waiting in the inbox (the bound of the queue).
+    pub(crate) admission: Arc<Semaphore>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) pool: CpuPool,
     inflight: FxHashMap<EffectId, Inflight>,
@@ -89,15 +94,8 @@ pub(crate) struct Shard<F: Family> {
     report: ShardReport,
 }
 
-enum Wake<F: Family> {
-    Answer(Answer<F>),
-    Command(Option<Command<F>>),
-    Shutdown(Option<Time>),
-    Timer,
-}
-
-/// At most this many answers are taken in one wake before the other inputs get a turn.
-const ANSWER_BATCH: usize = 256;
+/// At most this many inbox items are taken in one wake before timers get a turn.
+const INBOX_BATCH: usize = 256;
 
 impl<F: Family> Shard<F> {
     #[allow(clippy::too_many_arguments)]
@@ -107,9 +105,8 @@ impl<F: Family> Shard<F> {
         clock: Clock,
         families: Arc<[&'static str]>,
         replier: Replier<F>,
-        answers: mpsc::UnboundedReceiver<Answer<F>>,
-        commands: mpsc::Receiver<Command<F>>,
-        control: mpsc::UnboundedReceiver<Time>,
+        inbox: mpsc::UnboundedReceiver<Inbox<F>>,
+        admission: Arc<Semaphore>,
         counters: Arc<ShardCounters>,
         pool: CpuPool,
     ) -> Shard<F> {
@@ -120,9 +117,8 @@ impl<F: Family> Shard<F> {
             families,
             interpreters: Vec::new(),
             replier,
-            answers,
-            commands,
-            control,
+            inbox,
+            admission,
             counters,
             pool,
             inflight: FxHashMap::default(),
@@ -139,8 +135,6 @@ impl<F: Family> Shard<F> {
             self.clock.instant(Time::MAX).into(),
         ));
         let mut armed: Option<Time> = None;
-        let mut commands_open = true;
-        let mut control_open = true;
         loop {
             if self.grace.is_some() && self.engine.programs() == 0 {
                 break;
@@ -155,53 +149,29 @@ impl<F: Family> Shard<F> {
                 }
                 armed = want;
             }
-            let wake = poll_fn(|cx| {
-                if let Poll::Ready(Some(answer)) = self.answers.poll_recv(cx) {
-                    return Poll::Ready(Wake::Answer(answer));
-                }
-                if control_open {
-                    if let Poll::Ready(deadline) = self.control.poll_recv(cx) {
-                        return Poll::Ready(Wake::Shutdown(deadline));
-                    }
-                }
-                if commands_open {
-                    if let Poll::Ready(command) = self.commands.poll_recv(cx) {
-                        return Poll::Ready(Wake::Command(command));
-                    }
+            let woken_by = poll_fn(|cx| {
+                // The shard holds a sender itself: the inbox never ends while it runs.
+                if let Poll::Ready(Some(item)) = self.inbox.poll_recv(cx) {
+                    return Poll::Ready(Some(item));
                 }
                 if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                    return Poll::Ready(None);
                 }
                 Poll::Pending
             })
             .await;
-            match wake {
-                Wake::Answer(answer) => {
+            match woken_by {
+                Some(item) => {
                     let now = self.clock.now();
-                    self.deliver(now, answer);
-                    self.drain(now);
-                    for _ in 1..ANSWER_BATCH {
-                        let Ok(answer) = self.answers.try_recv() else {
+                    self.take(now, item);
+                    for _ in 1..INBOX_BATCH {
+                        let Ok(item) = self.inbox.try_recv() else {
                             break;
                         };
-                        self.deliver(now, answer);
-                        self.drain(now);
+                        self.take(now, item);
                     }
                 }
-                Wake::Command(Some(Command::Spawn(job))) => self.spawn(job),
-                Wake::Command(None) => {
-                    // Every handle is gone: nobody can ask for anything again.
-                    commands_open = false;
-                    let now = self.clock.now();
-                    self.begin_shutdown(now, now);
-                }
-                Wake::Shutdown(deadline) => {
-                    control_open = false;
-                    let now = self.clock.now();
-                    self.begin_shutdown(now, deadline.unwrap_or(now));
-                    commands_open = false;
-                }
-                Wake::Timer => {
+                None => {
                     armed = None;
                     let now = self.clock.now();
                     if self.grace.is_some_and(|grace| now >= grace) {
@@ -212,8 +182,31 @@ impl<F: Family> Shard<F> {
                 }
             }
         }
+        // Nothing more gets in; what is still queued is refused or, for answers, stale.
+        self.inbox.close();
+        while let Ok(item) = self.inbox.try_recv() {
+            if let Inbox::Spawn(job) = item {
+                self.report.refused += 1;
+                job.refuse(ProgramError::Aborted);
+            }
+        }
         tracing::debug!(shard = self.index, ?self.report, "shard stopped");
         self.report
+    }
+
+    /// Handles one input from the inbox.
+    fn take(&mut self, now: Time, item: Inbox<F>) {
+        match item {
+            Inbox::Answer(answer) => {
+                self.deliver(now, answer);
+                self.drain(now);
+            }
+            Inbox::Spawn(job) => {
+                self.admission.add_permits(1);
+                self.spawn(job);
+            }
+            Inbox::Shutdown(deadline) => self.begin_shutdown(now, deadline),
+        }
     }
 
     fn spawn(&mut self, job: Box<dyn SpawnJob<F>>) {
@@ -247,11 +240,8 @@ impl<F: Family> Shard<F> {
             return;
         }
         self.grace = Some(deadline);
-        self.commands.close();
-        while let Ok(Command::Spawn(job)) = self.commands.try_recv() {
-            self.report.refused += 1;
-            job.refuse(ProgramError::Aborted);
-        }
+        // Programs already queued are refused as they come out of the inbox.
+        self.admission.close();
         tracing::debug!(
             shard = self.index,
             programs = self.engine.programs(),

@@ -1,0 +1,198 @@
+//! The tokio driver's costs, each beside the hand-written tokio code that does the
+//! same work, in the same run.
+//!
+//! - `tokio/step/effectful`: one effect round trip of a program on a shard, answered by
+//!   an interpreter from its own task, as a network interpreter would: the request
+//!   crosses to that task and the answer crosses back (two handoffs);
+//! - `tokio/step/tokio_oneshot`: the same two handoffs as a hand-written tokio service
+//!   would write them: task A sends the request over an `mpsc` channel to task B and
+//!   awaits a `oneshot` reply (same current-thread runtime);
+//! - `tokio/step/effectful_inline`: an interpreter that answers inside the drain
+//!   loop, no handoff: the driver's own cost per effect;
+//! - `tokio/spawn/*`: programs started from another thread and awaited there, in
+//!   batches of 1,000, against `tokio::spawn` of the same work onto a one-worker
+//!   runtime from another thread.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use effectful::EffectId;
+use effectful::effect::{GenerateUuid, Request, Response, SystemResponse};
+use effectful_tokio::{Interpreter, Replier, Runtime, ShardCx};
+use tokio::sync::{mpsc, oneshot};
+
+fn uuid_answer() -> Response {
+    Response::System(SystemResponse::GenerateUuid(uuid::Uuid::from_u128(42)))
+}
+
+/// Answers inside the drain loop.
+struct Inline;
+
+impl Interpreter for Inline {
+    fn perform(&mut self, cx: &mut ShardCx<'_>, id: EffectId, _request: Request) {
+        cx.answer(id, Ok(uuid_answer()));
+    }
+}
+
+/// Hands each request to a service task on the shard, which answers through a
+/// [`Replier`].
+struct InTask {
+    to_service: mpsc::UnboundedSender<(EffectId, Request)>,
+}
+
+impl InTask {
+    fn start(replier: Replier) -> InTask {
+        let (to_service, mut requests) = mpsc::unbounded_channel::<(EffectId, Request)>();
+        tokio::task::spawn_local(async move {
+            while let Some((id, request)) = requests.recv().await {
+                black_box(&request);
+                replier.answer(id, Ok(uuid_answer()));
+            }
+        });
+        InTask { to_service }
+    }
+}
+
+impl Interpreter for InTask {
+    fn perform(&mut self, _cx: &mut ShardCx<'_>, id: EffectId, request: Request) {
+        let _ = self.to_service.send((id, request));
+    }
+}
+
+/// Runs `iters` round trips in one program on `runtime`; the time they took.
+fn effect_loop(runtime: &Runtime, iters: u64) -> Duration {
+    runtime.block_on(async {
+        let start = Instant::now();
+        let handle = runtime
+            .handle()
+            .spawn(move |fx| async move {
+                for _ in 0..iters {
+                    black_box(fx.perform(GenerateUuid {}).await.ok());
+                }
+            })
+            .await
+            .expect("spawned");
+        handle.await.expect("finished");
+        start.elapsed()
+    })
+}
+
+fn step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tokio/step");
+    group.throughput(Throughput::Elements(1));
+
+    let in_task = Runtime::builder()
+        .shards(1)
+        .seed(1)
+        .interpreter("System", |shard| InTask::start(shard.replier()))
+        .build()
+        .expect("runtime");
+    group.bench_function("effectful", |b| {
+        b.iter_custom(|iters| effect_loop(&in_task, iters))
+    });
+    in_task.shutdown(Duration::ZERO);
+
+    group.bench_function("tokio_oneshot", |b| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let local = tokio::task::LocalSet::new();
+                local
+                    .run_until(async move {
+                        type Ask = (GenerateUuid, oneshot::Sender<Response>);
+                        let (to_service, mut requests) = mpsc::unbounded_channel::<Ask>();
+                        tokio::task::spawn_local(async move {
+                            while let Some((request, reply)) = requests.recv().await {
+                                black_box(&request);
+                                let _ = reply.send(uuid_answer());
+                            }
+                        });
+                        let start = Instant::now();
+                        let caller = tokio::task::spawn_local(async move {
+                            for _ in 0..iters {
+                                let (tx, rx) = oneshot::channel();
+                                let _ = to_service.send((GenerateUuid {}, tx));
+                                black_box(rx.await.ok());
+                            }
+                        });
+                        caller.await.expect("caller finished");
+                        start.elapsed()
+                    })
+                    .await
+            })
+        })
+    });
+
+    let inline = Runtime::builder()
+        .shards(1)
+        .seed(1)
+        .interpreter("System", |_| Inline)
+        .build()
+        .expect("runtime");
+    group.bench_function("effectful_inline", |b| {
+        b.iter_custom(|iters| effect_loop(&inline, iters))
+    });
+    inline.shutdown(Duration::ZERO);
+    group.finish();
+}
+
+const BATCH: u64 = 1_000;
+
+fn spawn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tokio/spawn");
+    group.throughput(Throughput::Elements(BATCH));
+
+    let runtime = Runtime::builder()
+        .shards(1)
+        .seed(1)
+        .interpreter("System", |_| Inline)
+        .build()
+        .expect("runtime");
+    group.bench_function("effectful", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut handles = Vec::with_capacity(BATCH as usize);
+                for i in 0..BATCH {
+                    let handle = runtime
+                        .handle()
+                        .spawn(move |_fx| async move { black_box(i) })
+                        .await
+                        .expect("spawned");
+                    handles.push(handle);
+                }
+                for handle in handles {
+                    black_box(handle.await.expect("finished"));
+                }
+            })
+        })
+    });
+    runtime.shutdown(Duration::ZERO);
+
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .expect("runtime");
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    group.bench_function("tokio_spawn", |b| {
+        b.iter(|| {
+            caller.block_on(async {
+                let mut handles = Vec::with_capacity(BATCH as usize);
+                for i in 0..BATCH {
+                    handles.push(workers.spawn(async move { black_box(i) }));
+                }
+                for handle in handles {
+                    black_box(handle.await.expect("finished"));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, step, spawn);
+criterion_main!(benches);
