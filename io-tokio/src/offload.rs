@@ -108,7 +108,7 @@ mod tests {
             || -> u8 { panic!("boom") },
             move |r| tx2.send(r.map(|_| caller)).expect("open"),
         );
-        let mut got = vec![rx.recv().expect("one"), rx.recv().expect("two")];
+        let mut got = [rx.recv().expect("one"), rx.recv().expect("two")];
         got.sort_by_key(Option::is_some);
         assert_eq!(got[0], None);
         assert!(got[1].is_some_and(|id| id != caller));

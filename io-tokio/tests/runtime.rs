@@ -215,17 +215,14 @@ fn shutdown_answers_wait_for_shutdown_lets_programs_finish_then_aborts_the_rest_
 fn a_program_asking_for_shutdown_after_it_began_is_answered_at_once() {
     let runtime = system_runtime(1);
     let handle = runtime.handle().clone();
-    let late = runtime.block_on(async {
-        handle
-            .spawn(|fx| async move {
-                fx.perform(WaitForShutdown {}).await?;
-                // The notice came; asking again is answered at once.
-                fx.perform(WaitForShutdown {}).await?;
-                Ok::<_, EffectError>("saw shutdown twice")
-            })
-            .await
-            .expect("spawned")
-    });
+    let late = handle
+        .try_spawn(|fx| async move {
+            fx.perform(WaitForShutdown {}).await?;
+            // The notice came; asking again is answered at once.
+            fx.perform(WaitForShutdown {}).await?;
+            Ok::<_, EffectError>("saw shutdown twice")
+        })
+        .expect("room");
     while runtime.stats().snapshot().spawned < 1 {
         std::thread::sleep(Duration::from_millis(1));
     }
