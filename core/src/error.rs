@@ -191,6 +191,17 @@ pub enum ProgramError {
          (a hand-written Program must ask for something through its Cx before returning Pending)"
     )]
     Stalled,
+    /// The program woke itself again and again at one instant without waiting for
+    /// anything outside (a retry without delay whose attempt fails at once, a loop
+    /// of zero sleeps), so it could never let time move on: it was ended.
+    #[error(
+        "program spun: it armed {wakes} timers already due at one instant without waiting \
+         for anything else; give its retry Schedule a delay or a limit (recurs, up_to)"
+    )]
+    Spinning {
+        /// How many already-due timers it armed at that instant.
+        wakes: u32,
+    },
     /// The program panicked; the engine ended it and kept running the others.
     #[error("program panicked: {message}; the other programs keep running")]
     Panicked {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::combinator::{Either, race};
 use crate::effect::{Effect, Family, Std, decode};
-use crate::engine::mailbox::{Completion, Mailbox};
-use crate::engine::{EffectId, ProgramId};
 use crate::error::EffectError;
+use crate::id::{EffectId, ProgramId};
+use crate::mailbox::{Completion, Limit, Mailbox};
 use crate::schedule::Schedule;
 use crate::time::Time;
 
@@ -33,9 +33,16 @@ use crate::time::Time;
 /// assert!(matches!(engine.poll_output(), Some(Output::Request { .. })));
 /// ```
 ///
-/// Awaiting anything that is not made by this handle (a tokio sleep, a channel) is
-/// detected as soon as the program waits on nothing else, and ends the program with
-/// [`crate::ProgramError::ForeignAwait`] instead of hanging.
+/// Awaiting anything that is not made by this handle (a tokio sleep, a channel,
+/// `tokio::task::yield_now()` or any other future that wakes through the task's
+/// waker) is detected as soon as the program waits on nothing else, and ends the
+/// program with [`crate::ProgramError::ForeignAwait`] instead of hanging. To give
+/// other programs a turn, await `fx.sleep(Duration::ZERO)`: it yields to the driver.
+///
+/// Async programs are compiled to state machines that live on the heap, but each
+/// nested `.await` of an `async fn` adds to the stack while it is polled: deeply
+/// recursive programs (thousands of nested calls) overflow the stack unless the
+/// recursive call is boxed (`Box::pin(recurse(fx.clone(), n - 1)).await`).
 pub struct Fx<F: Family = Std> {
     mailbox: Rc<RefCell<Mailbox<F>>>,
 }
@@ -59,9 +66,32 @@ impl<F: Family> Fx<F> {
     }
 
     /// Performs one effect: its typed output, or the infrastructure error.
+    ///
+    /// The engine's default per-effect timeout applies
+    /// ([`EngineConfig::effect_timeout`](crate::EngineConfig::effect_timeout), unless
+    /// the effect waits by nature, see
+    /// [`Family::default_timeout_applies`](crate::Family::default_timeout_applies)):
+    /// an answer that never comes fails the effect with a retryable `Timeout` and the
+    /// driver is told to cancel it. Use [`perform_timeout`](Fx::perform_timeout) for a
+    /// limit of its own, [`perform_untimed`](Fx::perform_untimed) for none.
+    ///
+    /// A timed-out effect may still have happened: retry reads, and writes that are
+    /// idempotent (a save with its own id, a put, a delete); a write that is not (an
+    /// insert the database names, a publish without a deduplication key) may happen
+    /// twice if retried.
     pub fn perform<E: Effect<F>>(&self, effect: E) -> Perform<'_, E, F> {
+        self.perform_limited(effect, Limit::Default)
+    }
+
+    /// Performs one effect with no time limit, whatever the engine's default.
+    pub fn perform_untimed<E: Effect<F>>(&self, effect: E) -> Perform<'_, E, F> {
+        self.perform_limited(effect, Limit::Never)
+    }
+
+    fn perform_limited<E: Effect<F>>(&self, effect: E, limit: Limit) -> Perform<'_, E, F> {
         Perform {
             fx: self,
+            limit,
             state: PerformState::Ready(effect),
         }
     }
@@ -84,7 +114,9 @@ impl<F: Family> Fx<F> {
         }
     }
 
-    /// Completes once `d` has passed.
+    /// Completes once `d` has passed. A sleep of zero (or until a time that has
+    /// passed) still yields to the driver: it completes at the driver's next
+    /// `handle_timeout`, so a loop of them cannot stall the other programs.
     pub fn sleep(&self, d: Duration) -> Sleep<'_, F> {
         Sleep {
             fx: self,
@@ -102,6 +134,12 @@ impl<F: Family> Fx<F> {
 
     /// Runs `fut`, but gives up after `d`: `Err(Elapsed)`, and whatever `fut` had
     /// outstanding is cancelled.
+    ///
+    /// `fut` may be any future of the program (several effects, a sub-program), and
+    /// its output any type, so expiry is reported beside it as [`Elapsed`]. For one
+    /// effect, [`perform_timeout`](Fx::perform_timeout) reports expiry in-band
+    /// instead, as the retryable [`EffectError`] of kind `Timeout` that `retry`
+    /// understands.
     pub async fn timeout<T>(
         &self,
         d: Duration,
@@ -113,22 +151,13 @@ impl<F: Family> Fx<F> {
         }
     }
 
-    /// Performs one effect with a time limit; running out is a retryable
-    /// [`EffectError`] of kind `Timeout`, and the effect is cancelled.
-    ///
-    /// The same as [`timeout`](Fx::timeout) around [`perform`](Fx::perform), in one
-    /// future: the effect and its timer are armed together and checked together.
-    /// Dropping the future before it completes cancels both.
-    pub fn perform_timeout<E: Effect<F>>(
-        &self,
-        effect: E,
-        d: Duration,
-    ) -> PerformTimeout<'_, E, F> {
-        PerformTimeout {
-            fx: self,
-            limit: d,
-            state: PerformTimeoutState::Ready(effect),
-        }
+    /// Performs one effect with a time limit of its own, instead of the engine's
+    /// default; running out is a retryable [`EffectError`] of kind `Timeout`, and the
+    /// driver is told to cancel the effect. An answer that arrives before the driver
+    /// fires the limit wins. A limit of zero still asks, then gives up at the
+    /// driver's next `handle_timeout`.
+    pub fn perform_timeout<E: Effect<F>>(&self, effect: E, d: Duration) -> Perform<'_, E, F> {
+        self.perform_limited(effect, Limit::After(d))
     }
 
     /// Performs one effect, retrying retryable errors as `schedule` allows.
@@ -142,7 +171,8 @@ impl<F: Family> Fx<F> {
     }
 
     /// Runs `attempt` until it succeeds, fails without being retryable, or `schedule`
-    /// stops; between attempts it sleeps as long as the schedule says.
+    /// stops; between attempts it sleeps as long as the schedule says (a delay of
+    /// zero still yields to the driver).
     pub async fn retry_with<T, Fut>(
         &self,
         schedule: &Schedule,
@@ -201,6 +231,7 @@ enum PerformState<E> {
 #[must_use = "an effect does nothing until awaited"]
 pub struct Perform<'a, E: Effect<F>, F: Family = Std> {
     fx: &'a Fx<F>,
+    limit: Limit,
     state: PerformState<E>,
 }
 
@@ -227,7 +258,15 @@ impl<E: Effect<F>, F: Family> Future for Perform<'_, E, F> {
         }
         match std::mem::replace(&mut this.state, PerformState::Done) {
             PerformState::Ready(effect) => {
-                this.state = PerformState::Waiting(mailbox.request(effect.into_request()));
+                let id = mailbox.request(effect.into_request(), this.limit);
+                if mailbox.closed() {
+                    // The handle outlived its program: the effect failed at once.
+                    return match mailbox.take(id) {
+                        Some(completion) => Poll::Ready(decode_completion::<E, F>(completion)),
+                        None => Poll::Pending,
+                    };
+                }
+                this.state = PerformState::Waiting(id);
                 Fx::mark_waiting(&mut mailbox);
                 Poll::Pending
             }
@@ -252,85 +291,6 @@ impl<E: Effect<F>, F: Family> Drop for Perform<'_, E, F> {
             // cancels every outstanding effect itself.
             if let Ok(mut mailbox) = self.fx.mailbox.try_borrow_mut() {
                 mailbox.cancel(id);
-            }
-        }
-    }
-}
-
-enum PerformTimeoutState<E> {
-    Ready(E),
-    Waiting { effect: EffectId, timer: EffectId },
-    Done,
-}
-
-/// The future of [`Fx::perform_timeout`].
-#[must_use = "an effect does nothing until awaited"]
-pub struct PerformTimeout<'a, E: Effect<F>, F: Family = Std> {
-    fx: &'a Fx<F>,
-    limit: Duration,
-    state: PerformTimeoutState<E>,
-}
-
-// The effect value is moved out by value, never pinned.
-impl<E: Effect<F>, F: Family> Unpin for PerformTimeout<'_, E, F> {}
-
-impl<E: Effect<F>, F: Family> PerformTimeout<'_, E, F> {
-    fn elapsed(&self) -> EffectError {
-        EffectError::timeout(E::NAME, format!("no answer within {:?}", self.limit))
-    }
-}
-
-impl<E: Effect<F>, F: Family> Future for PerformTimeout<'_, E, F> {
-    type Output = Result<E::Output, EffectError>;
-
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let mut mailbox = this.fx.mailbox.borrow_mut();
-        match std::mem::replace(&mut this.state, PerformTimeoutState::Done) {
-            PerformTimeoutState::Ready(effect) => {
-                let effect = mailbox.request(effect.into_request());
-                let at = mailbox.now + this.limit;
-                if at <= mailbox.now {
-                    // No time at all: asked, and given up at once.
-                    mailbox.cancel(effect);
-                    drop(mailbox);
-                    return Poll::Ready(Err(this.elapsed()));
-                }
-                let timer = mailbox.timer(at);
-                this.state = PerformTimeoutState::Waiting { effect, timer };
-                Fx::mark_waiting(&mut mailbox);
-                Poll::Pending
-            }
-            PerformTimeoutState::Waiting { effect, timer } => {
-                // The answer wins a tie with the timer, as in `timeout`.
-                if let Some(completion) = mailbox.take(effect) {
-                    mailbox.cancel(timer);
-                    return Poll::Ready(decode_completion::<E, F>(completion));
-                }
-                if mailbox.take(timer).is_some() {
-                    mailbox.cancel(effect);
-                    drop(mailbox);
-                    return Poll::Ready(Err(this.elapsed()));
-                }
-                this.state = PerformTimeoutState::Waiting { effect, timer };
-                Fx::mark_waiting(&mut mailbox);
-                Poll::Pending
-            }
-            PerformTimeoutState::Done => panic!("effect future polled after it completed"),
-        }
-    }
-}
-
-impl<E: Effect<F>, F: Family> Drop for PerformTimeout<'_, E, F> {
-    fn drop(&mut self) {
-        if let PerformTimeoutState::Waiting { effect, timer } = self.state {
-            // If the engine holds the mailbox (it is tearing the program down), it
-            // cancels every outstanding effect itself.
-            // The timer first, as `timeout(race(perform, sleep))` dropped them: the
-            // mailbox reuses the slot freed last first, so this order keeps later ids.
-            if let Ok(mut mailbox) = self.fx.mailbox.try_borrow_mut() {
-                mailbox.cancel(timer);
-                mailbox.cancel(effect);
             }
         }
     }
@@ -366,8 +326,11 @@ impl<E: Effect<F>, F: Family> Future for PerformAll<'_, E, F> {
                 this.ids.reserve(effects.len());
                 this.results.resize_with(effects.len(), || None);
                 for (position, effect) in effects.into_iter().enumerate() {
-                    let id = mailbox
-                        .request_in_group(effect.into_request(), Some((group, position as u32)));
+                    let id = mailbox.request_in_group(
+                        effect.into_request(),
+                        Limit::Default,
+                        Some((group, position as u32)),
+                    );
                     this.ids.push(id);
                 }
                 group
@@ -440,7 +403,8 @@ impl<F: Family> Future for Sleep<'_, F> {
             }
             SleepState::Done => panic!("sleep polled after it completed"),
         };
-        if at <= mailbox.now {
+        if mailbox.closed() {
+            // The handle outlived its program: there is no driver to wait for.
             return Poll::Ready(());
         }
         this.state = SleepState::Waiting(mailbox.timer(at));

@@ -4,9 +4,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::effect::{Effect, Family, Std};
-use crate::engine::mailbox::Mailbox;
-use crate::engine::{EffectId, ProgramId};
 use crate::error::EffectError;
+use crate::id::{EffectId, ProgramId};
+use crate::mailbox::{Limit, Mailbox};
 use crate::rng::Rng;
 use crate::time::Time;
 
@@ -32,7 +32,8 @@ pub trait Program<F: Family = Std> {
 pub enum Event<F: Family = Std> {
     /// The program was just spawned.
     Start,
-    /// The driver answered an effect.
+    /// The driver answered an effect, or its time limit ran out (a retryable
+    /// `Timeout` error; the driver was told to cancel it).
     Response {
         /// The effect, as returned by [`Cx::request`].
         id: EffectId,
@@ -53,16 +54,32 @@ pub struct Cx<'a, F: Family = Std> {
 
 impl<F: Family> Cx<'_, F> {
     /// Asks the driver to perform `request`; its answer arrives as [`Event::Response`].
+    /// The engine's default per-effect timeout applies
+    /// ([`EngineConfig::effect_timeout`](crate::EngineConfig::effect_timeout)).
     pub fn request(&mut self, request: F::Request) -> EffectId {
-        self.mailbox.request(request)
+        self.mailbox.request(request, Limit::Default)
+    }
+
+    /// Like [`request`](Self::request), with a time limit of its own instead of the
+    /// default: when `limit` passes first, the answer is a retryable `Timeout` error.
+    pub fn request_timeout(&mut self, request: F::Request, limit: Duration) -> EffectId {
+        self.mailbox.request(request, Limit::After(limit))
+    }
+
+    /// Like [`request`](Self::request), with no time limit at all.
+    pub fn request_untimed(&mut self, request: F::Request) -> EffectId {
+        self.mailbox.request(request, Limit::Never)
     }
 
     /// Asks for a typed effect; decode its answer with [`crate::decode`].
     pub fn perform<E: Effect<F>>(&mut self, effect: E) -> EffectId {
-        self.mailbox.request(effect.into_request())
+        self.mailbox.request(effect.into_request(), Limit::Default)
     }
 
-    /// Arms a timer that fires as [`Event::Timer`] at `at` (at once if `at` has passed).
+    /// Arms a timer that fires as [`Event::Timer`] at `at`. A timer already due fires
+    /// at the driver's next `handle_timeout`, not inside this call: a program that
+    /// arms more than 100,000 of those at one instant ends with
+    /// [`ProgramError::Spinning`](crate::ProgramError::Spinning).
     pub fn sleep_until(&mut self, at: Time) -> EffectId {
         self.mailbox.timer(at)
     }
@@ -74,8 +91,12 @@ impl<F: Family> Cx<'_, F> {
     }
 
     /// Gives up on an effect or timer; the driver is told to cancel an effect.
-    pub fn cancel(&mut self, id: EffectId) {
-        self.mailbox.cancel(id);
+    ///
+    /// Returns whether `id` was one of this program's effects or timers still
+    /// waiting. An id of another program, or one already answered or cancelled, is
+    /// refused: nothing happens.
+    pub fn cancel(&mut self, id: EffectId) -> bool {
+        self.mailbox.cancel(id)
     }
 
     /// The time of the input being handled.

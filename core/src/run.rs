@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use crate::effect::{Family, Std};
-use crate::engine::{Delivery, EffectId, Engine, EngineConfig, Output, ProgramId};
+use crate::engine::{Delivery, Engine, EngineConfig, Output};
 use crate::error::{EffectError, ProgramError};
 use crate::fx::Fx;
+use crate::id::{EffectId, ProgramId};
 use crate::program::Program;
 use crate::time::Time;
 

@@ -45,6 +45,16 @@ pub trait Family: 'static {
     fn request_name(request: &Self::Request) -> &'static str;
     /// The response's name, `Family.Effect`, for errors, logs and traces.
     fn response_name(response: &Self::Response) -> &'static str;
+    /// Whether the engine's default per-effect timeout
+    /// ([`EngineConfig::effect_timeout`](crate::EngineConfig::effect_timeout)) applies to
+    /// `request`. It does to request/response effects (the default); it does not to
+    /// waits that are long by nature, such as a client's next frame or a consume with
+    /// its own timeout. A family that embeds the built-in one should answer for the
+    /// built-in requests as [`Request::waits_by_nature`] does.
+    fn default_timeout_applies(request: &Self::Request) -> bool {
+        let _ = request;
+        true
+    }
 }
 
 /// One effect request, tied to its family and its typed output.
@@ -84,6 +94,9 @@ impl Family for Std {
     }
     fn response_name(response: &Response) -> &'static str {
         response.name()
+    }
+    fn default_timeout_applies(request: &Request) -> bool {
+        !request.waits_by_nature()
     }
 }
 
@@ -227,6 +240,17 @@ macro_rules! families {
             /// The family's name, as interpreters register it.
             pub fn family(&self) -> &'static str {
                 match self { $( Request::$Family(_) => stringify!($Family), )* }
+            }
+            /// Whether this is a wait that is long by nature, so the engine's default
+            /// per-effect timeout does not apply to it: a client's next frame
+            /// (`WebSocket.ReceiveText`) and a consume, which has its own timeout
+            /// (`Messaging.ConsumeMessage`).
+            pub fn waits_by_nature(&self) -> bool {
+                matches!(
+                    self,
+                    Request::WebSocket(WebSocketRequest::ReceiveText(_))
+                        | Request::Messaging(MessagingRequest::ConsumeMessage(_))
+                )
             }
         }
 

@@ -14,26 +14,53 @@ use serde::{Deserialize, Serialize};
 use crate::effect::{Family, Std};
 use crate::error::{EffectError, ProgramError};
 use crate::fx::Fx;
+use crate::id::{EffectId, ProgramId};
+use crate::mailbox::{Completion, Emissions, Emitted, Kind, Mailbox};
 use crate::program::{Cx, Event, Program};
 use crate::rng::Rng;
 use crate::time::Time;
 
-mod id;
-pub(crate) mod mailbox;
 mod timer;
 
-pub use id::{EffectId, ProgramId};
-use mailbox::{Completion, Emissions, Emitted, Kind, Mailbox};
 use timer::{TimerQueue, TimerTarget};
 
 /// How an engine behaves; part of what makes a run reproducible.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineConfig {
     /// Seeds every program's random number generator (retry jitter, `Fx::random_u64`).
+    /// Never a source of secrets: it is logged, written in traces and replayed.
     pub seed: u64,
     /// The deadline given to each program at spawn, relative to its start
     /// (the seed tutorial's 300 s program timeout). `None`: no deadline.
     pub program_timeout: Option<Duration>,
+    /// How long an effect may go unanswered before it fails with a retryable
+    /// `Timeout` error and the driver is told to cancel it (default 30 s), so a lost
+    /// answer costs one effect rather than the whole program's deadline. It applies
+    /// to request/response effects, not to waits that are long by nature (see
+    /// [`Family::default_timeout_applies`]); an effect may set its own limit
+    /// ([`Fx::perform_timeout`], [`Cx::request_timeout`]) or none
+    /// ([`Fx::perform_untimed`]). `None`: no default limit.
+    #[serde(default = "EngineConfig::default_effect_timeout")]
+    pub effect_timeout: Option<Duration>,
+}
+
+impl EngineConfig {
+    /// The default per-effect timeout: 30 s.
+    pub const DEFAULT_EFFECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn default_effect_timeout() -> Option<Duration> {
+        Some(Self::DEFAULT_EFFECT_TIMEOUT)
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            seed: 0,
+            program_timeout: None,
+            effect_timeout: Self::default_effect_timeout(),
+        }
+    }
 }
 
 /// What the engine asks of its driver.
@@ -74,15 +101,22 @@ pub enum Delivery {
     Stale,
 }
 
+/// What wakes a hosted program: an event for a hand-written one, or word that a
+/// completion is stored in its mailbox for an async one to take.
+enum Wake<F: Family> {
+    Event(Event<F>),
+    Stored,
+}
+
 /// The engine's view of one hosted program, whichever way it was written.
 trait Host<O, F: Family> {
-    /// Runs the program for one event at `now`. Returns its poll and whether it is
+    /// Runs the program for one wake at `now`. Returns its poll and whether it is
     /// stuck: waiting with nothing that could ever wake it.
     fn resume(
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        event: Event<F>,
+        wake: Wake<F>,
     ) -> (Poll<O>, Stuck);
 }
 
@@ -104,10 +138,14 @@ impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        event: Event<F>,
+        wake: Wake<F>,
     ) -> (Poll<O>, Stuck) {
         let mut mailbox = mailbox.borrow_mut();
         mailbox.now = now;
+        // Hand-written programs never store completions: every wake is an event.
+        let Wake::Event(event) = wake else {
+            return (Poll::Pending, Stuck::No);
+        };
         let poll = self.0.resume(
             &mut Cx {
                 mailbox: &mut mailbox,
@@ -131,7 +169,7 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        _event: Event<F>,
+        _wake: Wake<F>,
     ) -> (Poll<O>, Stuck) {
         {
             let mut mailbox = mailbox.borrow_mut();
@@ -177,26 +215,53 @@ struct Entry<O, F: Family> {
 /// - **application calls**: [`spawn`](Self::spawn), [`spawn_async`](Self::spawn_async),
 ///   [`set_deadline`](Self::set_deadline), [`abort`](Self::abort);
 /// - **inputs**: [`handle_response`](Self::handle_response),
-///   [`handle_timeout`](Self::handle_timeout); each takes `now`, which never goes
-///   backwards (an earlier `now` is treated as the latest one seen);
+///   [`handle_timeout`](Self::handle_timeout); every input and application call takes
+///   `now`, which never goes backwards (an earlier `now` is treated as the latest one
+///   seen);
 /// - **outputs**: [`poll_output`](Self::poll_output) (requests, cancellations,
 ///   results) and [`poll_timeout`](Self::poll_timeout) (the one deadline);
 /// - **getters**: [`now`](Self::now), [`programs`](Self::programs),
-///   [`outstanding`](Self::outstanding), [`timers_armed`](Self::timers_armed).
+///   [`outstanding`](Self::outstanding), [`timers_armed`](Self::timers_armed),
+///   [`timer_bound`](Self::timer_bound) (a cheap lower bound of `poll_timeout`, for
+///   drivers that have other work due and need not prune the timers yet).
 ///
 /// # The drain rule
 /// After each application call or input, call `poll_output` until it returns `None`,
 /// then `poll_timeout`, before waiting for the next input. Programs run eagerly inside
-/// the call that woke them, so their outputs are already queued, in order.
+/// the call that woke them, so their outputs are already queued, in order. Each input
+/// does bounded work whatever a program does: a timer that is already due when it is
+/// armed (a sleep of zero, a retry without delay) fires at the next `handle_timeout`,
+/// never inside the call that armed it.
 ///
 /// # Guarantees
 /// - every [`Output::Request`] is either answered (an answer is
 ///   [`Delivery::Delivered`] at most once) or followed by exactly one
-///   [`Output::Cancel`], never both;
-/// - every spawned program produces exactly one [`Output::Finished`];
+///   [`Output::Cancel`], never both; an effect whose time limit ran out is cancelled
+///   this way and its program gets a retryable `Timeout` error;
+/// - every spawned program produces exactly one [`Output::Finished`], after the
+///   cancellations its end caused, even when it panics (while running or while being
+///   dropped); an ended program emits nothing more, even through an effect handle
+///   kept past its end;
 /// - a timer never fires before its deadline, and timers fire in deadline order
 ///   (ties in the order they were armed);
+/// - `timer_bound() <= poll_timeout()` whenever both are set, and `timer_bound()` is
+///   `None` only when `poll_timeout()` is;
 /// - the same inputs give the same outputs.
+///
+/// # One engine per thread
+/// The engine is deliberately `!Send`: programs share their state with the engine
+/// through `Rc`, and a driver runs one engine per thread (a shard), as a
+/// thread-per-core server does. It cannot be moved to another thread:
+///
+/// ```compile_fail
+/// use effectful::{Engine, EngineConfig};
+/// let engine: Engine<()> = Engine::new(EngineConfig::default());
+/// std::thread::spawn(move || drop(engine)); // error: `Rc<..>` cannot be sent
+/// ```
+///
+/// A program that panics ends alone (with [`ProgramError::Panicked`]) only when
+/// panics unwind: build with `panic = "unwind"` (Rust's default). Under
+/// `panic = "abort"` a panicking program takes the process down.
 pub struct Engine<O, F: Family = Std> {
     config: EngineConfig,
     now: Time,
@@ -227,6 +292,11 @@ impl<O: 'static, F: Family> Engine<O, F> {
         }
     }
 
+    /// The configuration this engine was made with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The latest `now` the engine was given.
     pub fn now(&self) -> Time {
         self.now
@@ -250,7 +320,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     {
         let (index, generation, mailbox) = self.reserve(now, false);
         self.install(index, Box::new(Handwritten(program)), mailbox);
-        self.resume(index, Event::Start);
+        self.resume(index, Wake::Event(Event::Start));
         ProgramId { index, generation }
     }
 
@@ -264,7 +334,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let (index, generation, mailbox) = self.reserve(now, true);
         let fut = make(Fx::new(mailbox.clone()));
         self.install(index, Box::new(Async(Box::pin(fut))), mailbox);
-        self.resume(index, Event::Start);
+        self.resume(index, Wake::Stored);
         ProgramId { index, generation }
     }
 
@@ -289,6 +359,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             self.now,
             rng,
             stores,
+            self.config.effect_timeout,
             self.emissions.clone(),
         )));
         (index, generation, mailbox)
@@ -307,16 +378,21 @@ impl<O: 'static, F: Family> Engine<O, F> {
             deadline,
         });
         self.live += 1;
+        self.compact_timers();
     }
 
-    /// Sets (or clears) a running program's deadline. Returns `false` if it is not running.
-    pub fn set_deadline(&mut self, program: ProgramId, deadline: Option<Time>) -> bool {
+    /// Sets (or clears) a running program's deadline. Returns `false` if it is not
+    /// running. A deadline at or before `now` ends the program at the next
+    /// [`handle_timeout`](Self::handle_timeout).
+    pub fn set_deadline(&mut self, now: Time, program: ProgramId, deadline: Option<Time>) -> bool {
+        self.advance(now);
         let Some(live) = self.live_entry_mut(program) else {
             return false;
         };
         live.deadline = deadline;
         if let Some(at) = deadline {
             self.timers.push(at, TimerTarget::Deadline(program));
+            self.compact_timers();
         }
         true
     }
@@ -340,35 +416,36 @@ impl<O: 'static, F: Family> Engine<O, F> {
         result: Result<F::Response, EffectError>,
     ) -> Delivery {
         self.advance(now);
-        let Some(live) = self.live_entry(id.program) else {
-            return Delivery::Stale;
-        };
-        let mut mailbox = live.mailbox.borrow_mut();
-        if !mailbox.is_waiting(id, Kind::Effect) {
-            return Delivery::Stale;
-        }
-        let event = if mailbox.stores_completions {
-            mailbox.store(id, Completion::Response(result));
-            Event::Start // async programs take the stored completion themselves
+        if self.complete(id, Kind::Effect, |_| Completion::Response(result)) {
+            Delivery::Delivered
         } else {
-            mailbox.settle(id);
-            Event::Response { id, result }
-        };
-        drop(mailbox);
-        self.resume(id.program.index, event);
-        Delivery::Delivered
+            Delivery::Stale
+        }
     }
 
-    /// Fires every timer due at `now`. Harmless when called early.
+    /// Fires every timer due at `now`: program timers, effect time limits and
+    /// program deadlines. Harmless when called early.
+    ///
+    /// A timer that a program arms while this call runs waits for the next call,
+    /// even if it is already due (a retry without delay): one input does bounded
+    /// work, and [`poll_timeout`](Self::poll_timeout) then says it is due.
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
+        let mark = self.timers.armed_so_far();
         while let Some((at, target)) = self.timers.peek() {
-            if at > self.now {
+            if at > self.now || self.timers.armed_after(mark) {
                 break;
             }
             self.timers.pop();
             match target {
-                TimerTarget::Effect(id) => self.fire_timer(id),
+                TimerTarget::Timer(id) => {
+                    self.complete(id, Kind::Timer, |_| Completion::Timer);
+                }
+                TimerTarget::Limit(id) => {
+                    self.complete(id, Kind::Effect, |mailbox| {
+                        Completion::Response(Err(mailbox.expire(id)))
+                    });
+                }
                 TimerTarget::Deadline(program) => {
                     if self
                         .live_entry(program)
@@ -382,6 +459,39 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 }
             }
         }
+    }
+
+    /// Completes `id` if it is still waiting as a `kind`, and resumes its program.
+    /// Returns whether it was waiting.
+    #[inline]
+    fn complete(
+        &mut self,
+        id: EffectId,
+        kind: Kind,
+        completion: impl FnOnce(&mut Mailbox<F>) -> Completion<F>,
+    ) -> bool {
+        let Some(live) = self.live_entry(id.program) else {
+            return false;
+        };
+        let mut mailbox = live.mailbox.borrow_mut();
+        if !mailbox.is_waiting(id, kind) {
+            return false;
+        }
+        let completion = completion(&mut mailbox);
+        let wake = if mailbox.stores_completions {
+            // Async programs take the stored completion themselves.
+            mailbox.store(id, completion);
+            Wake::Stored
+        } else {
+            mailbox.settle(id);
+            Wake::Event(match completion {
+                Completion::Response(result) => Event::Response { id, result },
+                Completion::Timer => Event::Timer { id },
+            })
+        };
+        drop(mailbox);
+        self.resume(id.program.index, wake);
+        true
     }
 
     /// The next thing the driver must do, if any.
@@ -402,7 +512,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if any timer is armed.
     pub fn poll_timeout(&mut self) -> Option<Time> {
         while let Some((at, target)) = self.timers.peek() {
-            if self.timer_is_live(at, target) {
+            if Self::timer_is_live(&self.programs, at, target) {
                 return Some(at);
             }
             self.timers.pop();
@@ -411,25 +521,45 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// The earliest armed timer, live or not, without checking: never later than
-    /// what [`poll_timeout`](Self::poll_timeout) answers. A driver that has other
-    /// work due before it need not ask `poll_timeout` yet.
+    /// what [`poll_timeout`](Self::poll_timeout) answers, and `None` only when it
+    /// answers `None`. A driver that has other work due before it need not ask
+    /// `poll_timeout` yet.
     pub fn timer_bound(&self) -> Option<Time> {
         self.timers.peek().map(|(at, _)| at)
     }
 
-    /// Armed timers, including ones not yet discarded after their program moved on.
+    /// Armed timers, including ones not yet discarded after their program moved on
+    /// (at most about twice the live ones: the queue sheds the others as it grows).
     pub fn timers_armed(&self) -> usize {
         self.timers.len()
     }
 
-    fn timer_is_live(&self, at: Time, target: TimerTarget) -> bool {
+    fn timer_is_live(programs: &[Entry<O, F>], at: Time, target: TimerTarget) -> bool {
+        let live = |program: ProgramId| {
+            programs
+                .get(program.index as usize)
+                .filter(|entry| entry.generation == program.generation)
+                .and_then(|entry| entry.live.as_ref())
+        };
         match target {
-            TimerTarget::Effect(id) => self
-                .live_entry(id.program)
+            TimerTarget::Timer(id) => live(id.program)
                 .is_some_and(|live| live.mailbox.borrow().is_waiting(id, Kind::Timer)),
-            TimerTarget::Deadline(program) => self
-                .live_entry(program)
-                .is_some_and(|live| live.deadline == Some(at)),
+            TimerTarget::Limit(id) => live(id.program)
+                .is_some_and(|live| live.mailbox.borrow().is_waiting(id, Kind::Effect)),
+            TimerTarget::Deadline(program) => {
+                live(program).is_some_and(|live| live.deadline == Some(at))
+            }
+        }
+    }
+
+    /// Sheds timers whose program or effect moved on, once the queue has grown enough
+    /// that doing so costs O(1) per timer armed.
+    #[inline]
+    fn compact_timers(&mut self) {
+        if self.timers.wants_compaction() {
+            let programs = &self.programs;
+            self.timers
+                .retain(|at, target| Self::timer_is_live(programs, at, target));
         }
     }
 
@@ -452,71 +582,60 @@ impl<O: 'static, F: Family> Engine<O, F> {
         entry.live.as_mut()
     }
 
-    fn fire_timer(&mut self, id: EffectId) {
-        let Some(live) = self.live_entry(id.program) else {
-            return;
-        };
-        let mut mailbox = live.mailbox.borrow_mut();
-        if !mailbox.is_waiting(id, Kind::Timer) {
-            return;
-        }
-        let event = if mailbox.stores_completions {
-            mailbox.store(id, Completion::Timer);
-            Event::Start
-        } else {
-            mailbox.settle(id);
-            Event::Timer { id }
-        };
-        drop(mailbox);
-        self.resume(id.program.index, event);
-    }
-
-    /// Runs one program for one event and collects what it asked for.
+    /// Runs one program for one wake and collects what it asked for.
     #[inline(always)]
-    fn resume(&mut self, index: u32, event: Event<F>) {
+    fn resume(&mut self, index: u32, wake: Wake<F>) {
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
         };
         let now = self.now;
         // A panicking program ends alone: the others on this engine keep running.
         let resumed = panic::catch_unwind(AssertUnwindSafe(|| {
-            live.host.resume(&live.mailbox, now, event)
+            live.host.resume(&live.mailbox, now, wake)
         }));
         let (poll, stuck) = match resumed {
             Ok(resumed) => resumed,
             Err(payload) => {
-                let message = match (
-                    payload.downcast_ref::<&str>(),
-                    payload.downcast_ref::<String>(),
-                ) {
-                    (Some(text), _) => (*text).to_string(),
-                    (_, Some(text)) => text.clone(),
-                    _ => "a panic with a non-text payload".to_string(),
-                };
+                let message = panic_message(payload.as_ref());
                 self.finish(index, Err(ProgramError::Panicked { message }));
                 return;
             }
         };
-        {
+        let spinning = {
             let mut mailbox = live.mailbox.borrow_mut();
             if !mailbox.timers.is_empty() {
-                for (id, at) in mailbox.timers.drain(..) {
-                    self.timers.push(at, TimerTarget::Effect(id));
+                for (id, at, kind) in mailbox.timers.drain(..) {
+                    let target = match kind {
+                        Kind::Timer => TimerTarget::Timer(id),
+                        Kind::Effect => TimerTarget::Limit(id),
+                    };
+                    self.timers.push(at, target);
                 }
+                drop(mailbox);
+                self.compact_timers();
+                let Some(live) = self.programs[index as usize].live.as_ref() else {
+                    return;
+                };
+                live.mailbox.borrow().spinning()
+            } else {
+                None
             }
-        }
-        match (poll, stuck) {
-            (Poll::Ready(output), _) => self.finish(index, Ok(output)),
-            (Poll::Pending, Stuck::No) => {}
-            (Poll::Pending, Stuck::ForeignAwait) => {
+        };
+        match (poll, stuck, spinning) {
+            (Poll::Ready(output), _, _) => self.finish(index, Ok(output)),
+            (Poll::Pending, _, Some(wakes)) => {
+                self.finish(index, Err(ProgramError::Spinning { wakes }))
+            }
+            (Poll::Pending, Stuck::No, None) => {}
+            (Poll::Pending, Stuck::ForeignAwait, None) => {
                 self.finish(index, Err(ProgramError::ForeignAwait))
             }
-            (Poll::Pending, Stuck::Stalled) => self.finish(index, Err(ProgramError::Stalled)),
+            (Poll::Pending, Stuck::Stalled, None) => self.finish(index, Err(ProgramError::Stalled)),
         }
     }
 
     /// Ends a running program: drops it, cancels what it left outstanding, reports it.
-    fn finish(&mut self, index: u32, result: Result<O, ProgramError>) {
+    fn finish(&mut self, index: u32, mut result: Result<O, ProgramError>) {
         let entry = &mut self.programs[index as usize];
         let Some(live) = entry.live.take() else {
             return;
@@ -528,9 +647,47 @@ impl<O: 'static, F: Family> Engine<O, F> {
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(index);
         self.live -= 1;
-        // Dropping the program drops its effect futures, which cancel themselves.
-        drop(live.host);
-        live.mailbox.borrow_mut().cancel_all();
+        // Dropping the program drops its effect futures, which cancel themselves. A
+        // destructor that panics does not escape: the program still ends once.
+        let Live { host, mailbox, .. } = live;
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| drop(host))) {
+            let message = format!(
+                "while being dropped after it ended ({}): {}",
+                match &result {
+                    Ok(_) => "it had returned".to_string(),
+                    Err(error) => error.to_string(),
+                },
+                panic_message(payload.as_ref())
+            );
+            let ended = std::mem::replace(&mut result, Err(ProgramError::Panicked { message }));
+            // Its output goes too; a panic dropping that one is the same program's.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(ended)));
+        }
+        mailbox.borrow_mut().close();
         self.finished.push_back((program, result));
+    }
+}
+
+impl<O, F: Family> Drop for Engine<O, F> {
+    /// Drops the programs still running one by one, so that one whose destructor
+    /// panics does not take the driver down with it.
+    fn drop(&mut self) {
+        for entry in &mut self.programs {
+            if let Some(live) = entry.live.take() {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(live)));
+            }
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic with a non-text payload".to_string(),
     }
 }

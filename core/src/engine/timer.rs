@@ -4,14 +4,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::engine::id::{EffectId, ProgramId};
+use crate::id::{EffectId, ProgramId};
 use crate::time::Time;
 
 /// What a timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerTarget {
-    /// A program's sleep or timeout.
-    Effect(EffectId),
+    /// A program's timer (a sleep, a retry delay, the sleep of `Fx::timeout`).
+    Timer(EffectId),
+    /// An effect's time limit: the effect fails with a `Timeout` if still waiting.
+    Limit(EffectId),
     /// A program's deadline.
     Deadline(ProgramId),
 }
@@ -28,14 +30,38 @@ const LANES: usize = 4;
 /// is the earliest of the lanes' first timers and the heap's top, kept at hand.
 ///
 /// Timers whose program or effect is gone stay in the queue until they reach the head
-/// and are discarded there (lazy deletion keeps cancellation O(1)).
-#[derive(Debug, Default)]
+/// and are discarded there (lazy deletion keeps cancellation O(1)), or until the
+/// queue has doubled since it last shed them: then the owner [`retain`]s the live
+/// ones, which costs O(1) per timer armed and keeps the queue within about twice the
+/// live timers (every effect arms a time limit, most answered long before it).
+///
+/// [`retain`]: TimerQueue::retain
+#[derive(Debug)]
 pub(crate) struct TimerQueue {
     lanes: [VecDeque<Timer>; LANES],
     heap: BinaryHeap<Reverse<Timer>>,
     /// The earliest timer and where it is.
     head: Option<(Timer, Place)>,
     armed: u64,
+    len: usize,
+    /// Shed dead timers once `len` reaches this.
+    compact_at: usize,
+}
+
+/// The smallest queue worth shedding dead timers from.
+const COMPACT_MIN: usize = 64;
+
+impl Default for TimerQueue {
+    fn default() -> Self {
+        TimerQueue {
+            lanes: Default::default(),
+            heap: BinaryHeap::new(),
+            head: None,
+            armed: 0,
+            len: 0,
+            compact_at: COMPACT_MIN,
+        }
+    }
 }
 
 /// One armed timer: ordered by time, then by the order it was armed in.
@@ -86,10 +112,41 @@ impl TimerQueue {
         if self.head.is_none_or(|(head, _)| timer < head) {
             self.head = Some((timer, place));
         }
+        self.len += 1;
+    }
+
+    /// Whether the queue has grown enough since it last shed dead timers.
+    #[inline]
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.len >= self.compact_at
+    }
+
+    /// Keeps only the timers `live` says are live, in the same order.
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(Time, TimerTarget) -> bool) {
+        for lane in &mut self.lanes {
+            lane.retain(|timer| live(timer.at, timer.target));
+        }
+        self.heap
+            .retain(|Reverse(timer)| live(timer.at, timer.target));
+        self.len = self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>();
+        self.compact_at = (self.len * 2).max(COMPACT_MIN);
+        self.head = self.find_head();
     }
 
     pub(crate) fn peek(&self) -> Option<(Time, TimerTarget)> {
         self.head.map(|(timer, _)| (timer.at, timer.target))
+    }
+
+    /// How many timers were ever armed: a timer armed after this reading compares
+    /// greater in [`TimerQueue::armed_after`].
+    pub(crate) fn armed_so_far(&self) -> u64 {
+        self.armed
+    }
+
+    /// Whether the earliest timer was armed after `mark` (a reading of
+    /// [`TimerQueue::armed_so_far`]).
+    pub(crate) fn armed_after(&self, mark: u64) -> bool {
+        self.head.is_some_and(|(timer, _)| timer.armed > mark)
     }
 
     pub(crate) fn pop(&mut self) -> Option<(Time, TimerTarget)> {
@@ -103,6 +160,7 @@ impl TimerQueue {
             }
         }
         self.head = self.find_head();
+        self.len -= 1;
         Some((timer.at, timer.target))
     }
 
@@ -119,7 +177,7 @@ impl TimerQueue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>()
+        self.len
     }
 }
 

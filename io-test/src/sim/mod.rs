@@ -299,6 +299,7 @@ where
         let engine_config = EngineConfig {
             seed: config.seed,
             program_timeout: config.program_timeout,
+            ..EngineConfig::default()
         };
         let mut sim = Simulation {
             engine: Engine::new(engine_config.clone()),

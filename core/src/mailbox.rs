@@ -1,21 +1,28 @@
-//! The per-program table of outstanding effects and timers, shared between the engine
-//! and the program (through [`crate::Fx`] for async programs, [`crate::Cx`] for
-//! hand-written ones).
+//! The per-program table of outstanding effects and timers, on the program's side:
+//! [`crate::Fx`] (async programs) and [`crate::Cx`] (hand-written ones) write to it;
+//! the engine reads it. It knows nothing of the engine.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::effect::Family;
-use crate::engine::id::{EffectId, ProgramId};
 use crate::error::EffectError;
+use crate::id::{EffectId, ProgramId};
 use crate::rng::Rng;
 use crate::time::Time;
+
+/// How many timers a program may arm at one instant that are already due (a sleep of
+/// zero, a retry without delay) before it counts as spinning. Each such timer yields
+/// to the driver, so one input does bounded work; this bound ends a program that
+/// would otherwise wake itself forever while time stands still.
+pub(crate) const SPIN_LIMIT: u32 = 100_000;
 
 /// What ended an outstanding slot.
 #[derive(Debug)]
 pub(crate) enum Completion<F: Family> {
-    /// The driver answered the effect.
+    /// The driver answered the effect (or its time limit ran out).
     Response(Result<F::Response, EffectError>),
     /// The timer's deadline passed.
     Timer,
@@ -39,6 +46,8 @@ struct Slot<F: Family> {
     group: Option<(u32, u32)>,
     /// Set exactly when `state` is `Ready`.
     completion: Option<Completion<F>>,
+    /// For an effect with a time limit: its name and the limit, for the error.
+    limit: Option<(&'static str, Duration)>,
 }
 
 /// What the engine needs to know about a slot it is about to complete.
@@ -46,6 +55,18 @@ struct Slot<F: Family> {
 pub(crate) enum Kind {
     Effect,
     Timer,
+}
+
+/// How long the engine waits for an effect's answer before failing it with a
+/// retryable `Timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The engine's default per-effect timeout, if the family says it applies.
+    Default,
+    /// This long (the effect's own timeout).
+    After(Duration),
+    /// No limit: the program waits as long as it likes.
+    Never,
 }
 
 /// What programs ask of the driver, in the order they asked; shared by every
@@ -65,16 +86,24 @@ pub(crate) struct Mailbox<F: Family> {
     /// Async programs keep completions in their slots until the future takes them;
     /// hand-written programs get them as events.
     pub(crate) stores_completions: bool,
+    /// The program has ended: nothing it asks for is emitted any more.
+    closed: bool,
     slots: Vec<Slot<F>>,
     free: Vec<u32>,
     /// Effects and timers waiting, not yet answered.
     outstanding: u32,
     /// Where requests and cancellations go.
     emissions: Emissions<F>,
-    /// Newly armed timers, drained by the engine after each resume.
-    pub(crate) timers: Vec<(EffectId, Time)>,
+    /// Newly armed timers and effect time limits, drained by the engine after each
+    /// resume: a [`Kind::Timer`] fires as a timer, a [`Kind::Effect`] fails its effect.
+    pub(crate) timers: Vec<(EffectId, Time, Kind)>,
+    /// The engine's default per-effect time limit.
+    default_limit: Option<Duration>,
     /// How many effect futures reported "waiting" during the current poll.
     pub(crate) waiting_marks: u32,
+    /// Timers armed already due at `due_now_at`, in a row.
+    due_now: u32,
+    due_now_at: Time,
     /// Positions completed per `perform_all` group, in completion order.
     groups: Vec<Vec<u32>>,
     free_groups: Vec<u32>,
@@ -86,6 +115,7 @@ impl<F: Family> Mailbox<F> {
         now: Time,
         rng: Rng,
         stores_completions: bool,
+        default_limit: Option<Duration>,
         emissions: Emissions<F>,
     ) -> Self {
         Mailbox {
@@ -93,12 +123,16 @@ impl<F: Family> Mailbox<F> {
             now,
             rng,
             stores_completions,
+            closed: false,
             slots: Vec::new(),
             free: Vec::new(),
             outstanding: 0,
             emissions,
             timers: Vec::new(),
+            default_limit,
             waiting_marks: 0,
+            due_now: 0,
+            due_now_at: Time::ZERO,
             groups: Vec::new(),
             free_groups: Vec::new(),
         }
@@ -106,7 +140,9 @@ impl<F: Family> Mailbox<F> {
 
     #[inline]
     fn alloc(&mut self, state: SlotState, group: Option<(u32, u32)>) -> EffectId {
-        self.outstanding += 1;
+        if state != SlotState::Ready {
+            self.outstanding += 1;
+        }
         let slot = match self.free.pop() {
             Some(slot) => {
                 let s = &mut self.slots[slot as usize];
@@ -121,6 +157,7 @@ impl<F: Family> Mailbox<F> {
                     state,
                     group,
                     completion: None,
+                    limit: None,
                 });
                 slot
             }
@@ -137,12 +174,18 @@ impl<F: Family> Mailbox<F> {
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Free;
         s.group = None;
+        s.limit = None;
         s.generation = s.generation.wrapping_add(1);
         self.free.push(slot);
     }
 
+    /// The slot `id` names, if it is this program's and still of its generation: an
+    /// id of another program is never this mailbox's business.
     #[inline]
     fn slot(&self, id: EffectId) -> Option<&Slot<F>> {
+        if id.program != self.program {
+            return None;
+        }
         self.slots
             .get(id.slot as usize)
             .filter(|s| s.generation == id.generation)
@@ -150,28 +193,103 @@ impl<F: Family> Mailbox<F> {
 
     /// Issues a request; the engine emits it after this resume.
     #[inline]
-    pub(crate) fn request(&mut self, request: F::Request) -> EffectId {
-        self.request_in_group(request, None)
+    pub(crate) fn request(&mut self, request: F::Request, limit: Limit) -> EffectId {
+        self.request_in_group(request, limit, None)
     }
 
     #[inline]
     pub(crate) fn request_in_group(
         &mut self,
         request: F::Request,
+        limit: Limit,
         group: Option<(u32, u32)>,
     ) -> EffectId {
+        if self.closed {
+            return self.refuse(F::request_name(&request), group);
+        }
         let id = self.alloc(SlotState::Effect, group);
+        let limit = match limit {
+            Limit::Default if F::default_timeout_applies(&request) => self.default_limit,
+            Limit::Default | Limit::Never => None,
+            Limit::After(d) => Some(d),
+        };
+        if let Some(d) = limit {
+            self.slots[id.slot as usize].limit = Some((F::request_name(&request), d));
+            let at = self.now + d;
+            self.arm(id, at, Kind::Effect);
+        }
         self.emissions
             .borrow_mut()
             .push_back(Emitted::Request(id, request));
         id
     }
 
-    /// Arms a timer that fires at `at`.
+    /// The program has ended, yet something still holds its effect handle and asks:
+    /// nothing is emitted; the effect fails at once.
+    #[cold]
+    fn refuse(&mut self, effect: &'static str, group: Option<(u32, u32)>) -> EffectId {
+        let id = self.alloc(SlotState::Ready, group);
+        let error = EffectError::new(
+            effect,
+            crate::ErrorKind::Unavailable,
+            "its program has ended; an effect handle kept past its program's end performs nothing",
+        )
+        .with_retryable(false);
+        self.slots[id.slot as usize].completion = Some(Completion::Response(Err(error)));
+        if let Some((group, position)) = group {
+            self.groups[group as usize].push(position);
+        }
+        id
+    }
+
+    /// Arms a timer that fires at `at`. A timer already due still waits for the
+    /// driver's next `handle_timeout`, so a program never spins inside one input.
     pub(crate) fn timer(&mut self, at: Time) -> EffectId {
         let id = self.alloc(SlotState::Timer, None);
-        self.timers.push((id, at));
+        self.arm(id, at, Kind::Timer);
         id
+    }
+
+    #[inline]
+    fn arm(&mut self, id: EffectId, at: Time, kind: Kind) {
+        if at <= self.now {
+            if self.due_now_at == self.now {
+                self.due_now = self.due_now.saturating_add(1);
+            } else {
+                self.due_now_at = self.now;
+                self.due_now = 1;
+            }
+        }
+        self.timers.push((id, at, kind));
+    }
+
+    /// The effect `id` ran out of time: the driver is told to cancel it, and the
+    /// error to complete it with is returned. The caller has checked
+    /// [`Mailbox::is_waiting`] for an effect.
+    pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
+        self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
+        let (effect, limit) = self.slots[id.slot as usize]
+            .limit
+            .unwrap_or(("an effect", Duration::ZERO));
+        EffectError::timeout(
+            effect,
+            format!(
+                "no answer within {limit:?}; it may still have happened (safe to retry only if \
+                 the effect is idempotent)"
+            ),
+        )
+    }
+
+    /// Whether the program has ended (see [`Mailbox::close`]).
+    #[inline]
+    pub(crate) fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the program has armed more already-due timers at one instant than
+    /// [`SPIN_LIMIT`] allows.
+    pub(crate) fn spinning(&self) -> Option<u32> {
+        (self.due_now > SPIN_LIMIT).then_some(self.due_now)
     }
 
     /// Whether `id` is still waiting for a completion of `kind`.
@@ -207,10 +325,8 @@ impl<F: Family> Mailbox<F> {
     /// Takes a stored completion, freeing the slot; `None` while still waiting.
     #[inline]
     pub(crate) fn take(&mut self, id: EffectId) -> Option<Completion<F>> {
-        let slot = self
-            .slots
-            .get_mut(id.slot as usize)
-            .filter(|s| s.generation == id.generation)?;
+        self.slot(id)?;
+        let slot = &mut self.slots[id.slot as usize];
         if slot.state != SlotState::Ready {
             return None;
         }
@@ -220,11 +336,15 @@ impl<F: Family> Mailbox<F> {
     }
 
     /// The program no longer wants `id`: a waiting effect is reported to the driver as
-    /// cancelled; a timer or an unread completion is simply dropped.
-    pub(crate) fn cancel(&mut self, id: EffectId) {
-        let Some(slot) = self.slot(id) else { return };
+    /// cancelled; a timer or an unread completion is simply dropped. Returns whether
+    /// `id` named one of this program's live slots (ids of other programs, and ids
+    /// already answered or cancelled, are refused).
+    pub(crate) fn cancel(&mut self, id: EffectId) -> bool {
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
         match slot.state {
-            SlotState::Free => return,
+            SlotState::Free => return false,
             SlotState::Effect => {
                 self.outstanding -= 1;
                 self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
@@ -233,10 +353,12 @@ impl<F: Family> Mailbox<F> {
             SlotState::Ready => self.slots[id.slot as usize].completion = None,
         }
         self.release(id.slot);
+        true
     }
 
-    /// Cancels everything still outstanding (the program has ended).
-    pub(crate) fn cancel_all(&mut self) {
+    /// The program has ended: cancels everything still outstanding, and from now on
+    /// emits nothing.
+    pub(crate) fn close(&mut self) {
         for slot in 0..self.slots.len() as u32 {
             let generation = self.slots[slot as usize].generation;
             self.cancel(EffectId {
@@ -245,6 +367,8 @@ impl<F: Family> Mailbox<F> {
                 generation,
             });
         }
+        self.closed = true;
+        self.timers.clear();
     }
 
     /// Effects and timers still waiting for a completion.
