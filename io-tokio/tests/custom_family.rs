@@ -41,6 +41,12 @@ impl Family for App {
             AppResponse::Charged(_) => "Payments.ChargeCard",
         }
     }
+    fn default_timeout_applies(request: &AppRequest) -> bool {
+        match request {
+            AppRequest::Std(r) => !r.waits_by_nature(),
+            AppRequest::ChargeCard(_) => true,
+        }
+    }
 }
 
 impl EmbedStd for App {

@@ -462,3 +462,25 @@ fn registering_two_interpreters_for_one_family_is_refused_with_a_clear_error() {
         .expect("refused");
     assert!(error.to_string().contains("before the dot"), "{error}");
 }
+
+#[test]
+fn waiting_for_shutdown_outlasts_the_default_per_effect_timeout() {
+    let runtime = Runtime::builder()
+        .shards(1)
+        .engine(EngineConfig {
+            effect_timeout: Some(Duration::from_millis(20)),
+            ..EngineConfig::default()
+        })
+        .interpreter("System", |_| SystemInterpreter::new())
+        .build()
+        .expect("runtime");
+    let waiting = runtime
+        .handle()
+        .try_spawn(|fx| async move { fx.perform(WaitForShutdown {}).await })
+        .expect("room");
+    // Well past the default limit, the program still waits.
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(runtime.stats().snapshot().running(), 1);
+    runtime.shutdown(Duration::from_secs(5));
+    assert_eq!(waiting.blocking_join(), Ok(Ok(())));
+}
