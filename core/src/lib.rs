@@ -37,7 +37,9 @@
 //!   writing them as hand-made state machines;
 //! - [`Schedule`]: retry policies; [`Time`], [`Timestamp`], [`Rng`]: time and
 //!   randomness as values;
-//! - [`run_program`] / [`run_async`]: the simplest driver.
+//! - [`run_program`] / [`run_async`]: the simplest driver;
+//! - `memory` (cargo feature `memory`): in-memory services for every built-in family,
+//!   which the simulator and the tokio driver's in-memory mode both run against.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -48,6 +50,8 @@ mod error;
 mod fx;
 mod id;
 mod mailbox;
+#[cfg(feature = "memory")]
+pub mod memory;
 mod program;
 mod rng;
 mod run;

@@ -1,7 +1,7 @@
 //! The System fake: the wall clock from the simulated clock, UUIDs from a seed.
 
-use effectful::effect::{SystemRequest, SystemResponse};
-use effectful::{Rng, Time, Timestamp};
+use crate::effect::{SystemRequest, SystemResponse};
+use crate::{Rng, Time, Timestamp};
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
@@ -43,7 +43,7 @@ impl FakeSystem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{GenerateUuid, GetCurrentTime};
+    use crate::effect::{GenerateUuid, GetCurrentTime};
 
     #[test]
     fn current_time_is_the_wall_epoch_plus_simulated_time() {

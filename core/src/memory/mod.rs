@@ -1,5 +1,9 @@
 //! In-memory fakes of the services behind the effect families: plain structs with no
-//! IO, no clock and no OS randomness.
+//! IO, no clock and no OS randomness (cargo feature `memory`).
+//!
+//! The deterministic simulator (`effectful-test`, which re-exports this module as
+//! `effectful_test::fake`) runs programs against them, and a driver can host them as
+//! in-memory backends, so a program runs with no database or broker at all.
 //!
 //! Each fake answers its family's requests the way the real service would, constraint
 //! violations and expiry included:
@@ -12,7 +16,7 @@
 //! - [`FakeSystem`]: the wall clock and fresh UUIDs.
 //!
 //! # Time and randomness
-//! Every method that depends on time takes `now`, the simulated monotonic [`Time`].
+//! Every method that depends on time takes `now`, the driver's monotonic [`Time`].
 //! Where a wall-clock [`Timestamp`] is needed (row timestamps, publish times, token
 //! expiry), a fake derives it as `wall_epoch + now` (see [`wall_time`]); the epoch is
 //! [`DEFAULT_WALL_EPOCH`] unless set with the fake's `with_wall_epoch`. Random values
@@ -21,12 +25,13 @@
 //!
 //! # All of them at once
 //! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Two
-//! kinds of request are left to the simulator, see [`Handled`]: `ConsumeMessage`, which
-//! may have to wait for a message, and WebSocket effects, which go to simulated clients.
+//! kinds of request are left to the driver, see [`Handled`]: `ConsumeMessage`, which
+//! may have to wait for a message, and WebSocket effects, which go to the program's
+//! client.
 
-use effectful::effect::{ConsumeMessage, WebSocketRequest};
-use effectful::effect::{MessagingRequest, Request, Response};
-use effectful::{EffectError, Rng, Time, Timestamp};
+use crate::effect::{ConsumeMessage, WebSocketRequest};
+use crate::effect::{MessagingRequest, Request, Response};
+use crate::{EffectError, Rng, Time, Timestamp};
 
 mod auth;
 mod cache;
@@ -148,7 +153,7 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::*;
+    use crate::effect::*;
 
     #[test]
     fn default_wall_epoch_is_new_year_2026() {
