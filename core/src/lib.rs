@@ -67,7 +67,7 @@ pub use id::{EffectId, ProgramId};
 pub use program::{Cx, Event, Program};
 pub use rng::Rng;
 pub use run::{Handler, run_async, run_program};
-pub use schedule::{Schedule, ScheduleState};
+pub use schedule::{Schedule, ScheduleState, ScheduleTooDeep};
 pub use time::{Time, Timestamp, duration_nanos};
 
 /// The README's example compiles (and its other Rust blocks run) as doctests.
