@@ -382,7 +382,7 @@ impl Drop for Schedule {
     /// overflows the stack when it goes.
     fn drop(&mut self) {
         let mut stack = Vec::new();
-        let mut take = |node: &mut Schedule, stack: &mut Vec<Schedule>| match node {
+        let take = |node: &mut Schedule, stack: &mut Vec<Schedule>| match node {
             Schedule::Jittered { inner, .. } | Schedule::MaxDelay { inner, .. } => {
                 stack.push(std::mem::replace(&mut **inner, Schedule::Recurs(0)));
             }
