@@ -37,7 +37,9 @@
 //!   writing them as hand-made state machines;
 //! - [`Schedule`]: retry policies; [`Time`], [`Timestamp`], [`Rng`]: time and
 //!   randomness as values;
-//! - [`run_program`] / [`run_async`]: the simplest driver.
+//! - [`run_program`] / [`run_async`]: the simplest driver;
+//! - `memory` (cargo feature `memory`): in-memory services for every built-in family,
+//!   which the simulator and the tokio driver's in-memory mode both run against.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -48,6 +50,8 @@ mod error;
 mod fx;
 mod id;
 mod mailbox;
+#[cfg(feature = "memory")]
+pub mod memory;
 mod program;
 mod rng;
 mod run;
@@ -63,7 +67,7 @@ pub use id::{EffectId, ProgramId};
 pub use program::{Cx, Event, Program};
 pub use rng::Rng;
 pub use run::{Handler, run_async, run_program};
-pub use schedule::{Schedule, ScheduleState};
+pub use schedule::{Schedule, ScheduleState, ScheduleTooDeep};
 pub use time::{Time, Timestamp, duration_nanos};
 
 /// The README's example compiles (and its other Rust blocks run) as doctests.

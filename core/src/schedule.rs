@@ -25,6 +25,12 @@ use crate::time::duration_nanos;
 /// A schedule is data (serializable, comparable); [`Schedule::start`] makes the little
 /// state a run of it needs, and [`Schedule::next`] is the step: given the time elapsed
 /// since the first attempt, the delay before the next attempt, or `None` to stop.
+///
+/// Combinators nest at most [`Schedule::MAX_DEPTH`] deep: the builder methods panic
+/// past it (a programming error, named at the call), and a schedule nested deeper by
+/// hand or by a decoder never retries ([`Schedule::next`] answers `None`; check one
+/// from outside with [`Schedule::check_depth`]). Dropping a schedule never recurses,
+/// however deep it is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Schedule {
@@ -74,6 +80,9 @@ pub enum Schedule {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleState {
     attempt: u32,
+    /// The schedule's depth was checked (at the first failure).
+    #[serde(default)]
+    checked: bool,
     /// For each `AndThen` node (in pre-order), when it switched to its second schedule:
     /// `(attempt, elapsed)`.
     switched: Vec<Option<(u32, Duration)>>,
@@ -86,7 +95,64 @@ impl ScheduleState {
     }
 }
 
+/// A schedule nests its combinators deeper than [`Schedule::MAX_DEPTH`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "retry schedule nests {depth} combinators deep, more than the {max} allowed; \
+     build it flatter (one recurs/up_to at the outside is enough)"
+)]
+pub struct ScheduleTooDeep {
+    /// How deep the schedule is.
+    pub depth: usize,
+    /// The limit, [`Schedule::MAX_DEPTH`].
+    pub max: usize,
+}
+
 impl Schedule {
+    /// How deep combinators may nest (a real policy is a handful deep).
+    pub const MAX_DEPTH: usize = 64;
+
+    /// How many schedules deep the deepest leaf is (a leaf alone is 1). Walks the
+    /// tree without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 1usize)];
+        while let Some((node, depth)) = stack.pop() {
+            deepest = deepest.max(depth);
+            match node {
+                Schedule::Jittered { inner, .. } | Schedule::MaxDelay { inner, .. } => {
+                    stack.push((inner, depth + 1));
+                }
+                Schedule::Both(a, b) | Schedule::Either(a, b) | Schedule::AndThen(a, b) => {
+                    stack.push((a, depth + 1));
+                    stack.push((b, depth + 1));
+                }
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    /// `Ok` if this schedule nests no deeper than [`Schedule::MAX_DEPTH`].
+    pub fn check_depth(&self) -> Result<(), ScheduleTooDeep> {
+        let depth = self.depth();
+        if depth > Self::MAX_DEPTH {
+            return Err(ScheduleTooDeep {
+                depth,
+                max: Self::MAX_DEPTH,
+            });
+        }
+        Ok(())
+    }
+
+    #[track_caller]
+    fn bounded(self) -> Schedule {
+        if let Err(too_deep) = self.check_depth() {
+            panic!("{too_deep}");
+        }
+        self
+    }
+
     /// `base`, `2 base`, `4 base`, ...
     pub fn exponential(base: Duration) -> Schedule {
         Schedule::Exponential { base, factor: 2.0 }
@@ -108,44 +174,53 @@ impl Schedule {
     }
 
     /// This schedule, but at most `n` retries.
+    #[track_caller]
     pub fn recurs(self, n: u32) -> Schedule {
         self.and(Schedule::Recurs(n))
     }
 
     /// This schedule, but only while less than `limit` has elapsed.
+    #[track_caller]
     pub fn up_to(self, limit: Duration) -> Schedule {
         self.and(Schedule::UpTo(limit))
     }
 
     /// This schedule with each delay scaled by a random factor in `[1 - f, 1 + f]`.
+    #[track_caller]
     pub fn jittered(self, fraction: f64) -> Schedule {
         Schedule::Jittered {
             inner: Box::new(self),
             fraction,
         }
+        .bounded()
     }
 
     /// This schedule with no delay longer than `max`.
+    #[track_caller]
     pub fn max_delay(self, max: Duration) -> Schedule {
         Schedule::MaxDelay {
             inner: Box::new(self),
             max,
         }
+        .bounded()
     }
 
     /// Retries while both schedules do, waiting the longer delay.
+    #[track_caller]
     pub fn and(self, other: Schedule) -> Schedule {
-        Schedule::Both(Box::new(self), Box::new(other))
+        Schedule::Both(Box::new(self), Box::new(other)).bounded()
     }
 
     /// Retries while either schedule does, waiting the shorter delay.
+    #[track_caller]
     pub fn or(self, other: Schedule) -> Schedule {
-        Schedule::Either(Box::new(self), Box::new(other))
+        Schedule::Either(Box::new(self), Box::new(other)).bounded()
     }
 
     /// This schedule until it stops, then `next`.
+    #[track_caller]
     pub fn and_then(self, next: Schedule) -> Schedule {
-        Schedule::AndThen(Box::new(self), Box::new(next))
+        Schedule::AndThen(Box::new(self), Box::new(next)).bounded()
     }
 
     /// Fresh state for one run. It costs nothing until the first failure (most runs
@@ -153,6 +228,7 @@ impl Schedule {
     pub fn start(&self) -> ScheduleState {
         ScheduleState {
             attempt: 0,
+            checked: false,
             switched: Vec::new(),
         }
     }
@@ -165,6 +241,14 @@ impl Schedule {
         elapsed: Duration,
         rng: &mut Rng,
     ) -> Option<Duration> {
+        if !state.checked {
+            // Once per run, at the first failure: stepping recurses, so a schedule
+            // nested past the limit (by hand, or decoded) stops instead.
+            if self.check_depth().is_err() {
+                return None;
+            }
+            state.checked = true;
+        }
         if state.switched.len() != self.and_then_nodes() {
             state.switched = vec![None; self.and_then_nodes()];
         }
@@ -293,6 +377,28 @@ impl Schedule {
     }
 }
 
+impl Drop for Schedule {
+    /// Takes the tree apart without recursion, so that no schedule, however deep,
+    /// overflows the stack when it goes.
+    fn drop(&mut self) {
+        let mut stack = Vec::new();
+        let take = |node: &mut Schedule, stack: &mut Vec<Schedule>| match node {
+            Schedule::Jittered { inner, .. } | Schedule::MaxDelay { inner, .. } => {
+                stack.push(std::mem::replace(&mut **inner, Schedule::Recurs(0)));
+            }
+            Schedule::Both(a, b) | Schedule::Either(a, b) | Schedule::AndThen(a, b) => {
+                stack.push(std::mem::replace(&mut **a, Schedule::Recurs(0)));
+                stack.push(std::mem::replace(&mut **b, Schedule::Recurs(0)));
+            }
+            _ => {}
+        };
+        take(self, &mut stack);
+        while let Some(mut node) = stack.pop() {
+            take(&mut node, &mut stack);
+        }
+    }
+}
+
 fn nanos_f64(nanos: f64) -> Duration {
     // `as` saturates (and maps NaN to 0): no panic on hostile factors.
     Duration::from_nanos(nanos as u64)
@@ -303,6 +409,45 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    #[should_panic(expected = "more than the 64 allowed")]
+    fn a_builder_nesting_past_the_depth_limit_panics_saying_so() {
+        let mut s = Schedule::spaced(MS);
+        for _ in 0..100 {
+            s = s.max_delay(MS);
+        }
+    }
+
+    #[test]
+    fn a_schedule_nested_100_000_deep_by_hand_stops_instead_of_overflowing_and_drops() {
+        let mut s = Schedule::spaced(MS);
+        for _ in 0..100_000 {
+            s = Schedule::MaxDelay {
+                inner: Box::new(s),
+                max: MS,
+            };
+        }
+        assert_eq!(s.depth(), 100_001);
+        let error = s.check_depth().unwrap_err();
+        assert!(error.to_string().contains("100001"), "{error}");
+        let mut state = s.start();
+        assert_eq!(
+            s.next(&mut state, Duration::ZERO, &mut Rng::from_seed(0)),
+            None
+        );
+        drop(s);
+    }
+
+    #[test]
+    fn a_schedule_at_the_depth_limit_still_steps() {
+        let mut s = Schedule::spaced(MS);
+        for _ in 1..Schedule::MAX_DEPTH {
+            s = s.max_delay(MS);
+        }
+        assert_eq!(s.depth(), Schedule::MAX_DEPTH);
+        assert_eq!(s.delays(Duration::ZERO, 0).first(), Some(&MS));
+    }
 
     #[test]
     fn exponential_doubles_and_recurs_bounds_the_count() {

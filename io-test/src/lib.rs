@@ -5,7 +5,7 @@
 //! event, and every random choice comes from the run's seed.
 //!
 //! - [`script`]: unit-test one program: expect this request, answer with that.
-//! - [`fake`]: in-memory services that behave like PostgreSQL, Redis, a broker, S3,
+//! - [`fake`] (a re-export of `effectful::memory`): in-memory services that behave like PostgreSQL, Redis, a broker, S3,
 //!   an auth service and a metrics registry (constraints, TTLs, redelivery, ...).
 //! - [`sim`]: whole-system simulation: many programs, simulated WebSocket clients, a
 //!   seeded scheduler deciding arrival order, and a [`fault`] plan.
@@ -20,7 +20,6 @@
 #![deny(missing_docs)]
 
 pub mod contract;
-pub mod fake;
 pub mod fault;
 pub mod script;
 pub mod seed;
@@ -28,6 +27,11 @@ pub mod sim;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 pub mod trace;
+
+/// In-memory fakes of the services behind the effect families. They live in core
+/// (`effectful::memory`, cargo feature `memory`) so that every driver can host them;
+/// this path is kept for the simulator's users.
+pub use effectful::memory as fake;
 
 pub use script::{
     IntoResponse, Script, ScriptFailure, ScriptRun, assert_script, assert_script_program,

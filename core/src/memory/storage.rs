@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use effectful::effect::{
+use crate::effect::{
     ObjectLookup, PutFailureReason, PutObject, PutOutcome, StorageRequest, StorageResponse,
     StoredObject,
 };
-use effectful::{Effect, EffectError, ErrorKind, Std, Time, Timestamp};
+use crate::{Effect, EffectError, ErrorKind, Std, Time, Timestamp};
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
@@ -285,7 +285,7 @@ fn service_error(effect: &'static str, code: &str, message: impl Into<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{DeleteObject, GetObject, ListObjects};
+    use crate::effect::{DeleteObject, GetObject, ListObjects};
 
     fn put_request(bucket: &str, key: &str, content: &[u8]) -> PutObject {
         PutObject {

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use effectful::effect::{
+use crate::effect::{
     AckOutcome, ConsumeMessage, ConsumeOutcome, Envelope, MessagingRequest, MessagingResponse,
     PublishMessage, PublishOutcome,
 };
-use effectful::{Time, Timestamp};
+use crate::{Time, Timestamp};
 use rustc_hash::FxHashMap;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
@@ -435,7 +435,7 @@ fn topic_of(subscription: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{AcknowledgeMessage, NegativeAcknowledge};
+    use crate::effect::{AcknowledgeMessage, NegativeAcknowledge};
 
     #[test]
     fn publish_ids_are_the_sequence_number_in_decimal() {

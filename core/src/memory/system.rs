@@ -1,15 +1,14 @@
 //! The System fake: the wall clock from the simulated clock, UUIDs from a seed.
 
-use effectful::effect::{SystemRequest, SystemResponse};
-use effectful::{Rng, Time, Timestamp};
+use crate::effect::{SystemRequest, SystemResponse};
+use crate::{Rng, Time, Timestamp};
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
 /// The wall clock and UUID source: `GetCurrentTime` answers `wall_epoch + now`,
 /// `GenerateUuid` a version-4 UUID from the fake's [`Rng`]. `WaitForShutdown` is the
-/// driver's, not the system's: [`Services`](super::Services) leaves it to the
-/// simulator, which never shuts down; asked directly, the fake answers at once, as a
-/// system already shutting down would.
+/// driver's, not the system's: [`Services`](super::Services) leaves it to the driver;
+/// asked directly, the fake answers at once, as a system already shutting down would.
 #[derive(Clone, Debug)]
 pub struct FakeSystem {
     rng: Rng,
@@ -47,7 +46,7 @@ impl FakeSystem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{GenerateUuid, GetCurrentTime};
+    use crate::effect::{GenerateUuid, GetCurrentTime};
 
     #[test]
     fn current_time_is_the_wall_epoch_plus_simulated_time() {

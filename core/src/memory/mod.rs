@@ -1,5 +1,9 @@
 //! In-memory fakes of the services behind the effect families: plain structs with no
-//! IO, no clock and no OS randomness.
+//! IO, no clock and no OS randomness (cargo feature `memory`).
+//!
+//! The deterministic simulator (`effectful-test`, which re-exports this module as
+//! `effectful_test::fake`) runs programs against them, and a driver can host them as
+//! in-memory backends, so a program runs with no database or broker at all.
 //!
 //! Each fake answers its family's requests the way the real service would, constraint
 //! violations and expiry included:
@@ -12,7 +16,7 @@
 //! - [`FakeSystem`]: the wall clock and fresh UUIDs.
 //!
 //! # Time and randomness
-//! Every method that depends on time takes `now`, the simulated monotonic [`Time`].
+//! Every method that depends on time takes `now`, the driver's monotonic [`Time`].
 //! Where a wall-clock [`Timestamp`] is needed (row timestamps, publish times, token
 //! expiry), a fake derives it as `wall_epoch + now` (see [`wall_time`]); the epoch is
 //! [`DEFAULT_WALL_EPOCH`] unless set with the fake's `with_wall_epoch`. Random values
@@ -20,13 +24,14 @@
 //! whoever builds it, so a run is fixed by its seed.
 //!
 //! # All of them at once
-//! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Two
-//! kinds of request are left to the simulator, see [`Handled`]: `ConsumeMessage`, which
-//! may have to wait for a message, and WebSocket effects, which go to simulated clients.
+//! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Three
+//! kinds of request are left to the driver, see [`Handled`]: `ConsumeMessage`, which
+//! may have to wait for a message, WebSocket effects, which go to the program's
+//! client, and `WaitForShutdown`, which waits for the driver's shutdown.
 
-use effectful::effect::{ConsumeMessage, WebSocketRequest};
-use effectful::effect::{MessagingRequest, Request, Response, SystemRequest};
-use effectful::{EffectError, Rng, Time, Timestamp};
+use crate::effect::{ConsumeMessage, WebSocketRequest};
+use crate::effect::{MessagingRequest, Request, Response, SystemRequest};
+use crate::{EffectError, Rng, Time, Timestamp};
 
 mod auth;
 mod cache;
@@ -65,8 +70,9 @@ pub enum Handled {
     Consume(ConsumeMessage),
     /// A WebSocket effect, for the simulated client of the program that asked.
     WebSocket(WebSocketRequest),
-    /// `System.WaitForShutdown`: a simulation never shuts down, so the simulator
-    /// leaves it unanswered until the program cancels it.
+    /// `System.WaitForShutdown`: the driver answers it when its shutdown begins. A
+    /// simulation never shuts down, so the simulator leaves it unanswered until the
+    /// program cancels it.
     AwaitShutdown,
 }
 
@@ -152,7 +158,7 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::*;
+    use crate::effect::*;
 
     #[test]
     fn default_wall_epoch_is_new_year_2026() {

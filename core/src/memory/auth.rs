@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use effectful::effect::{AuthRequest, AuthResponse, EmailLookup, RefreshOutcome, TokenValidation};
-use effectful::{Rng, Time, Timestamp};
+use crate::effect::{AuthRequest, AuthResponse, EmailLookup, RefreshOutcome, TokenValidation};
+use crate::{Rng, Time, Timestamp};
 use uuid::Uuid;
 
 use super::{DEFAULT_WALL_EPOCH, FakeDatabase, wall_time};
@@ -236,7 +236,7 @@ fn digest(salt: u64, password: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{
+    use crate::effect::{
         CreateUserOutcome, GenerateToken, GetUserByEmail, HashPassword, RefreshToken, RevokeToken,
         ValidatePassword, ValidateToken,
     };

@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use effectful::effect::{
+use crate::effect::{
     ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
 };
-use effectful::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
+use crate::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
@@ -322,7 +322,7 @@ impl FakeDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{CreateUser, DeleteUser, GetUserById, ListMessagesForUser, ListUsers};
+    use crate::effect::{CreateUser, DeleteUser, GetUserById, ListMessagesForUser, ListUsers};
 
     fn db() -> FakeDatabase {
         FakeDatabase::new(Rng::from_seed(42))

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use effectful::effect::{
+use crate::effect::{
     CacheLookup, CacheRequest, CacheResponse, GetCachedProfile, MissReason, ProfileData,
     PutCachedProfile, PutCachedValue, profile_key,
 };
-use effectful::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
+use crate::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -320,7 +320,7 @@ fn ceil_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{DeleteCachedProfile, GetCachedValue, InvalidateCache};
+    use crate::effect::{DeleteCachedProfile, GetCachedValue, InvalidateCache};
     use uuid::Uuid;
 
     fn put(cache: &mut FakeCache, now: Time, key: &str, value: &[u8], ttl: Option<u64>) {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use effectful::effect::{
+use crate::effect::{
     Labels, MetricFailure, MetricOutcome, MetricSample, MetricsRequest, MetricsResponse,
     QueryMetrics,
 };
@@ -324,7 +324,7 @@ fn is_label_name(label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use effectful::effect::{IncrementCounter, ObserveHistogram, RecordSummary, SetGauge};
+    use crate::effect::{IncrementCounter, ObserveHistogram, RecordSummary, SetGauge};
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs

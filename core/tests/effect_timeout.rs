@@ -1,0 +1,187 @@
+//! The engine's default per-effect timeout: a lost answer fails one effect with a
+//! retryable `Timeout`, not the whole program at its deadline.
+
+use std::task::Poll;
+use std::time::Duration;
+
+use effectful::effect::*;
+use effectful::*;
+
+mod support;
+use support::*;
+
+type Out = Result<u64, EffectError>;
+
+const LIMIT: Duration = EngineConfig::DEFAULT_EFFECT_TIMEOUT;
+
+fn uuid_answer() -> Response {
+    Response::System(SystemResponse::GenerateUuid(uuid::Uuid::from_u128(9)))
+}
+
+#[test]
+fn an_unanswered_effect_fails_at_the_default_limit_as_a_retryable_timeout_and_is_cancelled() {
+    let mut engine: Engine<Result<uuid::Uuid, EffectError>> = Engine::new(EngineConfig::default());
+    engine.spawn_async(
+        Time::ZERO,
+        |fx| async move { fx.perform(GenerateUuid {}).await },
+    );
+    let asked = requests(&drain(&mut engine));
+    assert_eq!(engine.poll_timeout(), Some(Time::ZERO + LIMIT));
+    engine.handle_timeout(Time::ZERO + (LIMIT - Duration::from_nanos(1)));
+    assert!(drain(&mut engine).is_empty(), "never early");
+    engine.handle_timeout(Time::ZERO + LIMIT);
+    let out = drain(&mut engine);
+    assert_eq!(cancels(&out), asked, "the driver is told to cancel it");
+    let error = finished(&out).remove(0).unwrap().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout);
+    assert!(error.retryable);
+    assert_eq!(error.effect, "System.GenerateUuid");
+    assert!(error.message.contains("30s"), "{error}");
+    assert_eq!(
+        engine.handle_response(Time::ZERO + LIMIT, asked[0], Ok(uuid_answer())),
+        Delivery::Stale
+    );
+}
+
+#[test]
+fn an_answer_that_comes_in_time_wins_and_leaves_no_live_timer() {
+    let mut engine: Engine<Result<uuid::Uuid, EffectError>> = Engine::new(EngineConfig::default());
+    engine.spawn_async(
+        Time::ZERO,
+        |fx| async move { fx.perform(GenerateUuid {}).await },
+    );
+    let asked = requests(&drain(&mut engine));
+    let _ = engine.handle_response(Time::from_secs(29), asked[0], Ok(uuid_answer()));
+    assert_eq!(
+        finished(&drain(&mut engine)),
+        vec![Ok(Ok(uuid::Uuid::from_u128(9)))]
+    );
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn waits_by_nature_have_no_default_limit() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        fx.perform(ReceiveText {}).await.map(|t| t.len() as u64)
+    });
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        let consume = ConsumeMessage {
+            subscription: "s".into(),
+            timeout_ms: 120_000,
+        };
+        fx.perform(consume).await.map(|_| 0)
+    });
+    assert_eq!(requests(&drain(&mut engine)).len(), 2);
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn an_effects_own_limit_replaces_the_default_and_untimed_has_none() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        fx.perform_timeout(GenerateUuid {}, Duration::from_secs(90))
+            .await
+            .map(|_| 90)
+    });
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        fx.perform_untimed(GenerateUuid {}).await.map(|_| 0)
+    });
+    drain(&mut engine);
+    assert_eq!(engine.poll_timeout(), Some(Time::from_secs(90)));
+    engine.handle_timeout(Time::from_secs(90));
+    let out = finished(&drain(&mut engine));
+    assert_eq!(out.len(), 1, "only the 90 s effect ran out");
+    assert_eq!(engine.poll_timeout(), None, "the untimed one waits on");
+    assert_eq!(engine.programs(), 1);
+}
+
+#[test]
+fn no_default_limit_when_the_config_switches_it_off() {
+    let config = EngineConfig {
+        effect_timeout: None,
+        ..EngineConfig::default()
+    };
+    let mut engine: Engine<Out> = Engine::new(config);
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        fx.perform(GenerateUuid {}).await.map(|_| 0)
+    });
+    drain(&mut engine);
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+/// Asks once with the default limit, once with none, and returns what the first got.
+struct HandAsker;
+
+impl Program for HandAsker {
+    type Output = Out;
+    fn resume(&mut self, cx: &mut Cx<'_>, event: Event) -> Poll<Out> {
+        match event {
+            Event::Start => {
+                cx.request(GenerateUuid {}.into());
+                cx.request_untimed(GenerateUuid {}.into());
+                Poll::Pending
+            }
+            Event::Response { result, .. } => Poll::Ready(result.map(|_| 1)),
+            Event::Timer { .. } => Poll::Ready(Ok(2)),
+        }
+    }
+}
+
+#[test]
+fn a_hand_written_programs_request_times_out_as_a_response_event() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn(Time::ZERO, HandAsker);
+    let asked = requests(&drain(&mut engine));
+    engine.handle_timeout(Time::ZERO + LIMIT);
+    let out = drain(&mut engine);
+    // The timed one ran out; the program returned, which cancels the untimed one too.
+    assert_eq!(cancels(&out), asked);
+    let error = finished(&out).remove(0).unwrap().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout);
+}
+
+#[test]
+fn answered_effects_leave_their_limits_to_be_shed_so_timers_stay_few() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        let mut n = 0;
+        loop {
+            fx.perform(GenerateUuid {}).await?;
+            n += 1;
+            if n == 100_000 {
+                return Ok(n);
+            }
+        }
+    });
+    for _ in 0..100_000 {
+        let asked = requests(&drain(&mut engine));
+        let _ = engine.handle_response(Time::ZERO, asked[0], Ok(uuid_answer()));
+        assert!(engine.timers_armed() <= 130, "{}", engine.timers_armed());
+    }
+    assert_eq!(finished(&drain(&mut engine)), vec![Ok(Ok(100_000))]);
+}
+
+#[test]
+fn a_program_in_the_readmes_style_survives_a_lost_answer_by_retrying_it() {
+    let mut engine: Engine<Result<uuid::Uuid, EffectError>> = Engine::new(EngineConfig {
+        program_timeout: Some(Duration::from_secs(300)),
+        ..EngineConfig::default()
+    });
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        let schedule = Schedule::exponential(Duration::from_millis(50)).recurs(3);
+        fx.retry(&schedule, GenerateUuid {}).await
+    });
+    let lost = requests(&drain(&mut engine));
+    assert_eq!(lost.len(), 1, "the first answer is lost");
+    engine.handle_timeout(Time::ZERO + LIMIT);
+    drain(&mut engine);
+    let retry_at = engine.poll_timeout().expect("a retry is due");
+    engine.handle_timeout(retry_at);
+    let again = requests(&drain(&mut engine));
+    let _ = engine.handle_response(retry_at, again[0], Ok(uuid_answer()));
+    assert_eq!(
+        finished(&drain(&mut engine)),
+        vec![Ok(Ok(uuid::Uuid::from_u128(9)))]
+    );
+}
