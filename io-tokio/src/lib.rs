@@ -7,6 +7,8 @@
 //! - [`Interpreter`]: how a family's effects are performed on a shard, and the
 //!   layering the protocol interpreters follow (see the [`interpreter`] module);
 //! - [`SystemInterpreter`]: the wall clock, random UUIDs and shutdown, from the OS;
+//! - [`memory`] (feature `memory`, on by default): in-memory backends for the other
+//!   families, one world per process, on the core's in-memory services;
 //! - [`Clock`] and [`entropy`]: the time and randomness the core never reads itself;
 //! - [`RuntimeStats`]: effects per family and outcome, programs per outcome.
 //!
@@ -37,6 +39,8 @@
 mod clock;
 pub mod entropy;
 pub mod interpreter;
+#[cfg(feature = "memory")]
+pub mod memory;
 mod offload;
 mod runtime;
 mod shard;
