@@ -83,7 +83,11 @@ fn the_readme_greet_program_runs_on_tokio_against_the_in_memory_backends() {
     });
     assert_eq!(
         greetings,
-        ["hello, Ada", "welcome back, Ada", "no such user (DoesNotExist)"]
+        [
+            "hello, Ada",
+            "welcome back, Ada",
+            "no such user (DoesNotExist)"
+        ]
     );
     runtime.shutdown(Duration::ZERO);
 }
