@@ -19,7 +19,7 @@
 //! message back, as the simulator's broker does.
 //!
 //! # Time, randomness and metrics
-//! The services take `now` from the runtime's one [`Clock`](crate::Clock); their
+//! The services take `now` from the runtime's one [`Clock`]; their
 //! wall clock starts at the OS's wall clock when the first shard starts. Their
 //! randomness (user ids, tokens, salts) is seeded from OS entropy, never from the
 //! logged engine seed, unless a test fixes it with [`MemoryWorld::with_services`].

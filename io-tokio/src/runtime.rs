@@ -408,7 +408,9 @@ where
     pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         self.stop(grace)
     }
+}
 
+impl<F: Family> Runtime<F> {
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         self.handle.begin_shutdown(grace);
         let mut report = ShutdownReport::default();
@@ -433,16 +435,8 @@ where
 
 impl<F: Family> Drop for Runtime<F> {
     fn drop(&mut self) {
-        if self.threads.is_empty() {
-            return;
-        }
-        self.handle.begin_shutdown(Duration::ZERO);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-        self.pool = None;
-        for thread in self.pool_threads.drain(..) {
-            let _ = thread.join();
+        if !self.threads.is_empty() {
+            self.stop(Duration::ZERO);
         }
     }
 }

@@ -216,7 +216,19 @@ impl<F: Family> Shard<F> {
             return;
         }
         let now = self.clock.now();
-        let (program, report) = job.start(&mut self.engine, now);
+        let engine = &mut self.engine;
+        // A panic while making the program (in the closure given to spawn) loses that
+        // program, whose JoinHandle then reports it aborted; the shard goes on.
+        let (program, report) =
+            match panic::catch_unwind(AssertUnwindSafe(|| job.start(engine, now))) {
+                Ok(started) => started,
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    tracing::error!(shard = self.index, %message, "making a program panicked");
+                    self.drain(now);
+                    return;
+                }
+            };
         self.counters.spawned();
         let span = tracing::enabled!(Level::DEBUG).then(|| {
             tracing::debug_span!("program", shard = self.index, %program, outcome = tracing::field::Empty)

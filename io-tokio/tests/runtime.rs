@@ -484,3 +484,23 @@ fn waiting_for_shutdown_outlasts_the_default_per_effect_timeout() {
     runtime.shutdown(Duration::from_secs(5));
     assert_eq!(waiting.blocking_join(), Ok(Ok(())));
 }
+
+#[test]
+fn a_program_whose_making_panics_is_reported_aborted_and_its_shard_keeps_going() {
+    let runtime = system_runtime(1);
+    let (broken, next) = runtime.block_on(async {
+        let broken = runtime
+            .handle()
+            .spawn(|_fx| -> std::future::Ready<u8> { panic!("no program today") })
+            .await
+            .expect("spawned");
+        let next = runtime
+            .handle()
+            .spawn(|fx| async move { fx.perform(GenerateUuid {}).await.is_ok() })
+            .await
+            .expect("spawned");
+        (broken.await, next.await)
+    });
+    assert_eq!(broken, Err(ProgramError::Aborted));
+    assert_eq!(next, Ok(true));
+}
