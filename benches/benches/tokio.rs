@@ -94,7 +94,9 @@ fn step(c: &mut Criterion) {
     in_task.shutdown(Duration::ZERO);
 
     group.bench_function("tokio_oneshot", |b| {
+        // Configured as a shard's runtime is: current-thread, with timers.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         b.iter_custom(|iters| {
