@@ -3,8 +3,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use effectful_examples::chat::ChatConfig;
-use effectful_examples::chat_sim::{ChatSimConfig, chat_program, run_chat};
+use effectful_chat::session::ChatConfig;
+use effectful_chat::sim::{ChatSimConfig, chat_program, run_chat};
 use effectful_test::fault::{FaultPlan, PerFamily};
 use effectful_test::seed;
 use effectful_test::trace::{
@@ -28,10 +28,7 @@ fn a_thousand_swarm_seeds_keep_every_invariant() {
                 "{}\n  {}\n  {}",
                 run.report,
                 run.violations.join("\n  "),
-                seed::reproduce_message(
-                    s,
-                    "cargo test -p effectful-examples --test chat_sim a_thousand"
-                )
+                seed::reproduce_message(s, "cargo test -p effectful-chat --test sim a_thousand")
             ));
         }
     }

@@ -1,6 +1,6 @@
 //! The chat simulation: N clients joining, chatting, reading history, renaming and
 //! leaving over a simulated duration, under faults, with the invariants checked at the
-//! end. Used by `examples/simulate.rs`, its tests and the `sim/chat` bench.
+//! end. Used by the `simulate` binary, its tests and the `sim/chat` bench.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use effectful_test::trace::TraceRecord;
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
-use crate::chat::{ChatConfig, SessionEnd, chat_session};
+use crate::session::{ChatConfig, SessionEnd, chat_session};
 
 /// One chat simulation run.
 #[derive(Clone, Debug)]
