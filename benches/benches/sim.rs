@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use effectful_examples::chat_sim::{ChatSim, ChatSimConfig, run_chat};
+use effectful_chat::sim::{ChatSim, ChatSimConfig, run_chat};
 use effectful_test::fault::FaultPlan;
 
 fn config(clients: u32, duration: Duration) -> ChatSimConfig {

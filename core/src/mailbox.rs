@@ -72,7 +72,8 @@ pub(crate) enum Limit {
 /// What programs ask of the driver, in the order they asked; shared by every
 /// mailbox of an engine so a request is moved once on its way out.
 pub(crate) enum Emitted<F: Family> {
-    Request(EffectId, F::Request),
+    /// A request, and when the engine's default limit runs out for it, if it applies.
+    Request(EffectId, F::Request, Option<Time>),
     Cancel(EffectId),
 }
 
@@ -208,19 +209,25 @@ impl<F: Family> Mailbox<F> {
             return self.refuse(F::request_name(&request), group);
         }
         let id = self.alloc(SlotState::Effect, group);
-        let limit = match limit {
-            Limit::Default if F::default_timeout_applies(&request) => self.default_limit,
-            Limit::Default | Limit::Never => None,
-            Limit::After(d) => Some(d),
+        // The default limit is the same for every effect and `now` never goes back, so
+        // the engine keeps those in arming order in a queue of their own; an effect's
+        // own limit is an ordinary timer.
+        let default_at = match limit {
+            Limit::Default => self
+                .default_limit
+                .filter(|_| F::default_timeout_applies(&request))
+                .map(|d| self.now + d),
+            Limit::Never => None,
+            Limit::After(d) => {
+                self.slots[id.slot as usize].limit = Some((F::request_name(&request), d));
+                let at = self.now + d;
+                self.arm(id, at, Kind::Effect);
+                None
+            }
         };
-        if let Some(d) = limit {
-            self.slots[id.slot as usize].limit = Some((F::request_name(&request), d));
-            let at = self.now + d;
-            self.arm(id, at, Kind::Effect);
-        }
         self.emissions
             .borrow_mut()
-            .push_back(Emitted::Request(id, request));
+            .push_back(Emitted::Request(id, request, default_at));
         id
     }
 
@@ -266,10 +273,16 @@ impl<F: Family> Mailbox<F> {
     /// The effect `id` ran out of time: the driver is told to cancel it, and the
     /// error to complete it with is returned. The caller has checked
     /// [`Mailbox::is_waiting`] for an effect.
-    pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
+    /// `default` names the effect and its limit when it ran out of the engine's
+    /// default limit rather than one of its own.
+    pub(crate) fn expire(
+        &mut self,
+        id: EffectId,
+        default: Option<(&'static str, Duration)>,
+    ) -> EffectError {
         self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
-        let (effect, limit) = self.slots[id.slot as usize]
-            .limit
+        let (effect, limit) = default
+            .or(self.slots[id.slot as usize].limit)
             .unwrap_or(("an effect", Duration::ZERO));
         EffectError::timeout(
             effect,

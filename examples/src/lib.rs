@@ -1,9 +1,8 @@
-//! Programs shared by the runnable examples: the chat session the simulator and the
-//! server run, and the simulation scenario and invariants around it.
+//! Small runnable examples of effectful, each in `examples/`: `embed_blocking` (a
+//! program answered by a plain blocking loop, std only, no tokio anywhere in this
+//! crate's dependency tree) and `custom_family` (an effect family of your own beside
+//! the built-in ones). The chat application has a crate of its own, `effectful-chat`.
 //!
 //! Run an example with `cargo run -p effectful-examples --example NAME`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-
-pub mod chat;
-pub mod chat_sim;

@@ -137,11 +137,86 @@ pub struct SaveChatMessage {
     pub message_id: Option<Uuid>,
 }
 
-/// A user's messages, oldest first. Output: the messages.
+/// The most messages one [`ListMessagesForUser`] page holds. A larger `limit` is
+/// clamped to it (not refused): the page then says where the rest starts, so nothing
+/// is lost, and no reply grows with the whole history.
+pub const MAX_MESSAGE_PAGE: u32 = 100;
+
+/// A position in a user's message history.
+///
+/// History is ordered by `created_at`, then by `id` (PostgreSQL's `uuid` order,
+/// bytewise), which is also this type's `Ord`. Message ids are unique, so the order is
+/// total and a cursor names one place in it: paging by cursor (keyset paging) neither
+/// repeats nor skips a message when newer ones arrive between pages, as paging by
+/// offset would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MessageCursor {
+    /// The `created_at` of the message at this position.
+    pub created_at: Timestamp,
+    /// The id of the message at this position.
+    pub id: Uuid,
+}
+
+impl ChatMessage {
+    /// This message's position in its author's history.
+    pub fn cursor(&self) -> MessageCursor {
+        MessageCursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// One page of a user's messages, paging back from the newest. Output:
+/// [`MessagePage`].
+///
+/// The page holds the newest `limit` messages that come before `before` in history
+/// order (see [`MessageCursor`]), or before the end when `before` is `None`, listed
+/// oldest first. `limit` is clamped to `1..=`[`MAX_MESSAGE_PAGE`] (see
+/// [`ListMessagesForUser::page_size`]). To walk a whole history, ask again with the
+/// page's [`MessagePage::next`] as `before` until it is `None`.
+///
+/// On PostgreSQL: `WHERE user_id = $1 AND (created_at, id) < ($2, $3) ORDER BY
+/// created_at DESC, id DESC LIMIT page_size + 1`, reversed; the extra row says whether
+/// an older page exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListMessagesForUser {
     /// The author.
     pub user_id: Uuid,
+    /// At most this many messages (clamped to `1..=`[`MAX_MESSAGE_PAGE`]).
+    pub limit: u32,
+    /// Only messages before this position; `None`: the newest.
+    #[serde(default)]
+    pub before: Option<MessageCursor>,
+}
+
+impl ListMessagesForUser {
+    /// The newest `limit` messages of a user (the first page).
+    pub fn latest(user_id: Uuid, limit: u32) -> ListMessagesForUser {
+        ListMessagesForUser {
+            user_id,
+            limit,
+            before: None,
+        }
+    }
+
+    /// How many messages the page holds at most: `limit` clamped to
+    /// `1..=`[`MAX_MESSAGE_PAGE`]. A limit of 0 reads as 1, so a page is never empty
+    /// while older messages remain.
+    pub fn page_size(&self) -> u32 {
+        self.limit.clamp(1, MAX_MESSAGE_PAGE)
+    }
+}
+
+/// A page of a user's messages: the answer to [`ListMessagesForUser`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePage {
+    /// At most the page size, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Where the page of older messages ends: pass it as
+    /// [`ListMessagesForUser::before`]. `None` when this page reaches the user's oldest
+    /// message.
+    pub next: Option<MessageCursor>,
 }
 
 family! {
@@ -153,6 +228,6 @@ family! {
         UpdateUser => UserLookup,
         DeleteUser => DeleteOutcome,
         SaveChatMessage => ChatMessage,
-        ListMessagesForUser => Vec<ChatMessage>,
+        ListMessagesForUser => MessagePage,
     }
 }

@@ -274,7 +274,16 @@ pub struct Engine<O, F: Family = Std> {
     /// Finished programs, reported after the emissions that precede them.
     finished: VecDeque<(ProgramId, Result<O, ProgramError>)>,
     timers: TimerQueue,
+    /// Effects under the default time limit, in arming order, which is time order
+    /// (one limit for all, and `now` never goes back): when each runs out, and its
+    /// name for the error. Answered ones are shed from the front as new ones come.
+    limits: VecDeque<(Time, EffectId, &'static str)>,
+    /// Shed answered limits from the whole queue once it is this long.
+    limits_compact_at: usize,
 }
+
+/// The shortest limit queue worth shedding answered limits from as a whole.
+const LIMITS_COMPACT_MIN: usize = 64;
 
 impl<O: 'static, F: Family> Engine<O, F> {
     /// An engine with no programs.
@@ -289,6 +298,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
             emissions: Emissions::default(),
             finished: VecDeque::new(),
             timers: TimerQueue::default(),
+            limits: VecDeque::new(),
+            limits_compact_at: LIMITS_COMPACT_MIN,
         }
     }
 
@@ -432,7 +443,23 @@ impl<O: 'static, F: Family> Engine<O, F> {
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
         let mark = self.timers.armed_so_far();
-        while let Some((at, target)) = self.timers.peek() {
+        loop {
+            // Default limits are armed only as requests leave (`poll_output`), never
+            // during this call; they go before timers due at the same time.
+            if let Some(&(at, id, effect)) = self.limits.front() {
+                let timer_first = self.timers.peek().is_some_and(|(t, _)| t < at);
+                if at <= self.now && !timer_first {
+                    self.limits.pop_front();
+                    let limit = self.config.effect_timeout.unwrap_or_default();
+                    self.complete(id, Kind::Effect, |mailbox| {
+                        Completion::Response(Err(mailbox.expire(id, Some((effect, limit)))))
+                    });
+                    continue;
+                }
+            }
+            let Some((at, target)) = self.timers.peek() else {
+                break;
+            };
             if at > self.now || self.timers.armed_after(mark) {
                 break;
             }
@@ -443,7 +470,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 }
                 TimerTarget::Limit(id) => {
                     self.complete(id, Kind::Effect, |mailbox| {
-                        Completion::Response(Err(mailbox.expire(id)))
+                        Completion::Response(Err(mailbox.expire(id, None)))
                     });
                 }
                 TimerTarget::Deadline(program) => {
@@ -500,8 +527,14 @@ impl<O: 'static, F: Family> Engine<O, F> {
         // Requests and cancellations first: a program's Finished must follow the
         // cancellations its end caused, and nothing a program emits can depend on
         // another program's end.
-        match self.emissions.borrow_mut().pop_front() {
-            Some(Emitted::Request(id, request)) => return Some(Output::Request { id, request }),
+        let emitted = self.emissions.borrow_mut().pop_front();
+        match emitted {
+            Some(Emitted::Request(id, request, default_limit)) => {
+                if let Some(at) = default_limit {
+                    self.arm_default_limit(at, id, F::request_name(&request));
+                }
+                return Some(Output::Request { id, request });
+            }
             Some(Emitted::Cancel(id)) => return Some(Output::Cancel { id }),
             None => {}
         }
@@ -511,13 +544,55 @@ impl<O: 'static, F: Family> Engine<O, F> {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if any timer is armed.
     pub fn poll_timeout(&mut self) -> Option<Time> {
-        while let Some((at, target)) = self.timers.peek() {
+        let timer = loop {
+            let Some((at, target)) = self.timers.peek() else {
+                break None;
+            };
             if Self::timer_is_live(&self.programs, at, target) {
-                return Some(at);
+                break Some(at);
             }
             self.timers.pop();
+        };
+        self.shed_answered_limits();
+        let limit = self.limits.front().map(|&(at, _, _)| at);
+        match (timer, limit) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
         }
-        None
+    }
+
+    /// Queues an effect's default limit; sheds answered ones from the front first,
+    /// and from the whole queue once it has doubled, so the queue stays within about
+    /// twice the effects still waiting.
+    #[inline]
+    fn arm_default_limit(&mut self, at: Time, id: EffectId, effect: &'static str) {
+        self.shed_answered_limits();
+        if self.limits.len() >= self.limits_compact_at {
+            let programs = &self.programs;
+            self.limits
+                .retain(|&(_, id, _)| Self::effect_is_waiting(programs, id));
+            self.limits_compact_at = (self.limits.len() * 2).max(LIMITS_COMPACT_MIN);
+        }
+        self.limits.push_back((at, id, effect));
+    }
+
+    #[inline]
+    fn shed_answered_limits(&mut self) {
+        while let Some(&(_, id, _)) = self.limits.front() {
+            if Self::effect_is_waiting(&self.programs, id) {
+                break;
+            }
+            self.limits.pop_front();
+        }
+    }
+
+    #[inline]
+    fn effect_is_waiting(programs: &[Entry<O, F>], id: EffectId) -> bool {
+        programs
+            .get(id.program.index as usize)
+            .filter(|entry| entry.generation == id.program.generation)
+            .and_then(|entry| entry.live.as_ref())
+            .is_some_and(|live| live.mailbox.borrow().is_waiting(id, Kind::Effect))
     }
 
     /// The earliest armed timer, live or not, without checking: never later than
@@ -525,13 +600,18 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// answers `None`. A driver that has other work due before it need not ask
     /// `poll_timeout` yet.
     pub fn timer_bound(&self) -> Option<Time> {
-        self.timers.peek().map(|(at, _)| at)
+        let timer = self.timers.peek().map(|(at, _)| at);
+        let limit = self.limits.front().map(|&(at, _, _)| at);
+        match (timer, limit) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        }
     }
 
     /// Armed timers, including ones not yet discarded after their program moved on
     /// (at most about twice the live ones: the queue sheds the others as it grows).
     pub fn timers_armed(&self) -> usize {
-        self.timers.len()
+        self.timers.len() + self.limits.len()
     }
 
     fn timer_is_live(programs: &[Entry<O, F>], at: Time, target: TimerTarget) -> bool {

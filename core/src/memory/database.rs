@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::effect::{
     ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
-    NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
+    ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, SaveChatMessage, UpdateUser,
+    User, UserLookup,
 };
 use crate::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
@@ -38,7 +39,10 @@ struct UserRow {
 ///   `created_at` with `wall_epoch + now`; for a user that does not exist (or was
 ///   deleted) it fails like a foreign-key violation: `Service { code: "23503" }`
 ///   ([`FOREIGN_KEY_VIOLATION`]), not retryable.
-/// - `ListMessagesForUser` is oldest first by `created_at`, then in insertion order.
+/// - `ListMessagesForUser` answers one page, paging back from the newest, in history
+///   order: `created_at`, then `id` (see [`MessageCursor`]); at most
+///   [`ListMessagesForUser::page_size`] messages, found by binary search, so a reply
+///   costs the page and not the whole history.
 #[derive(Clone, Debug)]
 pub struct FakeDatabase {
     rng: Rng,
@@ -46,11 +50,12 @@ pub struct FakeDatabase {
     users: BTreeMap<Uuid, UserRow>,
     by_email: BTreeMap<String, Uuid>,
     deleted: BTreeSet<Uuid>,
-    /// Each user's messages (looked up by user, never listed across users: the hash
-    /// order never shows).
+    /// Each user's messages in history order (looked up by user, never listed across
+    /// users: the hash order never shows).
     messages: FxHashMap<Uuid, Vec<ChatMessage>>,
-    /// Every stored message id and its author (the primary key of `chat_messages`).
-    message_ids: FxHashMap<Uuid, Uuid>,
+    /// Every stored message id (the primary key of `chat_messages`): its author and its
+    /// place in the author's history.
+    message_ids: FxHashMap<Uuid, (Uuid, MessageCursor)>,
 }
 
 impl FakeDatabase {
@@ -97,7 +102,7 @@ impl FakeDatabase {
                 self.save_chat_message(now, r.user_id, r.text, r.message_id)?,
             ),
             DatabaseRequest::ListMessagesForUser(r) => {
-                DatabaseResponse::ListMessagesForUser(self.messages_for_user(r.user_id))
+                DatabaseResponse::ListMessagesForUser(self.message_page(&r))
             }
         })
     }
@@ -164,10 +169,25 @@ impl FakeDatabase {
         self.users.values().map(|row| &row.user)
     }
 
-    /// A user's messages, oldest first by `created_at`, then in insertion order.
-    pub fn messages_for_user(&self, user_id: Uuid) -> Vec<ChatMessage> {
-        // Kept sorted by (created_at, insertion order) as they are stored.
-        self.messages.get(&user_id).cloned().unwrap_or_default()
+    /// Every message of a user, in history order (`created_at`, then `id`), for
+    /// checking a run; programs page through them with `ListMessagesForUser`.
+    pub fn messages_for_user(&self, user_id: Uuid) -> &[ChatMessage] {
+        self.messages.get(&user_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// One page of a user's messages, as `ListMessagesForUser` answers it.
+    pub fn message_page(&self, request: &ListMessagesForUser) -> MessagePage {
+        let all = self.messages_for_user(request.user_id);
+        let end = match request.before {
+            Some(before) => all.partition_point(|m| m.cursor() < before),
+            None => all.len(),
+        };
+        let size = usize::try_from(request.page_size()).unwrap_or(usize::MAX);
+        let start = end.saturating_sub(size);
+        MessagePage {
+            messages: all[start..end].to_vec(),
+            next: (start > 0).then(|| all[start].cursor()),
+        }
     }
 
     /// How many chat messages are stored, over all users.
@@ -265,11 +285,12 @@ impl FakeDatabase {
         message_id: Option<Uuid>,
     ) -> Result<ChatMessage, EffectError> {
         if let Some(id) = message_id {
-            if let Some(existing) = self.message_ids.get(&id) {
-                return match self
-                    .messages
-                    .get(existing)
-                    .and_then(|ms| ms.iter().find(|m| m.id == id))
+            if let Some(&(author, at)) = self.message_ids.get(&id) {
+                let stored = self.messages_for_user(author);
+                return match stored
+                    .binary_search_by(|m| m.cursor().cmp(&at))
+                    .ok()
+                    .and_then(|i| stored.get(i))
                 {
                     Some(stored) if stored.user_id == user_id && stored.text == text => {
                         Ok(stored.clone())
@@ -304,16 +325,18 @@ impl FakeDatabase {
             Some(id) => id,
             None => self.rng.uuid_v4(),
         };
-        self.message_ids.insert(id, user_id);
         let message = ChatMessage {
             id,
             user_id,
             text,
             created_at: wall_time(self.wall_epoch, now),
         };
+        let cursor = message.cursor();
+        self.message_ids.insert(id, (user_id, cursor));
         let messages = self.messages.entry(user_id).or_default();
-        // Oldest first; equal timestamps keep insertion order.
-        let at = messages.partition_point(|m| m.created_at <= message.created_at);
+        // History order. A driver may answer out of clock order, so this is not always
+        // the end; ids are unique, so the place is.
+        let at = messages.partition_point(|m| m.cursor() < cursor);
         messages.insert(at, message.clone());
         Ok(message)
     }
@@ -322,7 +345,7 @@ impl FakeDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effect::{CreateUser, DeleteUser, GetUserById, ListMessagesForUser, ListUsers};
+    use crate::effect::{CreateUser, DeleteUser, GetUserById, ListUsers, MAX_MESSAGE_PAGE};
 
     fn db() -> FakeDatabase {
         FakeDatabase::new(Rng::from_seed(42))
@@ -569,38 +592,150 @@ mod tests {
         assert_ne!(message.id, a.id);
     }
 
+    /// Saves `text` for `user_id` at `secs`, under `id` when given.
+    fn save(db: &mut FakeDatabase, secs: u64, user_id: Uuid, text: &str, id: Option<u128>) {
+        db.handle(
+            Time::from_secs(secs),
+            DatabaseRequest::SaveChatMessage(SaveChatMessage {
+                user_id,
+                text: text.into(),
+                message_id: id.map(Uuid::from_u128),
+            }),
+        )
+        .expect("saved");
+    }
+
+    fn page(db: &mut FakeDatabase, request: ListMessagesForUser) -> MessagePage {
+        match handle(
+            db,
+            Time::ZERO,
+            DatabaseRequest::ListMessagesForUser(request),
+        ) {
+            DatabaseResponse::ListMessagesForUser(page) => page,
+            other => panic!("expected a page, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn messages_are_listed_oldest_first_then_in_insertion_order() {
+    fn messages_are_listed_oldest_first_then_by_id() {
         let mut db = db();
         let a = create(&mut db, "a@x.io");
         let b = create(&mut db, "b@x.io");
-        let save = |db: &mut FakeDatabase, secs, user_id, text: &str| {
-            db.handle(
-                Time::from_secs(secs),
-                DatabaseRequest::SaveChatMessage(SaveChatMessage {
-                    user_id,
-                    text: text.into(),
-                    message_id: None,
-                }),
-            )
-            .expect("saved");
-        };
-        // A driver may answer effects out of clock order; the list still sorts by time.
-        save(&mut db, 5, a.id, "second");
-        save(&mut db, 1, a.id, "first");
-        save(&mut db, 5, a.id, "third");
-        save(&mut db, 2, b.id, "other user");
-        let response = handle(
-            &mut db,
-            Time::from_secs(9),
-            DatabaseRequest::ListMessagesForUser(ListMessagesForUser { user_id: a.id }),
-        );
-        let DatabaseResponse::ListMessagesForUser(messages) = response else {
-            panic!("expected a list")
-        };
-        let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+        // A driver may answer effects out of clock order; the list still sorts by
+        // time, and equal times by id (not by insertion, which PostgreSQL cannot see).
+        save(&mut db, 5, a.id, "second", Some(1));
+        save(&mut db, 1, a.id, "first", Some(9));
+        save(&mut db, 5, a.id, "third", Some(2));
+        save(&mut db, 2, b.id, "other user", None);
+        let page = page(&mut db, ListMessagesForUser::latest(a.id, 10));
+        let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["first", "second", "third"]);
+        assert_eq!(page.next, None, "the page reaches the oldest message");
         assert_eq!(db.message_count(), 4);
+    }
+
+    #[test]
+    fn a_long_history_is_answered_one_bounded_page_at_a_time() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        for i in 0..1000 {
+            save(&mut db, i, a.id, &i.to_string(), None);
+        }
+        let all = db.messages_for_user(a.id).to_vec();
+        assert_eq!(all.len(), 1000);
+
+        let newest = page(&mut db, ListMessagesForUser::latest(a.id, 50));
+        assert_eq!(newest.messages, all[950..]);
+        assert_eq!(newest.next, Some(all[950].cursor()));
+
+        let older = page(
+            &mut db,
+            ListMessagesForUser {
+                before: newest.next,
+                ..ListMessagesForUser::latest(a.id, 50)
+            },
+        );
+        assert_eq!(older.messages, all[900..950]);
+
+        // Too large a limit is clamped to the maximum; 0 reads as 1.
+        let clamped = page(&mut db, ListMessagesForUser::latest(a.id, u32::MAX));
+        assert_eq!(clamped.messages.len(), MAX_MESSAGE_PAGE as usize);
+        assert_eq!(clamped.messages, all[1000 - MAX_MESSAGE_PAGE as usize..]);
+        let one = page(&mut db, ListMessagesForUser::latest(a.id, 0));
+        assert_eq!(one.messages, all[999..]);
+        assert_eq!(one.next, Some(all[999].cursor()));
+    }
+
+    #[test]
+    fn a_user_without_messages_gets_one_empty_last_page() {
+        let mut db = db();
+        let a = create(&mut db, "a@x.io");
+        assert_eq!(
+            page(&mut db, ListMessagesForUser::latest(a.id, 50)),
+            MessagePage::default()
+        );
+        let nobody = ListMessagesForUser::latest(Uuid::from_u128(3), 50);
+        assert_eq!(page(&mut db, nobody), MessagePage::default());
+    }
+
+    /// Walks `user`'s whole history back from the newest, `limit` at a time, saving
+    /// `newer` more messages (later than any yet) after each page; returns the messages
+    /// in the order the pages give them, oldest first.
+    fn walk(db: &mut FakeDatabase, user: Uuid, limit: u32, newer: u64) -> Vec<ChatMessage> {
+        let mut pages = Vec::new();
+        let mut before = None;
+        let mut clock = 1_000_000;
+        loop {
+            let request = ListMessagesForUser {
+                user_id: user,
+                limit,
+                before,
+            };
+            let size = request.page_size() as usize;
+            let page = page(db, request);
+            assert!(page.messages.len() <= size, "a page holds at most {size}");
+            if page.next.is_some() {
+                assert_eq!(page.messages.len(), size, "only the last page is short");
+            }
+            for _ in 0..newer {
+                clock += 1;
+                save(db, clock, user, "newer", None);
+            }
+            if let (Some(next), Some(previous)) = (page.next, before) {
+                assert!(next < previous, "each page moves the cursor back");
+            }
+            pages.push(page.messages);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        pages.into_iter().rev().flatten().collect()
+    }
+
+    proptest::proptest! {
+        /// Paging back walks the whole history once, oldest first, with no repeats and
+        /// no gaps, whatever the limit, with ties in `created_at`, and while newer
+        /// messages keep arriving between pages.
+        #[test]
+        fn paging_back_walks_the_whole_history_in_order_without_repeats_or_gaps(
+            seed in proptest::prelude::any::<u64>(),
+            times in proptest::collection::vec(0..50u64, 0..400),
+            limit in 0..MAX_MESSAGE_PAGE + 20,
+            newer in 0..3u64,
+        ) {
+            let mut db = FakeDatabase::new(Rng::from_seed(seed));
+            let a = create(&mut db, "a@x.io");
+            let b = create(&mut db, "b@x.io");
+            for (i, secs) in times.iter().enumerate() {
+                let author = if i % 5 == 4 { b.id } else { a.id };
+                save(&mut db, *secs, author, &i.to_string(), None);
+            }
+            let before = db.messages_for_user(a.id).to_vec();
+            proptest::prop_assert!(before.windows(2).all(|w| w[0].cursor() < w[1].cursor()));
+            let walked = walk(&mut db, a.id, limit, newer);
+            proptest::prop_assert_eq!(walked, before);
+        }
     }
 
     #[test]

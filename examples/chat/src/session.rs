@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `login <user-id>` (first) | `welcome <name>`, or `error unknown user` and close 1008 |
 //! | `say <nonce> <text>` | `ack <nonce> <message-id>` once stored, or `nack <nonce>` |
-//! | `history` | `history <count> <id>,<id>,...` (oldest first) |
+//! | `history` | `history <count> <id>,<id>,...`: the user's last 50 messages (at most), oldest first |
 //! | `rename <name>` | `renamed <name>`, or `error rename` |
 //! | `profile` | `profile <name> cached` or `profile <name> fresh` |
 //! | `inbox` | `inbox <message-id> <redelivery-count>` (the next message published to the room, acknowledged), or `inbox empty` |
@@ -31,6 +31,9 @@ use effectful::effect::*;
 use effectful::{Effect, EffectError, ErrorKind, Fx, Schedule};
 use uuid::Uuid;
 
+/// How many of a user's latest messages `history` shows by default.
+pub const HISTORY_LENGTH: u32 = 50;
+
 /// How the chat program behaves.
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
@@ -42,6 +45,9 @@ pub struct ChatConfig {
     pub retry: Schedule,
     /// The topic each stored message is published to.
     pub topic: String,
+    /// How many of the user's latest messages `history` shows ([`HISTORY_LENGTH`]).
+    /// One page of `ListMessagesForUser`, so at most [`MAX_MESSAGE_PAGE`].
+    pub history_length: u32,
     /// Store messages under an id drawn before the first attempt, so retries are
     /// idempotent. Turn off to watch the simulator catch duplicated messages.
     pub idempotent_saves: bool,
@@ -63,6 +69,7 @@ impl Default for ChatConfig {
                 .max_delay(Duration::from_secs(2))
                 .recurs(4),
             topic: "chat.messages".into(),
+            history_length: HISTORY_LENGTH,
             idempotent_saves: true,
             dedup_publishes: true,
             invalidate_on_rename: true,
@@ -272,8 +279,9 @@ impl Session<'_> {
     }
 
     async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {
-        match self.reliably(|| ListMessagesForUser { user_id }).await {
-            Ok(messages) => {
+        let latest = || ListMessagesForUser::latest(user_id, self.config.history_length);
+        match self.reliably(latest).await {
+            Ok(MessagePage { messages, .. }) => {
                 let mut count = itoa::Buffer::new();
                 let count = count.format(messages.len());
                 let mut reply = String::with_capacity(10 + count.len() + messages.len() * 37);

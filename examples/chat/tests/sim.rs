@@ -3,10 +3,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use effectful_examples::chat::ChatConfig;
-use effectful_examples::chat_sim::{ChatSimConfig, chat_program, run_chat};
+use effectful::Time;
+use effectful::effect::{CreateUserOutcome, DatabaseRequest, SaveChatMessage};
+use effectful_chat::session::{ChatConfig, HISTORY_LENGTH};
+use effectful_chat::sim::{ChatSimConfig, chat_program, run_chat};
 use effectful_test::fault::{FaultPlan, PerFamily};
 use effectful_test::seed;
+use effectful_test::sim::{Connection, ConnectionEnd, SimConfig, Simulation};
 use effectful_test::trace::{
     DEFAULT_MAX_LINE, TraceRecord, first_divergence, read_trace, replay, write_trace,
 };
@@ -28,10 +31,7 @@ fn a_thousand_swarm_seeds_keep_every_invariant() {
                 "{}\n  {}\n  {}",
                 run.report,
                 run.violations.join("\n  "),
-                seed::reproduce_message(
-                    s,
-                    "cargo test -p effectful-examples --test chat_sim a_thousand"
-                )
+                seed::reproduce_message(s, "cargo test -p effectful-chat --test sim a_thousand")
             ));
         }
     }
@@ -173,4 +173,52 @@ fn a_tampered_chat_trace_fails_replay_at_the_first_divergence() {
         text.contains(&format!("record {}", index + 1)) && text.contains("GetCachedProfile"),
         "{text}"
     );
+}
+
+/// A user who has said 1,000 things asks for history: the reply is one bounded page,
+/// the newest 50 messages oldest first, not everything ever said.
+#[test]
+fn history_of_a_long_conversation_is_the_last_fifty_messages_oldest_first() {
+    let program = chat_program(Rc::new(ChatConfig::default()));
+    let mut sim = Simulation::new(SimConfig::new(31), Vec::new(), program);
+    let db = &mut sim.services_mut().database;
+    let CreateUserOutcome::Created(user) =
+        db.create_user("long@chat.test".into(), "long".into(), "h".into())
+    else {
+        panic!("a fresh database takes the user");
+    };
+    for i in 0..1000 {
+        let save = SaveChatMessage {
+            user_id: user.id,
+            text: format!("line {i}"),
+            message_id: None,
+        };
+        db.handle(Time::from_secs(i), DatabaseRequest::SaveChatMessage(save))
+            .expect("saved");
+    }
+    let all = db.messages_for_user(user.id);
+    let newest: Vec<String> = all[all.len() - HISTORY_LENGTH as usize..]
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    sim.add_connection(Connection {
+        client: 0,
+        connect_at: Time::from_secs(2000),
+        messages: vec![
+            (Duration::ZERO, format!("login {}", user.id)),
+            (Duration::from_secs(1), "history".into()),
+        ],
+        end: ConnectionEnd::Close {
+            after: Duration::from_secs(1),
+        },
+    });
+    let report = sim.run();
+    assert_eq!(report.unfinished, 0, "{report}");
+    let transcripts = sim.transcripts();
+    let reply = transcripts[0]
+        .received
+        .iter()
+        .find_map(|(_, line)| line.strip_prefix("history "))
+        .expect("a history reply");
+    assert_eq!(reply, format!("{HISTORY_LENGTH} {}", newest.join(",")));
 }

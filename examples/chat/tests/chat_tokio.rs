@@ -12,7 +12,7 @@ use effectful::effect::{
 };
 use effectful::memory::Services;
 use effectful::{EffectError, EffectId};
-use effectful_examples::chat::{ChatConfig, SessionEnd, chat_session};
+use effectful_chat::session::{ChatConfig, SessionEnd, chat_session};
 use effectful_tokio::memory::MemoryWorld;
 use effectful_tokio::{Interpreter, Runtime, ShardCx, SystemInterpreter};
 
@@ -95,7 +95,7 @@ fn a_chat_session_runs_unchanged_on_tokio_against_the_in_memory_backends() {
     runtime.shutdown(Duration::ZERO);
     assert_eq!(end, Ok(Ok(SessionEnd::Bye)));
     let client = client.lock().expect("not poisoned");
-    let stored = world.with(|s| s.database.messages_for_user(ada.id));
+    let stored = world.with(|s| s.database.messages_for_user(ada.id).to_vec());
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].text, "hello from tokio");
     let id = stored[0].id.hyphenated().to_string();

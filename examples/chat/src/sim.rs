@@ -1,6 +1,6 @@
 //! The chat simulation: N clients joining, chatting, reading history, renaming and
 //! leaving over a simulated duration, under faults, with the invariants checked at the
-//! end. Used by `examples/simulate.rs`, its tests and the `sim/chat` bench.
+//! end. Used by the `simulate` binary, its tests and the `sim/chat` bench.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use effectful_test::trace::TraceRecord;
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
-use crate::chat::{ChatConfig, SessionEnd, chat_session};
+use crate::session::{ChatConfig, SessionEnd, chat_session};
 
 /// One chat simulation run.
 #[derive(Clone, Debug)]
@@ -108,6 +108,7 @@ pub type ChatProgram = Box<
 pub struct ChatSim {
     sim: Simulation<Result<SessionEnd, effectful::EffectError>, ChatProgram>,
     users: Vec<Uuid>,
+    history_length: u32,
 }
 
 /// Runs one seed and checks the invariants.
@@ -146,7 +147,11 @@ impl ChatSim {
                 sim.add_connection(connection);
             }
         }
-        ChatSim { sim, users }
+        ChatSim {
+            sim,
+            users,
+            history_length: config.chat.history_length,
+        }
     }
 
     /// Runs the simulation to its end.
@@ -156,7 +161,11 @@ impl ChatSim {
 
     /// Checks the invariants on what the run did.
     pub fn check(self, report: SimReport) -> ChatRun {
-        let ChatSim { sim, users } = self;
+        let ChatSim {
+            sim,
+            users,
+            history_length,
+        } = self;
         let ttl = PROFILE_TTL_POLICY;
         let mut violations = Vec::new();
         if report.unfinished > 0 {
@@ -179,6 +188,7 @@ impl ChatSim {
         let received = received_by_client(&transcripts);
         check_profiles(&received, ttl, &mut violations);
         check_inbox(&received, &stored, &mut violations);
+        check_history(&received, &users, &stored, history_length, &mut violations);
         ChatRun {
             report,
             violations,
@@ -298,16 +308,16 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
 
 /// Every stored message by id; no user has the same text stored twice (every text
 /// the scenario sends is unique).
-fn stored_messages(
+fn stored_messages<'a>(
     users: &[Uuid],
-    services: &effectful_test::fake::Services,
+    services: &'a effectful_test::fake::Services,
     violations: &mut Vec<String>,
-) -> FxHashMap<Uuid, ChatMessage> {
+) -> FxHashMap<Uuid, &'a ChatMessage> {
     let mut stored = FxHashMap::default();
     for user in users {
         let messages = services.database.messages_for_user(*user);
         let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in &messages {
+        for m in messages {
             *texts.entry(m.text.as_str()).or_default() += 1;
         }
         for (text, count) in texts {
@@ -317,7 +327,7 @@ fn stored_messages(
                 ));
             }
         }
-        stored.extend(messages.into_iter().map(|m| (m.id, m)));
+        stored.extend(messages.iter().map(|m| (m.id, m)));
     }
     stored
 }
@@ -327,7 +337,7 @@ fn stored_messages(
 fn check_acknowledged(
     transcripts: &[&Transcript],
     users: &[Uuid],
-    stored: &FxHashMap<Uuid, ChatMessage>,
+    stored: &FxHashMap<Uuid, &ChatMessage>,
     violations: &mut Vec<String>,
 ) -> usize {
     let mut acked = 0;
@@ -394,7 +404,7 @@ fn received_by_client<'a>(transcripts: &[&'a Transcript]) -> BTreeMap<u32, Vec<(
 /// redelivery count above zero.
 fn check_inbox(
     received: &BTreeMap<u32, Vec<(Time, &str)>>,
-    stored: &FxHashMap<Uuid, ChatMessage>,
+    stored: &FxHashMap<Uuid, &ChatMessage>,
     violations: &mut Vec<String>,
 ) {
     for (&client, lines) in received {
@@ -468,6 +478,60 @@ fn check_profiles(
                 violations.push(format!("client {client}: database served {served} at {at} after rename to v{newer} at {since}"));
             } else if at > since + ttl {
                 violations.push(format!("client {client}: cache served {served} at {at}, past the {ttl:?} TTL after rename to v{newer} at {since}"));
+            }
+        }
+    }
+}
+
+/// History replies are bounded and true: each holds at most the configured number of
+/// ids (its count says how many), every one a message stored by the client's own user,
+/// in history order (`created_at`, then id) without repeats.
+fn check_history(
+    received: &BTreeMap<u32, Vec<(Time, &str)>>,
+    users: &[Uuid],
+    stored: &FxHashMap<Uuid, &ChatMessage>,
+    history_length: u32,
+    violations: &mut Vec<String>,
+) {
+    for (&client, lines) in received {
+        let Some(user) = users.get(client as usize) else {
+            continue;
+        };
+        for &(at, line) in lines {
+            let Some(rest) = line.strip_prefix("history ") else {
+                continue;
+            };
+            let (count, ids) = rest.split_once(' ').unwrap_or((rest, ""));
+            let ids: Option<Vec<Uuid>> = match ids {
+                "" => Some(Vec::new()),
+                ids => ids.split(',').map(|id| Uuid::parse_str(id).ok()).collect(),
+            };
+            let (Ok(count), Some(ids)) = (count.parse::<usize>(), ids) else {
+                violations.push(format!(
+                    "client {client}: malformed history line {line:?} at {at}"
+                ));
+                continue;
+            };
+            if count != ids.len() || count > history_length as usize {
+                violations.push(format!(
+                    "client {client}: history at {at} says {count} and holds {} ids; at most {history_length} allowed",
+                    ids.len()
+                ));
+            }
+            let mut previous = None;
+            for id in ids {
+                let Some(m) = stored.get(&id).filter(|m| m.user_id == *user) else {
+                    violations.push(format!(
+                        "client {client}: history at {at} lists {id}, not a stored message of its user"
+                    ));
+                    continue;
+                };
+                if previous.is_some_and(|p| p >= m.cursor()) {
+                    violations.push(format!(
+                        "client {client}: history at {at} lists {id} out of order or twice"
+                    ));
+                }
+                previous = Some(m.cursor());
             }
         }
     }

@@ -2,7 +2,7 @@
 //! and leaving over a simulated duration, under faults, and checks its invariants.
 //!
 //! ```text
-//! cargo run --release -p effectful-examples --example simulate -- \
+//! cargo run --release -p effectful-chat --bin simulate -- \
 //!     --clients 1000 --duration 3600s --seeds 0..10 --faults --trace /tmp/chat.trace.jsonl
 //! ```
 //!
@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use effectful_examples::chat_sim::{ChatSimConfig, run_chat};
+use effectful_chat::sim::{ChatSimConfig, run_chat};
 use effectful_test::fault::FaultPlan;
 use effectful_test::seed;
 use effectful_test::trace::{first_divergence, write_trace};
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
                 seed::reproduce_message(
                     seed,
                     &format!(
-                        "cargo run --release -p effectful-examples --example simulate -- --seed {seed} {flags} --trace seed-{seed}.trace.jsonl"
+                        "cargo run --release -p effectful-chat --bin simulate -- --seed {seed} {flags} --trace seed-{seed}.trace.jsonl"
                     )
                 )
             );
