@@ -5,6 +5,11 @@
 //! aborts) to a fresh engine running the same program, and checks each output against
 //! the record, failing at the first divergence. The services and fault plan are not
 //! needed to replay: their work is in the recorded answers.
+//!
+//! A complete trace says so: its last line is an [`TraceRecord::End`] record that counts
+//! the records before it. [`replay`] refuses a trace without one, so a trace cut short
+//! (a recorder killed mid-run, a full disk, a partial copy) fails instead of replaying
+//! its prefix as if it were the whole run.
 
 use std::fmt;
 use std::future::Future;
@@ -100,6 +105,11 @@ pub enum TraceRecord {
         connection: u32,
         /// What happened.
         event: ClientEvent,
+    },
+    /// The last line of a complete trace (the simulator adds it when its run ends).
+    End {
+        /// How many records come before it, the start record included.
+        records: u64,
     },
 }
 
@@ -302,6 +312,36 @@ pub enum ReplayError {
          SimConfig::record_trace (its first line is a start record)"
     )]
     NoStart,
+    /// The trace stops without its end record: it was cut short.
+    #[error(
+        "the trace stops after {records} records without its end record, so it was cut \
+         short (a recorder that was killed, a full disk, a partial copy?); replay needs \
+         the whole trace: record the run again"
+    )]
+    Truncated {
+        /// How many records the trace has.
+        records: usize,
+    },
+    /// The end record's count disagrees with the records before it.
+    #[error(
+        "the trace's end record counts {counted} records but {found} come before it, so \
+         records were lost or added after recording; record the run again"
+    )]
+    Miscounted {
+        /// The count the end record gives.
+        counted: u64,
+        /// The records before the end record.
+        found: usize,
+    },
+    /// Records follow the end record.
+    #[error(
+        "record {index} comes after the trace's end record (were two traces joined?); \
+         replay one trace at a time"
+    )]
+    AfterEnd {
+        /// The 0-based index of the first record after the end record.
+        index: usize,
+    },
     /// The engine did something other than what the trace recorded.
     #[error(
         "replay diverged from the trace at record {index}:\n  recorded: {expected}\n  replayed: {got}"
@@ -325,8 +365,32 @@ pub struct ReplayStats {
     pub outputs: usize,
 }
 
+/// Checks that `records` is a whole trace: one [`TraceRecord::End`] record, last,
+/// counting the records before it.
+pub fn check_complete(records: &[TraceRecord]) -> Result<(), ReplayError> {
+    let Some((end, counted)) = records.iter().enumerate().find_map(|(i, r)| match r {
+        TraceRecord::End { records } => Some((i, *records)),
+        _ => None,
+    }) else {
+        return Err(ReplayError::Truncated {
+            records: records.len(),
+        });
+    };
+    if u64::try_from(end) != Ok(counted) {
+        return Err(ReplayError::Miscounted {
+            counted,
+            found: end,
+        });
+    }
+    if end + 1 < records.len() {
+        return Err(ReplayError::AfterEnd { index: end + 1 });
+    }
+    Ok(())
+}
+
 /// Replays `records` against a fresh engine running `program` for each spawned
-/// connection; fails at the first output that differs from the record.
+/// connection; fails at the first output that differs from the record, and before
+/// anything runs if the trace is not whole (see [`check_complete`]).
 pub fn replay<O, Fut>(
     records: &[TraceRecord],
     mut program: impl FnMut(u32, Fx) -> Fut,
@@ -338,6 +402,7 @@ where
     let Some(TraceRecord::Start { engine: config, .. }) = records.first() else {
         return Err(ReplayError::NoStart);
     };
+    check_complete(records)?;
     let mut engine: Engine<O> = Engine::new(config.clone());
     let mut pending: std::collections::VecDeque<TraceRecord> = std::collections::VecDeque::new();
     let mut stats = ReplayStats {

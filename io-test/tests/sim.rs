@@ -1373,6 +1373,83 @@ fn a_trace_without_a_start_record_cannot_replay_and_the_error_says_how_to_record
     assert!(matches!(replay(&[], echo), Err(ReplayError::NoStart)));
 }
 
+fn end_records(records: &[TraceRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| matches!(r, TraceRecord::End { .. }))
+        .count()
+}
+
+#[test]
+fn a_recorded_trace_ends_with_a_record_counting_the_ones_before_it() {
+    let records = echo_trace();
+    assert_eq!(
+        records.last(),
+        Some(&TraceRecord::End {
+            records: records.len() as u64 - 1
+        })
+    );
+    assert_eq!(end_records(&records), 1);
+}
+
+#[test]
+fn a_trace_cut_at_any_line_boundary_fails_replay_saying_it_was_cut_short() {
+    let records = echo_trace();
+    let mut file = Vec::new();
+    write_trace(&mut file, &records).unwrap();
+    let lines: Vec<&[u8]> = file.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), records.len());
+    // Every whole-line prefix that still has its start record: the recorder could
+    // have been killed after any line.
+    for kept in 1..lines.len() {
+        let cut = lines[..kept].concat();
+        let read = read_trace(cut.as_slice(), DEFAULT_MAX_LINE).expect("whole lines read");
+        match replay(&read, echo) {
+            Err(ReplayError::Truncated { records }) => assert_eq!(records, kept),
+            other => panic!("a trace cut after {kept} lines replayed as {other:?}"),
+        }
+    }
+    let error = replay(&records[..records.len() - 1], echo).unwrap_err();
+    assert!(error.to_string().contains("cut short"), "{error}");
+}
+
+#[test]
+fn a_trace_with_a_lost_record_or_a_record_after_its_end_fails_replay() {
+    let records = echo_trace();
+    let mut lost = records.clone();
+    lost.remove(5);
+    match replay(&lost, echo) {
+        Err(ReplayError::Miscounted { counted, found }) => {
+            assert_eq!(
+                (counted, found),
+                (records.len() as u64 - 1, records.len() - 2)
+            );
+        }
+        other => panic!("expected a miscount, got {other:?}"),
+    }
+    let mut joined = records.clone();
+    joined.extend(records.iter().skip(1).cloned());
+    match replay(&joined, echo) {
+        Err(ReplayError::AfterEnd { index }) => assert_eq!(index, records.len()),
+        other => panic!("expected a record after the end, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_second_run_moves_the_end_record_to_the_new_end() {
+    let mut config = SimConfig::new(3);
+    config.record_trace = true;
+    let mut sim = Simulation::new(config, vec![quiet(Time::ZERO)], echo);
+    sim.run();
+    let first = sim.trace().len();
+    sim.add_connection(quiet(Time::from_secs(120)));
+    sim.run();
+    let records = sim.trace();
+    assert!(records.len() > first);
+    assert_eq!(end_records(records), 1);
+    replay(records, echo).expect("the continued trace replays");
+}
+
 // ---------------------------------------------------------------------------------
 // The clock and UUIDs
 // ---------------------------------------------------------------------------------

@@ -381,7 +381,8 @@ where
         &self.results
     }
 
-    /// The recorded trace (empty unless `record_trace` was set).
+    /// The recorded trace (empty unless `record_trace` was set). Once [`run`](Self::run)
+    /// has returned it ends with a [`TraceRecord::End`] record, which says it is whole.
     pub fn trace(&self) -> &[TraceRecord] {
         &self.trace
     }
@@ -393,6 +394,10 @@ where
 
     /// Runs until nothing is left to happen, and reports.
     pub fn run(&mut self) -> SimReport {
+        // A second run continues the trace: its end record moves to the new end.
+        if let Some(TraceRecord::End { .. }) = self.trace.last() {
+            self.trace.pop();
+        }
         loop {
             let next_event = self.next_event().map(|(key, _)| key.at());
             // Only a timer that may come before the next event is worth checking for
@@ -433,6 +438,8 @@ where
             .zip(&self.connections)
             .filter(|(r, c)| r.is_none() && c.transcript.program.is_some())
             .count() as u64;
+        let records = self.trace.len() as u64;
+        self.record(|| TraceRecord::End { records });
         self.report.clone()
     }
 
