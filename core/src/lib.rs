@@ -47,6 +47,7 @@ pub mod combinator;
 pub mod effect;
 mod engine;
 mod error;
+mod excerpt;
 mod fx;
 #[cfg(feature = "memory")]
 pub mod memory;
@@ -60,6 +61,7 @@ pub use combinator::{Either, join, join_all, race, race_all};
 pub use effect::{Effect, EmbedStd, Family, Std, decode};
 pub use engine::{Delivery, EffectId, Engine, EngineConfig, Output, ProgramId};
 pub use error::{EffectError, ErrorKind, ProgramError};
+pub use excerpt::Excerpt;
 pub use fx::{Elapsed, Fx, Perform, PerformAll, PerformTimeout, Sleep};
 pub use program::{Cx, Event, Program};
 pub use rng::Rng;

@@ -17,7 +17,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use effectful::effect::{Request, Response};
 use effectful::{
-    Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramId, Time,
+    Delivery, EffectError, EffectId, Engine, EngineConfig, Excerpt, Fx, Output, ProgramId, Time,
 };
 use serde::{Deserialize, Serialize};
 
@@ -214,7 +214,7 @@ pub enum TraceReadError {
     Malformed {
         /// The 1-based line number.
         line: usize,
-        /// What the JSON decoder said.
+        /// What the JSON decoder said (an excerpt: it may quote the line).
         message: String,
     },
 }
@@ -250,9 +250,10 @@ pub fn read_trace(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        // The decoder's message may quote the line (an unknown variant's name): cut it.
         let record = serde_json::from_slice(text).map_err(|e| TraceReadError::Malformed {
             line,
-            message: e.to_string(),
+            message: Excerpt::head(&e.to_string(), Excerpt::DEFAULT_LIMIT).to_string(),
         })?;
         records.push(record);
     }
@@ -269,20 +270,27 @@ pub struct Divergence {
     pub got: Option<TraceRecord>,
 }
 
+/// Shows the two records as JSON, each cut to an [`Excerpt`] around where they first
+/// differ: a record can be megabytes long.
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |r: &Option<TraceRecord>| match r {
-            Some(r) => serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}")),
+            Some(r) => json(r),
             None => "(end of trace)".to_string(),
         };
+        let (expected, got) = (show(&self.expected), show(&self.got));
+        let (expected, got) = Excerpt::pair(&expected, &got, Excerpt::DEFAULT_LIMIT);
         write!(
             f,
-            "traces diverge at record {}:\n  expected: {}\n  got:      {}",
+            "traces diverge at record {}:\n  expected: {expected}\n  got:      {got}",
             self.index,
-            show(&self.expected),
-            show(&self.got)
         )
     }
+}
+
+/// A record as one line of JSON (its `Debug` text if it cannot be serialized).
+fn json(record: &TraceRecord) -> String {
+    serde_json::to_string(record).unwrap_or_else(|_| format!("{record:?}"))
 }
 
 /// The first place where `a` and `b` differ, if any.
@@ -349,9 +357,10 @@ pub enum ReplayError {
     Divergence {
         /// The 0-based index of the record.
         index: usize,
-        /// The recorded record (JSON).
+        /// The recorded record as JSON, cut to an [`Excerpt`] around where it differs
+        /// from `got`.
         expected: String,
-        /// What the engine did instead (JSON, or "(nothing)").
+        /// What the engine did instead (JSON, or "(nothing)"), cut the same way.
         got: String,
     },
 }
@@ -409,16 +418,16 @@ where
         inputs: 0,
         outputs: 0,
     };
-    let json = |r: &TraceRecord| serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}"));
     for (index, record) in records.iter().enumerate().skip(1) {
         if record.is_output() {
             let got = pending.pop_front();
             if got.as_ref() != Some(record) {
-                return Err(ReplayError::Divergence {
+                let got = got.as_ref().map(json);
+                return Err(diverged(
                     index,
-                    expected: json(record),
-                    got: got.as_ref().map(json).unwrap_or_else(|| "(nothing)".into()),
-                });
+                    &json(record),
+                    got.as_deref().unwrap_or("(nothing)"),
+                ));
             }
             stats.outputs += 1;
             continue;
@@ -427,18 +436,10 @@ where
             continue;
         }
         if let Some(extra) = pending.pop_front() {
-            return Err(ReplayError::Divergence {
-                index,
-                expected: json(record),
-                got: json(&extra),
-            });
+            return Err(diverged(index, &json(record), &json(&extra)));
         }
         stats.inputs += 1;
-        let mismatch = |got: String| ReplayError::Divergence {
-            index,
-            expected: json(record),
-            got,
-        };
+        let mismatch = |got: String| diverged(index, &json(record), &got);
         match record {
             TraceRecord::Spawn {
                 at,
@@ -472,13 +473,20 @@ where
         }
     }
     if let Some(extra) = pending.pop_front() {
-        return Err(ReplayError::Divergence {
-            index: records.len(),
-            expected: "(end of trace)".into(),
-            got: json(&extra),
-        });
+        return Err(diverged(records.len(), "(end of trace)", &json(&extra)));
     }
     Ok(stats)
+}
+
+/// A divergence at record `index`, quoting excerpts of both sides around where they
+/// first differ.
+fn diverged(index: usize, expected: &str, got: &str) -> ReplayError {
+    let (expected, got) = Excerpt::pair(expected, got, Excerpt::DEFAULT_LIMIT);
+    ReplayError::Divergence {
+        index,
+        expected: expected.to_string(),
+        got: got.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1289,26 +1289,26 @@ fn a_recorded_echo_trace_replays_through_json_lines() {
     assert_eq!(finished, 3);
 }
 
+/// The first text the program sent in `records`: its record's index, and the text.
+fn first_sent_text(records: &mut [TraceRecord]) -> (usize, &mut String) {
+    records
+        .iter_mut()
+        .enumerate()
+        .find_map(|(index, r)| match r {
+            TraceRecord::Request {
+                request: Request::WebSocket(WebSocketRequest::SendText(send)),
+                ..
+            } => Some((index, &mut send.text)),
+            _ => None,
+        })
+        .expect("the program sent something")
+}
+
 #[test]
 fn a_trace_with_one_request_altered_fails_replay_at_that_record() {
     let mut records = echo_trace();
-    let index = records
-        .iter()
-        .position(|r| {
-            matches!(
-                r,
-                TraceRecord::Request {
-                    request: Request::WebSocket(WebSocketRequest::SendText(_)),
-                    ..
-                }
-            )
-        })
-        .expect("the program sent something");
-    if let TraceRecord::Request { request, .. } = &mut records[index] {
-        *request = Request::WebSocket(WebSocketRequest::SendText(SendText {
-            text: "something else".into(),
-        }));
-    }
+    let (index, text) = first_sent_text(&mut records);
+    *text = "something else".into();
     match replay(&records, echo) {
         Err(ReplayError::Divergence {
             index: at,
@@ -1321,6 +1321,34 @@ fn a_trace_with_one_request_altered_fails_replay_at_that_record() {
         }
         other => panic!("expected a divergence at record {index}, got {other:?}"),
     }
+}
+
+#[test]
+fn a_divergence_on_a_huge_record_quotes_bounded_excerpts_around_the_difference() {
+    let records = echo_trace();
+    // A 16 MiB text that differs from what the program sent only at its very end.
+    let mut tampered = records.clone();
+    let (index, text) = first_sent_text(&mut tampered);
+    text.push_str(&"~".repeat(16 << 20));
+    let error = replay(&tampered, echo).unwrap_err();
+    let ReplayError::Divergence { index: at, .. } = error else {
+        panic!("expected a divergence, got {error}");
+    };
+    assert_eq!(at, index);
+    let message = error.to_string();
+    assert!(message.len() < 1_000, "a {} byte message", message.len());
+    assert!(
+        message.contains("~~~~") && message.contains("bytes cut]"),
+        "{message}"
+    );
+
+    let divergence = first_divergence(&records, &tampered).expect("they differ");
+    let message = divergence.to_string();
+    assert!(message.len() < 1_000, "a {} byte message", message.len());
+    assert!(
+        message.contains("~~~~") && message.contains("bytes cut]"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::effect::{
     ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
 };
-use crate::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
+use crate::{Effect, EffectError, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
@@ -219,7 +219,8 @@ impl FakeDatabase {
                     },
                     format!(
                         "duplicate key value violates unique constraint \"users_email_key\": \
-                         Key (email)=({email}) already exists."
+                         Key (email)=({}) already exists.",
+                        Excerpt::head(email, Excerpt::DEFAULT_LIMIT)
                     ),
                 ));
             }
