@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
     ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     NotFoundReason, SaveChatMessage, UpdateUser, User, UserLookup,
@@ -11,12 +12,6 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
-
-/// SQLSTATE `unique_violation`, the code of an update to an email another user has.
-pub const UNIQUE_VIOLATION: &str = "23505";
-/// SQLSTATE `foreign_key_violation`, the code of a message saved for a user that does
-/// not exist.
-pub const FOREIGN_KEY_VIOLATION: &str = "23503";
 
 #[derive(Clone, Debug)]
 struct UserRow {

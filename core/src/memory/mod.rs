@@ -43,7 +43,7 @@ mod system;
 
 pub use auth::FakeAuth;
 pub use cache::FakeCache;
-pub use database::{FOREIGN_KEY_VIOLATION, FakeDatabase, UNIQUE_VIOLATION};
+pub use database::FakeDatabase;
 pub use messaging::{DEFAULT_MAX_PAYLOAD_BYTES, FakeBroker};
 pub use metrics::{DEFAULT_MAX_SERIES, FakeMetrics, MetricKind, RegisterError};
 pub use storage::{FakeStorage, MAX_KEYS_LIMIT};

@@ -29,7 +29,9 @@
 //! The client closes or vanishes ([`ConnectionEnd`]), the program closes it
 //! (`WebSocket.Close`), or the program ends while it is still open: the server then
 //! closes it with 1000 if the program returned, 1008 if its deadline passed and 1011 if
-//! it failed otherwise.
+//! it failed otherwise. Both the close codes and what a disconnect means to the
+//! program (its WebSocket effects fail; it is not aborted) are the production policy
+//! of [`effectful::policy`], shared with the tokio driver.
 //!
 //! ```
 //! use std::time::Duration;
@@ -70,9 +72,10 @@ use effectful::effect::{
     AckOutcome, ConsumeMessage, ConsumeOutcome, Envelope, MessagingRequest, MessagingResponse,
     NegativeAcknowledge, Request, Response, WebSocketRequest, WebSocketResponse,
 };
+use effectful::policy::{self, Disconnect};
 use effectful::{
     Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramError, ProgramId,
-    Rng, Time,
+    ProgramMap, Rng, Time,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -277,7 +280,7 @@ pub struct Simulation<O, P> {
     free_events: Vec<u32>,
     connections: Vec<ConnectionSim>,
     /// The connection each running program serves, by program slot index.
-    by_program: ProgramTable,
+    by_program: ProgramMap<u32>,
     consumers: Vec<ParkedConsumer>,
     /// Requests on their way to a service, by effect: the slot of their `Apply` event,
     /// emptied if the engine cancels them first.
@@ -311,7 +314,7 @@ where
             events: Vec::new(),
             free_events: Vec::new(),
             connections: Vec::with_capacity(connections.len()),
-            by_program: ProgramTable::default(),
+            by_program: ProgramMap::new(),
             consumers: Vec::new(),
             unapplied: FxHashMap::default(),
             results: Vec::new(),
@@ -750,15 +753,10 @@ where
         }
         conn.transcript.finished = Some(now);
         conn.waiting = None;
-        // The program is gone, so the server closes its connection: 1000 if it
-        // returned (whatever it returned), 1008 past its deadline (the seed tutorial's
-        // timeout code), 1011 if it failed otherwise.
+        // The program is gone, so the server closes its connection as the shared
+        // policy says (1000 returned, 1008 deadline, 1011 failed).
         if conn.state == ConnectionState::Open {
-            let code = match &result {
-                Ok(_) => 1000,
-                Err(ProgramError::DeadlineExceeded { .. }) => 1008,
-                Err(_) => 1011,
-            };
+            let code = policy::close_reason(&result).code();
             conn.state = ConnectionState::ClosedByServer(code);
             conn.transcript.state = ConnectionState::ClosedByServer(code);
             self.record(|| TraceRecord::Client {
@@ -776,7 +774,7 @@ where
         if let Some(slot) = self.unapplied.remove(&id) {
             self.events[slot as usize] = None;
         }
-        if let Some(connection) = self.by_program.get(id.program()) {
+        if let Some(&connection) = self.by_program.get(id.program()) {
             let conn = &mut self.connections[connection as usize];
             if conn.waiting == Some(id) {
                 conn.waiting = None;
@@ -961,7 +959,7 @@ where
             WebSocketRequest::ReceiveText(_) => "WebSocket.ReceiveText",
             WebSocketRequest::Close(_) => "WebSocket.Close",
         };
-        let Some(connection) = self.by_program.get(id.program()) else {
+        let Some(&connection) = self.by_program.get(id.program()) else {
             let error = EffectError::websocket_closed(name, 1006, "no connection for this program");
             self.schedule(
                 self.now,
@@ -1100,43 +1098,13 @@ impl EventKey {
     }
 }
 
-/// Running programs and their connections, indexed by the engine's dense program slots.
-#[derive(Default)]
-struct ProgramTable {
-    slots: Vec<Option<(ProgramId, u32)>>,
-}
-
-impl ProgramTable {
-    fn insert(&mut self, program: ProgramId, connection: u32) {
-        let index = program.index() as usize;
-        if self.slots.len() <= index {
-            self.slots.resize(index + 1, None);
-        }
-        self.slots[index] = Some((program, connection));
-    }
-
-    fn get(&self, program: ProgramId) -> Option<u32> {
-        match self.slots.get(program.index() as usize) {
-            Some(Some((id, connection))) if *id == program => Some(*connection),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, program: ProgramId) -> Option<u32> {
-        let connection = self.get(program)?;
-        self.slots[program.index() as usize] = None;
-        Some(connection)
-    }
-}
-
+/// The error a WebSocket effect gets once the connection is no longer open: the
+/// shared policy ([`Disconnect::error`]).
 fn closed_error(effect: &'static str, state: ConnectionState) -> EffectError {
-    match state {
-        ConnectionState::ClosedByClient => {
-            EffectError::websocket_closed(effect, 1000, "the client closed the connection")
-        }
-        ConnectionState::ClosedByServer(code) => {
-            EffectError::websocket_closed(effect, code, "the connection is already closed")
-        }
-        _ => EffectError::websocket_closed(effect, 1006, "the client vanished"),
-    }
+    let disconnect = match state {
+        ConnectionState::ClosedByClient => Disconnect::ClientClosed { code: 1000 },
+        ConnectionState::ClosedByServer(code) => Disconnect::ServerClosed { code },
+        _ => Disconnect::ClientVanished,
+    };
+    disconnect.error(effect)
 }
