@@ -13,8 +13,9 @@
 //! The simulator acts as a driver that sends cancel requests: when the engine cancels
 //! an effect the service has not applied yet, the request is dropped and never applied;
 //! one the service already applied stays applied, and its answer arrives stale. An
-//! injected error ([`FaultPlan::error_rate`]) is decided when the effect is issued, and
-//! that effect is never applied either. WebSocket effects and `ConsumeMessage` take
+//! injected error
+//! ([`FaultPlan::error_rate`](crate::fault::FaultPlan::error_rate)) is decided when
+//! the effect is issued, and that effect is never applied either. WebSocket effects and `ConsumeMessage` take
 //! effect the moment they are issued (a consumer waits at the broker until a message
 //! comes or its `timeout_ms` passes); frames to one client arrive in the order they
 //! were sent.
