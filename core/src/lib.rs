@@ -35,6 +35,9 @@
 //! - [`Engine`]: hosts programs, emits requests, takes answers in any order;
 //! - [`Fx`] and [`combinator`]: writing programs as `async` code; [`Program`]:
 //!   writing them as hand-made state machines;
+//! - [`ProgramMap`]: a driver's per-program state, keyed by [`ProgramId`];
+//! - [`policy`]: what every driver does the same way (the close code when a program
+//!   ends, what a client's disconnect means to its program);
 //! - [`Schedule`]: retry policies; [`Time`], [`Timestamp`], [`Rng`]: time and
 //!   randomness as values;
 //! - [`run_program`] / [`run_async`]: the simplest driver;
@@ -47,12 +50,15 @@ pub mod combinator;
 pub mod effect;
 mod engine;
 mod error;
+mod excerpt;
 mod fx;
 mod id;
 mod mailbox;
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod policy;
 mod program;
+mod program_map;
 mod rng;
 mod run;
 pub mod schedule;
@@ -62,9 +68,11 @@ pub use combinator::{Either, join, join_all, race, race_all};
 pub use effect::{Effect, EmbedStd, Family, Std, decode};
 pub use engine::{Delivery, Engine, EngineConfig, Output};
 pub use error::{EffectError, ErrorKind, ProgramError};
+pub use excerpt::Excerpt;
 pub use fx::{Elapsed, Fx, Perform, PerformAll, Sleep};
 pub use id::{EffectId, ProgramId};
 pub use program::{Cx, Event, Program};
+pub use program_map::ProgramMap;
 pub use rng::Rng;
 pub use run::{Handler, run_async, run_program};
 pub use schedule::{Schedule, ScheduleState, ScheduleTooDeep};

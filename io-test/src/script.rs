@@ -79,8 +79,8 @@ use std::time::Duration;
 
 use effectful::effect::*;
 use effectful::{
-    Effect, EffectError, EffectId, EmbedStd, Engine, EngineConfig, Family, Fx, Output, Program,
-    ProgramError, ProgramId, Std, Time,
+    Effect, EffectError, EffectId, EmbedStd, Engine, EngineConfig, Excerpt, Family, Fx, Output,
+    Program, ProgramError, ProgramId, Std, Time,
 };
 
 /// Builds a family's response from an effect's typed output: the inverse of
@@ -320,7 +320,9 @@ pub enum ScriptFailure {
         /// The names of the program's other outstanding, unmatched requests.
         others: Vec<&'static str>,
         /// The two requests, pretty-printed and compared line by line: `-` lines
-        /// only in the expected one, `+` lines only in the program's.
+        /// only in the expected one, `+` lines only in the program's. Bounded: a few
+        /// common lines around each change, at most 60 lines, each cut to an
+        /// [`Excerpt`] around where it differs.
         diff: String,
     },
     /// The program asked for something after the last step was used.
@@ -333,7 +335,7 @@ pub enum ScriptFailure {
         steps: usize,
         /// The name of the request (`Family.Effect`).
         got: &'static str,
-        /// The request, pretty-printed.
+        /// The request, pretty-printed (at most 60 lines, each cut to an [`Excerpt`]).
         request: String,
     },
     /// The program finished while steps were left.
@@ -349,7 +351,7 @@ pub enum ScriptFailure {
         step: usize,
         /// The name of the request it expects (`Family.Effect`).
         expected: &'static str,
-        /// That request, pretty-printed.
+        /// That request, pretty-printed (at most 60 lines, each cut to an [`Excerpt`]).
         request: String,
     },
     /// The program ended with an error instead of a value.
@@ -493,7 +495,7 @@ where
                 Some((_, request)) => Err(ScriptFailure::Exhausted {
                     steps: self.total,
                     got: F::request_name(request),
-                    request: format!("{request:#?}"),
+                    request: quote(&format!("{request:#?}")),
                 }),
             };
         };
@@ -611,7 +613,7 @@ where
                 left,
                 step: self.used + 1,
                 expected: F::request_name(&step.request),
-                request: format!("{:#?}", step.request),
+                request: quote(&format!("{:#?}", step.request)),
             });
         }
         Ok(ScriptRun {
@@ -622,25 +624,56 @@ where
     }
 }
 
-/// Above this many line pairs, a diff shows both texts whole instead of comparing.
+/// Lines of context a diff keeps around each change.
+const DIFF_CONTEXT: usize = 3;
+
+/// The most lines a diff or a quoted request shows: a request can be megabytes long,
+/// and a failure message must stay readable.
+const MAX_SHOWN_LINES: usize = 60;
+
+/// Above this many line pairs (once the common first and last lines are set aside),
+/// a diff shows the differing middle as removed, then added, instead of comparing it.
 const DIFF_LIMIT: usize = 1 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Same,
+    Removed,
+    Added,
+}
 
 /// `expected` and `got` compared line by line (longest common subsequence): lines
 /// in both start with two spaces, lines only in `expected` with `- `, lines only in
 /// `got` with `+ `.
+///
+/// Bounded whatever the texts: only [`DIFF_CONTEXT`] common lines are kept around
+/// each change, at most [`MAX_SHOWN_LINES`] lines are shown, and each line is cut to
+/// an [`Excerpt`] (a changed line around where it differs from its counterpart).
 fn line_diff(expected: &str, got: &str) -> String {
     let a: Vec<&str> = expected.lines().collect();
     let b: Vec<&str> = got.lines().collect();
-    let mut out = String::new();
-    let mut line = |mark: &str, text: &str| {
-        out.push_str(mark);
-        out.push_str(text);
-        out.push('\n');
-    };
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = (a[head..].iter().rev())
+        .zip(b[head..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut lines: Vec<(Mark, &str)> = Vec::with_capacity(a.len() + b.len());
+    lines.extend(a[..head].iter().map(|text| (Mark::Same, *text)));
+    diff_middle(
+        &a[head..a.len() - tail],
+        &b[head..b.len() - tail],
+        &mut lines,
+    );
+    lines.extend(a[a.len() - tail..].iter().map(|text| (Mark::Same, *text)));
+    render_diff(&lines)
+}
+
+/// The diff of two runs of lines that differ in their first and last lines.
+fn diff_middle<'a>(a: &[&'a str], b: &[&'a str], lines: &mut Vec<(Mark, &'a str)>) {
     if a.len().saturating_mul(b.len()) > DIFF_LIMIT {
-        a.iter().for_each(|text| line("- ", text));
-        b.iter().for_each(|text| line("+ ", text));
-        return out;
+        lines.extend(a.iter().map(|text| (Mark::Removed, *text)));
+        lines.extend(b.iter().map(|text| (Mark::Added, *text)));
+        return;
     }
     // common[i][j]: the length of the longest common subsequence of a[i..] and b[j..].
     let mut common = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -656,16 +689,124 @@ fn line_diff(expected: &str, got: &str) -> String {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
-            line("  ", a[i]);
+            lines.push((Mark::Same, a[i]));
             i += 1;
             j += 1;
         } else if i < a.len() && (j == b.len() || common[i + 1][j] >= common[i][j + 1]) {
-            line("- ", a[i]);
+            lines.push((Mark::Removed, a[i]));
             i += 1;
         } else {
-            line("+ ", b[j]);
+            lines.push((Mark::Added, b[j]));
             j += 1;
         }
+    }
+}
+
+/// Writes a diff's lines, keeping common lines only near a change, cutting long
+/// lines to excerpts and stopping after [`MAX_SHOWN_LINES`].
+fn render_diff(lines: &[(Mark, &str)]) -> String {
+    // How far each line is from the nearest change, up to DIFF_CONTEXT + 1.
+    let far = DIFF_CONTEXT + 1;
+    let mut distance = vec![far; lines.len()];
+    let mut since = far;
+    for (i, (mark, _)) in lines.iter().enumerate() {
+        since = if *mark == Mark::Same {
+            (since + 1).min(far)
+        } else {
+            0
+        };
+        distance[i] = since;
+    }
+    since = far;
+    for (i, (mark, _)) in lines.iter().enumerate().rev() {
+        since = if *mark == Mark::Same {
+            (since + 1).min(far)
+        } else {
+            0
+        };
+        distance[i] = distance[i].min(since);
+    }
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut hidden = 0;
+    // The changed lines of the current block, to pair the k-th removed line with the
+    // k-th added one.
+    let mut block: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    let (mut removed, mut added) = (0, 0);
+    for (i, (mark, text)) in lines.iter().enumerate() {
+        if shown == MAX_SHOWN_LINES {
+            let rest = lines.len() - i;
+            out.push_str(&format!(
+                "… and {rest} more lines (a diff shows at most {MAX_SHOWN_LINES})\n"
+            ));
+            return out;
+        }
+        if *mark == Mark::Same && distance[i] > DIFF_CONTEXT {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            out.push_str(&format!("  … {hidden} equal lines …\n"));
+            hidden = 0;
+        }
+        if *mark != Mark::Same && (i == 0 || lines[i - 1].0 == Mark::Same) {
+            block = change_block(&lines[i..]);
+            (removed, added) = (0, 0);
+        }
+        let (prefix, excerpt) = match mark {
+            Mark::Same => ("  ", Excerpt::head(text, Excerpt::DEFAULT_LIMIT)),
+            Mark::Removed => {
+                removed += 1;
+                ("- ", line_excerpt(text, block.1.get(removed - 1)))
+            }
+            Mark::Added => {
+                added += 1;
+                ("+ ", line_excerpt(text, block.0.get(added - 1)))
+            }
+        };
+        out.push_str(prefix);
+        out.push_str(&excerpt.to_string());
+        out.push('\n');
+        shown += 1;
+    }
+    if hidden > 0 {
+        out.push_str(&format!("  … {hidden} equal lines …\n"));
+    }
+    out
+}
+
+/// The removed and the added lines of the run of changes that `lines` starts with.
+fn change_block<'a>(lines: &[(Mark, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut block = (Vec::new(), Vec::new());
+    for (mark, text) in lines.iter().take_while(|(mark, _)| *mark != Mark::Same) {
+        match mark {
+            Mark::Removed => block.0.push(*text),
+            _ => block.1.push(*text),
+        }
+    }
+    block
+}
+
+/// A changed line cut around where it differs from its counterpart, if it has one.
+fn line_excerpt<'a>(text: &'a str, counterpart: Option<&&'a str>) -> Excerpt<'a> {
+    match counterpart {
+        Some(other) => Excerpt::pair(text, other, Excerpt::DEFAULT_LIMIT).0,
+        None => Excerpt::head(text, Excerpt::DEFAULT_LIMIT),
+    }
+}
+
+/// A pretty-printed request for a failure message: at most [`MAX_SHOWN_LINES`]
+/// lines, each cut to an [`Excerpt`].
+fn quote(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines();
+    for line in lines.by_ref().take(MAX_SHOWN_LINES) {
+        out.push_str(&Excerpt::head(line, Excerpt::DEFAULT_LIMIT).to_string());
+        out.push('\n');
+    }
+    let rest = lines.count();
+    if rest > 0 {
+        out.push_str(&format!("… and {rest} more lines\n"));
     }
     out
 }
@@ -705,7 +846,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::line_diff;
+    use super::*;
 
     #[test]
     fn a_line_diff_marks_removed_and_added_lines_around_common_ones() {
@@ -715,6 +856,62 @@ mod tests {
 
     #[test]
     fn equal_texts_have_no_marked_lines() {
-        assert_eq!(line_diff("a\nb", "a\nb"), "  a\n  b\n");
+        assert_eq!(line_diff("a\nb", "a\nb"), "  … 2 equal lines …\n");
+    }
+
+    #[test]
+    fn a_diff_keeps_three_common_lines_around_a_change() {
+        let expected: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let got = expected.replace("line 10\n", "line ten\n");
+        assert_eq!(
+            line_diff(&expected, &got),
+            "  … 7 equal lines …\n  line 7\n  line 8\n  line 9\n- line 10\n+ line ten\n  \
+             line 11\n  line 12\n  line 13\n  … 6 equal lines …\n"
+        );
+    }
+
+    #[test]
+    fn a_line_that_differs_deep_inside_is_shown_around_the_difference() {
+        let (a, b) = ("x".repeat(1 << 20), "x".repeat(1 << 20));
+        let (expected, got) = (format!("text: \"{a}A{a}\""), format!("text: \"{b}B{b}\""));
+        let diff = line_diff(&expected, &got);
+        assert!(diff.len() < 1_000, "{} bytes", diff.len());
+        let lines: Vec<&str> = diff.lines().collect();
+        assert_eq!(lines.len(), 2, "{diff}");
+        assert!(
+            lines[0].starts_with("- [") && lines[0].contains("xA"),
+            "{diff}"
+        );
+        assert!(
+            lines[1].starts_with("+ [") && lines[1].contains("xB"),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn a_diff_of_many_changed_lines_stops_after_the_line_limit() {
+        let expected: String = (0..5_000).map(|i| format!("a{i}\n")).collect();
+        let got: String = (0..5_000).map(|i| format!("b{i}\n")).collect();
+        let diff = line_diff(&expected, &got);
+        assert_eq!(diff.lines().count(), MAX_SHOWN_LINES + 1, "{diff}");
+        assert!(
+            diff.ends_with("… and 9940 more lines (a diff shows at most 60)\n"),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn a_quoted_request_is_cut_in_lines_and_length() {
+        let text: String = (0..100)
+            .map(|i| format!("{i}: {}\n", "y".repeat(1_000)))
+            .collect();
+        let quoted = quote(&text);
+        assert_eq!(quoted.lines().count(), MAX_SHOWN_LINES + 1);
+        assert!(quoted.ends_with("… and 40 more lines\n"), "{quoted}");
+        assert!(
+            quoted.len() < MAX_SHOWN_LINES * 300,
+            "{} bytes",
+            quoted.len()
+        );
     }
 }

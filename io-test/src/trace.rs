@@ -5,6 +5,11 @@
 //! aborts) to a fresh engine running the same program, and checks each output against
 //! the record, failing at the first divergence. The services and fault plan are not
 //! needed to replay: their work is in the recorded answers.
+//!
+//! A complete trace says so: its last line is an [`TraceRecord::End`] record that counts
+//! the records before it. [`replay`] refuses a trace without one, so a trace cut short
+//! (a recorder killed mid-run, a full disk, a partial copy) fails instead of replaying
+//! its prefix as if it were the whole run.
 
 use std::fmt;
 use std::future::Future;
@@ -12,7 +17,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use effectful::effect::{Request, Response};
 use effectful::{
-    Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramId, Time,
+    Delivery, EffectError, EffectId, Engine, EngineConfig, Excerpt, Fx, Output, ProgramId, Time,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +105,11 @@ pub enum TraceRecord {
         connection: u32,
         /// What happened.
         event: ClientEvent,
+    },
+    /// The last line of a complete trace (the simulator adds it when its run ends).
+    End {
+        /// How many records come before it, the start record included.
+        records: u64,
     },
 }
 
@@ -204,7 +214,7 @@ pub enum TraceReadError {
     Malformed {
         /// The 1-based line number.
         line: usize,
-        /// What the JSON decoder said.
+        /// What the JSON decoder said (an excerpt: it may quote the line).
         message: String,
     },
 }
@@ -240,9 +250,10 @@ pub fn read_trace(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        // The decoder's message may quote the line (an unknown variant's name): cut it.
         let record = serde_json::from_slice(text).map_err(|e| TraceReadError::Malformed {
             line,
-            message: e.to_string(),
+            message: Excerpt::head(&e.to_string(), Excerpt::DEFAULT_LIMIT).to_string(),
         })?;
         records.push(record);
     }
@@ -259,20 +270,27 @@ pub struct Divergence {
     pub got: Option<TraceRecord>,
 }
 
+/// Shows the two records as JSON, each cut to an [`Excerpt`] around where they first
+/// differ: a record can be megabytes long.
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |r: &Option<TraceRecord>| match r {
-            Some(r) => serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}")),
+            Some(r) => json(r),
             None => "(end of trace)".to_string(),
         };
+        let (expected, got) = (show(&self.expected), show(&self.got));
+        let (expected, got) = Excerpt::pair(&expected, &got, Excerpt::DEFAULT_LIMIT);
         write!(
             f,
-            "traces diverge at record {}:\n  expected: {}\n  got:      {}",
+            "traces diverge at record {}:\n  expected: {expected}\n  got:      {got}",
             self.index,
-            show(&self.expected),
-            show(&self.got)
         )
     }
+}
+
+/// A record as one line of JSON (its `Debug` text if it cannot be serialized).
+fn json(record: &TraceRecord) -> String {
+    serde_json::to_string(record).unwrap_or_else(|_| format!("{record:?}"))
 }
 
 /// The first place where `a` and `b` differ, if any.
@@ -302,6 +320,36 @@ pub enum ReplayError {
          SimConfig::record_trace (its first line is a start record)"
     )]
     NoStart,
+    /// The trace stops without its end record: it was cut short.
+    #[error(
+        "the trace stops after {records} records without its end record, so it was cut \
+         short (a recorder that was killed, a full disk, a partial copy?); replay needs \
+         the whole trace: record the run again"
+    )]
+    Truncated {
+        /// How many records the trace has.
+        records: usize,
+    },
+    /// The end record's count disagrees with the records before it.
+    #[error(
+        "the trace's end record counts {counted} records but {found} come before it, so \
+         records were lost or added after recording; record the run again"
+    )]
+    Miscounted {
+        /// The count the end record gives.
+        counted: u64,
+        /// The records before the end record.
+        found: usize,
+    },
+    /// Records follow the end record.
+    #[error(
+        "record {index} comes after the trace's end record (were two traces joined?); \
+         replay one trace at a time"
+    )]
+    AfterEnd {
+        /// The 0-based index of the first record after the end record.
+        index: usize,
+    },
     /// The engine did something other than what the trace recorded.
     #[error(
         "replay diverged from the trace at record {index}:\n  recorded: {expected}\n  replayed: {got}"
@@ -309,9 +357,10 @@ pub enum ReplayError {
     Divergence {
         /// The 0-based index of the record.
         index: usize,
-        /// The recorded record (JSON).
+        /// The recorded record as JSON, cut to an [`Excerpt`] around where it differs
+        /// from `got`.
         expected: String,
-        /// What the engine did instead (JSON, or "(nothing)").
+        /// What the engine did instead (JSON, or "(nothing)"), cut the same way.
         got: String,
     },
 }
@@ -325,8 +374,32 @@ pub struct ReplayStats {
     pub outputs: usize,
 }
 
+/// Checks that `records` is a whole trace: one [`TraceRecord::End`] record, last,
+/// counting the records before it.
+pub fn check_complete(records: &[TraceRecord]) -> Result<(), ReplayError> {
+    let Some((end, counted)) = records.iter().enumerate().find_map(|(i, r)| match r {
+        TraceRecord::End { records } => Some((i, *records)),
+        _ => None,
+    }) else {
+        return Err(ReplayError::Truncated {
+            records: records.len(),
+        });
+    };
+    if u64::try_from(end) != Ok(counted) {
+        return Err(ReplayError::Miscounted {
+            counted,
+            found: end,
+        });
+    }
+    if end + 1 < records.len() {
+        return Err(ReplayError::AfterEnd { index: end + 1 });
+    }
+    Ok(())
+}
+
 /// Replays `records` against a fresh engine running `program` for each spawned
-/// connection; fails at the first output that differs from the record.
+/// connection; fails at the first output that differs from the record, and before
+/// anything runs if the trace is not whole (see [`check_complete`]).
 pub fn replay<O, Fut>(
     records: &[TraceRecord],
     mut program: impl FnMut(u32, Fx) -> Fut,
@@ -338,22 +411,23 @@ where
     let Some(TraceRecord::Start { engine: config, .. }) = records.first() else {
         return Err(ReplayError::NoStart);
     };
+    check_complete(records)?;
     let mut engine: Engine<O> = Engine::new(config.clone());
     let mut pending: std::collections::VecDeque<TraceRecord> = std::collections::VecDeque::new();
     let mut stats = ReplayStats {
         inputs: 0,
         outputs: 0,
     };
-    let json = |r: &TraceRecord| serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}"));
     for (index, record) in records.iter().enumerate().skip(1) {
         if record.is_output() {
             let got = pending.pop_front();
             if got.as_ref() != Some(record) {
-                return Err(ReplayError::Divergence {
+                let got = got.as_ref().map(json);
+                return Err(diverged(
                     index,
-                    expected: json(record),
-                    got: got.as_ref().map(json).unwrap_or_else(|| "(nothing)".into()),
-                });
+                    &json(record),
+                    got.as_deref().unwrap_or("(nothing)"),
+                ));
             }
             stats.outputs += 1;
             continue;
@@ -362,18 +436,10 @@ where
             continue;
         }
         if let Some(extra) = pending.pop_front() {
-            return Err(ReplayError::Divergence {
-                index,
-                expected: json(record),
-                got: json(&extra),
-            });
+            return Err(diverged(index, &json(record), &json(&extra)));
         }
         stats.inputs += 1;
-        let mismatch = |got: String| ReplayError::Divergence {
-            index,
-            expected: json(record),
-            got,
-        };
+        let mismatch = |got: String| diverged(index, &json(record), &got);
         match record {
             TraceRecord::Spawn {
                 at,
@@ -407,13 +473,20 @@ where
         }
     }
     if let Some(extra) = pending.pop_front() {
-        return Err(ReplayError::Divergence {
-            index: records.len(),
-            expected: "(end of trace)".into(),
-            got: json(&extra),
-        });
+        return Err(diverged(records.len(), "(end of trace)", &json(&extra)));
     }
     Ok(stats)
+}
+
+/// A divergence at record `index`, quoting excerpts of both sides around where they
+/// first differ.
+fn diverged(index: usize, expected: &str, got: &str) -> ReplayError {
+    let (expected, got) = Excerpt::pair(expected, got, Excerpt::DEFAULT_LIMIT);
+    ReplayError::Divergence {
+        index,
+        expected: expected.to_string(),
+        got: got.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,55 @@ fn a_wrong_request_fails_with_a_diff_naming_both() {
     assert!(message.contains("--- expected\n+++ got\n"), "{message}");
 }
 
+/// A name 8 MiB long, so that the greeting is a 16 MiB record.
+fn huge_user(n: u128) -> User {
+    User {
+        name: "n".repeat(8 << 20),
+        ..user(n)
+    }
+}
+
+#[test]
+fn a_mismatch_on_a_huge_request_shows_a_bounded_excerpt_around_the_difference() {
+    let id = Uuid::from_u128(1);
+    let huge = huge_user(1);
+    let script = Script::new()
+        .expect(GetUserById { user_id: id })
+        .respond(UserLookup::Found(huge.clone()))
+        .expect(SendText {
+            text: format!("hello {}!", huge.name),
+        })
+        .respond(());
+    let message = script.run(move |fx| greet(fx, id)).unwrap_err().to_string();
+    assert!(message.len() < 2_000, "a {} byte message", message.len());
+    // Both sides are shown where they differ: the expected `!` against the end quote.
+    assert!(
+        message.contains("- [") && message.contains("nnnn!\","),
+        "{message}"
+    );
+    assert!(
+        message.contains("+ [") && message.contains("nnnn\","),
+        "{message}"
+    );
+    assert!(message.contains("bytes cut]"), "{message}");
+}
+
+#[test]
+fn a_huge_request_after_the_last_step_is_quoted_in_a_bounded_excerpt() {
+    let id = Uuid::from_u128(1);
+    let script = Script::new()
+        .expect(GetUserById { user_id: id })
+        .respond(UserLookup::Found(huge_user(1)));
+    let failure = script.run(move |fx| greet(fx, id)).unwrap_err();
+    assert!(
+        matches!(failure, ScriptFailure::Exhausted { .. }),
+        "{failure:?}"
+    );
+    let message = failure.to_string();
+    assert!(message.len() < 2_000, "a {} byte message", message.len());
+    assert!(message.contains("text: \"hello nnnn"), "{message}");
+}
+
 #[test]
 fn a_request_of_another_effect_names_both_effects() {
     let id = Uuid::from_u128(1);

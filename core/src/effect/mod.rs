@@ -22,6 +22,7 @@ mod database;
 pub(crate) mod float;
 mod messaging;
 mod metrics;
+pub mod sqlstate;
 mod storage;
 mod system;
 mod websocket;

@@ -2,22 +2,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
     ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, SaveChatMessage, UpdateUser,
     User, UserLookup,
 };
-use crate::{Effect, EffectError, ErrorKind, Rng, Std, Time, Timestamp};
+use crate::{Effect, EffectError, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
-
-/// SQLSTATE `unique_violation`, the code of an update to an email another user has.
-pub const UNIQUE_VIOLATION: &str = "23505";
-/// SQLSTATE `foreign_key_violation`, the code of a message saved for a user that does
-/// not exist.
-pub const FOREIGN_KEY_VIOLATION: &str = "23503";
 
 #[derive(Clone, Debug)]
 struct UserRow {
@@ -239,7 +234,8 @@ impl FakeDatabase {
                     },
                     format!(
                         "duplicate key value violates unique constraint \"users_email_key\": \
-                         Key (email)=({email}) already exists."
+                         Key (email)=({}) already exists.",
+                        Excerpt::head(email, Excerpt::DEFAULT_LIMIT)
                     ),
                 ));
             }

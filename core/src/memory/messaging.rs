@@ -12,6 +12,7 @@ use crate::effect::{
 use crate::{Time, Timestamp};
 use rustc_hash::FxHashMap;
 
+use super::parking::Parking;
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
 /// The default largest payload the broker accepts: 5 MiB (Pulsar's default
@@ -122,13 +123,21 @@ impl Group {
 /// `NegativeAcknowledge` only knows messages in flight.
 ///
 /// # Waiting
-/// Whether a consumer waits is the simulator's business: it calls
-/// [`try_consume`](FakeBroker::try_consume), and when that gives nothing, parks the
-/// consumer until a publish to the topic, a negative acknowledgement, a
-/// [`redeliver_unacked`](FakeBroker::redeliver_unacked) or the time of
-/// [`next_redelivery`](FakeBroker::next_redelivery) makes a message available, or its
-/// `timeout_ms` passes. [`handle`](FakeBroker::handle) itself never waits: for
-/// `ConsumeMessage` it answers [`ConsumeOutcome::Timeout`] when nothing is available.
+/// [`handle`](FakeBroker::handle) never waits: for `ConsumeMessage` it answers
+/// [`ConsumeOutcome::Timeout`] when nothing is available. A driver that lets
+/// consumers wait calls [`consume`](FakeBroker::consume) instead: the consumer gets a
+/// message at once or parks at the broker until a publish to its topic, a negative
+/// acknowledgement, a [`redeliver`](FakeBroker::redeliver) or
+/// [`redeliver_unacked`](FakeBroker::redeliver_unacked), or the time of a waiting
+/// redelivery ([`wake`](FakeBroker::wake)) makes a message available; or until it
+/// [stops waiting](FakeBroker::stop_waiting) (its time is up, its effect was
+/// cancelled).
+///
+/// **Drain rule**: after each call that may hand messages over (`handle`, `consume`,
+/// `wake`, `redeliver`, `redeliver_unacked`), the driver drains
+/// [`poll_handed_over`](FakeBroker::poll_handed_over) (answer each consumer with its
+/// message) and [`poll_wake_at`](FakeBroker::poll_wake_at) (wake the broker at each
+/// time) until `None`.
 ///
 /// A payload larger than the limit ([`DEFAULT_MAX_PAYLOAD_BYTES`] unless set with
 /// [`with_max_payload_bytes`](FakeBroker::with_max_payload_bytes)) or an empty topic
@@ -145,6 +154,8 @@ pub struct FakeBroker {
     /// Accepted deduplication keys per topic, and the publish sequence number each
     /// one got (looked up, never iterated: the hash order never shows).
     dedup: BTreeMap<String, FxHashMap<String, u64>>,
+    /// Consumers waiting for a message, and what the driver has yet to pull.
+    pub(super) parking: Parking,
 }
 
 impl Default for FakeBroker {
@@ -163,6 +174,7 @@ impl FakeBroker {
             groups: BTreeMap::new(),
             topics: BTreeMap::new(),
             dedup: BTreeMap::new(),
+            parking: Parking::default(),
         }
     }
 
@@ -179,11 +191,16 @@ impl FakeBroker {
     }
 
     /// Answers one Messaging request at simulated time `now`; `ConsumeMessage` is
-    /// answered without waiting (see [`try_consume`](FakeBroker::try_consume)).
+    /// answered without waiting (see [`try_consume`](FakeBroker::try_consume)). A
+    /// publish or a negative acknowledgement wakes the waiting consumers; a negative
+    /// acknowledgement with a delay also asks to be woken when the delay ends (see
+    /// the drain rule on [`FakeBroker`]).
     pub fn handle(&mut self, now: Time, request: MessagingRequest) -> MessagingResponse {
         match request {
             MessagingRequest::PublishMessage(r) => {
-                MessagingResponse::PublishMessage(self.publish(now, *r))
+                let outcome = self.publish(now, *r);
+                self.wake(now);
+                MessagingResponse::PublishMessage(outcome)
             }
             MessagingRequest::ConsumeMessage(r) => {
                 MessagingResponse::ConsumeMessage(match self.try_consume(now, &r) {
@@ -194,9 +211,14 @@ impl FakeBroker {
             MessagingRequest::AcknowledgeMessage(r) => {
                 MessagingResponse::AcknowledgeMessage(self.acknowledge(&r.message_id))
             }
-            MessagingRequest::NegativeAcknowledge(r) => MessagingResponse::NegativeAcknowledge(
-                self.negative_acknowledge(now, &r.message_id, r.delay_ms),
-            ),
+            MessagingRequest::NegativeAcknowledge(r) => {
+                let outcome = self.negative_acknowledge(now, &r.message_id, r.delay_ms);
+                self.wake(now);
+                // Asked whatever the outcome: a wake with nothing to hand over is
+                // harmless.
+                self.wake_later(now, now.saturating_add(Duration::from_millis(r.delay_ms)));
+                MessagingResponse::NegativeAcknowledge(outcome)
+            }
         }
     }
 
@@ -264,19 +286,28 @@ impl FakeBroker {
     }
 
     /// Simulates a crash of every consumer: all messages in flight, in every
-    /// subscription, become available again at `now` with `redelivery_count + 1`.
-    /// Returns how many.
+    /// subscription, become available again at `now` with `redelivery_count + 1`, and
+    /// wake the waiting consumers. Returns how many.
     pub fn redeliver_unacked(&mut self, now: Time) -> usize {
         let names: Vec<String> = self.groups.keys().cloned().collect();
-        names
+        let count = names
             .iter()
-            .map(|name| self.redeliver_unacked_for(now, name))
-            .sum()
+            .map(|name| self.return_in_flight(now, name))
+            .sum();
+        self.wake(now);
+        count
     }
 
     /// Simulates a crash of the consumers of `subscription`: its messages in flight
-    /// become available again at `now` with `redelivery_count + 1`. Returns how many.
+    /// become available again at `now` with `redelivery_count + 1`, and wake the
+    /// waiting consumers. Returns how many.
     pub fn redeliver_unacked_for(&mut self, now: Time, subscription: &str) -> usize {
+        let count = self.return_in_flight(now, subscription);
+        self.wake(now);
+        count
+    }
+
+    fn return_in_flight(&mut self, now: Time, subscription: &str) -> usize {
         let Some(group) = self.groups.get_mut(subscription) else {
             return 0;
         };
@@ -380,7 +411,12 @@ impl FakeBroker {
         }
     }
 
-    fn negative_acknowledge(&mut self, now: Time, message_id: &str, delay_ms: u64) -> AckOutcome {
+    pub(super) fn negative_acknowledge(
+        &mut self,
+        now: Time,
+        message_id: &str,
+        delay_ms: u64,
+    ) -> AckOutcome {
         let Some((seq, group)) = self.find(message_id) else {
             return AckOutcome::UnknownMessage;
         };

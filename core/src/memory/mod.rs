@@ -38,14 +38,16 @@ mod cache;
 mod database;
 mod messaging;
 mod metrics;
+mod parking;
 mod storage;
 mod system;
 
 pub use auth::FakeAuth;
 pub use cache::FakeCache;
-pub use database::{FOREIGN_KEY_VIOLATION, FakeDatabase, UNIQUE_VIOLATION};
+pub use database::FakeDatabase;
 pub use messaging::{DEFAULT_MAX_PAYLOAD_BYTES, FakeBroker};
 pub use metrics::{DEFAULT_MAX_SERIES, FakeMetrics, MetricKind, RegisterError};
+pub use parking::Consumed;
 pub use storage::{FakeStorage, MAX_KEYS_LIMIT};
 pub use system::FakeSystem;
 
@@ -62,11 +64,9 @@ pub fn wall_time(wall_epoch: Timestamp, now: Time) -> Timestamp {
 pub enum Handled {
     /// Answered now.
     Done(Result<Response, EffectError>),
-    /// A consumer asks for a message. The simulator calls
-    /// [`FakeBroker::try_consume`]; when nothing is available it parks the consumer
-    /// until a publish, a negative acknowledgement or a redelivery
-    /// ([`FakeBroker::next_redelivery`]) makes a message available, or until
-    /// `timeout_ms` passes, and then answers `ConsumeOutcome::Timeout`.
+    /// A consumer asks for a message: the driver calls [`FakeBroker::consume`] with
+    /// the effect's id, which answers at once or parks the consumer at the broker
+    /// (see the broker's drain rule).
     Consume(ConsumeMessage),
     /// A WebSocket effect, for the simulated client of the program that asked.
     WebSocket(WebSocketRequest),

@@ -6,7 +6,7 @@ use crate::effect::{
     ObjectLookup, PutFailureReason, PutObject, PutOutcome, StorageRequest, StorageResponse,
     StoredObject,
 };
-use crate::{Effect, EffectError, ErrorKind, Std, Time, Timestamp};
+use crate::{Effect, EffectError, ErrorKind, Excerpt, Std, Time, Timestamp};
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
 
@@ -169,7 +169,10 @@ impl FakeStorage {
                     return Err(service_error(
                         "Storage.DeleteObject",
                         "AccessDenied",
-                        format!("bucket {} is read-only", r.bucket),
+                        format!(
+                            "bucket {} is read-only",
+                            Excerpt::head(&r.bucket, Excerpt::DEFAULT_LIMIT)
+                        ),
                     ));
                 }
                 let removed = bucket.objects.remove(&r.key);
@@ -220,7 +223,10 @@ impl FakeStorage {
             return Err(service_error(
                 EFFECT,
                 "NoSuchBucket",
-                format!("bucket {} does not exist", request.bucket),
+                format!(
+                    "bucket {} does not exist",
+                    Excerpt::head(&request.bucket, Excerpt::DEFAULT_LIMIT)
+                ),
             ));
         }
         let last_modified = wall_time(self.wall_epoch, now);
@@ -548,6 +554,20 @@ mod tests {
                 key: "k".into()
             }
         );
+    }
+
+    #[test]
+    fn storage_quotes_a_bounded_excerpt_of_an_unknown_bucket_name() {
+        let mut storage = FakeStorage::with_buckets(["known"]);
+        let name = "b".repeat(1 << 20);
+        let err = storage
+            .handle(
+                Time::ZERO,
+                StorageRequest::PutObject(put_request(&name, "k", b"x").into()),
+            )
+            .unwrap_err();
+        assert!(err.message.len() < 400, "{}", err.message);
+        assert!(err.message.contains("bbbb…[") && err.message.ends_with("does not exist"));
     }
 
     #[test]

@@ -1,0 +1,436 @@
+//! The simulated WebSocket clients: each connects, sends its scripted texts, and
+//! closes, vanishes or lingers; frames to it arrive in the order they were sent.
+//! What the program sees when its client goes is the shared policy
+//! ([`effectful::policy`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use effectful::effect::{Response, WebSocketRequest, WebSocketResponse};
+use effectful::policy::{self, Disconnect};
+use effectful::{EffectError, EffectId, Fx, ProgramError, ProgramId, Time};
+use serde::{Deserialize, Serialize};
+
+use super::Simulation;
+use super::queue::Event;
+use crate::trace::{ClientEvent, TraceRecord};
+
+/// One client session: a WebSocket connection, and the program that serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Which client (user) this is; several connections may share a client.
+    pub client: u32,
+    /// When it connects.
+    pub connect_at: Time,
+    /// What it sends: each text after waiting the given time since the previous send
+    /// (or since connecting).
+    pub messages: Vec<(Duration, String)>,
+    /// How it ends after its last message.
+    pub end: ConnectionEnd,
+}
+
+/// How a connection ends once the client has sent everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionEnd {
+    /// It sends a close frame after this long (close code 1000).
+    Close {
+        /// Wait after the last message.
+        after: Duration,
+    },
+    /// It vanishes without a close frame after this long (the server sees 1006).
+    Vanish {
+        /// Wait after the last message.
+        after: Duration,
+    },
+    /// It stays connected and silent until the program ends (at the latest at its
+    /// deadline, when the server closes the connection with 1008).
+    Linger,
+}
+
+/// How the WebSocket connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionState {
+    /// Not connected yet.
+    Waiting,
+    /// Connected.
+    Open,
+    /// The client closed it (1000).
+    ClosedByClient,
+    /// The client vanished (1006).
+    Vanished,
+    /// The server closed it with this code: the program's `WebSocket.Close`, or the
+    /// program ended with the connection open (1000 returned, 1008 deadline passed,
+    /// 1011 failed).
+    ClosedByServer(u16),
+}
+
+/// What one connection's client sent and saw, and how its program ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transcript {
+    /// The client.
+    pub client: u32,
+    /// When it connected.
+    pub connected_at: Time,
+    /// The program serving it, once spawned.
+    pub program: Option<ProgramId>,
+    /// Texts it sent, with the time.
+    pub sent: Vec<(Time, String)>,
+    /// Texts it received, with the time.
+    pub received: Vec<(Time, String)>,
+    /// The connection's state at the end.
+    pub state: ConnectionState,
+    /// When the program ended (how it ended: [`Simulation::results`]).
+    pub finished: Option<Time>,
+}
+
+/// One connection as the simulator runs it: the client's script and state.
+pub(super) struct ConnectionSim {
+    script: Connection,
+    state: ConnectionState,
+    inbox: VecDeque<String>,
+    waiting: Option<EffectId>,
+    pub(super) transcript: Transcript,
+    deadline: Option<Time>,
+    /// When the last frame sent to the client arrives: a WebSocket is one TCP stream,
+    /// so frames arrive in the order they were sent whatever their latency draws.
+    last_arrival: Time,
+}
+
+impl ConnectionSim {
+    pub(super) fn new(script: Connection) -> ConnectionSim {
+        ConnectionSim {
+            transcript: Transcript {
+                client: script.client,
+                connected_at: script.connect_at,
+                program: None,
+                // Sized for the script, and for an answer to each line.
+                sent: Vec::with_capacity(script.messages.len()),
+                received: Vec::with_capacity(script.messages.len() + 1),
+                state: ConnectionState::Waiting,
+                finished: None,
+            },
+            script,
+            state: ConnectionState::Waiting,
+            inbox: VecDeque::new(),
+            waiting: None,
+            deadline: None,
+            last_arrival: Time::ZERO,
+        }
+    }
+}
+
+impl<O, P, Fut> Simulation<O, P>
+where
+    O: fmt::Debug + 'static,
+    P: FnMut(u32, Fx) -> Fut,
+    Fut: Future<Output = O> + 'static,
+{
+    pub(super) fn connect(&mut self, connection: u32) {
+        let now = self.now;
+        let Simulation {
+            engine, program, ..
+        } = self;
+        let id = engine.spawn_async(now, |fx| program(connection, fx));
+        self.report.programs += 1;
+        self.by_program.insert(id, connection);
+        let deadline = self.config.program_timeout.map(|t| now + t);
+        let conn = &mut self.connections[connection as usize];
+        conn.state = ConnectionState::Open;
+        conn.transcript.state = ConnectionState::Open;
+        conn.transcript.program = Some(id);
+        conn.transcript.connected_at = now;
+        conn.deadline = deadline;
+        let first = conn.script.messages.first().map(|(delay, _)| *delay);
+        let end = conn.script.end;
+        self.trace.record(|| TraceRecord::Spawn {
+            at: now,
+            program: id,
+            connection,
+        });
+        self.trace.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event: ClientEvent::Connect,
+        });
+        match first {
+            Some(delay) => self.schedule(
+                now + delay,
+                Event::ClientSend {
+                    connection,
+                    index: 0,
+                },
+            ),
+            None => self.schedule_end(connection, end),
+        }
+        self.drain();
+    }
+
+    fn schedule_end(&mut self, connection: u32, end: ConnectionEnd) {
+        match end {
+            ConnectionEnd::Close { after } | ConnectionEnd::Vanish { after } => {
+                self.schedule(self.now + after, Event::ClientEnd(connection))
+            }
+            ConnectionEnd::Linger => {}
+        }
+    }
+
+    pub(super) fn client_send(&mut self, connection: u32, index: usize) {
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        if conn.state != ConnectionState::Open {
+            return;
+        }
+        // Each scripted text is sent once: the transcript takes it over.
+        let sent = std::mem::take(&mut conn.script.messages[index].1);
+        let text = sent.clone();
+        let next = conn.script.messages.get(index + 1).map(|(delay, _)| *delay);
+        let end = conn.script.end;
+        let waiting = conn.waiting.take();
+        self.trace.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event: ClientEvent::Send(sent.clone()),
+        });
+        let conn = &mut self.connections[connection as usize];
+        conn.transcript.sent.push((now, sent));
+        match waiting {
+            Some(id) => self.deliver(
+                id,
+                Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+            ),
+            None => conn.inbox.push_back(text),
+        }
+        if self.drops_connection() {
+            self.end_connection(connection, ConnectionState::Vanished);
+            return;
+        }
+        match next {
+            Some(delay) => self.schedule(
+                now + delay,
+                Event::ClientSend {
+                    connection,
+                    index: index + 1,
+                },
+            ),
+            None => self.schedule_end(connection, end),
+        }
+    }
+
+    pub(super) fn client_end(&mut self, connection: u32) {
+        if self.connections[connection as usize].state != ConnectionState::Open {
+            return;
+        }
+        let state = match self.connections[connection as usize].script.end {
+            ConnectionEnd::Vanish { .. } => ConnectionState::Vanished,
+            _ => ConnectionState::ClosedByClient,
+        };
+        self.end_connection(connection, state);
+    }
+
+    fn end_connection(&mut self, connection: u32, state: ConnectionState) {
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        conn.state = state;
+        conn.transcript.state = state;
+        let waiting = conn.waiting.take();
+        let event = if state == ConnectionState::Vanished {
+            ClientEvent::Vanish
+        } else {
+            ClientEvent::Close
+        };
+        self.trace.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event,
+        });
+        if let Some(id) = waiting {
+            let error = closed_error("WebSocket.ReceiveText", state);
+            self.deliver(id, Err(error));
+        }
+    }
+
+    pub(super) fn websocket(&mut self, id: EffectId, request: WebSocketRequest) {
+        let name = match &request {
+            WebSocketRequest::SendText(_) => "WebSocket.SendText",
+            WebSocketRequest::ReceiveText(_) => "WebSocket.ReceiveText",
+            WebSocketRequest::Close(_) => "WebSocket.Close",
+        };
+        let Some(&connection) = self.by_program.get(id.program()) else {
+            let error = EffectError::websocket_closed(name, 1006, "no connection for this program");
+            self.schedule(
+                self.now,
+                Event::Deliver {
+                    id,
+                    result: Err(error),
+                },
+            );
+            return;
+        };
+        let now = self.now;
+        let state = self.connections[connection as usize].state;
+        // Frames the client sent before it closed or vanished reached the server first:
+        // the program reads them before it learns that the connection ended.
+        if matches!(request, WebSocketRequest::ReceiveText(_))
+            && matches!(
+                state,
+                ConnectionState::ClosedByClient | ConnectionState::Vanished
+            )
+        {
+            if let Some(text) = self.connections[connection as usize].inbox.pop_front() {
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+                    },
+                );
+                return;
+            }
+        }
+        if state != ConnectionState::Open {
+            self.schedule(
+                now,
+                Event::Deliver {
+                    id,
+                    result: Err(closed_error(name, state)),
+                },
+            );
+            return;
+        }
+        match request {
+            WebSocketRequest::SendText(send) => {
+                let drawn = now + self.latency(self.config.faults.latency.websocket);
+                let conn = &mut self.connections[connection as usize];
+                // Strictly after the previous frame, so equal draws cannot swap them.
+                let arrives = drawn.max(conn.last_arrival + Duration::from_nanos(1));
+                conn.last_arrival = arrives;
+                self.schedule(
+                    arrives,
+                    Event::ClientReceive {
+                        connection,
+                        text: send.text,
+                    },
+                );
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::SendText(()))),
+                    },
+                );
+            }
+            WebSocketRequest::ReceiveText(_) => {
+                let conn = &mut self.connections[connection as usize];
+                match conn.inbox.pop_front() {
+                    Some(text) => self.schedule(
+                        now,
+                        Event::Deliver {
+                            id,
+                            result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
+                        },
+                    ),
+                    None => conn.waiting = Some(id),
+                }
+            }
+            WebSocketRequest::Close(close) => {
+                let code = close.reason.code();
+                let state = ConnectionState::ClosedByServer(code);
+                let conn = &mut self.connections[connection as usize];
+                conn.state = state;
+                conn.transcript.state = state;
+                let waiting = conn.waiting.take();
+                self.trace.record(|| TraceRecord::Client {
+                    at: now,
+                    connection,
+                    event: ClientEvent::ClosedByServer(code),
+                });
+                // Another of the program's futures may be waiting for a client
+                // message: the close ends that wait. (Scheduled, not delivered at once:
+                // the engine's outputs are still being drained.)
+                if let Some(waiting) = waiting {
+                    self.schedule(
+                        now,
+                        Event::Deliver {
+                            id: waiting,
+                            result: Err(closed_error("WebSocket.ReceiveText", state)),
+                        },
+                    );
+                }
+                self.schedule(
+                    now,
+                    Event::Deliver {
+                        id,
+                        result: Ok(Response::WebSocket(WebSocketResponse::Close(()))),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A frame the server sent reaches the client (if the client is still there to
+    /// read it).
+    pub(super) fn client_receive(&mut self, connection: u32, text: String) {
+        let conn = &mut self.connections[connection as usize];
+        if conn.state == ConnectionState::Open
+            || matches!(conn.state, ConnectionState::ClosedByServer(_))
+        {
+            let now = self.now;
+            if self.trace.on {
+                let event = ClientEvent::Receive(text.clone());
+                self.trace.records.push(TraceRecord::Client {
+                    at: now,
+                    connection,
+                    event,
+                });
+            }
+            conn.transcript.received.push((now, text));
+        }
+    }
+
+    /// The program serving `connection` ended with `result`: if the connection is
+    /// still open, the server closes it as the shared policy says (1000 returned,
+    /// 1008 deadline, 1011 failed).
+    pub(super) fn program_ended<T>(&mut self, connection: u32, result: &Result<T, ProgramError>) {
+        let now = self.now;
+        let conn = &mut self.connections[connection as usize];
+        if conn.deadline.is_some_and(|d| now > d) {
+            self.report.late += 1;
+        }
+        conn.transcript.finished = Some(now);
+        conn.waiting = None;
+        if conn.state == ConnectionState::Open {
+            let code = policy::close_reason(result).code();
+            conn.state = ConnectionState::ClosedByServer(code);
+            conn.transcript.state = ConnectionState::ClosedByServer(code);
+            self.trace.record(|| TraceRecord::Client {
+                at: now,
+                connection,
+                event: ClientEvent::ClosedByServer(code),
+            });
+        }
+    }
+
+    /// The engine cancelled `id`: if it was a `ReceiveText` waiting for its client,
+    /// it waits no more.
+    pub(super) fn stop_receiving(&mut self, id: EffectId) {
+        if let Some(&connection) = self.by_program.get(id.program()) {
+            let conn = &mut self.connections[connection as usize];
+            if conn.waiting == Some(id) {
+                conn.waiting = None;
+            }
+        }
+    }
+}
+
+/// The error a WebSocket effect gets once the connection is no longer open: the
+/// shared policy ([`Disconnect::error`]).
+fn closed_error(effect: &'static str, state: ConnectionState) -> EffectError {
+    let disconnect = match state {
+        ConnectionState::ClosedByClient => Disconnect::ClientClosed { code: 1000 },
+        ConnectionState::ClosedByServer(code) => Disconnect::ServerClosed { code },
+        _ => Disconnect::ClientVanished,
+    };
+    disconnect.error(effect)
+}

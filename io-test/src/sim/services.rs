@@ -1,0 +1,156 @@
+//! Effects on their way to the in-memory services and back.
+//!
+//! An effect sent to a service travels there and back: its latency is drawn once, the
+//! service applies it after the first half, and its answer arrives after the rest. A
+//! `ConsumeMessage` instead goes to the broker at once and may wait there: the
+//! broker's own rules ([`FakeBroker`](crate::fake::FakeBroker)) decide which consumer
+//! gets which message and when a waiting one is served; the simulator only keeps its
+//! clock, waking the broker when it asked to be woken and answering a consumer whose
+//! time is up.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use effectful::effect::{
+    ConsumeMessage, ConsumeOutcome, Envelope, MessagingResponse, Request, Response,
+};
+use effectful::{EffectError, EffectId, Fx};
+
+use super::Simulation;
+use super::queue::Event;
+use crate::fake::{Consumed, Handled};
+use crate::fault::Latency;
+
+impl<O, P, Fut> Simulation<O, P>
+where
+    O: fmt::Debug + 'static,
+    P: FnMut(u32, Fx) -> Fut,
+    Fut: Future<Output = O> + 'static,
+{
+    /// Sends `request` on its way to its service: one latency draw, split into the
+    /// way there and the way back.
+    pub(super) fn send(&mut self, id: EffectId, request: Request, latency: Latency) {
+        let latency = self.latency(latency);
+        let request_leg = latency / 2;
+        let response_leg = latency - request_leg;
+        let slot = self.schedule_slot(
+            self.now + request_leg,
+            Event::Apply {
+                id,
+                request,
+                response_leg,
+            },
+        );
+        self.unapplied.insert(id, slot);
+    }
+
+    /// A request reaches its service: the service performs it now, and its answer
+    /// (unless lost) arrives `response_leg` later.
+    pub(super) fn apply(&mut self, id: EffectId, request: Request, response_leg: Duration) {
+        let now = self.now;
+        let lost_rate = self.config.faults.lost_answer_rate.for_request(&request);
+        let messaging = matches!(request, Request::Messaging(_));
+        match self.services.handle(now, request) {
+            Handled::Done(result) => {
+                if !self.lose_answer(id, lost_rate) {
+                    self.schedule(now + response_leg, Event::Deliver { id, result });
+                }
+                // A publish or a negative acknowledgement may have served a waiting
+                // consumer, or asked for a wake when a redelivery's time comes.
+                if messaging {
+                    self.broker_outputs();
+                }
+            }
+            // `perform` handles these at issue time; kept for completeness.
+            Handled::Consume(consume) => self.consume(id, consume),
+            Handled::WebSocket(ws) => self.websocket(id, ws),
+            // No shutdown in a simulation: never answered; the program cancels it.
+            Handled::AwaitShutdown => {}
+        }
+    }
+
+    /// A consumer asks the broker for a message: it gets one now, or waits at the
+    /// broker until one comes or its `timeout_ms` passes. Lost answers do not apply.
+    pub(super) fn consume(&mut self, id: EffectId, request: ConsumeMessage) {
+        match self.services.broker.consume(self.now, id, request) {
+            Consumed::Message(envelope) => self.hand_over(id, envelope),
+            Consumed::Parked {
+                timeout_at,
+                redelivery_at,
+            } => {
+                self.schedule(timeout_at, Event::ConsumeDeadline(id));
+                if let Some(at) = redelivery_at {
+                    self.schedule(at, Event::BrokerWake);
+                }
+            }
+        }
+    }
+
+    /// A waiting consumer's time is up: it hears `Timeout`, unless the broker served
+    /// it first.
+    pub(super) fn consume_deadline(&mut self, id: EffectId) {
+        if self.services.broker.stop_waiting(id) {
+            let answer =
+                Response::Messaging(MessagingResponse::ConsumeMessage(ConsumeOutcome::Timeout));
+            self.deliver(id, Ok(answer));
+        }
+    }
+
+    /// The ack timeout of a message whose acknowledgement was lost has passed: the
+    /// broker redelivers that message (only that one, as Pulsar's per-message ack
+    /// timeout does; if it is no longer in flight nothing happens).
+    pub(super) fn ack_timeout(&mut self, message_id: String) {
+        self.services.broker.redeliver(self.now, &message_id);
+        self.broker_outputs();
+    }
+
+    /// The time the broker asked to be woken at has come.
+    pub(super) fn wake_broker(&mut self) {
+        self.services.broker.wake(self.now);
+        self.broker_outputs();
+    }
+
+    /// A message handed to a consumer that stopped waiting goes back to the broker.
+    pub(super) fn return_to_broker(&mut self, message_id: &str) {
+        self.services.broker.redeliver(self.now, message_id);
+        self.broker_outputs();
+    }
+
+    /// Drains what the broker owes the simulator (its drain rule): each message it
+    /// handed to a waiting consumer travels back to that consumer, and each time it
+    /// asked to be woken at is scheduled.
+    fn broker_outputs(&mut self) {
+        while let Some((id, envelope)) = self.services.broker.poll_handed_over() {
+            self.hand_over(id, envelope);
+        }
+        while let Some(at) = self.services.broker.poll_wake_at() {
+            self.schedule(at, Event::BrokerWake);
+        }
+    }
+
+    /// The broker handed `envelope` to the consumer `id`: its answer travels back.
+    fn hand_over(&mut self, id: EffectId, envelope: Envelope) {
+        let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
+            ConsumeOutcome::Message(envelope.into()),
+        ));
+        let at = self.now + self.latency(self.config.faults.latency.messaging);
+        self.schedule(
+            at,
+            Event::Deliver {
+                id,
+                result: Ok(answer),
+            },
+        );
+    }
+}
+
+/// The delivery id of the message in a `ConsumeMessage` answer, if it carries one.
+pub(super) fn handed_over(result: &Result<Response, EffectError>) -> Option<String> {
+    match result {
+        Ok(Response::Messaging(MessagingResponse::ConsumeMessage(ConsumeOutcome::Message(
+            envelope,
+        )))) => Some(envelope.message_id.clone()),
+        _ => None,
+    }
+}
