@@ -53,6 +53,8 @@ mod mailbox;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod program;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rng;
 mod run;
 pub mod schedule;
