@@ -147,7 +147,6 @@ enum State {
 /// - Bytes from the server are checked against [`Limits`](super::Limits) before they
 ///   are held or decoded; a violation closes the connection with a
 ///   [`ProtocolError`](super::ProtocolError). Nothing the server sends can panic it.
-#[derive(Debug)]
 pub struct RedisConnection {
     decoder: FrameDecoder,
     timeout: Option<Duration>,
@@ -169,6 +168,20 @@ pub struct RedisConnection {
     subscriptions: Subscriptions,
     db: i64,
     server: Option<ServerHello>,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    /// The connection's state, never its buffers (the handshake's bytes hold the password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("state", &self.state)
+            .field("protocol", &self.protocol)
+            .field("db", &self.db)
+            .field("in_flight", &self.pending.len())
+            .field("timed_out", &self.timed_out)
+            .field("subscriptions", &self.subscriptions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisConnection {

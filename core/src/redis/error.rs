@@ -285,7 +285,11 @@ pub enum ConnectionError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     /// A handshake step was refused (a wrong password, a database out of range).
-    #[error("connecting to Redis failed at {step}: {error}")]
+    #[error("connecting to Redis failed at {step}: {error}{}", if *.step == HandshakeStep::Hello && *.error.kind() == ServerErrorKind::Err {
+        " (RESP3 needs Redis 6 or newer; connect with protocol=2 to an older server)"
+    } else {
+        ""
+    })]
     Handshake {
         /// The step that failed.
         step: HandshakeStep,

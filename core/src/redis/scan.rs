@@ -212,26 +212,25 @@ impl Scanner {
         max_line: usize,
         tag: u8,
     ) -> Result<Option<usize>, ProtocolError> {
-        let limit = line_start.saturating_add(max_line).saturating_add(2);
+        // The line's `\r` may be no later than this.
+        let last_cr = line_start.saturating_add(max_line);
+        let end = buf.len().min(last_cr.saturating_add(1));
         let mut from = self.crlf_from.max(line_start);
-        let end = buf.len().min(limit);
         while from < end {
-            match memchr::memchr(b'\r', &buf[from..end]) {
-                Some(i) => {
-                    let cr = from + i;
-                    match buf.get(cr + 1) {
-                        Some(b'\n') if cr + 2 <= limit => return Ok(Some(cr)),
-                        Some(_) => from = cr + 1,
-                        None => {
-                            self.crlf_from = cr;
-                            return Ok(None);
-                        }
-                    }
+            let Some(i) = memchr::memchr(b'\r', &buf[from..end]) else {
+                break;
+            };
+            let cr = from + i;
+            match buf.get(cr + 1) {
+                Some(b'\n') => return Ok(Some(cr)),
+                Some(_) => from = cr + 1,
+                None => {
+                    self.crlf_from = cr;
+                    return Ok(None);
                 }
-                None => from = end,
             }
         }
-        if buf.len() >= limit {
+        if buf.len() > last_cr {
             return Err(if max_line == MAX_LENGTH_LINE {
                 ProtocolError::BadLength { tag }
             } else {

@@ -43,7 +43,10 @@ pub enum UrlError {
     #[error("a Redis URL starts with redis:// (or rediss:// for TLS)")]
     Scheme,
     /// No host.
-    #[error("the Redis URL has no host: write redis://HOST[:PORT]")]
+    #[error(
+        "the Redis URL has no host: write redis://HOST[:PORT] (if the password holds \
+         / ? # or @, percent-encode them as %2F %3F %23 %40)"
+    )]
     MissingHost,
     /// A host with characters a host name or address cannot have.
     #[error(
@@ -52,7 +55,10 @@ pub enum UrlError {
     )]
     Host,
     /// A port that is not a number from 1 to 65535.
-    #[error("the port in the Redis URL is not a number from 1 to 65535")]
+    #[error(
+        "the port in the Redis URL is not a number from 1 to 65535 (if the password holds \
+         / ? # or @, percent-encode them as %2F %3F %23 %40)"
+    )]
     Port,
     /// A database that is not a non-negative number, or two that disagree.
     #[error(
