@@ -129,7 +129,8 @@ enum State {
 ///   [`poll_timeout`](Self::poll_timeout) the one deadline.
 /// - **getters**: [`protocol`](Self::protocol), [`subscriptions`](Self::subscriptions),
 ///   [`db`](Self::db), [`server`](Self::server), [`is_ready`](Self::is_ready),
-///   [`is_closed`](Self::is_closed), [`in_flight`](Self::in_flight).
+///   [`is_closed`](Self::is_closed), [`in_flight`](Self::in_flight),
+///   [`timed_out_in_flight`](Self::timed_out_in_flight).
 ///
 /// # The drain rule
 /// After constructing it and after every input or application call, drain
@@ -404,6 +405,12 @@ impl RedisConnection {
     /// ones included.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Commands that were told they timed out and whose late answers have not come
+    /// yet. A pool may take a connection where this stays above zero for long as dead.
+    pub fn timed_out_in_flight(&self) -> usize {
+        self.timed_out
     }
 
     // ----- internals -----

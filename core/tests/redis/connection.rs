@@ -327,6 +327,7 @@ fn a_command_past_its_timeout_fails_and_its_late_reply_is_dropped() {
         }]
     );
     assert_eq!(conn.poll_timeout(), Some(Time::from_secs(6)));
+    assert_eq!((conn.in_flight(), conn.timed_out_in_flight()), (2, 1));
     conn.handle_input(Time::from_millis(5_500), b"+OK\r\n+PONG\r\n");
     assert_eq!(
         events(&mut conn),
@@ -336,6 +337,7 @@ fn a_command_past_its_timeout_fails_and_its_late_reply_is_dropped() {
         }]
     );
     assert_eq!(conn.poll_timeout(), None);
+    assert_eq!((conn.in_flight(), conn.timed_out_in_flight()), (0, 0));
 }
 
 #[test]
