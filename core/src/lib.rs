@@ -59,6 +59,8 @@ pub mod memory;
 pub mod policy;
 mod program;
 mod program_map;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rng;
 mod run;
 pub mod schedule;

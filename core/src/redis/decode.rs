@@ -1,0 +1,148 @@
+//! `FrameDecoder`: the scanner finds a whole frame within the limits, then
+//! `redis-protocol` decodes it, once, and we copy it out as a [`Value`].
+
+use redis_protocol::resp2::types::RangeFrame as Range2;
+use redis_protocol::resp3::types::{RangeFrame as Range3, VerbatimStringFormat};
+
+use super::error::{ProtocolError, ServerError};
+use super::limits::Limits;
+use super::scan::{Scanner, Syntax};
+use super::value::Value;
+
+/// Reads RESP2 and RESP3 frames from the front of a buffer, within [`Limits`].
+///
+/// Call [`FrameDecoder::decode`] with the bytes received so far, starting at the first
+/// byte of a frame. When it answers `Ok(None)` the frame is incomplete: call it again
+/// with the same bytes and more after them; it resumes where it stopped rather than
+/// reading the frame again from its start. After an error the stream cannot be
+/// resynchronised: drop the decoder and the connection.
+///
+/// ```
+/// use effectful::redis::{FrameDecoder, Limits, Value};
+///
+/// let mut decoder = FrameDecoder::new(Limits::default());
+/// let bytes = b"*2\r\n$3\r\nfoo\r\n:42\r\n+OK\r\n";
+/// assert_eq!(decoder.decode(&bytes[..9]).unwrap(), None);
+/// let (value, used) = decoder.decode(bytes).unwrap().unwrap();
+/// assert_eq!(value, Value::Array(vec![Value::Bulk(b"foo".to_vec()), Value::Int(42)]));
+/// assert_eq!(&bytes[used..], b"+OK\r\n");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct FrameDecoder {
+    limits: Limits,
+    scanner: Scanner,
+}
+
+impl FrameDecoder {
+    /// A decoder that enforces `limits`.
+    pub fn new(limits: Limits) -> FrameDecoder {
+        FrameDecoder {
+            limits,
+            scanner: Scanner::default(),
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes the frame at the start of `buf`: `Ok(Some((value, bytes used)))`, or
+    /// `Ok(None)` while it is incomplete.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
+        let Some((len, syntax)) = self.scanner.scan(buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let frame = &buf[..len];
+        let value = match syntax {
+            Syntax::Resp2 => {
+                let (range, used) = redis_protocol::resp2::decode::decode_range(frame)
+                    .map_err(|e| ProtocolError::Decode(e.to_string()))?
+                    .ok_or(ProtocolError::Decode(INCOMPLETE.to_owned()))?;
+                check_used(used, len)?;
+                from_resp2(frame, &range)
+            }
+            Syntax::Resp3 => {
+                let (range, used) = redis_protocol::resp3::decode::complete::decode_range(frame)
+                    .map_err(|e| ProtocolError::Decode(e.to_string()))?
+                    .ok_or(ProtocolError::Decode(INCOMPLETE.to_owned()))?;
+                check_used(used, len)?;
+                from_resp3(frame, &range)?
+            }
+        };
+        Ok(Some((value, len)))
+    }
+}
+
+const INCOMPLETE: &str = "the decoder found incomplete a frame the scanner found whole";
+
+fn check_used(used: usize, len: usize) -> Result<(), ProtocolError> {
+    if used != len {
+        return Err(ProtocolError::Decode(format!(
+            "the decoder read {used} bytes of a {len}-byte frame"
+        )));
+    }
+    Ok(())
+}
+
+fn bytes(buf: &[u8], (start, end): (usize, usize)) -> Vec<u8> {
+    buf.get(start..end).unwrap_or_default().to_vec()
+}
+
+fn text(buf: &[u8], (start, end): (usize, usize)) -> String {
+    String::from_utf8_lossy(buf.get(start..end).unwrap_or_default()).into_owned()
+}
+
+// Both builders recurse once per nesting level; the scanner has bounded the depth.
+
+fn from_resp2(buf: &[u8], frame: &Range2) -> Value {
+    match frame {
+        Range2::SimpleString(r) => Value::Simple(text(buf, *r)),
+        Range2::Error(r) => Value::Error(ServerError::parse(&text(buf, *r))),
+        Range2::Integer(i) => Value::Int(*i),
+        Range2::BulkString(r) => Value::Bulk(bytes(buf, *r)),
+        Range2::Array(items) => Value::Array(items.iter().map(|f| from_resp2(buf, f)).collect()),
+        Range2::Null => Value::Nil,
+    }
+}
+
+fn from_resp3(buf: &[u8], frame: &Range3) -> Result<Value, ProtocolError> {
+    let all = |items: &mut dyn Iterator<Item = &Range3>| -> Result<Vec<Value>, ProtocolError> {
+        items.map(|f| from_resp3(buf, f)).collect()
+    };
+    Ok(match frame {
+        Range3::BlobString { data, .. } => Value::Bulk(bytes(buf, *data)),
+        Range3::SimpleString { data, .. } => Value::Simple(text(buf, *data)),
+        Range3::BlobError { data, .. } | Range3::SimpleError { data, .. } => {
+            Value::Error(ServerError::parse(&text(buf, *data)))
+        }
+        Range3::Boolean { data, .. } => Value::Bool(*data),
+        Range3::Null => Value::Nil,
+        Range3::Number { data, .. } => Value::Int(*data),
+        Range3::Double { data, .. } => Value::Double(*data),
+        Range3::BigNumber { data, .. } => Value::BigNumber(text(buf, *data)),
+        Range3::VerbatimString { data, format, .. } => Value::Verbatim {
+            format: match format {
+                VerbatimStringFormat::Text => "txt",
+                VerbatimStringFormat::Markdown => "mkd",
+            }
+            .to_owned(),
+            text: bytes(buf, *data),
+        },
+        Range3::Array { data, .. } => Value::Array(all(&mut data.iter())?),
+        Range3::Set { data, .. } => Value::Set(all(&mut data.iter())?),
+        Range3::Push { data, .. } => Value::Push(all(&mut data.iter())?),
+        Range3::Map { data, .. } => Value::Map(
+            // The decoder builds its map from the last pair to the first.
+            data.iter()
+                .rev()
+                .map(|(k, v)| Ok((from_resp3(buf, k)?, from_resp3(buf, v)?)))
+                .collect::<Result<_, ProtocolError>>()?,
+        ),
+        Range3::Hello { .. } | Range3::ChunkedString(_) => {
+            return Err(ProtocolError::Decode(
+                "a client-side or streamed frame inside a reply".to_owned(),
+            ));
+        }
+    })
+}

@@ -1,0 +1,61 @@
+//! Redis, sans IO: the RESP2/RESP3 client connection as a state machine, with no
+//! socket, no clock and no TLS of its own (cargo feature `redis`).
+//!
+//! A driver owns the socket. It feeds what it reads to
+//! [`RedisConnection::handle_input`], writes what [`RedisConnection::poll_transmit`]
+//! gives, says the time, and reads [`Event`]s: each command's one reply, pub/sub
+//! messages, the connection's end. Frames are decoded by `redis-protocol` (without its
+//! tokio codec) after our scanner has found them whole and within [`Limits`].
+//!
+//! ```
+//! use effectful::Time;
+//! use effectful::redis::{Command, Event, Protocol, RedisConfig, RedisConnection, Value};
+//!
+//! let mut config = RedisConfig::default();
+//! config.protocol = Protocol::Resp2;
+//! let mut conn = RedisConnection::new(config, Time::ZERO);
+//! assert!(matches!(conn.poll_event(), Some(Event::Ready { .. })));
+//!
+//! let id = conn.send(Time::ZERO, &Command::new("GET").arg("greeting")).unwrap();
+//! let mut wire = Vec::new();
+//! conn.poll_transmit(&mut wire);
+//! assert_eq!(wire, b"*2\r\n$3\r\nGET\r\n$8\r\ngreeting\r\n");
+//!
+//! // The reply may arrive in any pieces.
+//! conn.handle_input(Time::from_millis(1), b"$5\r\nhel");
+//! assert_eq!(conn.poll_event(), None);
+//! conn.handle_input(Time::from_millis(2), b"lo\r\n");
+//! assert_eq!(
+//!     conn.poll_event(),
+//!     Some(Event::Reply { id, result: Ok(Value::Bulk(b"hello".to_vec())) })
+//! );
+//! ```
+//!
+//! Also here: [`RedisUrl`] reads `redis://` and `rediss://` URLs, and [`Reconnect`]
+//! decides when to connect again after a failure.
+
+mod command;
+mod config;
+mod connection;
+mod decode;
+mod error;
+mod limits;
+mod pubsub;
+mod reconnect;
+mod scan;
+mod url;
+mod value;
+
+pub use command::{Command, Parts};
+pub use config::{Password, Protocol, RedisConfig};
+pub use connection::{Event, RedisConnection, RequestId, ServerHello};
+pub use decode::FrameDecoder;
+pub use error::{
+    CommandError, ConnectionError, HandshakeStep, ProtocolError, Redirect, SendError, ServerError,
+    ServerErrorKind,
+};
+pub use limits::Limits;
+pub use pubsub::{Message, SubscriptionChange, SubscriptionKind, Subscriptions};
+pub use reconnect::{Reconnect, ReconnectAction};
+pub use url::{RedisUrl, UrlError};
+pub use value::Value;
