@@ -52,6 +52,8 @@ mod id;
 mod mailbox;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod program;
 mod rng;
 mod run;
