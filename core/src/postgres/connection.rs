@@ -80,6 +80,8 @@ pub struct PgConnection {
     cache: StatementCache,
     /// When the query at the head of `in_flight` started executing on the server.
     head_since: Time,
+    /// Statements whose Parse failed while queries binding them were in flight.
+    failed_parses: Vec<(Arc<str>, PgError)>,
 }
 
 enum State {
@@ -161,6 +163,7 @@ impl PgConnection {
             backend_key: None,
             transaction: TransactionStatus::Idle,
             head_since: now,
+            failed_parses: Vec::new(),
         };
         if conn.config.tls == TlsMode::Disable {
             conn.send_startup();
@@ -429,7 +432,11 @@ impl PgConnection {
                     parse_pending: true,
                 } = &head.kind
                 {
+                    // Queries behind it that bind the same statement will fail with
+                    // "prepared statement does not exist"; they get this error instead.
                     self.cache.forget(name);
+                    let error = PgError::from(error.clone());
+                    self.failed_parses.push((name.clone(), error));
                 }
                 head.error.get_or_insert(PgError::from(error));
             }
@@ -725,13 +732,40 @@ impl PgConnection {
         }
         self.head_since = now;
         let result = match done.error {
-            Some(e) => Err(e),
+            Some(e) => Err(self.original_parse_error(&done.kind, e)),
             None => Ok(done.sets),
         };
         self.events.push_back(Event::Done {
             id: done.id,
             result,
         });
+    }
+
+    /// A query that bound a statement whose preparation failed ahead of it in the
+    /// pipeline reports that failure, not the missing statement.
+    fn original_parse_error(&mut self, kind: &Kind, error: PgError) -> PgError {
+        if self.failed_parses.is_empty() {
+            return error;
+        }
+        let mut result = error;
+        if let Kind::Extended {
+            statement: Some(name),
+            ..
+        } = kind
+        {
+            if result.code() == Some(super::error::sqlstate::INVALID_SQL_STATEMENT_NAME) {
+                if let Some((_, original)) = self.failed_parses.iter().find(|(n, _)| n == name) {
+                    result = original.clone();
+                }
+            }
+        }
+        let in_flight = &self.in_flight;
+        self.failed_parses.retain(|(name, _)| {
+            in_flight
+                .iter()
+                .any(|q| matches!(&q.kind, Kind::Extended { statement: Some(n), .. } if n == name))
+        });
+        result
     }
 
     /// Ends the connection: every query in flight fails with `error`, then

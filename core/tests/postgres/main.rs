@@ -1,0 +1,7 @@
+//! `effectful::postgres` tested two ways: against a scripted in-memory server that
+//! checks every byte (`scripted`), and against the real PostgreSQL 15 on
+//! 127.0.0.1:5432 through a small blocking `std::net` driver (`harness`, `server`),
+//! plus throwaway clusters for each password method (`auth_clusters`).
+
+mod harness;
+mod server;
