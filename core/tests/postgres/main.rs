@@ -1,7 +1,8 @@
 //! `effectful::postgres` tested two ways: against a scripted in-memory server that
-//! checks every byte (`scripted`), and against the real PostgreSQL 15 on
-//! 127.0.0.1:5432 through a small blocking `std::net` driver (`harness`, `server`),
-//! plus throwaway clusters for each password method (`auth_clusters`).
+//! checks every byte (`scripted`, `splits`), and against the real PostgreSQL 15 on
+//! 127.0.0.1:5432 through a small blocking `std::net` driver (`harness`, `server`).
 
 mod harness;
+mod scripted;
 mod server;
+mod splits;

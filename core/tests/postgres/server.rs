@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::harness::{Client, config};
 
 fn text(set: &effectful::postgres::ResultSet, row: usize, col: usize) -> Option<String> {
-    set.rows[row].get::<Option<String>, _>(col).expect("a text value")
+    set.rows[row]
+        .get::<Option<String>, _>(col)
+        .expect("a text value")
 }
 
 #[test]
