@@ -267,7 +267,7 @@ fn md5_auth_sends_the_salted_double_md5() {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("scripted SCRAM");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -281,8 +281,13 @@ struct ScramServer {
 
 impl ScramServer {
     fn new(password: &str, client_first: &str, iterations: u32) -> ScramServer {
-        let client_first_bare = client_first.strip_prefix("n,,").unwrap().to_owned();
-        let client_nonce = client_first_bare.strip_prefix("n=,r=").unwrap();
+        let client_first_bare = client_first
+            .strip_prefix("n,,")
+            .expect("scripted SCRAM")
+            .to_owned();
+        let client_nonce = client_first_bare
+            .strip_prefix("n=,r=")
+            .expect("scripted SCRAM");
         let salt = b"0123456789abcdef";
         let mut u = hmac(password.as_bytes(), &[&salt[..], &[0, 0, 0, 1]].concat());
         let mut salted = u;
@@ -302,7 +307,7 @@ impl ScramServer {
 
     /// Checks the client's proof; returns the server-final message.
     fn verify(&self, client_final: &str) -> Result<String, String> {
-        let (without_proof, proof) = client_final.rsplit_once(",p=").unwrap();
+        let (without_proof, proof) = client_final.rsplit_once(",p=").expect("scripted SCRAM");
         let auth_message = format!(
             "{},{},{without_proof}",
             self.client_first_bare, self.server_first
@@ -310,7 +315,7 @@ impl ScramServer {
         let client_key = hmac(&self.salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let signature = hmac(&stored_key, auth_message.as_bytes());
-        let proof = STANDARD.decode(proof).unwrap();
+        let proof = STANDARD.decode(proof).expect("scripted SCRAM");
         let recovered: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
         if <[u8; 32]>::from(Sha256::digest(&recovered)) != stored_key {
             return Err("bad proof".into());
@@ -343,7 +348,7 @@ fn scram_until_final(password: &str) -> (Script, ScramServer, String) {
     s.server(&auth(11, server.server_first.as_bytes()));
     let response = s.sent();
     assert_eq!(response[0], b'p');
-    let client_final = String::from_utf8(response[5..].to_vec()).unwrap();
+    let client_final = String::from_utf8(response[5..].to_vec()).expect("scripted SCRAM");
     assert!(client_final.starts_with(&format!("c=biws,r={nonce}ServerNonce,p=")));
     (s, server, client_final)
 }

@@ -12,11 +12,11 @@ use crate::scripted::{
 /// query in flight together.
 fn client() -> Script {
     let mut s = Script::new(PgConfig::new("postgres").database("test"));
-    s.conn.query(s.now, "SELECT 'a', NULL").unwrap();
+    s.conn.query(s.now, "SELECT 'a', NULL").expect("admitted");
     s.conn
         .execute(s.now, "SELECT $1::int8", &[Value::Int8(5)])
         .unwrap();
-    s.conn.query(s.now, "SELEC").unwrap();
+    s.conn.query(s.now, "SELEC").expect("admitted");
     s
 }
 
