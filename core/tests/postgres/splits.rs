@@ -15,7 +15,7 @@ fn client() -> Script {
     s.conn.query(s.now, "SELECT 'a', NULL").expect("admitted");
     s.conn
         .execute(s.now, "SELECT $1::int8", &[Value::Int8(5)])
-        .unwrap();
+        .expect("admitted");
     s.conn.query(s.now, "SELEC").expect("admitted");
     s
 }
