@@ -3,6 +3,7 @@
 //! 127.0.0.1:5432 through a small blocking `std::net` driver (`harness`, `server`).
 
 mod harness;
+mod pool;
 mod scripted;
 mod server;
 mod splits;
