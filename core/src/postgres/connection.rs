@@ -50,7 +50,8 @@ const NEGOTIATE_PROTOCOL_VERSION_TAG: u8 = b'v';
 /// [`handle_timeout`](Self::handle_timeout) no later than it; an early call is
 /// harmless. After [`Event::StartTls`] the socket must carry TLS before
 /// [`handle_tls_ready`](Self::handle_tls_ready) is called; after [`Event::Closed`]
-/// close the socket (write out what `poll_transmit` still gives first).
+/// write out what `poll_transmit` still gives (a `Terminate` after
+/// [`close`](Self::close)) and close the socket.
 ///
 /// # Guarantees
 /// - Every id returned by `query` or `execute` gets exactly one [`Event::Done`], in
@@ -777,6 +778,8 @@ impl PgConnection {
         self.state = State::Closed;
         self.input = BytesMut::new();
         self.held = BytesMut::new();
+        // Nothing queued is worth sending to a session that is over.
+        self.out.clear();
         for done in std::mem::take(&mut self.in_flight) {
             self.events.push_back(Event::Done {
                 id: done.id,
