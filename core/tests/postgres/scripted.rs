@@ -215,6 +215,13 @@ fn password_config(password: &str) -> PgConfig {
         .password(password)
 }
 
+/// A client with `password` whose startup message has gone out.
+fn started(password: &str) -> Script {
+    let mut s = Script::new(password_config(password));
+    s.sent();
+    s
+}
+
 // ---- authentication ----
 
 #[test]
@@ -244,8 +251,7 @@ fn trust_startup_sends_the_startup_message_and_reports_the_session() {
 
 #[test]
 fn cleartext_auth_sends_the_password_as_a_password_message() {
-    let mut s = Script::new(password_config("secret"));
-    s.sent();
+    let mut s = started("secret");
     s.server(&auth(3, &[]));
     assert_eq!(s.sent(), frontend(b'p', &cstr("secret")));
     s.server(&[auth_ok(), startup_tail()].concat());
@@ -254,8 +260,7 @@ fn cleartext_auth_sends_the_password_as_a_password_message() {
 
 #[test]
 fn md5_auth_sends_the_salted_double_md5() {
-    let mut s = Script::new(password_config("secret"));
-    s.sent();
+    let mut s = started("secret");
     s.server(&auth(5, &[1, 2, 3, 4]));
     // md5(md5("secret" + "postgres") + salt), computed independently.
     assert_eq!(
@@ -413,8 +418,7 @@ fn scram_refuses_an_iteration_count_above_the_limit() {
 
 #[test]
 fn sasl_without_scram_sha_256_is_a_clear_error() {
-    let mut s = Script::new(password_config("pencil"));
-    s.sent();
+    let mut s = started("pencil");
     s.server(&auth(10, &[cstr("SCRAM-SHA-256-PLUS"), vec![0]].concat()));
     let err = s.closed();
     assert!(err.to_string().contains("speaks SCRAM-SHA-256"), "{err}");
@@ -439,8 +443,7 @@ fn a_password_request_without_a_password_says_what_to_configure() {
 #[test]
 fn kerberos_gss_and_sspi_are_refused_with_the_methods_that_work() {
     for code in [2, 6, 7, 9] {
-        let mut s = Script::new(password_config("x"));
-        s.sent();
+        let mut s = started("x");
         s.server(&auth(code, &[]));
         let err = s.closed();
         assert!(
@@ -453,8 +456,7 @@ fn kerberos_gss_and_sspi_are_refused_with_the_methods_that_work() {
 
 #[test]
 fn a_rejected_password_is_the_servers_error_without_the_password() {
-    let mut s = Script::new(password_config("hunter2"));
-    s.sent();
+    let mut s = started("hunter2");
     s.server(&auth(3, &[]));
     s.sent();
     s.server(&error(
@@ -472,8 +474,7 @@ fn a_rejected_password_is_the_servers_error_without_the_password() {
 
 #[test]
 fn a_second_password_request_is_refused() {
-    let mut s = Script::new(password_config("secret"));
-    s.sent();
+    let mut s = started("secret");
     s.server(&auth(3, &[]));
     s.sent();
     s.server(&auth(3, &[]));

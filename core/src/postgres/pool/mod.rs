@@ -117,6 +117,16 @@ impl Slot {
     }
 }
 
+/// The slot of `conn`, if it is in `state` (a report about it in any other state is
+/// stale).
+fn slot_in(
+    slots: &mut BTreeMap<ConnId, Slot>,
+    conn: ConnId,
+    state: SlotState,
+) -> Option<&mut Slot> {
+    slots.get_mut(&conn).filter(|s| s.state == state)
+}
+
 #[derive(Debug)]
 struct Waiter {
     id: AcquireId,
@@ -313,12 +323,9 @@ impl Pool {
     /// open.
     pub fn handle_opened(&mut self, now: Time, conn: ConnId, ok: bool) {
         self.tick(now);
-        let Some(slot) = self.slots.get_mut(&conn) else {
+        let Some(slot) = slot_in(&mut self.slots, conn, SlotState::Opening) else {
             return;
         };
-        if slot.state != SlotState::Opening {
-            return;
-        }
         if ok {
             slot.state = SlotState::Ready;
             slot.created = self.now;
@@ -335,12 +342,9 @@ impl Pool {
     /// failed (then the pool closes the connection).
     pub fn handle_reset(&mut self, now: Time, conn: ConnId, ok: bool) {
         self.tick(now);
-        let Some(slot) = self.slots.get_mut(&conn) else {
+        let Some(slot) = slot_in(&mut self.slots, conn, SlotState::Resetting) else {
             return;
         };
-        if slot.state != SlotState::Resetting {
-            return;
-        }
         slot.state = SlotState::Ready;
         slot.idle_since = self.now;
         if !ok || slot.retire {
