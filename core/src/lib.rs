@@ -57,6 +57,8 @@ mod mailbox;
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod policy;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod program;
 mod program_map;
 #[cfg(feature = "redis")]
