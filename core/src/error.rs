@@ -209,3 +209,17 @@ pub enum ProgramError {
         message: String,
     },
 }
+
+/// The text of a caught panic's payload, as [`ProgramError::Panicked`] reports it: for
+/// drivers that catch panics of their own (an interpreter's, say) and report them the
+/// same way.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic with a non-text payload".to_string(),
+    }
+}

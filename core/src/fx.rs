@@ -34,7 +34,7 @@ use crate::time::Time;
 /// ```
 ///
 /// Awaiting anything that is not made by this handle (a tokio sleep, a channel,
-/// `tokio::task::yield_now()` or any other future that wakes through the task's
+/// tokio's `task::yield_now()` or any other future that wakes through the task's
 /// waker) is detected as soon as the program waits on nothing else, and ends the
 /// program with [`crate::ProgramError::ForeignAwait`] instead of hanging. To give
 /// other programs a turn, await `fx.sleep(Duration::ZERO)`: it yields to the driver.

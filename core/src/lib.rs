@@ -71,7 +71,7 @@ mod time;
 pub use combinator::{Either, join, join_all, race, race_all};
 pub use effect::{Effect, EmbedStd, Family, Std, decode};
 pub use engine::{Delivery, Engine, EngineConfig, Output};
-pub use error::{EffectError, ErrorKind, ProgramError};
+pub use error::{EffectError, ErrorKind, ProgramError, panic_message};
 pub use excerpt::Excerpt;
 pub use fx::{Elapsed, Fx, Perform, PerformAll, Sleep};
 pub use id::{EffectId, ProgramId};

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use effectful::{
     Delivery, EffectError, EffectId, Engine, ErrorKind, Family, Output, ProgramError, ProgramId,
-    Time,
+    Time, panic_message,
 };
 use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, mpsc};
@@ -480,16 +480,5 @@ fn end_trace(trace: Option<Box<(Instant, Span)>>, outcome: EffectOutcome) {
         let (started, span) = *trace;
         let latency_us = started.elapsed().as_micros() as u64;
         tracing::debug!(parent: &span, latency_us, outcome = outcome.label(), "effect ended");
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (
-        payload.downcast_ref::<&str>(),
-        payload.downcast_ref::<String>(),
-    ) {
-        (Some(text), _) => (*text).to_string(),
-        (_, Some(text)) => text.clone(),
-        _ => "a panic with a non-text payload".to_string(),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::effect::{Family, Std};
-use crate::error::{EffectError, ProgramError};
+use crate::error::{EffectError, ProgramError, panic_message};
 use crate::fx::Fx;
 use crate::id::{EffectId, ProgramId};
 use crate::mailbox::{Completion, Emissions, Emitted, Kind, Mailbox};
@@ -757,17 +757,5 @@ impl<O, F: Family> Drop for Engine<O, F> {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(live)));
             }
         }
-    }
-}
-
-/// The text of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (
-        payload.downcast_ref::<&str>(),
-        payload.downcast_ref::<String>(),
-    ) {
-        (Some(text), _) => (*text).to_string(),
-        (_, Some(text)) => text.clone(),
-        _ => "a panic with a non-text payload".to_string(),
     }
 }
