@@ -258,7 +258,7 @@ impl<E: Effect<F>, F: Family> Future for Perform<'_, E, F> {
         }
         match std::mem::replace(&mut this.state, PerformState::Done) {
             PerformState::Ready(effect) => {
-                let id = mailbox.request(effect.into_request(), this.limit);
+                let id = mailbox.request(effect.into_request(), this.limit, E::NAME);
                 if mailbox.closed() {
                     // The handle outlived its program: the effect failed at once.
                     return match mailbox.take(id) {
@@ -329,6 +329,7 @@ impl<E: Effect<F>, F: Family> Future for PerformAll<'_, E, F> {
                     let id = mailbox.request_in_group(
                         effect.into_request(),
                         Limit::Default,
+                        E::NAME,
                         Some((group, position as u32)),
                     );
                     this.ids.push(id);

@@ -194,8 +194,13 @@ impl<F: Family> Mailbox<F> {
 
     /// Issues a request; the engine emits it after this resume.
     #[inline]
-    pub(crate) fn request(&mut self, request: F::Request, limit: Limit) -> EffectId {
-        self.request_in_group(request, limit, None)
+    pub(crate) fn request(
+        &mut self,
+        request: F::Request,
+        limit: Limit,
+        name: &'static str,
+    ) -> EffectId {
+        self.request_in_group(request, limit, name, None)
     }
 
     #[inline]
@@ -203,23 +208,27 @@ impl<F: Family> Mailbox<F> {
         &mut self,
         request: F::Request,
         limit: Limit,
+        name: &'static str,
         group: Option<(u32, u32)>,
     ) -> EffectId {
         if self.closed {
-            return self.refuse(F::request_name(&request), group);
+            return self.refuse(name, group);
         }
         let id = self.alloc(SlotState::Effect, group);
         // The default limit is the same for every effect and `now` never goes back, so
         // the engine keeps those in arming order in a queue of their own; an effect's
         // own limit is an ordinary timer.
         let default_at = match limit {
-            Limit::Default => self
-                .default_limit
-                .filter(|_| F::default_timeout_applies(&request))
-                .map(|d| self.now + d),
+            Limit::Default => match self.default_limit {
+                Some(d) if F::default_timeout_applies(&request) => {
+                    self.slots[id.slot as usize].limit = Some((name, d));
+                    Some(self.now + d)
+                }
+                _ => None,
+            },
             Limit::Never => None,
             Limit::After(d) => {
-                self.slots[id.slot as usize].limit = Some((F::request_name(&request), d));
+                self.slots[id.slot as usize].limit = Some((name, d));
                 let at = self.now + d;
                 self.arm(id, at, Kind::Effect);
                 None
@@ -273,16 +282,10 @@ impl<F: Family> Mailbox<F> {
     /// The effect `id` ran out of time: the driver is told to cancel it, and the
     /// error to complete it with is returned. The caller has checked
     /// [`Mailbox::is_waiting`] for an effect.
-    /// `default` names the effect and its limit when it ran out of the engine's
-    /// default limit rather than one of its own.
-    pub(crate) fn expire(
-        &mut self,
-        id: EffectId,
-        default: Option<(&'static str, Duration)>,
-    ) -> EffectError {
+    pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
         self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
-        let (effect, limit) = default
-            .or(self.slots[id.slot as usize].limit)
+        let (effect, limit) = self.slots[id.slot as usize]
+            .limit
             .unwrap_or(("an effect", Duration::ZERO));
         EffectError::timeout(
             effect,

@@ -57,23 +57,27 @@ impl<F: Family> Cx<'_, F> {
     /// The engine's default per-effect timeout applies
     /// ([`EngineConfig::effect_timeout`](crate::EngineConfig::effect_timeout)).
     pub fn request(&mut self, request: F::Request) -> EffectId {
-        self.mailbox.request(request, Limit::Default)
+        let name = F::request_name(&request);
+        self.mailbox.request(request, Limit::Default, name)
     }
 
     /// Like [`request`](Self::request), with a time limit of its own instead of the
     /// default: when `limit` passes first, the answer is a retryable `Timeout` error.
     pub fn request_timeout(&mut self, request: F::Request, limit: Duration) -> EffectId {
-        self.mailbox.request(request, Limit::After(limit))
+        let name = F::request_name(&request);
+        self.mailbox.request(request, Limit::After(limit), name)
     }
 
     /// Like [`request`](Self::request), with no time limit at all.
     pub fn request_untimed(&mut self, request: F::Request) -> EffectId {
-        self.mailbox.request(request, Limit::Never)
+        let name = F::request_name(&request);
+        self.mailbox.request(request, Limit::Never, name)
     }
 
     /// Asks for a typed effect; decode its answer with [`crate::decode`].
     pub fn perform<E: Effect<F>>(&mut self, effect: E) -> EffectId {
-        self.mailbox.request(effect.into_request(), Limit::Default)
+        self.mailbox
+            .request(effect.into_request(), Limit::Default, E::NAME)
     }
 
     /// Arms a timer that fires as [`Event::Timer`] at `at`. A timer already due fires

@@ -277,7 +277,7 @@ pub struct Engine<O, F: Family = Std> {
     /// Effects under the default time limit, in arming order, which is time order
     /// (one limit for all, and `now` never goes back): when each runs out, and its
     /// name for the error. Answered ones are shed from the front as new ones come.
-    limits: VecDeque<(Time, EffectId, &'static str)>,
+    limits: VecDeque<(Time, EffectId)>,
     /// Shed answered limits from the whole queue once it is this long.
     limits_compact_at: usize,
 }
@@ -446,13 +446,12 @@ impl<O: 'static, F: Family> Engine<O, F> {
         loop {
             // Default limits are armed only as requests leave (`poll_output`), never
             // during this call; they go before timers due at the same time.
-            if let Some(&(at, id, effect)) = self.limits.front() {
+            if let Some(&(at, id)) = self.limits.front() {
                 let timer_first = self.timers.peek().is_some_and(|(t, _)| t < at);
                 if at <= self.now && !timer_first {
                     self.limits.pop_front();
-                    let limit = self.config.effect_timeout.unwrap_or_default();
                     self.complete(id, Kind::Effect, |mailbox| {
-                        Completion::Response(Err(mailbox.expire(id, Some((effect, limit)))))
+                        Completion::Response(Err(mailbox.expire(id)))
                     });
                     continue;
                 }
@@ -470,7 +469,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 }
                 TimerTarget::Limit(id) => {
                     self.complete(id, Kind::Effect, |mailbox| {
-                        Completion::Response(Err(mailbox.expire(id, None)))
+                        Completion::Response(Err(mailbox.expire(id)))
                     });
                 }
                 TimerTarget::Deadline(program) => {
@@ -531,7 +530,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         match emitted {
             Some(Emitted::Request(id, request, default_limit)) => {
                 if let Some(at) = default_limit {
-                    self.arm_default_limit(at, id, F::request_name(&request));
+                    self.arm_default_limit(at, id);
                 }
                 return Some(Output::Request { id, request });
             }
@@ -554,7 +553,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             self.timers.pop();
         };
         self.shed_answered_limits();
-        let limit = self.limits.front().map(|&(at, _, _)| at);
+        let limit = self.limits.front().map(|&(at, _)| at);
         match (timer, limit) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
@@ -565,20 +564,20 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// and from the whole queue once it has doubled, so the queue stays within about
     /// twice the effects still waiting.
     #[inline]
-    fn arm_default_limit(&mut self, at: Time, id: EffectId, effect: &'static str) {
+    fn arm_default_limit(&mut self, at: Time, id: EffectId) {
         self.shed_answered_limits();
         if self.limits.len() >= self.limits_compact_at {
             let programs = &self.programs;
             self.limits
-                .retain(|&(_, id, _)| Self::effect_is_waiting(programs, id));
+                .retain(|&(_, id)| Self::effect_is_waiting(programs, id));
             self.limits_compact_at = (self.limits.len() * 2).max(LIMITS_COMPACT_MIN);
         }
-        self.limits.push_back((at, id, effect));
+        self.limits.push_back((at, id));
     }
 
     #[inline]
     fn shed_answered_limits(&mut self) {
-        while let Some(&(_, id, _)) = self.limits.front() {
+        while let Some(&(_, id)) = self.limits.front() {
             if Self::effect_is_waiting(&self.programs, id) {
                 break;
             }
@@ -601,7 +600,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// `poll_timeout` yet.
     pub fn timer_bound(&self) -> Option<Time> {
         let timer = self.timers.peek().map(|(at, _)| at);
-        let limit = self.limits.front().map(|&(at, _, _)| at);
+        let limit = self.limits.front().map(|&(at, _)| at);
         match (timer, limit) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
