@@ -152,6 +152,14 @@ fn refusal(extra: &str, acceptor: Acceptor) -> (HandshakeError, String) {
 // ---- handshake ----
 
 #[test]
+fn a_session_and_an_acceptor_can_move_to_the_thread_that_serves_the_connection() {
+    fn moves_between_threads<T: Send + 'static>() {}
+    moves_between_threads::<WsSession>();
+    fn shared_by_threads<T: Send + Sync + 'static>() {}
+    shared_by_threads::<Acceptor>();
+}
+
+#[test]
 fn a_valid_upgrade_from_raw_bytes_is_answered_101_with_the_rfc_accept_key() {
     let mut session = WsSession::from_raw(quiet_config(), Acceptor::new(), Time::ZERO);
     session.handle_input(Time::ZERO, &request_with(""));

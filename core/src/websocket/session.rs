@@ -52,8 +52,11 @@ pub enum WsEvent {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WsSendError {
-    /// The connection is closing or closed; nothing more can be sent.
-    #[error("the WebSocket is closed ({0:?}); nothing more can be sent")]
+    /// The connection is not open: its handshake is not done (`None`), or it is
+    /// closing or closed (how it ended, once it has).
+    #[error(
+        "the WebSocket is not open (handshake unfinished, closing or closed: {0:?}); nothing more can be sent"
+    )]
     Closed(Option<Disconnect>),
     /// The client reads too slowly: sending would queue more than
     /// `WsConfig::max_queued_bytes`. The message was dropped and the session closes
