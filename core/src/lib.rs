@@ -67,6 +67,8 @@ mod rng;
 mod run;
 pub mod schedule;
 mod time;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use combinator::{Either, join, join_all, race, race_all};
 pub use effect::{Effect, EmbedStd, Family, Std, decode};
