@@ -40,6 +40,8 @@ pub(super) enum Event {
     AckTimeout { message_id: String },
     /// The broker asked to be woken (a redelivery's time has come).
     BrokerWake,
+    /// A job's spawn time has come.
+    SpawnJob(u32),
 }
 
 /// Pending events, earliest first.

@@ -23,6 +23,7 @@ use effectful_test::trace::{
 
 mod clock;
 mod faults;
+mod jobs;
 mod messaging;
 mod scheduler;
 mod traces;
