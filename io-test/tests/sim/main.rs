@@ -28,6 +28,7 @@ mod messaging;
 mod scheduler;
 mod traces;
 mod websocket;
+mod world;
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
