@@ -126,6 +126,7 @@ pub fn fault_plan() -> impl Strategy<Value = FaultPlan> {
                     websocket_drop_rate,
                     duplicate_delivery_rate,
                     ack_timeout: Duration::from_secs(ack_timeout),
+                    ..FaultPlan::none()
                 }
             },
         )

@@ -135,6 +135,10 @@ pub enum Fault {
     /// An acknowledgement never reached the broker; its message will come again once
     /// its ack timeout passes.
     LostAck,
+    /// The service refused the effect during an outage window (it is never applied).
+    Outage,
+    /// The service restarted while the effect was on its way (it is never applied).
+    Restart,
 }
 
 /// What a simulated client did or saw.

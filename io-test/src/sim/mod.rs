@@ -177,6 +177,7 @@ where
         for script in connections {
             sim.add_connection(script);
         }
+        sim.schedule_timed_faults();
         sim
     }
 
@@ -353,6 +354,8 @@ where
             Event::AckTimeout { message_id } => self.ack_timeout(message_id),
             Event::BrokerWake => self.wake_broker(),
             Event::SpawnJob(job) => self.spawn_job(job),
+            Event::Restart(n) => self.restart(n),
+            Event::Storm(n) => self.storm(n),
         }
     }
 
@@ -421,7 +424,10 @@ where
     /// or on its way to a service; unless the fault plan fails it first.
     fn perform(&mut self, id: EffectId, request: Request) {
         let family = self.config.faults.latency.for_request(&request);
-        if self.inject_error(id, &request, family) || self.lose_ack(id, &request, family) {
+        if self.refuse_in_outage(id, &request, family)
+            || self.inject_error(id, &request, family)
+            || self.lose_ack(id, &request, family)
+        {
             return;
         }
         match request {
