@@ -26,6 +26,14 @@
 //! family is unit-tested with [`Script`](crate::script::Script), which is generic over
 //! the family.
 //!
+//! # Stepping
+//! [`Simulation::run`] runs to the end; [`Simulation::step`] handles one event (or
+//! one batch of due timers) and [`Simulation::run_until`] everything up to a time, so
+//! a test can look at the services, transcripts and results mid-run. The services are
+//! seeded before a run and read after it through [`Simulation::services_mut`] and
+//! [`Simulation::services`] (see [`Services`](crate::fake::Services) for what each
+//! fake offers).
+//!
 //! # How a connection ends
 //! The client closes or vanishes ([`ConnectionEnd`]), the program closes it
 //! (`WebSocket.Close`), or the program ends while it is still open: the server then
@@ -42,7 +50,10 @@
 //! - `services.rs`: effects on their way to the in-memory services and back, and
 //!   consumers waiting at the broker (whose behaviour lives in
 //!   [`FakeBroker`](crate::fake::FakeBroker));
-//! - `faults.rs`: fault injection from the [`FaultPlan`](crate::fault::FaultPlan);
+//! - `jobs.rs`: programs with no connection, spawned at chosen times
+//!   ([`Simulation::spawn_at`]);
+//! - `faults.rs`: fault injection from the [`FaultPlan`](crate::fault::FaultPlan),
+//!   rates and faults over time (outages, latency spikes, restarts, disconnect storms);
 //! - `recorder.rs`: the trace.
 //!
 //! ```
