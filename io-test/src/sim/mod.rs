@@ -31,7 +31,7 @@
 //! one batch of due timers) and [`Simulation::run_until`] everything up to a time, so
 //! a test can look at the services, transcripts and results mid-run. The services are
 //! seeded before a run and read after it through [`Simulation::services_mut`] and
-//! [`Simulation::services`] (see [`Services`](crate::fake::Services) for what each
+//! [`Simulation::services`] (see [`crate::fake::Services`] for what each
 //! fake offers).
 //!
 //! # How a connection ends
