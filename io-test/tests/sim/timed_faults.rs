@@ -288,3 +288,40 @@ fn a_background_worker_survives_cache_outage_windows_over_1000_seeds() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The points worker, as a property over spawn times and timed faults: every job
+    /// ends, and every job that says it awarded points left them in the cache unless a
+    /// cache restart came after it started.
+    #[test]
+    fn the_points_worker_keeps_its_promise_under_any_outages_and_restarts(
+        seed in proptest::prelude::any::<u64>(),
+        times in effectful_test::strategy::spawn_times(1..6, Duration::from_secs(120)),
+        faults in effectful_test::strategy::timed_faults(FaultPlan::none(), 2, Duration::from_secs(120)),
+    ) {
+        let last_cache_restart = faults
+            .restarts
+            .iter()
+            .filter(|r| r.service == Service::Cache)
+            .map(|r| r.at)
+            .max();
+        let mut sim = Simulation::without_connections(SimConfig { faults, ..SimConfig::new(seed) });
+        for (job, at) in times.iter().enumerate() {
+            let job = job as u32;
+            sim.spawn_at(*at, "award", move |fx| award(job, fx));
+        }
+        let report = sim.run();
+        proptest::prop_assert_eq!(report.unfinished, 0);
+        for (job, result) in sim.job_results().iter().enumerate() {
+            let started = sim.jobs().nth(job).and_then(|j| j.started);
+            if let (Some(Ok(Ok(_))), Some(started)) = (result, started) {
+                // A cache restart after the job started may have wiped what it wrote.
+                let wiped = last_cache_restart.is_some_and(|at| at >= started);
+                let kept = sim.services().cache.peek(sim.now(), &format!("points/{job}")).is_some();
+                proptest::prop_assert!(kept || wiped, "job {} awarded but its points are gone", job);
+            }
+        }
+    }
+}
