@@ -59,6 +59,7 @@ fn nonsense_runs_are_refused_before_anything_runs_with_status_2() {
         (&["--shard", "3/2"][..], "K/N"),
         (&["--shard", "0/2"][..], "K/N"),
         (&["--bogus"][..], "unknown flag"),
+        (&["--clients", "4000000000", "--duration", "1h"][..], "MiB"),
     ] {
         let output = simulate(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
