@@ -102,6 +102,7 @@ where
         let rate = self.config.faults.websocket_drop_rate;
         if rate > 0.0 && self.rng.chance(rate) {
             self.report.faults += 1;
+            self.report.fault_kinds.dropped_connections += 1;
             return true;
         }
         false
@@ -233,6 +234,7 @@ where
                 && self.rng.chance(fraction)
             {
                 self.report.faults += 1;
+                self.report.fault_kinds.dropped_connections += 1;
                 self.end_connection(connection, ConnectionState::Vanished);
             }
         }
@@ -241,6 +243,14 @@ where
     /// Counts and records a fault injected into effect `id`.
     fn injected(&mut self, id: EffectId, fault: Fault) {
         self.report.faults += 1;
+        let kinds = &mut self.report.fault_kinds;
+        match fault {
+            Fault::Error => kinds.errors += 1,
+            Fault::LostAnswer => kinds.lost_answers += 1,
+            Fault::LostAck => kinds.lost_acks += 1,
+            Fault::Outage => kinds.outages += 1,
+            Fault::Restart => kinds.restarts += 1,
+        }
         let at = self.now;
         self.trace.record(|| TraceRecord::Fault { at, id, fault });
     }

@@ -166,6 +166,7 @@ fn a_database_restart_keeps_what_was_committed_and_aborts_what_was_in_flight() {
         .collect();
     assert_eq!(emails, vec!["u1@example.com"]);
     assert_eq!(report.faults, 1);
+    assert_eq!(report.fault_kinds.restarts, 1);
 }
 
 #[test]
@@ -191,6 +192,7 @@ fn a_disconnect_storm_of_fraction_one_drops_every_open_connection_at_its_time() 
         ]
     );
     assert_eq!(report.faults, 2);
+    assert_eq!(report.fault_kinds.dropped_connections, 2);
     for t in &sim.transcripts()[..2] {
         assert_eq!(t.finished, Some(secs(5)));
     }

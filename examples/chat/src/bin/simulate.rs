@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use effectful_chat::sim::{ChatSimConfig, run_chat};
 use effectful_test::fault::FaultPlan;
 use effectful_test::seed;
+use effectful_test::sim::FaultCounts;
 use effectful_test::trace::{first_divergence, write_trace};
 
 struct Args {
@@ -238,6 +239,7 @@ fn main() -> ExitCode {
     let (mut effects, mut simulated, mut violations, mut seeds_run, mut acked, mut faults) =
         (0u64, Duration::ZERO, 0usize, 0u64, 0usize, 0u64);
     let mut failed_seeds = 0u64;
+    let mut fault_kinds = FaultCounts::default();
     let mut trace_written = None;
     let total = args.seeds.end - args.seeds.start;
     let terminal = std::io::stderr().is_terminal();
@@ -265,6 +267,7 @@ fn main() -> ExitCode {
         simulated += run.report.simulated;
         acked += run.acked;
         faults += run.report.faults;
+        fault_kinds += run.report.fault_kinds;
         let failed = !run.violations.is_empty();
         let last = seed + 1 == args.seeds.end;
         if let (Some(path), Some(file)) = (&args.trace, &trace_file) {
@@ -338,12 +341,18 @@ fn main() -> ExitCode {
             .as_deref()
             .map_or("null".to_owned(), |p| format!("{p:?}"));
         println!(
-            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"effects\":{effects},\"acknowledged\":{acked},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
+            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"fault_kinds\":{{\"errors\":{},\"lost_answers\":{},\"lost_acks\":{},\"outages\":{},\"restarts\":{},\"dropped_connections\":{}}},\"effects\":{effects},\"acknowledged\":{acked},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
             args.seeds.start,
             args.seeds.end,
             args.clients,
             args.swarm,
             fault_mode,
+            fault_kinds.errors,
+            fault_kinds.lost_answers,
+            fault_kinds.lost_acks,
+            fault_kinds.outages,
+            fault_kinds.restarts,
+            fault_kinds.dropped_connections,
             simulated.as_secs_f64(),
             wall.as_secs_f64(),
         );
@@ -363,6 +372,9 @@ fn main() -> ExitCode {
         if args.swarm { " (at most; swarm)" } else { "" }
     );
     println!("faults:                    {fault_mode}, {faults} injected");
+    if faults > 0 {
+        println!("  by kind:                 {fault_kinds}");
+    }
     println!("simulated effects:         {effects}");
     println!(
         "acknowledged messages:     {acked} (confirmed to their sender; each checked stored once)"
