@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use effectful::effect::Request;
-use effectful::{Rng, duration_nanos};
+use effectful::{Rng, Time, duration_nanos};
 use serde::{Deserialize, Serialize};
 
 /// One number per effect family.
@@ -58,6 +58,126 @@ impl<T: Copy> PerFamily<T> {
             Request::Metrics(_) => self.metrics,
         }
     }
+}
+
+/// A service behind an effect family, for faults that strike one service over time
+/// (WebSocket clients have their own: [`DisconnectStorm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Service {
+    /// The database (PostgreSQL).
+    Database,
+    /// The cache (Redis without persistence).
+    Cache,
+    /// The message broker (Pulsar).
+    Messaging,
+    /// Object storage (S3).
+    Storage,
+    /// The auth service.
+    Auth,
+    /// The system (clock, UUIDs).
+    System,
+    /// The metrics registry.
+    Metrics,
+}
+
+impl Service {
+    /// Every service, in declaration order.
+    pub const ALL: [Service; 7] = [
+        Service::Database,
+        Service::Cache,
+        Service::Messaging,
+        Service::Storage,
+        Service::Auth,
+        Service::System,
+        Service::Metrics,
+    ];
+
+    /// The service `request` goes to; `None` for WebSocket effects.
+    pub fn of(request: &Request) -> Option<Service> {
+        Some(match request {
+            Request::WebSocket(_) => return None,
+            Request::Database(_) => Service::Database,
+            Request::Cache(_) => Service::Cache,
+            Request::Messaging(_) => Service::Messaging,
+            Request::Storage(_) => Service::Storage,
+            Request::Auth(_) => Service::Auth,
+            Request::System(_) => Service::System,
+            Request::Metrics(_) => Service::Metrics,
+        })
+    }
+}
+
+/// A span of simulated time: from `from` (inclusive) until `until` (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When it starts.
+    pub from: Time,
+    /// When it is over.
+    pub until: Time,
+}
+
+impl Window {
+    /// The window from `from` until `until` (empty if `until <= from`).
+    pub const fn new(from: Time, until: Time) -> Window {
+        Window { from, until }
+    }
+
+    /// Whether `at` falls in the window.
+    pub fn contains(&self, at: Time) -> bool {
+        self.from <= at && at < self.until
+    }
+}
+
+/// A service refuses connections for a while: every effect issued to it during
+/// `window` fails with a retryable connection error after one latency draw, and is
+/// never applied ("the database refuses connections from 30 s to 60 s").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    /// Which service.
+    pub service: Service,
+    /// When.
+    pub window: Window,
+}
+
+/// A service is slow for a while: every effect issued to it during `window` takes
+/// `extra` longer (added to its latency draw, split across both legs as the draw is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySpike {
+    /// Which service.
+    pub service: Service,
+    /// When.
+    pub window: Window,
+    /// How much longer each effect takes.
+    pub extra: Duration,
+}
+
+/// A service restarts at `at`, losing what the real one loses:
+///
+/// - every request on its way there and not yet applied fails with a retryable
+///   connection error (it is never applied), whatever the service;
+/// - the cache (Redis without persistence) loses every key;
+/// - the broker keeps its topics and subscriptions (Pulsar persists them) but every
+///   message in flight goes back for redelivery, as when its consumers' connections
+///   drop;
+/// - the database (PostgreSQL) keeps everything committed: it loses only what was in
+///   flight; storage, auth, system and metrics keep their state likewise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// Which service.
+    pub service: Service,
+    /// When.
+    pub at: Time,
+}
+
+/// At `at`, each open WebSocket connection vanishes (close code 1006) with
+/// probability `fraction`: a load balancer restart, a network partition.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisconnectStorm {
+    /// When.
+    pub at: Time,
+    /// The share of open connections that drop, in `[0, 1]`.
+    pub fraction: f64,
 }
 
 /// How long a service takes to answer: `base`, plus a uniform draw in `[0, jitter]`,
@@ -155,6 +275,18 @@ pub struct FaultPlan {
     /// How long after a lost acknowledgement was sent the broker redelivers its
     /// message, if it is still in flight (Pulsar's per-message ack timeout).
     pub ack_timeout: Duration,
+    /// Services that refuse connections for a while.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<Outage>,
+    /// Services that are slow for a while.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_spikes: Vec<LatencySpike>,
+    /// Services that restart, losing what the real service loses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
+    /// Moments when many WebSocket clients drop at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disconnect_storms: Vec<DisconnectStorm>,
 }
 
 impl FaultPlan {
@@ -167,6 +299,10 @@ impl FaultPlan {
             websocket_drop_rate: 0.0,
             duplicate_delivery_rate: 0.0,
             ack_timeout: Duration::from_secs(30),
+            outages: Vec::new(),
+            latency_spikes: Vec::new(),
+            restarts: Vec::new(),
+            disconnect_storms: Vec::new(),
         }
     }
 
@@ -202,6 +338,10 @@ impl FaultPlan {
             websocket_drop_rate: 0.01,
             duplicate_delivery_rate: 0.02,
             ack_timeout: Duration::from_secs(30),
+            outages: Vec::new(),
+            latency_spikes: Vec::new(),
+            restarts: Vec::new(),
+            disconnect_storms: Vec::new(),
         }
     }
 
@@ -257,7 +397,82 @@ impl FaultPlan {
             websocket_drop_rate,
             duplicate_delivery_rate,
             ack_timeout: Duration::from_secs(30),
+            outages: Vec::new(),
+            latency_spikes: Vec::new(),
+            restarts: Vec::new(),
+            disconnect_storms: Vec::new(),
         }
+    }
+}
+
+impl FaultPlan {
+    /// The same plan with `service` refusing connections during `window`.
+    pub fn with_outage(mut self, service: Service, window: Window) -> FaultPlan {
+        self.outages.push(Outage { service, window });
+        self
+    }
+
+    /// The same plan with `service` slower by `extra` during `window`.
+    pub fn with_latency_spike(
+        mut self,
+        service: Service,
+        window: Window,
+        extra: Duration,
+    ) -> FaultPlan {
+        self.latency_spikes.push(LatencySpike {
+            service,
+            window,
+            extra,
+        });
+        self
+    }
+
+    /// The same plan with `service` restarting at `at`.
+    pub fn with_restart(mut self, service: Service, at: Time) -> FaultPlan {
+        self.restarts.push(Restart { service, at });
+        self
+    }
+
+    /// The same plan with a share `fraction` of open connections dropping at `at`.
+    pub fn with_disconnect_storm(mut self, at: Time, fraction: f64) -> FaultPlan {
+        self.disconnect_storms
+            .push(DisconnectStorm { at, fraction });
+        self
+    }
+
+    /// [`FaultPlan::swarm`], plus faults over time drawn within the first `horizon`
+    /// of the run: often none, sometimes an outage, a latency spike, a restart or a
+    /// disconnect storm (each drawn after the rates, so the rates are the same as
+    /// `swarm` gives for the same generator).
+    pub fn swarm_over(rng: &mut Rng, horizon: Duration) -> FaultPlan {
+        let mut plan = FaultPlan::swarm(rng);
+        let horizon = duration_nanos(horizon).max(1);
+        let at = |rng: &mut Rng| Time::from_nanos(rng.below(horizon));
+        let window = |rng: &mut Rng| {
+            let from = at(rng);
+            let length = Duration::from_millis(1_000 + rng.below(60_000));
+            Window::new(from, from.saturating_add(length))
+        };
+        let service = |rng: &mut Rng| Service::ALL[rng.below(Service::ALL.len() as u64) as usize];
+        if rng.below(4) == 0 {
+            let (s, w) = (service(rng), window(rng));
+            plan = plan.with_outage(s, w);
+        }
+        if rng.below(4) == 0 {
+            let (s, w) = (service(rng), window(rng));
+            let extra = Duration::from_millis(rng.below(5_000));
+            plan = plan.with_latency_spike(s, w, extra);
+        }
+        if rng.below(4) == 0 {
+            let (s, t) = (service(rng), at(rng));
+            plan = plan.with_restart(s, t);
+        }
+        if rng.below(4) == 0 {
+            let t = at(rng);
+            let fraction = rng.unit_f64();
+            plan = plan.with_disconnect_storm(t, fraction);
+        }
+        plan
     }
 }
 

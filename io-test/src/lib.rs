@@ -33,6 +33,10 @@ pub mod trace;
 /// this path is kept for the simulator's users.
 pub use effectful::memory as fake;
 
+/// The `uuid` crate the effect types use (user ids, request ids), re-exported so
+/// tests need no dependency of their own that must match its version.
+pub use uuid;
+
 pub use script::{
     IntoResponse, Script, ScriptFailure, ScriptRun, assert_script, assert_script_program,
 };

@@ -410,6 +410,29 @@ where
         self.drive(|engine, now| engine.spawn_async(now, make))
     }
 
+    /// Runs an async program against the script and returns its value; a failure
+    /// panics with the [`ScriptFailure`]'s `Display` (what was expected, what came,
+    /// a diff), not its `Debug` dump as `run(..).unwrap()` would. For use in tests.
+    #[track_caller]
+    pub fn assert_run<O, Fut, Mk>(self, make: Mk) -> O
+    where
+        O: 'static,
+        Mk: FnOnce(Fx<F>) -> Fut,
+        Fut: Future<Output = O> + 'static,
+    {
+        assert_script(self, make)
+    }
+
+    /// [`assert_run`](Self::assert_run) for a hand-written program.
+    #[track_caller]
+    pub fn assert_run_program<P>(self, program: P) -> P::Output
+    where
+        P: Program<F> + 'static,
+        P::Output: 'static,
+    {
+        assert_script_program(self, program)
+    }
+
     /// Runs a hand-written program against the script. Returns its value.
     pub fn run_program<P>(self, program: P) -> Result<P::Output, ScriptFailure>
     where

@@ -118,6 +118,81 @@ pub fn reproduce_message(seed: u64, command: &str) -> String {
     format!("seed {seed} failed; reproduce with: {SEED_VAR}={seed} {command}")
 }
 
+/// A seed that failed in [`try_seeds`]: which, why, and how to rerun it alone.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("seed {seed} failed: {message}\nreproduce with: {command}")]
+pub struct SeedFailure {
+    /// The seed.
+    pub seed: u64,
+    /// What the check said.
+    pub message: String,
+    /// The one command that reruns this seed alone.
+    pub command: String,
+}
+
+/// Runs `check` on every seed of `default`, or only on the seed `EFFECTFUL_SEED`
+/// names; panics at the first failing seed with its message and the one command that
+/// reruns it (`EFFECTFUL_SEED=<n> cargo test -p <package> -- <test> --exact`), and on
+/// an `EFFECTFUL_SEED` that is not a seed. Returns how many seeds ran. For use in
+/// tests:
+///
+/// ```
+/// use effectful_test::seed::run_seeds;
+///
+/// run_seeds(0..100, |seed| {
+///     if seed * 2 / 2 == seed { Ok(()) } else { Err(format!("{seed} does not halve")) }
+/// });
+/// ```
+#[track_caller]
+pub fn run_seeds<E: std::fmt::Display>(
+    default: Range<u64>,
+    check: impl FnMut(u64) -> Result<(), E>,
+) -> u64 {
+    let seeds = match seeds_from_env(default) {
+        Ok(seeds) => seeds,
+        Err(error) => panic!("{error}"),
+    };
+    match try_seeds(seeds, &rerun_command(), check) {
+        Ok(ran) => ran,
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// Runs `check` on every seed of `seeds` in order; stops at the first failure, which
+/// says how to rerun it: `EFFECTFUL_SEED=<n> <command>`. Returns how many seeds ran.
+pub fn try_seeds<E: std::fmt::Display>(
+    seeds: Range<u64>,
+    command: &str,
+    mut check: impl FnMut(u64) -> Result<(), E>,
+) -> Result<u64, SeedFailure> {
+    let mut ran = 0;
+    for seed in seeds {
+        ran += 1;
+        if let Err(error) = check(seed) {
+            return Err(SeedFailure {
+                seed,
+                message: error.to_string(),
+                command: format!("{SEED_VAR}={seed} {command}"),
+            });
+        }
+    }
+    Ok(ran)
+}
+
+/// The command that reruns the current test: the package cargo runs it for, and the
+/// test's name (libtest names each test's thread after it).
+fn rerun_command() -> String {
+    let package = std::env::var("CARGO_PKG_NAME").ok();
+    let test = std::thread::current().name().map(str::to_owned);
+    match (package, test) {
+        (Some(package), Some(test)) if test != "main" => {
+            format!("cargo test -p {package} -- {test} --exact")
+        }
+        (Some(package), _) => format!("cargo test -p {package}"),
+        _ => "cargo test".to_owned(),
+    }
+}
+
 /// Parses `A..B` (B exclusive) or a single `N`; refuses a range with no seed in it.
 pub fn parse_range(text: &str) -> Result<Range<u64>, SeedError> {
     let parse = |s: &str| {

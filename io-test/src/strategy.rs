@@ -1,4 +1,5 @@
-//! proptest strategies for simulations: fault plans, latencies, client connections.
+//! proptest strategies for simulations: fault plans (with faults over time), latencies,
+//! client connections, and spawn times for programs with no connection.
 //!
 //! With them, a property test of your own program is a few lines: let proptest choose
 //! the world, run the simulation, assert what must always hold. A failing case shrinks
@@ -47,7 +48,7 @@ use effectful::Time;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::fault::{FaultPlan, Latency, PerFamily};
+use crate::fault::{FaultPlan, Latency, Outage, PerFamily, Restart, Service, Window};
 use crate::sim::{Connection, ConnectionEnd};
 
 /// A latency: up to 20 ms base, 50 ms jitter, occasional spikes up to 3 s.
@@ -126,6 +127,7 @@ pub fn fault_plan() -> impl Strategy<Value = FaultPlan> {
                     websocket_drop_rate,
                     duplicate_delivery_rate,
                     ack_timeout: Duration::from_secs(ack_timeout),
+                    ..FaultPlan::none()
                 }
             },
         )
@@ -172,4 +174,63 @@ pub fn connections(
             .map(|client| connection(client, message.clone()))
             .collect::<Vec<_>>()
     })
+}
+
+/// Spawn times for `count` programs with no connection, each within `horizon`; they
+/// shrink towards fewer programs, all at time zero.
+pub fn spawn_times(
+    count: std::ops::Range<usize>,
+    horizon: Duration,
+) -> impl Strategy<Value = Vec<Time>> {
+    let max = u64::try_from(horizon.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    vec((0..max).prop_map(Time::from_millis), count)
+}
+
+/// A service (never WebSocket: its faults are drops and storms).
+pub fn service() -> impl Strategy<Value = Service> {
+    proptest::sample::select(Service::ALL.to_vec())
+}
+
+/// A window starting within `horizon` and lasting up to a minute; it shrinks towards
+/// a short window at time zero.
+pub fn window(horizon: Duration) -> impl Strategy<Value = Window> {
+    let max = u64::try_from(horizon.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    (0..max, 0u64..60_000).prop_map(|(from, length)| {
+        let from = Time::from_millis(from);
+        Window::new(from, from.saturating_add(Duration::from_millis(length)))
+    })
+}
+
+/// Up to `max` outages and up to `max` restarts within `horizon`, added to `plan`;
+/// they shrink towards none.
+pub fn timed_faults(
+    plan: FaultPlan,
+    max: usize,
+    horizon: Duration,
+) -> impl Strategy<Value = FaultPlan> {
+    let most = u64::try_from(horizon.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    (
+        vec((service(), window(horizon)), 0..=max),
+        vec((service(), 0..most), 0..=max),
+    )
+        .prop_map(move |(outages, restarts)| FaultPlan {
+            outages: outages
+                .into_iter()
+                .map(|(service, window)| Outage { service, window })
+                .collect(),
+            restarts: restarts
+                .into_iter()
+                .map(|(service, at)| Restart {
+                    service,
+                    at: Time::from_millis(at),
+                })
+                .collect(),
+            ..plan.clone()
+        })
 }

@@ -46,6 +46,16 @@ pub enum TraceRecord {
         /// The connection (client session) it serves.
         connection: u32,
     },
+    /// Input: a program with no connection (a job the simulation spawned at a chosen
+    /// time) was spawned.
+    SpawnJob {
+        /// When.
+        at: Time,
+        /// The id the engine gave it.
+        program: ProgramId,
+        /// The job's index (the order it was added to the simulation).
+        job: u32,
+    },
     /// Input: the driver aborted a program.
     Abort {
         /// When.
@@ -125,6 +135,10 @@ pub enum Fault {
     /// An acknowledgement never reached the broker; its message will come again once
     /// its ack timeout passes.
     LostAck,
+    /// The service refused the effect during an outage window (it is never applied).
+    Outage,
+    /// The service restarted while the effect was on its way (it is never applied).
+    Restart,
 }
 
 /// What a simulated client did or saw.
@@ -152,6 +166,7 @@ impl TraceRecord {
         matches!(
             self,
             TraceRecord::Spawn { .. }
+                | TraceRecord::SpawnJob { .. }
                 | TraceRecord::Abort { .. }
                 | TraceRecord::Response { .. }
                 | TraceRecord::Timeout { .. }
@@ -350,6 +365,15 @@ pub enum ReplayError {
         /// The 0-based index of the first record after the end record.
         index: usize,
     },
+    /// The trace spawns a job, but the replay was given no program for jobs.
+    #[error(
+        "the trace spawns job {index}, a program with no connection; replay it with \
+         trace::replay_with_jobs, giving the program each job index runs"
+    )]
+    JobWithoutProgram {
+        /// The job's index.
+        index: u32,
+    },
     /// The engine did something other than what the trace recorded.
     #[error(
         "replay diverged from the trace at record {index}:\n  recorded: {expected}\n  replayed: {got}"
@@ -399,10 +423,44 @@ pub fn check_complete(records: &[TraceRecord]) -> Result<(), ReplayError> {
 
 /// Replays `records` against a fresh engine running `program` for each spawned
 /// connection; fails at the first output that differs from the record, and before
-/// anything runs if the trace is not whole (see [`check_complete`]).
+/// anything runs if the trace is not whole (see [`check_complete`]). A trace with
+/// jobs ([`Simulation::spawn_at`](crate::sim::Simulation::spawn_at)) replays with
+/// [`replay_with_jobs`].
 pub fn replay<O, Fut>(
     records: &[TraceRecord],
+    program: impl FnMut(u32, Fx) -> Fut,
+) -> Result<ReplayStats, ReplayError>
+where
+    O: fmt::Debug + 'static,
+    Fut: Future<Output = O> + 'static,
+{
+    replay_hosts(records, program, None)
+}
+
+/// [`replay`] for a simulation that also spawned jobs: `job(job_index, fx)` makes
+/// the program of each recorded job spawn (the same program the simulation's
+/// [`spawn_at`](crate::sim::Simulation::spawn_at) was given for that index).
+pub fn replay_with_jobs<O, Fut, JobFut>(
+    records: &[TraceRecord],
+    program: impl FnMut(u32, Fx) -> Fut,
+    mut job: impl FnMut(u32, Fx) -> JobFut,
+) -> Result<ReplayStats, ReplayError>
+where
+    O: fmt::Debug + 'static,
+    Fut: Future<Output = O> + 'static,
+    JobFut: Future<Output = O> + 'static,
+{
+    let mut boxed = |index: u32, fx: Fx| -> BoxedProgram<O> { Box::pin(job(index, fx)) };
+    replay_hosts(records, program, Some(&mut boxed))
+}
+
+/// A job's program, boxed so that replay takes any job maker.
+type BoxedProgram<O> = std::pin::Pin<Box<dyn Future<Output = O>>>;
+
+fn replay_hosts<O, Fut>(
+    records: &[TraceRecord],
     mut program: impl FnMut(u32, Fx) -> Fut,
+    mut job: Option<&mut dyn FnMut(u32, Fx) -> BoxedProgram<O>>,
 ) -> Result<ReplayStats, ReplayError>
 where
     O: fmt::Debug + 'static,
@@ -447,6 +505,19 @@ where
                 connection,
             } => {
                 let spawned = engine.spawn_async(*at, |fx| program(*connection, fx));
+                if spawned != *id {
+                    return Err(mismatch(format!("a spawn that got id {spawned}")));
+                }
+            }
+            TraceRecord::SpawnJob {
+                at,
+                program: id,
+                job: index,
+            } => {
+                let Some(job) = job.as_mut() else {
+                    return Err(ReplayError::JobWithoutProgram { index: *index });
+                };
+                let spawned = engine.spawn_async(*at, |fx| job(*index, fx));
                 if spawned != *id {
                     return Err(mismatch(format!("a spawn that got id {spawned}")));
                 }

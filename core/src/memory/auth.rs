@@ -21,6 +21,21 @@ struct TokenRecord {
     revoked: bool,
 }
 
+/// One token as [`FakeAuth::tokens`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedToken<'a> {
+    /// The token.
+    pub token: &'a str,
+    /// Whose it is.
+    pub user_id: Uuid,
+    /// Its claims.
+    pub claims: &'a BTreeMap<String, String>,
+    /// When it expires (simulated time).
+    pub expires_at: Time,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
 /// What a token is worth at some time.
 enum TokenState<'a> {
     Valid(&'a TokenRecord),
@@ -153,6 +168,17 @@ impl FakeAuth {
                 reason: "unknown token".to_owned(),
             },
         }
+    }
+
+    /// Every token issued, in token order, revoked and expired ones included.
+    pub fn tokens(&self) -> impl Iterator<Item = IssuedToken<'_>> {
+        self.tokens.iter().map(|(token, r)| IssuedToken {
+            token,
+            user_id: r.user_id,
+            claims: &r.claims,
+            expires_at: r.expires_at,
+            revoked: r.revoked,
+        })
     }
 
     /// How many tokens were issued and not revoked (expired ones included).

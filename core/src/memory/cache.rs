@@ -167,6 +167,46 @@ impl FakeCache {
             .map(|e| e.expires_at.map(|at| ceil_secs(at - now)))
     }
 
+    /// Writes `value` under `key` as `PutCachedValue` at `now` would, with a time to
+    /// live in whole seconds (`None`: it never expires), for setting a scenario up.
+    /// A time to live of 0 is refused as `SET ... EX 0` is.
+    pub fn seed(
+        &mut self,
+        now: Time,
+        key: impl Into<String>,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<(), EffectError> {
+        self.put(
+            now,
+            <PutCachedValue as Effect<Std>>::NAME,
+            key.into(),
+            Value::Bytes(value),
+            ttl_seconds,
+        )
+    }
+
+    /// Every key live at `now`, in key order, with the time it expires at (`None`:
+    /// never).
+    pub fn keys(&self, now: Time) -> impl Iterator<Item = (&str, Option<Time>)> {
+        self.entries
+            .values()
+            .filter(move |e| !e.is_expired(now))
+            .map(|e| (&*e.key, e.expires_at))
+    }
+
+    /// Loses every key, as a Redis restart without persistence does: afterwards every
+    /// key reads as `NotFound` (not `Expired` or `Evicted`: nothing remembers it).
+    pub fn restart(&mut self) {
+        let max_entries = self.max_entries;
+        let evictions = self.evictions;
+        *self = FakeCache {
+            max_entries,
+            evictions,
+            ..FakeCache::default()
+        };
+    }
+
     /// How many keys were evicted to make room so far.
     pub fn evictions(&self) -> u64 {
         self.evictions

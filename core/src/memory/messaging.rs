@@ -94,6 +94,19 @@ impl Group {
     }
 }
 
+/// One message as [`FakeBroker::published`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedMessage<'a> {
+    /// The id `PublishMessage` answered (`msg-{n}`).
+    pub message_id: String,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// Its properties.
+    pub properties: &'a BTreeMap<String, String>,
+    /// When it was published (wall clock).
+    pub publish_time: Timestamp,
+}
+
 /// A Pulsar-like broker: topics, consumer groups, acknowledgements and redelivery.
 ///
 /// # Subscriptions
@@ -233,6 +246,26 @@ impl FakeBroker {
                 Group::new(topic.to_owned(), cursor),
             );
         }
+    }
+
+    /// The messages published to `topic` so far, in publish order (every one, acked or
+    /// not: the broker retains its topics).
+    pub fn published(&self, topic: &str) -> impl Iterator<Item = PublishedMessage<'_>> {
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .map(|m| PublishedMessage {
+                message_id: format!("msg-{}", m.seq),
+                payload: &m.payload,
+                properties: &m.properties,
+                publish_time: m.publish_time,
+            })
+    }
+
+    /// Every topic a message was published to, in name order.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
     }
 
     /// The next message available to `request.subscription` at `now`, now in flight;

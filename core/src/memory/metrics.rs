@@ -205,7 +205,20 @@ impl FakeMetrics {
         self.metrics.get(name).map(|m| m.kind)
     }
 
-    /// How many series `name` has.
+    /// Every registered metric's name, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.metrics.keys().map(String::as_str)
+    }
+
+    /// Every series of metric `name` (all of them when `None`), as samples.
+    pub fn series(&self, name: Option<&str>) -> Vec<MetricSample> {
+        self.query(&QueryMetrics {
+            name: name.map(str::to_owned),
+            labels: Labels::default(),
+        })
+    }
+
+    /// How many series metric `name` has.
     pub fn series_count(&self, name: &str) -> usize {
         self.metrics.get(name).map_or(0, |m| m.series.len())
     }

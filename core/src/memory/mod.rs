@@ -42,10 +42,10 @@ mod parking;
 mod storage;
 mod system;
 
-pub use auth::FakeAuth;
+pub use auth::{FakeAuth, IssuedToken};
 pub use cache::FakeCache;
 pub use database::FakeDatabase;
-pub use messaging::{DEFAULT_MAX_PAYLOAD_BYTES, FakeBroker};
+pub use messaging::{DEFAULT_MAX_PAYLOAD_BYTES, FakeBroker, PublishedMessage};
 pub use metrics::{DEFAULT_MAX_SERIES, FakeMetrics, MetricKind, RegisterError};
 pub use parking::Consumed;
 pub use storage::{FakeStorage, MAX_KEYS_LIMIT};
@@ -81,6 +81,30 @@ pub enum Handled {
 ///
 /// The fields are public: tests inspect and configure each fake directly (for example
 /// `services.metrics = FakeMetrics::new()` to require registration).
+///
+/// # Seeding the world, and reading it back
+/// Before a run (or between steps of one), set up:
+/// - rows: [`FakeDatabase::create_user`], or any database request through
+///   [`Services::handle`] (a message saved as the program would save it);
+/// - cache entries with their time to live: [`FakeCache::seed`];
+/// - topics and subscriptions: [`FakeBroker::subscribe`] (`"{topic}/{group}"`), and
+///   messages already published through [`Services::handle`] with a `PublishMessage`;
+/// - buckets and objects: [`FakeStorage::with_buckets`], then a `PutObject` through
+///   [`Services::handle`]; tokens: [`FakeAuth::issue`]; metrics:
+///   [`FakeMetrics::register`].
+///
+/// After it, query every fake:
+/// - rows: [`FakeDatabase::users`], [`FakeDatabase::messages_for_user`],
+///   [`FakeDatabase::message_count`];
+/// - cache keys with their expiry: [`FakeCache::keys`], [`FakeCache::peek`],
+///   [`FakeCache::ttl_remaining`];
+/// - messages published to a topic: [`FakeBroker::published`], [`FakeBroker::topics`],
+///   and per subscription [`FakeBroker::in_flight`] and
+///   [`FakeBroker::unacknowledged`];
+/// - objects: [`FakeStorage::buckets`], [`FakeStorage::objects`],
+///   [`FakeStorage::object`];
+/// - tokens: [`FakeAuth::tokens`]; metric series: [`FakeMetrics::names`],
+///   [`FakeMetrics::series`], [`FakeMetrics::sample`].
 #[derive(Clone, Debug)]
 pub struct Services {
     /// Users and chat messages.

@@ -123,6 +123,19 @@ impl FakeStorage {
         }
     }
 
+    /// Every bucket, in name order.
+    pub fn buckets(&self) -> impl Iterator<Item = &str> {
+        self.buckets.keys().map(String::as_str)
+    }
+
+    /// Every object in `bucket`, in key order, with its key.
+    pub fn objects(&self, bucket: &str) -> impl Iterator<Item = (&str, &StoredObject)> {
+        self.buckets
+            .get(bucket)
+            .into_iter()
+            .flat_map(|b| b.objects.iter().map(|(k, o)| (k.as_str(), o)))
+    }
+
     /// The object under `key` in `bucket`, if any.
     pub fn object(&self, bucket: &str, key: &str) -> Option<&StoredObject> {
         self.buckets.get(bucket)?.objects.get(key)

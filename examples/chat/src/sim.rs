@@ -60,7 +60,7 @@ impl ChatSimConfig {
     pub fn swarm(seed: u64, max_clients: u32, duration: Duration) -> ChatSimConfig {
         let mut rng = Rng::derive(seed, "chat_sim.swarm", 0);
         let clients = 1 + rng.below(u64::from(max_clients.max(1))) as u32;
-        let faults = FaultPlan::swarm(&mut rng);
+        let faults = FaultPlan::swarm_over(&mut rng, duration);
         ChatSimConfig {
             faults,
             ..ChatSimConfig::new(seed, clients, duration)

@@ -229,7 +229,7 @@ where
         self.end_connection(connection, state);
     }
 
-    fn end_connection(&mut self, connection: u32, state: ConnectionState) {
+    pub(super) fn end_connection(&mut self, connection: u32, state: ConnectionState) {
         let now = self.now;
         let conn = &mut self.connections[connection as usize];
         conn.state = state;

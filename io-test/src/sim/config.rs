@@ -41,6 +41,9 @@ pub struct SimReport {
     pub effects: u64,
     /// Faults injected.
     pub faults: u64,
+    /// The same faults, by kind.
+    #[serde(default)]
+    pub fault_kinds: FaultCounts,
     /// Programs spawned.
     pub programs: u64,
     /// Programs that never finished (must be 0 when every program has a deadline).
@@ -49,6 +52,49 @@ pub struct SimReport {
     pub late: u64,
     /// The simulated time when the last event happened.
     pub simulated: Duration,
+}
+
+/// Faults injected, by kind (they add up to [`SimReport::faults`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Effects failed before the service saw them (the plan's error rates).
+    pub errors: u64,
+    /// Answers lost after the service applied the effect.
+    pub lost_answers: u64,
+    /// Acknowledgements lost on their way to the broker.
+    pub lost_acks: u64,
+    /// Effects refused during an outage window.
+    pub outages: u64,
+    /// Effects on their way to a service when it restarted.
+    pub restarts: u64,
+    /// Client connections dropped (the drop rate, and disconnect storms).
+    pub dropped_connections: u64,
+}
+
+impl fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} errors, {} lost answers, {} lost acks, {} refused in outages, {} lost in restarts, {} dropped connections",
+            self.errors,
+            self.lost_answers,
+            self.lost_acks,
+            self.outages,
+            self.restarts,
+            self.dropped_connections
+        )
+    }
+}
+
+impl std::ops::AddAssign for FaultCounts {
+    fn add_assign(&mut self, other: FaultCounts) {
+        self.errors += other.errors;
+        self.lost_answers += other.lost_answers;
+        self.lost_acks += other.lost_acks;
+        self.outages += other.outages;
+        self.restarts += other.restarts;
+        self.dropped_connections += other.dropped_connections;
+    }
 }
 
 impl fmt::Display for SimReport {

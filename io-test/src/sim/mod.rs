@@ -26,6 +26,14 @@
 //! family is unit-tested with [`Script`](crate::script::Script), which is generic over
 //! the family.
 //!
+//! # Stepping
+//! [`Simulation::run`] runs to the end; [`Simulation::step`] handles one event (or
+//! one batch of due timers) and [`Simulation::run_until`] everything up to a time, so
+//! a test can look at the services, transcripts and results mid-run. The services are
+//! seeded before a run and read after it through [`Simulation::services_mut`] and
+//! [`Simulation::services`] (see [`crate::fake::Services`] for what each
+//! fake offers).
+//!
 //! # How a connection ends
 //! The client closes or vanishes ([`ConnectionEnd`]), the program closes it
 //! (`WebSocket.Close`), or the program ends while it is still open: the server then
@@ -42,7 +50,10 @@
 //! - `services.rs`: effects on their way to the in-memory services and back, and
 //!   consumers waiting at the broker (whose behaviour lives in
 //!   [`FakeBroker`](crate::fake::FakeBroker));
-//! - `faults.rs`: fault injection from the [`FaultPlan`](crate::fault::FaultPlan);
+//! - `jobs.rs`: programs with no connection, spawned at chosen times
+//!   ([`Simulation::spawn_at`]);
+//! - `faults.rs`: fault injection from the [`FaultPlan`](crate::fault::FaultPlan),
+//!   rates and faults over time (outages, latency spikes, restarts, disconnect storms);
 //! - `recorder.rs`: the trace.
 //!
 //! ```
@@ -92,20 +103,28 @@ use crate::trace::TraceRecord;
 mod client;
 mod config;
 mod faults;
+mod jobs;
 mod queue;
 mod recorder;
 mod services;
 
 pub use client::{Connection, ConnectionEnd, ConnectionState, Transcript};
-pub use config::{SimConfig, SimReport};
+pub use config::{FaultCounts, SimConfig, SimReport};
+pub use jobs::{Job, NoConnections};
+
+use jobs::JobSim;
 
 use client::ConnectionSim;
 use queue::{Event, EventQueue};
 use recorder::Recorder;
 
-/// A whole-system simulation of `program` serving `connections`.
+/// A whole-system simulation of `program` serving `connections`, and of any number
+/// of programs spawned at chosen times ([`Simulation::spawn_at`]).
 ///
-/// The program is spawned once per connection, as `program(connection_index, fx)`.
+/// The connection program is spawned once per connection, as
+/// `program(connection_index, fx)`; a simulation of background programs alone needs
+/// no connections ([`Simulation::without_connections`]). Every program has its own
+/// result ([`Simulation::results`] by connection, [`Simulation::job_results`] by job).
 pub struct Simulation<O, P> {
     config: SimConfig,
     engine: Engine<O>,
@@ -122,6 +141,11 @@ pub struct Simulation<O, P> {
     /// emptied if the engine cancels them first.
     unapplied: FxHashMap<EffectId, u32>,
     results: Vec<Option<Result<O, ProgramError>>>,
+    /// Programs spawned at chosen times, by job index.
+    jobs: Vec<JobSim<O>>,
+    /// The job each running job program is.
+    job_by_program: ProgramMap<u32>,
+    job_results: Vec<Option<Result<O, ProgramError>>>,
     trace: Recorder,
     report: SimReport,
 }
@@ -151,6 +175,9 @@ where
             by_program: ProgramMap::new(),
             unapplied: FxHashMap::default(),
             results: Vec::new(),
+            jobs: Vec::new(),
+            job_by_program: ProgramMap::new(),
+            job_results: Vec::new(),
             trace: Recorder::new(&config, engine_config),
             report: SimReport {
                 seed: config.seed,
@@ -161,6 +188,7 @@ where
         for script in connections {
             sim.add_connection(script);
         }
+        sim.schedule_timed_faults();
         sim
     }
 
@@ -208,6 +236,56 @@ where
     pub fn run(&mut self) -> SimReport {
         // A second run continues the trace: its end record moves to the new end.
         self.trace.reopen();
+        while self.advance(None) {}
+        self.trace.close();
+        self.report()
+    }
+
+    /// Handles the next event or fires the next timers, whichever comes first, and
+    /// returns whether anything happened (`false`: nothing is left to happen). Between
+    /// steps a test may inspect the services, transcripts and results, and seed more.
+    ///
+    /// The trace gets its end record only from [`run`](Self::run) or
+    /// [`run_until`](Self::run_until).
+    pub fn step(&mut self) -> bool {
+        self.trace.reopen();
+        self.advance(None)
+    }
+
+    /// Handles every event and timer due at or before `until`, then moves the clock
+    /// to `until` (if it is not past it already), and reports the run so far. A later
+    /// [`run`](Self::run) or `run_until` carries on from there.
+    pub fn run_until(&mut self, until: Time) -> SimReport {
+        self.trace.reopen();
+        while self.advance(Some(until)) {}
+        self.now = self.now.max(until);
+        self.trace.close();
+        self.report()
+    }
+
+    /// What the run has done so far.
+    pub fn report(&self) -> SimReport {
+        let mut report = self.report.clone();
+        report.simulated = self.now.since_epoch();
+        let connections = self
+            .results
+            .iter()
+            .zip(&self.connections)
+            .filter(|(r, c)| r.is_none() && c.transcript.program.is_some())
+            .count();
+        let jobs = self
+            .job_results
+            .iter()
+            .zip(&self.jobs)
+            .filter(|(r, j)| r.is_none() && j.program.is_some())
+            .count();
+        report.unfinished = (connections + jobs) as u64;
+        report
+    }
+
+    /// One step of the run loop: the next event or timer, if it comes no later than
+    /// `until`; `false` when there is none.
+    fn advance(&mut self, until: Option<Time>) -> bool {
         loop {
             let next_event = self.queue.next_at();
             // Only a timer that may come before the next event is worth checking for
@@ -217,32 +295,35 @@ where
                 (Some(bound), Some(event)) if bound > event => None,
                 _ => self.engine.poll_timeout(),
             };
-            match (next_event, next_timer) {
-                (None, None) => break,
-                (Some(e), Some(t)) if t <= e => self.fire_timers(t),
-                (None, Some(t)) => self.fire_timers(t),
-                _ => {
-                    let Some((at, event)) = self.queue.pop() else {
-                        break;
-                    };
-                    // An event withdrawn before its time (a cancelled request) is gone.
-                    let Some(event) = event else {
-                        continue;
-                    };
-                    self.now = self.now.max(at);
-                    self.handle(event);
+            let timer_first = match (next_event, next_timer) {
+                (None, None) => return false,
+                (Some(e), Some(t)) => t <= e,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let at = if timer_first { next_timer } else { next_event };
+            if let (Some(until), Some(at)) = (until, at) {
+                if at > until {
+                    return false;
                 }
             }
+            if timer_first {
+                if let Some(t) = next_timer {
+                    self.fire_timers(t);
+                }
+                return true;
+            }
+            let Some((at, event)) = self.queue.pop() else {
+                return false;
+            };
+            // An event withdrawn before its time (a cancelled request) is gone.
+            let Some(event) = event else {
+                continue;
+            };
+            self.now = self.now.max(at);
+            self.handle(event);
+            return true;
         }
-        self.report.simulated = self.now.since_epoch();
-        self.report.unfinished = self
-            .results
-            .iter()
-            .zip(&self.connections)
-            .filter(|(r, c)| r.is_none() && c.transcript.program.is_some())
-            .count() as u64;
-        self.trace.close();
-        self.report.clone()
     }
 
     fn schedule(&mut self, at: Time, event: Event) {
@@ -283,6 +364,9 @@ where
             Event::ConsumeDeadline(id) => self.consume_deadline(id),
             Event::AckTimeout { message_id } => self.ack_timeout(message_id),
             Event::BrokerWake => self.wake_broker(),
+            Event::SpawnJob(job) => self.spawn_job(job),
+            Event::Restart(n) => self.restart(n),
+            Event::Storm(n) => self.storm(n),
         }
     }
 
@@ -328,6 +412,9 @@ where
 
     fn finished(&mut self, program: ProgramId, result: Result<O, ProgramError>) {
         let Some(connection) = self.by_program.remove(program) else {
+            if let Some(job) = self.job_by_program.remove(program) {
+                self.job_finished(job, result);
+            }
             return;
         };
         self.program_ended(connection, &result);
@@ -348,7 +435,10 @@ where
     /// or on its way to a service; unless the fault plan fails it first.
     fn perform(&mut self, id: EffectId, request: Request) {
         let family = self.config.faults.latency.for_request(&request);
-        if self.inject_error(id, &request, family) || self.lose_ack(id, &request, family) {
+        if self.refuse_in_outage(id, &request, family)
+            || self.inject_error(id, &request, family)
+            || self.lose_ack(id, &request, family)
+        {
             return;
         }
         match request {

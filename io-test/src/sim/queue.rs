@@ -40,6 +40,12 @@ pub(super) enum Event {
     AckTimeout { message_id: String },
     /// The broker asked to be woken (a redelivery's time has come).
     BrokerWake,
+    /// A job's spawn time has come.
+    SpawnJob(u32),
+    /// The fault plan's restart `n` happens.
+    Restart(u32),
+    /// The fault plan's disconnect storm `n` happens.
+    Storm(u32),
 }
 
 /// Pending events, earliest first.
@@ -83,6 +89,11 @@ impl EventQueue {
     /// nothing.
     pub(super) fn withdraw(&mut self, slot: u32) {
         self.events[slot as usize] = None;
+    }
+
+    /// The event waiting in `slot`, if it was not withdrawn.
+    pub(super) fn get(&self, slot: u32) -> Option<&Event> {
+        self.events.get(slot as usize).and_then(Option::as_ref)
     }
 
     /// The time of the earliest pending event.

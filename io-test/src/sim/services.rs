@@ -31,7 +31,7 @@ where
     /// Sends `request` on its way to its service: one latency draw, split into the
     /// way there and the way back.
     pub(super) fn send(&mut self, id: EffectId, request: Request, latency: Latency) {
-        let latency = self.latency(latency);
+        let latency = self.latency(latency) + self.spike_extra(&request);
         let request_leg = latency / 2;
         let response_leg = latency - request_leg;
         let slot = self.schedule_slot(
@@ -120,7 +120,7 @@ where
     /// Drains what the broker owes the simulator (its drain rule): each message it
     /// handed to a waiting consumer travels back to that consumer, and each time it
     /// asked to be woken at is scheduled.
-    fn broker_outputs(&mut self) {
+    pub(super) fn broker_outputs(&mut self) {
         while let Some((id, envelope)) = self.services.broker.poll_handed_over() {
             self.hand_over(id, envelope);
         }

@@ -23,10 +23,13 @@ use effectful_test::trace::{
 
 mod clock;
 mod faults;
+mod jobs;
 mod messaging;
 mod scheduler;
+mod timed_faults;
 mod traces;
 mod websocket;
+mod world;
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);

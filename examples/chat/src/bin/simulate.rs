@@ -6,19 +6,20 @@
 //!     --clients 1000 --duration 3600s --seeds 0..10 --faults --trace /tmp/chat.trace.jsonl
 //! ```
 //!
-//! Flags: `--clients N` (default 100), `--duration D` (`3600s`, `90m`, `1h`; default
-//! 1h), `--seed N` or `--seeds A..B` (default: `EFFECTFUL_SEED`, else 0), `--faults`
-//! (the chaos fault plan), `--swarm` (each seed picks its client count up to N and its
-//! own faults), `--trace FILE` (write the trace of the first failing seed, or of the
-//! last seed when all pass), `--check-determinism` (run each seed twice and compare
-//! the traces). Exits non-zero on any invariant violation.
+//! `--help` lists every flag. Everything is checked before the first seed runs: a bad
+//! flag, `--clients 0`, `--duration 0s`, `--faults` with `--swarm`, a trace file that
+//! exists (without `--overwrite`) or cannot be created exits with status 2 at once.
+//! Exits 1 on any invariant violation.
 
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use effectful_chat::sim::{ChatSimConfig, run_chat};
 use effectful_test::fault::FaultPlan;
 use effectful_test::seed;
+use effectful_test::sim::FaultCounts;
 use effectful_test::trace::{first_divergence, write_trace};
 
 struct Args {
@@ -28,10 +29,51 @@ struct Args {
     faults: bool,
     swarm: bool,
     trace: Option<String>,
+    overwrite: bool,
     check_determinism: bool,
+    json: bool,
+    /// `(k, n)`: run the k-th (1-based) of n slices of the seed range.
+    shard: Option<(u64, u64)>,
 }
 
-fn parse() -> Result<Args, String> {
+const HELP: &str = "\
+simulate: run the chat server against simulated clients and in-memory services, and
+check its invariants (every acknowledged message is stored once, history pages are
+ordered, every session ends, ...).
+
+USAGE:
+    simulate [FLAGS]
+
+FLAGS:
+    --clients N           clients per seed (default 100; at least 1)
+    --duration D          simulated time per seed: 3600s, 90m, 1h, 250ms (default 1h; more than 0)
+    --seed N              run one seed (default: EFFECTFUL_SEED, else 0)
+    --seeds A..B          run seeds A to B-1
+    --shard K/N           run only the K-th of N equal slices of the seed range (1 <= K <= N),
+                          to spread a sweep over machines; add the shards' counts to merge them
+    --faults              the chaos fault plan (errors, lost answers, spikes, drops, lost acks)
+    --swarm               each seed draws its client count (up to N) and its own faults,
+                          outages, restarts and disconnect storms included (not with --faults)
+    --trace FILE          write the trace of the first failing seed, or of the last seed when
+                          all pass; FILE must not exist yet (see --overwrite)
+    --overwrite           let --trace replace an existing file
+    --check-determinism   run each seed twice and compare the traces
+    --json                print the report as one JSON object on stdout
+    -h, --help            print this help and exit
+
+A run too large for the machine's free memory is refused, saying how much it needs.
+Progress goes to stderr. Exit status: 0 all invariants held, 1 a violation, 2 bad flags.
+\"acknowledged messages\" counts chat messages the server confirmed to their sender; the
+checker verifies each one is stored exactly once and reached the room.
+";
+
+/// What `parse` asks `main` to do.
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+fn parse() -> Result<Parsed, String> {
     let mut args = Args {
         clients: 100,
         duration: Duration::from_secs(3600),
@@ -39,24 +81,41 @@ fn parse() -> Result<Args, String> {
         faults: false,
         swarm: false,
         trace: None,
+        overwrite: false,
         check_determinism: false,
+        json: false,
+        shard: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
-            "--clients" => args.clients = value("--clients")?.parse().map_err(|e| format!("--clients: {e}"))?,
-            "--duration" => args.duration = seed::parse_duration(&value("--duration")?).map_err(|e| e.to_string())?,
+            "--clients" => {
+                args.clients = value("--clients")?
+                    .parse()
+                    .map_err(|e| format!("--clients: {e}"))?
+            }
+            "--duration" => {
+                args.duration =
+                    seed::parse_duration(&value("--duration")?).map_err(|e| e.to_string())?
+            }
             "--seed" => {
-                let n: u64 = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?;
+                let n: u64 = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?;
                 args.seeds = n..n.saturating_add(1);
             }
-            "--seeds" => args.seeds = seed::parse_range(&value("--seeds")?).map_err(|e| e.to_string())?,
+            "--seeds" => {
+                args.seeds = seed::parse_range(&value("--seeds")?).map_err(|e| e.to_string())?
+            }
             "--faults" => args.faults = true,
             "--swarm" => args.swarm = true,
             "--trace" => args.trace = Some(value("--trace")?),
             "--check-determinism" => args.check_determinism = true,
-            "--help" | "-h" => return Err("usage: simulate [--clients N] [--duration 3600s] [--seed N | --seeds A..B] [--faults] [--swarm] [--trace FILE] [--check-determinism]".into()),
+            "--overwrite" => args.overwrite = true,
+            "--json" => args.json = true,
+            "--shard" => args.shard = Some(parse_shard(&value("--shard")?)?),
+            "--help" | "-h" => return Ok(Parsed::Help),
             other => return Err(format!("unknown flag {other}; try --help")),
         }
     }
@@ -68,21 +127,123 @@ fn parse() -> Result<Args, String> {
             u64::MAX
         ));
     }
-    Ok(args)
+    if args.clients == 0 {
+        return Err("--clients 0 would simulate nobody; pass --clients 1 or more".into());
+    }
+    if args.duration.is_zero() {
+        return Err(
+            "--duration 0 would simulate nothing; pass a positive duration, e.g. 60s".into(),
+        );
+    }
+    if args.faults && args.swarm {
+        return Err(
+            "--faults and --swarm both choose the faults: --swarm draws each seed's own; pass one of them"
+                .into(),
+        );
+    }
+    if let Some(available) = available_memory() {
+        let needed = estimated_memory(args.clients, args.duration);
+        if needed > available {
+            return Err(format!(
+                "{} clients for {} s would need about {} MiB, but only {} MiB is available; \
+                 simulate fewer clients or a shorter duration",
+                args.clients,
+                args.duration.as_secs(),
+                needed >> 20,
+                available >> 20
+            ));
+        }
+    }
+    if let Some((k, n)) = args.shard {
+        let len = args.seeds.end - args.seeds.start;
+        let start = args.seeds.start + slice_point(len, k - 1, n);
+        let end = args.seeds.start + slice_point(len, k, n);
+        args.seeds = start..end;
+    }
+    Ok(Parsed::Run(args))
+}
+
+/// A generous estimate of one seed's peak memory: measured at about 1.7 KiB per client
+/// for a minute and 11 bytes more per client for each further simulated second (the
+/// transcripts, the fakes' data), doubled.
+fn estimated_memory(clients: u32, duration: Duration) -> u64 {
+    let per_client = 2 * (1_800 + 11 * duration.as_secs());
+    u64::from(clients).saturating_mul(per_client)
+}
+
+/// The memory the machine has free (`MemAvailable` in `/proc/meminfo`); `None` where
+/// that cannot be read, and then no run is refused for its size.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Where slice `k` of `n` starts in a range of `len` seeds.
+fn slice_point(len: u64, k: u64, n: u64) -> u64 {
+    (u128::from(len) * u128::from(k) / u128::from(n)) as u64
+}
+
+/// `K/N` with 1 <= K <= N.
+fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("--shard {text:?}: write K/N with 1 <= K <= N, e.g. --shard 2/8");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let k: u64 = k.trim().parse().map_err(|_| bad())?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// Opens the trace file before anything runs, so a path that cannot be written fails
+/// at once; an existing file is replaced only with `--overwrite`.
+fn open_trace(path: &str, overwrite: bool) -> Result<File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if overwrite {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!(
+            "--trace {path}: the file exists; pass --overwrite to replace it, or choose another path"
+        ),
+        _ => format!("--trace {path}: cannot create it: {e}"),
+    })
 }
 
 fn main() -> ExitCode {
     let args = match parse() {
-        Ok(args) => args,
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
+    let mut trace_file = match args.trace.as_deref().map(|p| open_trace(p, args.overwrite)) {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err(message)) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
     let started = Instant::now();
-    let (mut effects, mut simulated, mut violations, mut seeds_run, mut acked) =
-        (0u64, Duration::ZERO, 0usize, 0u64, 0usize);
+    let (mut effects, mut simulated, mut violations, mut seeds_run, mut acked, mut faults) =
+        (0u64, Duration::ZERO, 0usize, 0u64, 0usize, 0u64);
+    let mut failed_seeds = 0u64;
+    let mut fault_kinds = FaultCounts::default();
     let mut trace_written = None;
+    let total = args.seeds.end - args.seeds.start;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
     for seed in args.seeds.clone() {
         let mut config = if args.swarm {
             ChatSimConfig::swarm(seed, args.clients, args.duration)
@@ -105,20 +266,40 @@ fn main() -> ExitCode {
         effects += run.report.effects;
         simulated += run.report.simulated;
         acked += run.acked;
+        faults += run.report.faults;
+        fault_kinds += run.report.fault_kinds;
         let failed = !run.violations.is_empty();
         let last = seed + 1 == args.seeds.end;
-        if let Some(path) = &args.trace {
+        if let (Some(path), Some(file)) = (&args.trace, &trace_file) {
             if (failed || last) && trace_written.is_none() {
-                match std::fs::File::create(path)
-                    .map(std::io::BufWriter::new)
-                    .and_then(|f| write_trace(f, &run.trace))
-                {
+                let written = file
+                    .try_clone()
+                    .map(BufWriter::new)
+                    .and_then(|f| write_trace(f, &run.trace));
+                match written {
                     Ok(()) => trace_written = Some(path.clone()),
                     Err(e) => eprintln!("could not write the trace to {path}: {e}"),
                 }
+                trace_file = None;
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(2) || (terminal && last) {
+            last_progress = Instant::now();
+            let line = format!(
+                "progress: {seeds_run}/{total} seeds, {violations} violations, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            if terminal {
+                eprint!("\r{line}");
+                if last {
+                    eprintln!();
+                }
+            } else {
+                eprintln!("{line}");
             }
         }
         if failed {
+            failed_seeds += 1;
             violations += run.violations.len();
             eprintln!("{}", run.report);
             for v in run.violations.iter().take(20) {
@@ -148,6 +329,39 @@ fn main() -> ExitCode {
         }
     }
     let wall = started.elapsed();
+    let fault_mode = if args.swarm {
+        "swarm (each seed draws its own)"
+    } else if args.faults {
+        "chaos"
+    } else {
+        "none"
+    };
+    if args.json {
+        let trace = trace_written
+            .as_deref()
+            .map_or("null".to_owned(), |p| format!("{p:?}"));
+        println!(
+            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"fault_kinds\":{{\"errors\":{},\"lost_answers\":{},\"lost_acks\":{},\"outages\":{},\"restarts\":{},\"dropped_connections\":{}}},\"effects\":{effects},\"acknowledged\":{acked},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
+            args.seeds.start,
+            args.seeds.end,
+            args.clients,
+            args.swarm,
+            fault_mode,
+            fault_kinds.errors,
+            fault_kinds.lost_answers,
+            fault_kinds.lost_acks,
+            fault_kinds.outages,
+            fault_kinds.restarts,
+            fault_kinds.dropped_connections,
+            simulated.as_secs_f64(),
+            wall.as_secs_f64(),
+        );
+        return if violations > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     println!(
         "seeds run:                 {seeds_run} ({}..{})",
         args.seeds.start, args.seeds.end
@@ -157,8 +371,14 @@ fn main() -> ExitCode {
         args.clients,
         if args.swarm { " (at most; swarm)" } else { "" }
     );
+    println!("faults:                    {fault_mode}, {faults} injected");
+    if faults > 0 {
+        println!("  by kind:                 {fault_kinds}");
+    }
     println!("simulated effects:         {effects}");
-    println!("acknowledged messages:     {acked}");
+    println!(
+        "acknowledged messages:     {acked} (confirmed to their sender; each checked stored once)"
+    );
     println!("wall time:                 {:.3} s", wall.as_secs_f64());
     println!(
         "simulated effects / s:     {:.0}",
@@ -168,6 +388,7 @@ fn main() -> ExitCode {
         "simulated time / wall:     {:.0}x",
         simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
     );
+    println!("failed seeds:              {failed_seeds}");
     println!("invariant violations:      {violations}");
     if let Some(path) = trace_written {
         println!("trace:                     {path}");
