@@ -16,9 +16,9 @@ fn empty_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Starts the binary on an OS-chosen port; returns it, its address and the rest of
-/// its log lines.
-fn start_server(grace_seconds: &str) -> (Running, SocketAddr, mpsc::Receiver<String>) {
+/// Starts the binary on an OS-chosen port; returns it, its address, the log lines
+/// up to "listening" and the rest of its log lines.
+fn start_server(grace_seconds: &str) -> (Running, SocketAddr, Vec<String>, mpsc::Receiver<String>) {
     let dir = empty_dir();
     let child = Command::new(env!("CARGO_BIN_EXE_effectful-server"))
         .current_dir(&dir)
@@ -26,6 +26,7 @@ fn start_server(grace_seconds: &str) -> (Running, SocketAddr, mpsc::Receiver<Str
         .env("BIND_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
+        .env("DATABASE_URL", "postgresql://app:hunter2@db:5432/app")
         .env("SHUTDOWN_GRACE_SECONDS", grace_seconds)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -42,10 +43,12 @@ fn start_server(grace_seconds: &str) -> (Running, SocketAddr, mpsc::Receiver<Str
             }
         }
     });
+    let mut seen = Vec::new();
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server did not log that it is listening within 20 s");
+        seen.push(line.clone());
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -54,7 +57,7 @@ fn start_server(grace_seconds: &str) -> (Running, SocketAddr, mpsc::Receiver<Str
                 .as_str()
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no address in {line}"));
-            return (child, addr, rx);
+            return (child, addr, seen, rx);
         }
     }
 }
@@ -92,7 +95,7 @@ fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
 
 #[test]
 fn sigterm_lets_a_running_program_finish_then_exits_0() {
-    let (mut child, addr, logs) = start_server("10");
+    let (mut child, addr, seen, logs) = start_server("10");
     assert_eq!(support::get(addr, "/health").status, 200);
 
     let running = std::thread::spawn(move || support::get(addr, "/sleep?ms=700"));
@@ -108,16 +111,24 @@ fn sigterm_lets_a_running_program_finish_then_exits_0() {
         TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
         "nothing accepts after shutdown"
     );
-    let lines: Vec<String> = logs.try_iter().collect();
+    let lines: Vec<String> = seen.into_iter().chain(logs.try_iter()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("app:***@db:5432")),
+        "the settings are logged, redacted: {lines:#?}"
+    );
     assert!(
         lines.iter().any(|l| l.contains("SIGTERM: shutting down")),
         "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("hunter2")),
+        "the database password reached the log: {lines:#?}"
     );
 }
 
 #[test]
 fn ctrl_c_past_the_grace_period_aborts_the_program_and_still_exits_0() {
-    let (mut child, addr, _logs) = start_server("0.2");
+    let (mut child, addr, _, _logs) = start_server("0.2");
     let running = std::thread::spawn(move || support::get(addr, "/sleep?ms=30000"));
     std::thread::sleep(Duration::from_millis(200));
     signal(&child, "INT");
