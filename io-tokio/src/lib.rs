@@ -10,7 +10,9 @@
 //! - [`memory`] (feature `memory`, on by default): in-memory backends for the other
 //!   families, one world per process, on the core's in-memory services;
 //! - [`Clock`] and [`entropy`]: the time and randomness the core never reads itself;
-//! - [`RuntimeStats`]: effects per family and outcome, programs per outcome.
+//! - [`RuntimeStats`]: effects per family and outcome, programs per outcome;
+//! - [`server`] (feature `server`, on by default): the axum router (programs per
+//!   HTTP request, `/health`, `/metrics`), settings, logs, Sentry, graceful shutdown.
 //!
 //! ```
 //! use std::time::Duration;
@@ -43,6 +45,8 @@ pub mod interpreter;
 pub mod memory;
 mod offload;
 mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 mod shard;
 mod stats;
 mod system;
