@@ -335,28 +335,10 @@ impl<F: Family> Shard<F> {
                 .push_back((id, Err(EffectError::unhandled(name, available))));
             return;
         };
-        let Shard {
-            interpreters,
-            inline,
-            replier,
-            pool,
-            index: shard,
-            ..
-        } = self;
-        let mut cx = ShardCx {
-            now,
-            shard: *shard,
-            inline,
-            replier,
-            pool,
-        };
-        let interpreter = &mut interpreters[family];
-        let performed = panic::catch_unwind(AssertUnwindSafe(|| {
-            interpreter.perform(&mut cx, id, request)
-        }));
-        if let Err(payload) = performed {
-            let message = panic_message(&*payload);
-            tracing::error!(shard = self.index, effect = name, %message, "interpreter panicked");
+        let panicked = self.call(now, family, "perform", |interpreter, cx| {
+            interpreter.perform(cx, id, request)
+        });
+        if let Some(message) = panicked {
             self.inline.push_back((
                 id,
                 Err(EffectError::new(
@@ -440,13 +422,14 @@ impl<F: Family> Shard<F> {
     }
 
     /// Calls one interpreter's hook; a panic there is logged, and the shard goes on.
+    /// Returns the panic's message if it panicked.
     fn call(
         &mut self,
         now: Time,
         family: usize,
         hook: &'static str,
         f: impl FnOnce(&mut dyn Interpreter<F>, &mut ShardCx<'_, F>),
-    ) {
+    ) -> Option<String> {
         let Shard {
             interpreters,
             inline,
@@ -463,15 +446,16 @@ impl<F: Family> Shard<F> {
             pool,
         };
         let interpreter = &mut *interpreters[family];
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(interpreter, &mut cx))) {
-            tracing::error!(
-                shard = self.index,
-                family = self.families[family],
-                hook,
-                message = %panic_message(&*payload),
-                "interpreter panicked"
-            );
-        }
+        let payload = panic::catch_unwind(AssertUnwindSafe(|| f(interpreter, &mut cx))).err()?;
+        let message = panic_message(&*payload);
+        tracing::error!(
+            shard = self.index,
+            family = self.families[family],
+            hook,
+            %message,
+            "interpreter panicked"
+        );
+        Some(message)
     }
 }
 
