@@ -504,3 +504,43 @@ fn a_program_whose_making_panics_is_reported_aborted_and_its_shard_keeps_going()
     assert_eq!(broken, Err(ProgramError::Aborted));
     assert_eq!(next, Ok(true));
 }
+
+/// An interpreter that panics on every effect it is asked to perform.
+struct Exploding;
+
+impl Interpreter for Exploding {
+    fn perform(&mut self, _cx: &mut ShardCx<'_>, _id: EffectId, _request: Request) {
+        panic!("the cache client blew up");
+    }
+}
+
+#[test]
+fn a_panicking_interpreter_fails_that_effect_and_the_shard_keeps_serving() {
+    let runtime = Runtime::builder()
+        .shards(1)
+        .interpreter("System", |_| SystemInterpreter::new())
+        .interpreter("Cache", |_| Exploding)
+        .build()
+        .expect("runtime");
+    let (failed, served) = runtime.block_on(async {
+        let failed = runtime
+            .handle()
+            .spawn(|fx| async move { fx.perform(GetCachedValue { key: "k".into() }).await })
+            .await
+            .expect("spawned");
+        let served = runtime
+            .handle()
+            .spawn(|fx| async move { fx.perform(GenerateUuid {}).await })
+            .await
+            .expect("spawned");
+        (failed.await.expect("ran"), served.await.expect("ran"))
+    });
+    let error = failed.expect_err("the effect fails");
+    assert_eq!(error.kind, ErrorKind::Unavailable);
+    assert!(!error.retryable);
+    assert!(
+        error.message.contains("the cache client blew up"),
+        "{error}"
+    );
+    assert!(served.is_ok(), "the shard went on serving: {served:?}");
+}
