@@ -42,17 +42,11 @@ where
         }
         // Decided at issue time: the request never reaches the service.
         self.injected(id, Fault::Error);
-        let error = EffectError::connection_lost(
-            request.name(),
+        self.refuse(
+            id,
+            request,
+            latency,
             "injected fault: connection reset before the request was sent",
-        );
-        let at = self.now + self.latency(latency);
-        self.schedule(
-            at,
-            Event::Deliver {
-                id,
-                result: Err(error),
-            },
         );
         true
     }
@@ -146,10 +140,19 @@ where
             return false;
         }
         self.injected(id, Fault::Outage);
-        let error = EffectError::connection_lost(
-            request.name(),
+        self.refuse(
+            id,
+            request,
+            latency,
             "injected outage: the service refused the connection",
         );
+        true
+    }
+
+    /// Answers `id` with a retryable connection error after the request's latency:
+    /// the request never reached its service.
+    fn refuse(&mut self, id: EffectId, request: &Request, latency: Latency, why: &'static str) {
+        let error = EffectError::connection_lost(request.name(), why);
         let at = self.now + self.latency(latency);
         self.schedule(
             at,
@@ -158,7 +161,6 @@ where
                 result: Err(error),
             },
         );
-        true
     }
 
     /// The extra latency of the plan's latency spikes for `request` issued now.
