@@ -54,6 +54,9 @@ pub struct PgConfig {
     pub password: Option<Password>,
     /// Sent as `application_name` (visible in `pg_stat_activity`).
     pub application_name: Option<String>,
+    /// Sent as the startup parameter `options`: command-line options for the
+    /// server session, such as `-c search_path=app` (the URL's `options`).
+    pub options: Option<String>,
     /// Whether to ask for TLS before the startup message.
     pub tls: TlsMode,
     /// The whole startup (TLS negotiation, authentication, first `ReadyForQuery`)
@@ -91,6 +94,7 @@ impl PgConfig {
             database: None,
             password: None,
             application_name: None,
+            options: None,
             tls: TlsMode::Disable,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Some(Duration::from_secs(60)),
@@ -117,6 +121,12 @@ impl PgConfig {
     /// Sets `application_name`.
     pub fn application_name(mut self, name: impl Into<String>) -> PgConfig {
         self.application_name = Some(name.into());
+        self
+    }
+
+    /// Sets the startup `options` (for example `-c search_path=app`).
+    pub fn options(mut self, options: impl Into<String>) -> PgConfig {
+        self.options = Some(options.into());
         self
     }
 

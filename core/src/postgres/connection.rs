@@ -184,6 +184,9 @@ impl PgConnection {
         if let Some(app) = &self.config.application_name {
             params.push(("application_name", app));
         }
+        if let Some(options) = &self.config.options {
+            params.push(("options", options));
+        }
         let result = frontend::startup_message(params.iter().copied(), &mut self.out);
         match result {
             Ok(()) => self.state = State::Authenticating(Auth::Waiting),

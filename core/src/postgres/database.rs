@@ -1,0 +1,548 @@
+//! The Database family on PostgreSQL, sans IO: each [`DatabaseRequest`] becomes one
+//! statement with binary parameters ([`DatabasePlan`]), and that statement's result
+//! becomes the [`DatabaseResponse`] the in-memory `FakeDatabase` would give, with the
+//! same domain outcomes and the same errors.
+//!
+//! # Tables
+//! [`MIGRATIONS`] creates them (idempotent, each applied once and recorded in
+//! `effectful_migrations`; [`migration_sql`] is the one simple query a driver runs on
+//! its first connection):
+//!
+//! ```sql
+//! users         (id uuid PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL,
+//!                password_hash text NOT NULL, created_at timestamptz NOT NULL)
+//! deleted_users (id uuid PRIMARY KEY, deleted_at timestamptz NOT NULL)
+//! chat_messages (id uuid PRIMARY KEY, user_id uuid NOT NULL REFERENCES users ON DELETE CASCADE,
+//!                text text NOT NULL, created_at timestamptz NOT NULL)
+//! ```
+//! `deleted_users` remembers deleted ids, so a lookup tells
+//! [`NotFoundReason::Deleted`] from [`NotFoundReason::DoesNotExist`].
+//!
+//! # Semantics (the same as the fake's)
+//! - `CreateUser` with a taken email answers [`CreateUserOutcome::EmailTaken`] (the
+//!   unique violation 23505 on `users_email_key`); ids come from `gen_random_uuid()`.
+//! - `UpdateUser` to a taken email fails with `Service { code: "23505" }`, not
+//!   retryable; on a missing user it answers `NotFound` with its reason.
+//! - `DeleteUser` deletes the user's messages too and records the id.
+//! - `SaveChatMessage` with a `message_id` is idempotent (`ON CONFLICT (id) DO
+//!   NOTHING`, then the stored row); the same id with another author or text fails
+//!   with 23505; a missing author fails with 23503.
+//! - `ListMessagesForUser` pages back by keyset as its docs say.
+//!
+//! # Adding an effect
+//! One arm in [`plan`] (the SQL and its parameters, and a [`Decode`] variant carrying
+//! what the answer needs from the request), one arm in [`DatabasePlan::finish`] that
+//! reads the rows, and, for a new table, one more entry in [`MIGRATIONS`] (never edit
+//! an applied one: add the next version).
+//!
+//! ```
+//! use effectful::effect::{DatabaseRequest, GetUserById};
+//! use effectful::postgres::database;
+//! use uuid::Uuid;
+//!
+//! let plan = database::plan(&DatabaseRequest::GetUserById(GetUserById { user_id: Uuid::nil() }));
+//! assert_eq!(plan.effect(), "Database.GetUserById");
+//! assert!(plan.sql().contains("deleted_users"));
+//! assert_eq!(plan.params().len(), 1);
+//! ```
+
+use uuid::Uuid;
+
+use super::error::{PgError, TypeError};
+use super::row::{ResultSet, Row};
+use super::value::Value;
+use crate::effect::sqlstate::UNIQUE_VIOLATION;
+use crate::effect::{
+    ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome, MessagePage,
+    NotFoundReason, User, UserLookup,
+};
+use crate::{EffectError, ErrorKind};
+
+/// One schema migration: applied once, in version order, recorded by version.
+#[derive(Clone, Copy, Debug)]
+pub struct Migration {
+    /// Its place in the order; never reused.
+    pub version: i32,
+    /// What it does, recorded beside the version.
+    pub name: &'static str,
+    /// The statements (run inside a PL/pgSQL block, so no transaction control).
+    pub sql: &'static str,
+}
+
+/// The tables of the Database family, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "users, deleted_users, chat_messages",
+    sql: "CREATE TABLE IF NOT EXISTS users (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    email text NOT NULL,
+    name text NOT NULL,
+    password_hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT users_email_key UNIQUE (email)
+);
+CREATE TABLE IF NOT EXISTS deleted_users (
+    id uuid PRIMARY KEY,
+    deleted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL,
+    text text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT chat_messages_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS chat_messages_history ON chat_messages (user_id, created_at DESC, id DESC);",
+}];
+
+/// The advisory-lock key that serialises migrations across processes.
+const MIGRATION_LOCK: i64 = 0x6566_6665_6374_6675; // "effectfu"
+
+/// The one simple query that applies `migrations` not yet recorded, in one
+/// transaction under an advisory lock (so two processes starting together apply each
+/// once). Idempotent: running it again changes nothing.
+pub fn migration_sql(migrations: &[Migration]) -> String {
+    let mut sql = format!(
+        "BEGIN;\nSELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n\
+         CREATE TABLE IF NOT EXISTS effectful_migrations (\n    version int PRIMARY KEY,\n    \
+         name text NOT NULL,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n"
+    );
+    for m in migrations {
+        let name = m.name.replace('\'', "''");
+        sql.push_str(&format!(
+            "DO $effectful$ BEGIN\nIF NOT EXISTS (SELECT 1 FROM effectful_migrations WHERE version = {v}) THEN\n{body}\n\
+             INSERT INTO effectful_migrations (version, name) VALUES ({v}, '{name}');\nEND IF;\nEND $effectful$;\n",
+            v = m.version,
+            body = m.sql,
+        ));
+    }
+    sql.push_str("COMMIT;");
+    sql
+}
+
+/// How to read a statement's result back into a response, with what the request
+/// said that the answer needs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Decode {
+    /// A `users` row (or none) and whether the id is in `deleted_users`.
+    Lookup {
+        /// The id looked up.
+        user_id: Uuid,
+        /// `UpdateUser` rather than `GetUserById`.
+        update: bool,
+    },
+    /// `users` rows.
+    Users,
+    /// The created user, or the email that is taken.
+    Created {
+        /// The email asked for.
+        email: String,
+    },
+    /// The count of deleted rows.
+    Deleted,
+    /// The stored message, checked against the request when the id was given.
+    Saved {
+        /// The author asked for.
+        user_id: Uuid,
+        /// The text asked for.
+        text: String,
+        /// The id asked for, if any.
+        message_id: Option<Uuid>,
+    },
+    /// Messages newest first, one more than the page holds.
+    Page {
+        /// The page size.
+        size: usize,
+    },
+}
+
+/// One request as a statement: SQL, binary parameters, and how to read the answer.
+#[derive(Clone, Debug)]
+pub struct DatabasePlan {
+    effect: &'static str,
+    sql: &'static str,
+    params: Vec<Value>,
+    decode: Decode,
+}
+
+const USER_LOOKUP: &str = "SELECT u.id, u.email, u.name, \
+    EXISTS (SELECT 1 FROM deleted_users d WHERE d.id = $1) AS deleted \
+    FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = $1";
+
+const UPDATE_USER: &str = "WITH u AS (UPDATE users SET email = COALESCE($2::text, email), \
+    name = COALESCE($3::text, name) WHERE id = $1 RETURNING id, email, name) \
+    SELECT u.id, u.email, u.name, \
+    EXISTS (SELECT 1 FROM deleted_users d WHERE d.id = $1) AS deleted \
+    FROM (SELECT 1) AS one LEFT JOIN u ON true";
+
+const LIST_USERS: &str = "SELECT id, email, name FROM users ORDER BY id LIMIT $1 OFFSET $2";
+
+const CREATE_USER: &str =
+    "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING id, email, name";
+
+const DELETE_USER: &str = "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id), \
+    r AS (INSERT INTO deleted_users (id) SELECT id FROM d ON CONFLICT (id) DO NOTHING) \
+    SELECT count(*) FROM d";
+
+const SAVE_MESSAGE: &str = "INSERT INTO chat_messages (user_id, text) VALUES ($1, $2) \
+    RETURNING id, user_id, text, created_at";
+
+/// The inserted row, or the row already stored under the id (the statement's
+/// snapshot does not see its own insert, so exactly one branch gives a row).
+const SAVE_MESSAGE_WITH_ID: &str = "WITH ins AS (INSERT INTO chat_messages (id, user_id, text) \
+    VALUES ($3, $1, $2) ON CONFLICT (id) DO NOTHING RETURNING id, user_id, text, created_at) \
+    SELECT id, user_id, text, created_at FROM ins \
+    UNION ALL SELECT id, user_id, text, created_at FROM chat_messages \
+    WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM ins)";
+
+const LATEST_MESSAGES: &str = "SELECT id, user_id, text, created_at FROM chat_messages \
+    WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+
+const MESSAGES_BEFORE: &str = "SELECT id, user_id, text, created_at FROM chat_messages \
+    WHERE user_id = $1 AND (created_at, id) < ($3, $4) \
+    ORDER BY created_at DESC, id DESC LIMIT $2";
+
+/// The statement that performs `request`.
+pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
+    let effect = request.name();
+    let (sql, params, decode) = match request {
+        DatabaseRequest::GetUserById(r) => (
+            USER_LOOKUP,
+            vec![Value::Uuid(r.user_id)],
+            Decode::Lookup {
+                user_id: r.user_id,
+                update: false,
+            },
+        ),
+        DatabaseRequest::ListUsers(r) => (
+            LIST_USERS,
+            vec![
+                Value::Int8(i64::from(r.limit)),
+                Value::Int8(i64::from(r.offset)),
+            ],
+            Decode::Users,
+        ),
+        DatabaseRequest::CreateUser(r) => (
+            CREATE_USER,
+            vec![
+                Value::Text(r.email.clone()),
+                Value::Text(r.name.clone()),
+                Value::Text(r.password_hash.clone()),
+            ],
+            Decode::Created {
+                email: r.email.clone(),
+            },
+        ),
+        DatabaseRequest::UpdateUser(r) => (
+            UPDATE_USER,
+            vec![
+                Value::Uuid(r.user_id),
+                text_or_null(&r.email),
+                text_or_null(&r.name),
+            ],
+            Decode::Lookup {
+                user_id: r.user_id,
+                update: true,
+            },
+        ),
+        DatabaseRequest::DeleteUser(r) => {
+            (DELETE_USER, vec![Value::Uuid(r.user_id)], Decode::Deleted)
+        }
+        DatabaseRequest::SaveChatMessage(r) => {
+            let mut params = vec![Value::Uuid(r.user_id), Value::Text(r.text.clone())];
+            let sql = match r.message_id {
+                Some(id) => {
+                    params.push(Value::Uuid(id));
+                    SAVE_MESSAGE_WITH_ID
+                }
+                None => SAVE_MESSAGE,
+            };
+            (
+                sql,
+                params,
+                Decode::Saved {
+                    user_id: r.user_id,
+                    text: r.text.clone(),
+                    message_id: r.message_id,
+                },
+            )
+        }
+        DatabaseRequest::ListMessagesForUser(r) => {
+            let size = r.page_size();
+            let mut params = vec![Value::Uuid(r.user_id), Value::Int8(i64::from(size) + 1)];
+            let sql = match r.before {
+                Some(before) => {
+                    params.push(Value::Timestamptz(before.created_at));
+                    params.push(Value::Uuid(before.id));
+                    MESSAGES_BEFORE
+                }
+                None => LATEST_MESSAGES,
+            };
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            (sql, params, Decode::Page { size })
+        }
+    };
+    DatabasePlan {
+        effect,
+        sql,
+        params,
+        decode,
+    }
+}
+
+/// A text parameter typed `text` even when NULL, so the statement is prepared once.
+fn text_or_null(value: &Option<String>) -> Value {
+    match value {
+        Some(v) => Value::Text(v.clone()),
+        None => Value::Null,
+    }
+}
+
+impl DatabasePlan {
+    /// The effect's name (`Database.GetUserById`), for errors.
+    pub fn effect(&self) -> &'static str {
+        self.effect
+    }
+
+    /// The SQL, run with the extended protocol (prepared once per connection).
+    pub fn sql(&self) -> &'static str {
+        self.sql
+    }
+
+    /// The parameters, bound in binary.
+    pub fn params(&self) -> &[Value] {
+        &self.params
+    }
+
+    /// How the answer is read.
+    pub fn decode(&self) -> &Decode {
+        &self.decode
+    }
+
+    /// The response from the statement's outcome (its result sets, one for an
+    /// extended query) or the error that ended it.
+    pub fn finish(
+        self,
+        outcome: Result<Vec<ResultSet>, PgError>,
+    ) -> Result<DatabaseResponse, EffectError> {
+        let effect = self.effect;
+        let set = match outcome {
+            Ok(mut sets) if sets.len() == 1 => sets.remove(0),
+            Ok(sets) => {
+                return Err(protocol(
+                    effect,
+                    format!("expected one result, the server sent {}", sets.len()),
+                ));
+            }
+            Err(e) => {
+                if let Decode::Created { email } = &self.decode {
+                    let db = e.as_db();
+                    if db.is_some_and(|d| {
+                        d.code == UNIQUE_VIOLATION
+                            && d.constraint.as_deref() == Some("users_email_key")
+                    }) {
+                        return Ok(DatabaseResponse::CreateUser(
+                            CreateUserOutcome::EmailTaken {
+                                email: email.clone(),
+                            },
+                        ));
+                    }
+                }
+                return Err(e.to_effect_error(effect));
+            }
+        };
+        let bad = |e: TypeError| protocol(effect, format!("an unexpected row: {e}"));
+        Ok(match self.decode {
+            Decode::Lookup { user_id, update } => {
+                let row = set
+                    .rows
+                    .first()
+                    .ok_or_else(|| protocol(effect, "the lookup returned no row".into()))?;
+                let lookup = match row.get::<Option<Uuid>, _>(0).map_err(bad)? {
+                    Some(_) => UserLookup::Found(user(row).map_err(bad)?),
+                    None => UserLookup::NotFound {
+                        user_id,
+                        reason: if row.get::<bool, _>(3).map_err(bad)? {
+                            NotFoundReason::Deleted
+                        } else {
+                            NotFoundReason::DoesNotExist
+                        },
+                    },
+                };
+                if update {
+                    DatabaseResponse::UpdateUser(lookup)
+                } else {
+                    DatabaseResponse::GetUserById(lookup)
+                }
+            }
+            Decode::Users => DatabaseResponse::ListUsers(
+                set.rows
+                    .iter()
+                    .map(user)
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
+            Decode::Created { .. } => {
+                let row = set
+                    .rows
+                    .first()
+                    .ok_or_else(|| protocol(effect, "the insert returned no row".into()))?;
+                DatabaseResponse::CreateUser(CreateUserOutcome::Created(user(row).map_err(bad)?))
+            }
+            Decode::Deleted => {
+                let count = match set.rows.first() {
+                    Some(row) => row.get::<i64, _>(0).map_err(bad)?,
+                    None => 0,
+                };
+                DatabaseResponse::DeleteUser(if count > 0 {
+                    DeleteOutcome::Deleted
+                } else {
+                    DeleteOutcome::NotFound
+                })
+            }
+            Decode::Saved {
+                user_id,
+                text,
+                message_id,
+            } => {
+                let Some(row) = set.rows.first() else {
+                    // Another save of the same id committed between our snapshot and
+                    // our insert: saving again finds its row.
+                    return Err(EffectError::new(
+                        effect,
+                        ErrorKind::Unavailable,
+                        "a concurrent save of the same message id won the race; save again to get the stored row",
+                    ));
+                };
+                let stored = message(row).map_err(bad)?;
+                if message_id.is_some() && (stored.user_id != user_id || stored.text != text) {
+                    return Err(EffectError::new(
+                        effect,
+                        ErrorKind::Service {
+                            code: Some(UNIQUE_VIOLATION.to_owned()),
+                        },
+                        format!(
+                            "duplicate key value violates unique constraint \"chat_messages_pkey\": \
+                             Key (id)=({}) already exists.",
+                            stored.id
+                        ),
+                    ));
+                }
+                DatabaseResponse::SaveChatMessage(stored)
+            }
+            Decode::Page { size } => {
+                let mut messages = set
+                    .rows
+                    .iter()
+                    .take(size)
+                    .map(message)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                messages.reverse();
+                let more = set.rows.len() > size;
+                DatabaseResponse::ListMessagesForUser(MessagePage {
+                    next: if more {
+                        messages.first().map(ChatMessage::cursor)
+                    } else {
+                        None
+                    },
+                    messages,
+                })
+            }
+        })
+    }
+}
+
+fn protocol(effect: &'static str, message: String) -> EffectError {
+    EffectError::new(effect, ErrorKind::Protocol, message).with_retryable(false)
+}
+
+fn user(row: &Row) -> Result<User, TypeError> {
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        name: row.get(2)?,
+    })
+}
+
+fn message(row: &Row) -> Result<ChatMessage, TypeError> {
+    Ok(ChatMessage {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        text: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::effect::{ListMessagesForUser, MessageCursor, SaveChatMessage, UpdateUser};
+
+    #[test]
+    fn every_migration_is_recorded_and_guarded_by_its_version() {
+        let sql = migration_sql(MIGRATIONS);
+        assert!(sql.starts_with("BEGIN;"));
+        assert!(sql.ends_with("COMMIT;"));
+        for m in MIGRATIONS {
+            assert!(sql.contains(&format!("WHERE version = {}", m.version)));
+            assert!(sql.contains(&format!("VALUES ({}, '", m.version)));
+        }
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    }
+
+    #[test]
+    fn a_page_asks_for_one_more_row_than_it_holds_and_a_cursor_adds_two_parameters() {
+        let user_id = Uuid::from_u128(5);
+        let first = plan(&DatabaseRequest::ListMessagesForUser(
+            ListMessagesForUser::latest(user_id, 1000),
+        ));
+        assert_eq!(first.params()[1], Value::Int8(101));
+        assert_eq!(first.sql(), LATEST_MESSAGES);
+        let cursor = MessageCursor {
+            created_at: crate::Timestamp::from_unix_micros(7),
+            id: Uuid::from_u128(9),
+        };
+        let next = plan(&DatabaseRequest::ListMessagesForUser(ListMessagesForUser {
+            before: Some(cursor),
+            ..ListMessagesForUser::latest(user_id, 0)
+        }));
+        assert_eq!(next.params()[1], Value::Int8(2));
+        assert_eq!(next.params().len(), 4);
+    }
+
+    #[test]
+    fn an_update_binds_a_missing_field_as_null_and_a_save_binds_its_id_third() {
+        let update = plan(&DatabaseRequest::UpdateUser(UpdateUser {
+            user_id: Uuid::from_u128(1),
+            email: None,
+            name: Some("n".into()),
+        }));
+        assert_eq!(update.params()[1], Value::Null);
+        assert_eq!(update.params()[2], Value::Text("n".into()));
+        let save = plan(&DatabaseRequest::SaveChatMessage(SaveChatMessage {
+            user_id: Uuid::from_u128(1),
+            text: "t".into(),
+            message_id: Some(Uuid::from_u128(2)),
+        }));
+        assert_eq!(save.params()[2], Value::Uuid(Uuid::from_u128(2)));
+        assert_eq!(save.effect(), "Database.SaveChatMessage");
+    }
+
+    #[test]
+    fn a_closed_connection_is_a_retryable_connection_loss() {
+        let plan = plan(&DatabaseRequest::DeleteUser(crate::effect::DeleteUser {
+            user_id: Uuid::nil(),
+        }));
+        let err = plan
+            .finish(Err(PgError::Closed(
+                super::super::ClosedReason::ServerHungUp,
+            )))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ConnectionLost);
+        assert!(err.retryable);
+        assert_eq!(err.effect, "Database.DeleteUser");
+    }
+}

@@ -1,0 +1,734 @@
+//! [`PgService`]: the Database family over a [`Pool`] of pipelined [`PgConnection`]s,
+//! as one sans-IO state machine a driver feeds with bytes and time.
+//!
+//! It owns the pool, every connection's state machine and the table of pending work:
+//! each submitted request waits for a shared connection, runs as one extended query
+//! (its own Sync, so it fails alone), and comes back as an [`Output::Answer`]. The
+//! first connection to start runs the [migrations](super::database::MIGRATIONS)
+//! before any work is handed out.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
+
+use bytes::Bytes;
+
+use super::cancel::CancelRequest;
+use super::config::PgConfig;
+use super::connection::PgConnection;
+use super::database::{self, DatabasePlan, Migration};
+use super::error::PgError;
+use super::event::{Event, QueryId};
+use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
+use super::scram::NONCE_ENTROPY_LEN;
+use crate::effect::{DatabaseRequest, DatabaseResponse};
+use crate::{EffectError, ErrorKind, Time};
+
+/// What a [`PgService`] runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Work {
+    /// One Database effect.
+    Database(DatabasePlan),
+    /// `SELECT 1` on a pool connection (a health check).
+    Ping,
+}
+
+impl Work {
+    /// The work for one Database request.
+    pub fn database(request: &DatabaseRequest) -> Work {
+        Work::Database(database::plan(request))
+    }
+
+    fn effect(&self) -> &'static str {
+        match self {
+            Work::Database(plan) => plan.effect(),
+            Work::Ping => "Database.Ping",
+        }
+    }
+}
+
+/// What finished work gives.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// The answer to a Database effect.
+    Database(DatabaseResponse),
+    /// The server answered `SELECT 1`.
+    Pong,
+}
+
+/// What the service asks its driver to do.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Output<K> {
+    /// Open a socket for `conn`; report with [`PgService::handle_connected`] or
+    /// [`PgService::handle_connect_failed`].
+    Connect {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Write `bytes` to `conn`'s socket, in order.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// What to write.
+        bytes: Bytes,
+    },
+    /// Close `conn`'s socket (after writing what was transmitted before).
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Send `cancel` on a new socket to the same server (a command timeout).
+    Cancel {
+        /// The 16 bytes to send.
+        cancel: CancelRequest,
+    },
+    /// Work finished (never for work cancelled before it started, nor for work
+    /// cancelled while running).
+    Answer {
+        /// The key the work was submitted with.
+        key: K,
+        /// Its outcome.
+        result: Result<Reply, EffectError>,
+    },
+}
+
+/// Settings of a [`PgService`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// Each connection's settings (its command timeout is the pool's).
+    pub connection: PgConfig,
+    /// The pool's.
+    pub pool: PoolConfig,
+    /// Run before any work, on the first connection (default: the Database
+    /// family's [`MIGRATIONS`](super::database::MIGRATIONS)); empty: none.
+    pub migrations: &'static [Migration],
+}
+
+impl ServiceConfig {
+    /// `connection` with the default pool and the Database family's migrations.
+    pub fn new(connection: PgConfig) -> ServiceConfig {
+        ServiceConfig {
+            connection,
+            pool: PoolConfig::default(),
+            migrations: database::MIGRATIONS,
+        }
+    }
+
+    /// Sets the pool's settings.
+    pub fn pool(mut self, pool: PoolConfig) -> ServiceConfig {
+        self.pool = pool;
+        self
+    }
+
+    /// Sets the migrations (`&[]`: none).
+    pub fn migrations(mut self, migrations: &'static [Migration]) -> ServiceConfig {
+        self.migrations = migrations;
+        self
+    }
+}
+
+enum Job {
+    Waiting {
+        acquire: AcquireId,
+        work: Work,
+    },
+    Running {
+        acquire: AcquireId,
+        work: Work,
+        cancelled: bool,
+    },
+}
+
+enum Role<K> {
+    Job(K),
+    Reset,
+    Migrate,
+}
+
+struct Conn<K> {
+    /// `None` until the socket is connected.
+    pg: Option<PgConnection>,
+    /// The pool was told it opened.
+    opened: bool,
+    /// Started, waiting for another connection's migrations.
+    parked: bool,
+    queries: HashMap<QueryId, Role<K>>,
+}
+
+/// The Database family over a pool of PostgreSQL connections, sans IO.
+///
+/// # Methods by kind
+/// - **Inputs** (each takes `now`): [`submit`](Self::submit), [`cancel`](Self::cancel),
+///   [`handle_connected`](Self::handle_connected),
+///   [`handle_connect_failed`](Self::handle_connect_failed),
+///   [`handle_input`](Self::handle_input), [`handle_eof`](Self::handle_eof),
+///   [`handle_timeout`](Self::handle_timeout), [`close`](Self::close).
+/// - **Outputs**: [`poll_output`](Self::poll_output), [`poll_timeout`](Self::poll_timeout).
+/// - **Getters**: [`status`](Self::status), [`is_migrated`](Self::is_migrated).
+///
+/// # The drain rule
+/// After every input drain [`poll_output`](Self::poll_output) until `None`, then call
+/// [`handle_timeout`](Self::handle_timeout) no later than
+/// [`poll_timeout`](Self::poll_timeout).
+///
+/// # Guarantees
+/// - Work submitted gets exactly one [`Output::Answer`], unless cancelled; work
+///   cancelled before it started never reaches the server.
+/// - A connection that dies fails its work with retryable `ConnectionLost` errors and
+///   the pool opens another; while no connection can be opened, waiting work fails at
+///   once with a retryable error saying why, instead of waiting out the acquire
+///   timeout.
+/// - A command timeout cancels only the query that is executing on the server.
+pub struct PgService<K> {
+    config: ServiceConfig,
+    pool: Pool,
+    conns: BTreeMap<ConnId, Conn<K>>,
+    jobs: HashMap<K, Job>,
+    acquires: HashMap<AcquireId, K>,
+    outputs: VecDeque<Output<K>>,
+    migrated: bool,
+    migrating: Option<ConnId>,
+    now: Time,
+}
+
+impl<K> std::fmt::Debug for PgService<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgService")
+            .field("connection", &self.config.connection)
+            .field("pool", &self.pool.status())
+            .field("jobs", &self.jobs.len())
+            .field("migrated", &self.migrated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Clone + Eq + Hash> PgService<K> {
+    /// A service that starts opening the pool's `min_size` connections at once.
+    pub fn new(mut config: ServiceConfig, now: Time) -> PgService<K> {
+        config.connection.command_timeout = Some(config.pool.command_timeout);
+        let pool = Pool::new(config.pool.clone(), now);
+        let mut service = PgService {
+            migrated: config.migrations.is_empty(),
+            config,
+            pool,
+            conns: BTreeMap::new(),
+            jobs: HashMap::new(),
+            acquires: HashMap::new(),
+            outputs: VecDeque::new(),
+            migrating: None,
+            now,
+        };
+        service.drain_pool();
+        service
+    }
+
+    /// The pool's figures.
+    pub fn status(&self) -> PoolStatus {
+        self.pool.status()
+    }
+
+    /// Whether the migrations have run (or there are none).
+    pub fn is_migrated(&self) -> bool {
+        self.migrated
+    }
+
+    /// How much work is waiting or running.
+    pub fn pending(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output<K>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let conns = self
+            .conns
+            .values()
+            .filter_map(|c| c.pg.as_ref()?.poll_timeout());
+        conns.chain(self.pool.poll_timeout()).min()
+    }
+
+    fn tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
+    }
+
+    /// Submits `work` under `key` (unique among pending work: a key in use is
+    /// answered at once with an error).
+    pub fn submit(&mut self, now: Time, key: K, work: Work) {
+        self.tick(now);
+        if self.jobs.contains_key(&key) {
+            let effect = work.effect();
+            self.outputs.push_back(Output::Answer {
+                key,
+                result: Err(EffectError::new(
+                    effect,
+                    ErrorKind::Protocol,
+                    "this key already names pending work",
+                )
+                .with_retryable(false)),
+            });
+            return;
+        }
+        let acquire = self.pool.acquire(self.now, Mode::Shared);
+        self.acquires.insert(acquire, key.clone());
+        self.jobs.insert(key, Job::Waiting { acquire, work });
+        self.drain_pool();
+    }
+
+    /// The submitter no longer wants the answer to `key`. Returns `true` if the work
+    /// had not started (it is dropped and never runs); `false` if it is running (its
+    /// answer will be dropped) or unknown.
+    pub fn cancel(&mut self, now: Time, key: &K) -> bool {
+        self.tick(now);
+        match self.jobs.get_mut(key) {
+            Some(Job::Waiting { acquire, .. }) => {
+                let acquire = *acquire;
+                self.pool.cancel_acquire(self.now, acquire);
+                self.acquires.remove(&acquire);
+                self.jobs.remove(key);
+                self.drain_pool();
+                true
+            }
+            Some(Job::Running { cancelled, .. }) => {
+                *cancelled = true;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The socket asked for by [`Output::Connect`] is connected; `entropy` is fresh OS
+    /// randomness for the SCRAM nonce.
+    pub fn handle_connected(&mut self, now: Time, conn: ConnId, entropy: [u8; NONCE_ENTROPY_LEN]) {
+        self.tick(now);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.pg.is_none() {
+            c.pg = Some(PgConnection::new(
+                self.config.connection.clone(),
+                entropy,
+                self.now,
+            ));
+            self.drive(conn);
+        }
+    }
+
+    /// The socket asked for by [`Output::Connect`] could not be connected (`why`
+    /// must hold no secret: it reaches the waiting programs).
+    pub fn handle_connect_failed(&mut self, now: Time, conn: ConnId, why: &str) {
+        self.tick(now);
+        if self.conns.remove(&conn).is_some() {
+            self.pool.handle_opened(self.now, conn, false);
+            self.fail_waiting_if_nothing_opens(&format!("cannot connect to PostgreSQL: {why}"));
+            self.drain_pool();
+        }
+    }
+
+    /// Bytes `conn`'s socket read.
+    pub fn handle_input(&mut self, now: Time, conn: ConnId, bytes: &[u8]) {
+        self.tick(now);
+        if let Some(pg) = self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+            pg.handle_input(self.now, bytes);
+            self.drive(conn);
+        }
+    }
+
+    /// `conn`'s socket closed or failed.
+    pub fn handle_eof(&mut self, now: Time, conn: ConnId) {
+        self.tick(now);
+        match self.conns.get_mut(&conn) {
+            Some(Conn { pg: Some(pg), .. }) => {
+                pg.handle_eof(self.now);
+                self.drive(conn);
+            }
+            Some(Conn { pg: None, .. }) => {
+                self.handle_connect_failed(now, conn, "the socket closed")
+            }
+            None => {}
+        }
+    }
+
+    /// Time has passed.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.tick(now);
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            if let Some(pg) = self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+                pg.handle_timeout(self.now);
+                self.drive(conn);
+            }
+        }
+        self.pool.handle_timeout(self.now);
+        self.drain_pool();
+    }
+
+    /// Closes every connection; pending work fails with a retryable error.
+    pub fn close(&mut self, now: Time) {
+        self.tick(now);
+        let waiting: Vec<K> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            self.fail_waiting(
+                &key,
+                ErrorKind::Unavailable,
+                "the database client is shutting down",
+            );
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+                Some(pg) => {
+                    pg.close(self.now);
+                    self.drive(conn);
+                }
+                None => {
+                    self.conns.remove(&conn);
+                    self.outputs.push_back(Output::Disconnect { conn });
+                }
+            }
+        }
+    }
+
+    // ---- internals ----
+
+    fn fail_waiting(&mut self, key: &K, kind: ErrorKind, message: &str) {
+        if let Some(Job::Waiting { acquire, work }) = self.jobs.remove(key) {
+            self.pool.cancel_acquire(self.now, acquire);
+            self.acquires.remove(&acquire);
+            self.outputs.push_back(Output::Answer {
+                key: key.clone(),
+                result: Err(EffectError::new(work.effect(), kind, message)),
+            });
+        }
+    }
+
+    /// When no connection is open and none is starting, waiting work would only wait
+    /// out the acquire timeout: fail it now, saying why.
+    fn fail_waiting_if_nothing_opens(&mut self, why: &str) {
+        let alive = self
+            .conns
+            .values()
+            .any(|c| c.opened || c.pg.as_ref().is_some_and(|pg| !pg.is_closed()));
+        if alive {
+            return;
+        }
+        let waiting: Vec<K> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            self.fail_waiting(&key, ErrorKind::ConnectionLost, why);
+        }
+    }
+
+    fn drain_pool(&mut self) {
+        while let Some(event) = self.pool.poll_event() {
+            match event {
+                PoolEvent::Open { conn } => {
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            pg: None,
+                            opened: false,
+                            parked: false,
+                            queries: HashMap::new(),
+                        },
+                    );
+                    self.outputs.push_back(Output::Connect { conn });
+                }
+                PoolEvent::Reset { conn } => {
+                    let started = self
+                        .conns
+                        .get_mut(&conn)
+                        .and_then(|c| {
+                            let id = c.pg.as_mut()?.query(self.now, "SELECT 1").ok()?;
+                            c.queries.insert(id, Role::Reset);
+                            Some(())
+                        })
+                        .is_some();
+                    if started {
+                        self.drive(conn);
+                    } else {
+                        self.pool.handle_reset(self.now, conn, false);
+                    }
+                }
+                PoolEvent::Close { conn } => {
+                    if let Some(pg) = self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+                        pg.close(self.now);
+                        self.drive(conn);
+                    } else if self.conns.remove(&conn).is_some() {
+                        self.outputs.push_back(Output::Disconnect { conn });
+                    }
+                }
+                PoolEvent::Acquired { acquire, conn } => self.start(acquire, conn),
+                PoolEvent::TimedOut { acquire } => {
+                    if let Some(key) = self.acquires.remove(&acquire) {
+                        if let Some(Job::Waiting { work, .. }) = self.jobs.remove(&key) {
+                            self.outputs.push_back(Output::Answer {
+                                key,
+                                result: Err(EffectError::timeout(
+                                    work.effect(),
+                                    format!(
+                                        "no PostgreSQL connection was free within the pool's acquire timeout ({:?})",
+                                        self.config.pool.acquire_timeout
+                                    ),
+                                )),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, acquire: AcquireId, conn: ConnId) {
+        let Some(key) = self.acquires.remove(&acquire) else {
+            self.pool.release(self.now, acquire, Release::Clean);
+            return;
+        };
+        let Some(Job::Waiting { work, .. }) = self.jobs.remove(&key) else {
+            self.pool.release(self.now, acquire, Release::Clean);
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.pool.release(self.now, acquire, Release::Broken);
+            self.outputs.push_back(Output::Answer {
+                key,
+                result: Err(EffectError::connection_lost(
+                    work.effect(),
+                    "the PostgreSQL connection closed before the query was sent",
+                )),
+            });
+            return;
+        };
+        let sent = match (&mut c.pg, &work) {
+            (Some(pg), Work::Database(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
+            (Some(pg), Work::Ping) => pg.execute(self.now, "SELECT 1", &[]),
+            (None, _) => Err(PgError::Closed(super::error::ClosedReason::ServerHungUp)),
+        };
+        match sent {
+            Ok(id) => {
+                c.queries.insert(id, Role::Job(key.clone()));
+                self.jobs.insert(
+                    key,
+                    Job::Running {
+                        acquire,
+                        work,
+                        cancelled: false,
+                    },
+                );
+                self.drive(conn);
+            }
+            Err(e) => {
+                let how = if e.is_retryable() {
+                    Release::Broken
+                } else {
+                    Release::Clean
+                };
+                self.pool.release(self.now, acquire, how);
+                let effect = work.effect();
+                self.outputs.push_back(Output::Answer {
+                    key,
+                    result: Err(e.to_effect_error(effect)),
+                });
+            }
+        }
+    }
+
+    /// Drains `conn`'s events and bytes, then the pool's.
+    fn drive(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                break;
+            };
+            let Some(pg) = c.pg.as_mut() else {
+                break;
+            };
+            while let Some(bytes) = pg.poll_transmit() {
+                self.outputs.push_back(Output::Transmit { conn, bytes });
+            }
+            let Some(event) = pg.poll_event() else {
+                break;
+            };
+            match event {
+                Event::Ready => self.on_ready(conn),
+                Event::Done { id, result } => {
+                    let role = self
+                        .conns
+                        .get_mut(&conn)
+                        .and_then(|c| c.queries.remove(&id));
+                    match role {
+                        Some(Role::Job(key)) => self.on_done(key, result),
+                        Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
+                        Some(Role::Migrate) => self.on_migrated(conn, result),
+                        None => {}
+                    }
+                }
+                Event::CancelDue { cancel, .. } => {
+                    self.outputs.push_back(Output::Cancel { cancel });
+                }
+                Event::Closed(error) => {
+                    self.on_closed(conn, &error);
+                    break;
+                }
+                // No TLS here (the driver asks for none); notices and notifications
+                // carry nothing the Database family answers with.
+                Event::StartTls | Event::Notice(_) | Event::Notification(_) => {}
+            }
+        }
+        self.drain_pool();
+    }
+
+    fn on_ready(&mut self, conn: ConnId) {
+        if self.migrated {
+            self.report_opened(conn);
+            return;
+        }
+        if self.migrating.is_some() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.parked = true;
+            }
+            return;
+        }
+        let sql = database::migration_sql(self.config.migrations);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(pg) = c.pg.as_mut() else {
+            return;
+        };
+        match pg.query(self.now, &sql) {
+            Ok(id) => {
+                c.queries.insert(id, Role::Migrate);
+                self.migrating = Some(conn);
+            }
+            Err(e) => {
+                pg.close(self.now);
+                let message = format!("the migrations could not be sent: {e}");
+                self.fail_all_waiting(ErrorKind::Protocol, &message);
+            }
+        }
+    }
+
+    fn report_opened(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.opened {
+                c.opened = true;
+                c.parked = false;
+                self.pool.handle_opened(self.now, conn, true);
+            }
+        }
+    }
+
+    fn on_migrated(&mut self, conn: ConnId, result: Result<Vec<super::row::ResultSet>, PgError>) {
+        self.migrating = None;
+        match result {
+            Ok(_) => {
+                self.migrated = true;
+                let parked: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.parked)
+                    .map(|(id, _)| *id)
+                    .collect();
+                self.report_opened(conn);
+                for other in parked {
+                    self.report_opened(other);
+                }
+            }
+            Err(e) => {
+                // Not retryable by waiting: the schema cannot be created as written
+                // (permissions, a conflicting table). Say so to everyone waiting.
+                let message = format!("the Database migrations failed: {e}");
+                self.fail_all_waiting(ErrorKind::Protocol, &message);
+                if let Some(pg) = self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+                    pg.close(self.now);
+                }
+            }
+        }
+    }
+
+    fn fail_all_waiting(&mut self, kind: ErrorKind, message: &str) {
+        let waiting: Vec<K> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            self.fail_waiting(&key, kind.clone(), message);
+        }
+    }
+
+    fn on_done(&mut self, key: K, result: Result<Vec<super::row::ResultSet>, PgError>) {
+        let Some(Job::Running {
+            acquire,
+            work,
+            cancelled,
+        }) = self.jobs.remove(&key)
+        else {
+            return;
+        };
+        let how = match &result {
+            Err(PgError::Closed(_)) => Release::Broken,
+            Err(e) if e.as_db().is_some_and(|d| d.is_fatal()) => Release::Broken,
+            _ => Release::Clean,
+        };
+        self.pool.release(self.now, acquire, how);
+        if cancelled {
+            return;
+        }
+        let effect = work.effect();
+        let result = match work {
+            Work::Database(plan) => plan.finish(result).map(Reply::Database),
+            Work::Ping => result
+                .map(|_| Reply::Pong)
+                .map_err(|e| e.to_effect_error(effect)),
+        };
+        self.outputs.push_back(Output::Answer { key, result });
+    }
+
+    fn on_closed(&mut self, conn: ConnId, error: &PgError) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(pg) = c.pg.as_mut() {
+            while let Some(bytes) = pg.poll_transmit() {
+                self.outputs.push_back(Output::Transmit { conn, bytes });
+            }
+        }
+        if self.migrating == Some(conn) {
+            self.migrating = None;
+        }
+        self.outputs.push_back(Output::Disconnect { conn });
+        if c.opened {
+            self.pool.handle_closed(self.now, conn);
+        } else {
+            self.pool.handle_opened(self.now, conn, false);
+            self.fail_waiting_if_nothing_opens(&format!("cannot connect to PostgreSQL: {error}"));
+        }
+        // A parked connection may now run the migrations itself.
+        if !self.migrated && self.migrating.is_none() {
+            let parked = self.conns.iter().find(|(_, c)| c.parked).map(|(id, _)| *id);
+            if let Some(next) = parked {
+                if let Some(c) = self.conns.get_mut(&next) {
+                    c.parked = false;
+                }
+                self.on_ready(next);
+            }
+        }
+    }
+}
