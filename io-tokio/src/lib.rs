@@ -44,6 +44,8 @@ pub mod interpreter;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod offload;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod runtime;
 #[cfg(feature = "server")]
 pub mod server;

@@ -95,8 +95,9 @@ CREATE TABLE IF NOT EXISTS chat_messages (
 CREATE INDEX IF NOT EXISTS chat_messages_history ON chat_messages (user_id, created_at DESC, id DESC);",
 }];
 
-/// The advisory-lock key that serialises migrations across processes.
-const MIGRATION_LOCK: i64 = 0x6566_6665_6374_6675; // "effectfu"
+/// The advisory-lock key (`pg_advisory_xact_lock`) that serialises migrations across
+/// processes.
+pub const MIGRATION_LOCK: i64 = 0x6566_6665_6374_6675; // "effectfu"
 
 /// The one simple query that applies `migrations` not yet recorded, in one
 /// transaction under an advisory lock (so two processes starting together apply each

@@ -1,0 +1,454 @@
+//! The PostgreSQL interpreter against the real server on 127.0.0.1:5432 (trust auth,
+//! database `test`), each test in a schema of its own (`search_path` through the
+//! URL's `options`), dropped at the end. `psql` plays the other sessions: it holds
+//! locks, terminates backends and reads `pg_stat_activity`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use effectful::effect::*;
+use effectful::postgres::PoolConfig;
+use effectful::postgres::database::MIGRATION_LOCK;
+use effectful::{EffectError, ErrorKind};
+use effectful_tokio::Runtime;
+use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
+
+const START_SERVER: &str = "PostgreSQL 15 must answer on 127.0.0.1:5432 with trust auth for user postgres and a database named \"test\"; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (scripts/services does this), and install psql (apt-get install postgresql-client-15)";
+
+fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-Atqc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"));
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}\n{START_SERVER}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A schema (and an application_name) of this test's own.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    fn new(tag: &str) -> Schema {
+        let name = format!("effectful_pg_it_{tag}_{}", std::process::id());
+        psql(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ));
+        Schema { name }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:5432/test?application_name={}&options=-c%20search_path%3D{}",
+            self.name, self.name
+        )
+    }
+
+    fn config(&self) -> PgDatabaseConfig {
+        PgDatabaseConfig::from_url(&self.url()).expect("a valid URL")
+    }
+
+    /// The backends of this test's pool.
+    fn backends(&self) -> Vec<i32> {
+        psql(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+            self.name
+        ))
+        .lines()
+        .map(|l| l.parse().expect("a pid"))
+        .collect()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+            .output();
+    }
+}
+
+fn runtime(db: &PgDatabase, shards: usize) -> Runtime {
+    db.register(Runtime::builder().shards(shards))
+        .build()
+        .expect("runtime")
+}
+
+fn service_code(err: &EffectError) -> Option<&str> {
+    match &err.kind {
+        ErrorKind::Service { code } => code.as_deref(),
+        _ => None,
+    }
+}
+
+async fn create(fx: &effectful::Fx, email: &str) -> User {
+    match fx
+        .perform(CreateUser {
+            email: email.into(),
+            name: "n".into(),
+            password_hash: "h".into(),
+        })
+        .await
+    {
+        Ok(CreateUserOutcome::Created(user)) => user,
+        other => panic!("expected a new user, got {other:?}\n{START_SERVER}"),
+    }
+}
+
+#[test]
+fn programs_on_several_shards_share_one_pool_and_the_adapter_answers_as_the_fake() {
+    let schema = Schema::new("basic");
+    let db = PgDatabase::start(schema.config()).expect("started");
+    let runtime = runtime(&db, 2);
+    let outcome = runtime.block_on(async {
+        let handle = runtime.handle().clone();
+        handle
+            .spawn(|fx| async move {
+                let a = create(&fx, "a@x.io").await;
+                let taken = fx
+                    .perform(CreateUser {
+                        email: "a@x.io".into(),
+                        name: "b".into(),
+                        password_hash: "h".into(),
+                    })
+                    .await?;
+                let found = fx.perform(GetUserById { user_id: a.id }).await?;
+                let saved = fx
+                    .perform(SaveChatMessage {
+                        user_id: a.id,
+                        text: "hi".into(),
+                        message_id: None,
+                    })
+                    .await?;
+                let page = fx.perform(ListMessagesForUser::latest(a.id, 10)).await?;
+                Ok::<_, EffectError>((a, taken, found, saved, page))
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    let (a, taken, found, saved, page) = outcome.expect("answered");
+    assert_eq!(
+        taken,
+        CreateUserOutcome::EmailTaken {
+            email: "a@x.io".into()
+        }
+    );
+    assert_eq!(found, UserLookup::Found(a.clone()));
+    assert_eq!(page.messages, vec![saved]);
+    // A user created through one shard is found through the other.
+    let again = runtime.block_on(async {
+        let id = a.id;
+        let mut found = Vec::new();
+        for _ in 0..2 {
+            found.push(
+                runtime
+                    .handle()
+                    .spawn(move |fx| async move { fx.perform(GetUserById { user_id: id }).await })
+                    .await
+                    .expect("spawned")
+                    .await
+                    .expect("finished")
+                    .expect("answered"),
+            );
+        }
+        found
+    });
+    assert!(again.iter().all(|l| *l == UserLookup::Found(a.clone())));
+    let status = runtime.block_on(db.status()).expect("running");
+    assert!(status.size <= 20 && status.size >= 1, "{status:?}");
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_thousand_effects_pipelined_on_one_connection_each_get_their_own_row() {
+    let schema = Schema::new("pipeline");
+    let db = PgDatabase::start(
+        schema.config().pool(
+            PoolConfig::default()
+                .size(1, 1)
+                .max_shared_per_connection(1024),
+        ),
+    )
+    .expect("started");
+    let runtime = runtime(&db, 1);
+    let users: Vec<User> = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(|fx| async move {
+                let mut users = Vec::new();
+                for i in 0..10 {
+                    users.push(create(&fx, &format!("{i}@x.io")).await);
+                }
+                users
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    let answers = runtime.block_on(async {
+        let mut joins = Vec::new();
+        for i in 0..1000 {
+            let user_id = users[i % 10].id;
+            joins.push(
+                runtime
+                    .handle()
+                    .spawn(move |fx| async move { fx.perform(GetUserById { user_id }).await })
+                    .await
+                    .expect("spawned"),
+            );
+        }
+        let mut answers = Vec::new();
+        for join in joins {
+            answers.push(join.await.expect("finished").expect("answered"));
+        }
+        answers
+    });
+    assert_eq!(answers.len(), 1000);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(
+            *answer,
+            UserLookup::Found(users[i % 10].clone()),
+            "effect {i}"
+        );
+    }
+    assert_eq!(
+        schema.backends().len(),
+        1,
+        "one connection carried them all"
+    );
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_terminated_backend_fails_retryably_and_the_pool_replaces_it() {
+    let schema = Schema::new("terminate");
+    let db = PgDatabase::start(schema.config().pool_size(2, 2)).expect("started");
+    let runtime = runtime(&db, 1);
+    let lookup = |runtime: &Runtime, user_id| {
+        runtime.block_on(async {
+            runtime
+                .handle()
+                .spawn(move |fx| async move { fx.perform(GetUserById { user_id }).await })
+                .await
+                .expect("spawned")
+                .await
+                .expect("finished")
+        })
+    };
+    let nobody = uuid::Uuid::from_u128(1);
+    lookup(&runtime, nobody).expect("the pool works");
+    let before = schema.backends();
+    assert!(!before.is_empty());
+    for pid in &before {
+        psql(&format!("SELECT pg_terminate_backend({pid})"));
+    }
+    // Each failure (the first queries may meet a dead connection) is retryable; within
+    // a few tries the pool has new connections and the lookup succeeds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match lookup(&runtime, nobody) {
+            Ok(lookup) => {
+                assert!(matches!(lookup, UserLookup::NotFound { .. }));
+                break;
+            }
+            Err(e) => {
+                assert!(e.retryable, "a lost connection is retryable: {e}");
+                assert!(Instant::now() < deadline, "the pool never recovered: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let after = schema.backends();
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "new backends {after:?} replaced {before:?}"
+    );
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+/// Runs `sql` in a psql session in the background (holding a lock while it sleeps).
+fn background_psql(sql: &str) -> std::process::Child {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-qc",
+            sql,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"))
+}
+
+#[test]
+fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
+    let schema = Schema::new("timeout");
+    let db = PgDatabase::start(
+        schema
+            .config()
+            .pool_size(1, 1)
+            .command_timeout(Duration::from_millis(300)),
+    )
+    .expect("started");
+    let runtime = runtime(&db, 1);
+    let lookup = |runtime: &Runtime| {
+        runtime.block_on(async {
+            runtime
+                .handle()
+                .spawn(|fx| async move {
+                    fx.perform(GetUserById {
+                        user_id: uuid::Uuid::nil(),
+                    })
+                    .await
+                })
+                .await
+                .expect("spawned")
+                .await
+                .expect("finished")
+        })
+    };
+    lookup(&runtime).expect("migrated and working");
+    // Another session holds the table for 5 s: the lookup waits on the lock.
+    let mut holder = background_psql(&format!(
+        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;",
+        schema.name
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let err = lookup(&runtime).expect_err("cancelled by the command timeout");
+    let took = started.elapsed();
+    assert_eq!(service_code(&err), Some("57014"), "{err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the cancel stopped the query long before the lock was released ({took:?})"
+    );
+    // The server-side query is gone: our backend is idle, not waiting on the lock.
+    let active = psql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND state = 'active'",
+        schema.name
+    ));
+    assert_eq!(active, "0");
+    let _ = holder.wait();
+    lookup(&runtime).expect("the connection is usable after the cancel");
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_reaches_no_one() {
+    let schema = Schema::new("cancel");
+    // Hold the migration lock: the pool's first connection waits on it, so no effect
+    // can start yet.
+    let mut holder = background_psql(&format!(
+        "SELECT pg_advisory_lock({MIGRATION_LOCK}); SELECT pg_sleep(1.5);"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let db = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
+    let runtime = runtime(&db, 1);
+    let first = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(|fx| async move {
+                fx.perform_timeout(
+                    CreateUser {
+                        email: "once@x.io".into(),
+                        name: "n".into(),
+                        password_hash: "h".into(),
+                    },
+                    Duration::from_millis(200),
+                )
+                .await
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    let err = first.expect_err("timed out while waiting for a connection");
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    let _ = holder.wait();
+    // Never performed: the email is still free.
+    let again = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(|fx| async move { create(&fx, "once@x.io").await })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    assert_eq!(again.email, "once@x.io");
+
+    // Now one that runs: it waits on a table lock past its own time limit; its
+    // answer arrives later and is dropped as stale.
+    let mut holder = background_psql(&format!(
+        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1); COMMIT;",
+        schema.name
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let running = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(move |fx| async move {
+                fx.perform_timeout(
+                    GetUserById { user_id: again.id },
+                    Duration::from_millis(100),
+                )
+                .await
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    assert_eq!(running.expect_err("timed out").kind, ErrorKind::Timeout);
+    let _ = holder.wait();
+    // The late answer reached no one: the next effect on the same connection gets
+    // its own.
+    let nobody = uuid::Uuid::from_u128(42);
+    let next = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(move |fx| async move { fx.perform(GetUserById { user_id: nobody }).await })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    assert_eq!(
+        next.expect("answered"),
+        UserLookup::NotFound {
+            user_id: nobody,
+            reason: NotFoundReason::DoesNotExist
+        }
+    );
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
