@@ -5,6 +5,7 @@
 //! and properties are in `pool`.
 
 mod auth_clusters;
+mod cluster;
 mod database;
 mod harness;
 mod pool;
