@@ -14,6 +14,12 @@
 //!    stays applied, and its answer is the one stale answer of the run;
 //! 3. a write given enough time: succeeds;
 //! 4. a reader: the first write is missing, the other two are there.
+//!
+//! # Database
+//! [`check_database`] runs the same cases against the in-memory `FakeDatabase` and
+//! against a real PostgreSQL interpreter: each case is a program on a fresh, empty
+//! database whose observations (outcomes, error codes, orderings; never ids or
+//! timestamps, which differ between drivers) must match what the case expects.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -109,3 +115,7 @@ pub fn check_cancellation(driver: &mut impl CancellationDriver, leg: Duration) {
         "exactly one answer arrives stale: the in-flight write's"
     );
 }
+
+mod database;
+
+pub use database::{DatabaseDriver, check_database, database_cases};

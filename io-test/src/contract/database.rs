@@ -1,0 +1,431 @@
+//! The Database contract: the same cases on the fake and on PostgreSQL.
+
+use effectful::effect::{
+    CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, GetUserById, ListMessagesForUser,
+    ListUsers, SaveChatMessage, UpdateUser, User, UserLookup,
+};
+use effectful::{EffectError, ErrorKind, Fx, ProgramError};
+use uuid::Uuid;
+
+use super::ContractProgram;
+
+/// A driver under test for [`check_database`].
+pub trait DatabaseDriver {
+    /// Runs `program` against a fresh, empty database (the Database family only) and
+    /// returns its result. `case` names the case (for a schema name, a log line).
+    fn run(&mut self, case: &str, program: ContractProgram) -> Result<Vec<String>, ProgramError>;
+}
+
+/// An error as the contract sees it: kind, code, retryable (not the message, whose
+/// wording is the server's).
+fn error(e: &EffectError) -> String {
+    let kind = match &e.kind {
+        ErrorKind::Service { code } => format!("service {}", code.as_deref().unwrap_or("-")),
+        other => other.to_string(),
+    };
+    format!("error {kind} retryable={} effect={}", e.retryable, e.effect)
+}
+
+async fn create(fx: &Fx, email: &str) -> Result<User, String> {
+    match fx
+        .perform(CreateUser {
+            email: email.into(),
+            name: format!("name of {email}"),
+            password_hash: "hash".into(),
+        })
+        .await
+    {
+        Ok(CreateUserOutcome::Created(user)) => Ok(user),
+        other => Err(format!("create {email}: {other:?}")),
+    }
+}
+
+fn lookup(found: &Result<UserLookup, EffectError>, expected: Option<&User>) -> String {
+    match found {
+        Ok(UserLookup::Found(user)) if Some(user) == expected => "found the user".into(),
+        Ok(UserLookup::Found(user)) => format!("found {} <{}>", user.name, user.email),
+        Ok(UserLookup::NotFound { reason, .. }) => format!("not found: {reason:?}"),
+        Err(e) => error(e),
+    }
+}
+
+fn boxed<F, Fut>(f: F) -> ContractProgram
+where
+    F: FnOnce(Fx) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>> + 'static,
+{
+    Box::new(move |fx: Fx| {
+        Box::pin(async move { f(fx).await.unwrap_or_else(|e| vec![format!("failed: {e}")]) })
+    })
+}
+
+fn users() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        let a = create(&fx, "a@x.io").await?;
+        let b = create(&fx, "b@x.io").await?;
+        seen.push(
+            match fx
+                .perform(CreateUser {
+                    email: "a@x.io".into(),
+                    name: "again".into(),
+                    password_hash: "h".into(),
+                })
+                .await
+            {
+                Ok(CreateUserOutcome::EmailTaken { email }) => format!("email taken: {email}"),
+                other => format!("{other:?}"),
+            },
+        );
+        // Emails compare exactly, as a plain UNIQUE on text does.
+        seen.push(match create(&fx, "A@x.io").await {
+            Ok(_) => "A@x.io is another email".into(),
+            Err(e) => e,
+        });
+        seen.push(lookup(
+            &fx.perform(GetUserById { user_id: a.id }).await,
+            Some(&a),
+        ));
+        let to_taken = fx
+            .perform(UpdateUser {
+                user_id: b.id,
+                email: Some("a@x.io".into()),
+                name: None,
+            })
+            .await;
+        seen.push(lookup(&to_taken, None));
+        let renamed = fx
+            .perform(UpdateUser {
+                user_id: b.id,
+                email: Some("b@x.io".into()),
+                name: Some("Bee ✓".into()),
+            })
+            .await;
+        seen.push(lookup(&renamed, None));
+        let unknown = Uuid::from_u128(0x5eed);
+        seen.push(lookup(
+            &fx.perform(GetUserById { user_id: unknown }).await,
+            None,
+        ));
+        for _ in 0..2 {
+            seen.push(match fx.perform(DeleteUser { user_id: a.id }).await {
+                Ok(DeleteOutcome::Deleted) => "deleted".into(),
+                Ok(DeleteOutcome::NotFound) => "delete: not found".into(),
+                Err(e) => error(&e),
+            });
+        }
+        seen.push(lookup(
+            &fx.perform(GetUserById { user_id: a.id }).await,
+            None,
+        ));
+        let update_deleted = fx
+            .perform(UpdateUser {
+                user_id: a.id,
+                email: None,
+                name: Some("x".into()),
+            })
+            .await;
+        seen.push(lookup(&update_deleted, None));
+        let update_unknown = fx
+            .perform(UpdateUser {
+                user_id: unknown,
+                email: Some("b@x.io".into()),
+                name: None,
+            })
+            .await;
+        seen.push(lookup(&update_unknown, None));
+        seen.push(match create(&fx, "a@x.io").await {
+            Ok(_) => "a deleted user's email is free again".into(),
+            Err(e) => e,
+        });
+        Ok(seen)
+    })
+}
+
+fn list_users() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(create(&fx, &format!("{i}@x.io")).await?.id);
+        }
+        ids.sort();
+        let mut seen = Vec::new();
+        for (limit, offset) in [
+            (10, 0),
+            (2, 1),
+            (0, 0),
+            (10, 4),
+            (10, 5),
+            (u32::MAX, u32::MAX),
+        ] {
+            let page = fx
+                .perform(ListUsers { limit, offset })
+                .await
+                .map_err(|e| error(&e))?;
+            let got: Vec<Uuid> = page.iter().map(|u| u.id).collect();
+            let start = (offset as usize).min(ids.len());
+            let end = start.saturating_add(limit as usize).min(ids.len());
+            seen.push(format!(
+                "limit {limit} offset {offset}: {} users, ordered by id: {}",
+                got.len(),
+                got == ids[start..end]
+            ));
+        }
+        Ok(seen)
+    })
+}
+
+fn messages() -> ContractProgram {
+    boxed(|fx| async move {
+        let a = create(&fx, "a@x.io").await?;
+        let id = Uuid::from_u128(0x99);
+        let save = |user_id, text: &str, message_id| {
+            fx.perform(SaveChatMessage {
+                user_id,
+                text: text.into(),
+                message_id,
+            })
+        };
+        let mut seen = Vec::new();
+        let first = save(a.id, "once ✓", Some(id))
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(format!(
+            "saved under the given id: {}, author kept: {}, text kept: {}",
+            first.id == id,
+            first.user_id == a.id,
+            first.text == "once ✓"
+        ));
+        seen.push(match save(a.id, "once ✓", Some(id)).await {
+            Ok(again) => format!("saved again: the first row: {}", again == first),
+            Err(e) => error(&e),
+        });
+        for (user, text) in [(a.id, "other text"), (Uuid::from_u128(7), "once ✓")] {
+            seen.push(match save(user, text, Some(id)).await {
+                Ok(m) => format!("reused id saved: {m:?}"),
+                Err(e) => error(&e),
+            });
+        }
+        seen.push(match save(Uuid::from_u128(7), "nobody", None).await {
+            Ok(m) => format!("saved for nobody: {m:?}"),
+            Err(e) => error(&e),
+        });
+        let fresh = save(a.id, "", None).await.map_err(|e| error(&e))?;
+        seen.push(format!(
+            "an empty text saved under a new id: {}",
+            fresh.id != id && fresh.text.is_empty()
+        ));
+        fx.perform(DeleteUser { user_id: a.id })
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(match save(a.id, "late", None).await {
+            Ok(m) => format!("saved for a deleted user: {m:?}"),
+            Err(e) => error(&e),
+        });
+        let page = fx
+            .perform(ListMessagesForUser::latest(a.id, 10))
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(format!(
+            "a deleted user's messages went with it: {}",
+            page.messages.is_empty() && page.next.is_none()
+        ));
+        Ok(seen)
+    })
+}
+
+fn paging() -> ContractProgram {
+    boxed(|fx| async move {
+        let a = create(&fx, "a@x.io").await?;
+        let b = create(&fx, "b@x.io").await?;
+        for i in 0..23 {
+            let author = if i % 4 == 3 { b.id } else { a.id };
+            fx.perform(SaveChatMessage {
+                user_id: author,
+                text: i.to_string(),
+                message_id: None,
+            })
+            .await
+            .map_err(|e| error(&e))?;
+        }
+        let mut seen = Vec::new();
+        let mut walked = Vec::new();
+        let mut before = None;
+        loop {
+            let page = fx
+                .perform(ListMessagesForUser {
+                    user_id: a.id,
+                    limit: 7,
+                    before,
+                })
+                .await
+                .map_err(|e| error(&e))?;
+            let ordered = page
+                .messages
+                .windows(2)
+                .all(|w| w[0].cursor() < w[1].cursor());
+            let next_is_first =
+                page.next.is_none() || page.next == page.messages.first().map(|m| m.cursor());
+            seen.push(format!(
+                "page of {}, oldest first: {ordered}, more: {}, next is its oldest: {next_is_first}",
+                page.messages.len(),
+                page.next.is_some()
+            ));
+            walked.splice(0..0, page.messages);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        let mut texts: Vec<u32> = walked
+            .iter()
+            .map(|m| m.text.parse().unwrap_or(u32::MAX))
+            .collect();
+        let all_a = walked.iter().all(|m| m.user_id == a.id);
+        texts.sort_unstable();
+        let expected: Vec<u32> = (0..23).filter(|i| i % 4 != 3).collect();
+        seen.push(format!(
+            "the walk saw each of the user's messages once: {}, only theirs: {all_a}",
+            texts == expected
+        ));
+        for limit in [0, 1000] {
+            let page = fx
+                .perform(ListMessagesForUser::latest(a.id, limit))
+                .await
+                .map_err(|e| error(&e))?;
+            seen.push(format!(
+                "limit {limit}: {} messages, more: {}",
+                page.messages.len(),
+                page.next.is_some()
+            ));
+        }
+        let nobody = fx
+            .perform(ListMessagesForUser::latest(Uuid::from_u128(3), 10))
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(format!(
+            "a user with no messages: {} messages, more: {}",
+            nobody.messages.len(),
+            nobody.next.is_some()
+        ));
+        Ok(seen)
+    })
+}
+
+/// Every case: its name, its program, what it must observe.
+pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>)> {
+    let not_retryable = |code: &'static str, effect: &'static str| -> &'static str {
+        match (code, effect) {
+            ("23505", "UpdateUser") => {
+                "error service 23505 retryable=false effect=Database.UpdateUser"
+            }
+            ("23505", "SaveChatMessage") => {
+                "error service 23505 retryable=false effect=Database.SaveChatMessage"
+            }
+            _ => "error service 23503 retryable=false effect=Database.SaveChatMessage",
+        }
+    };
+    vec![
+        (
+            "users",
+            users(),
+            vec![
+                "email taken: a@x.io",
+                "A@x.io is another email",
+                "found the user",
+                not_retryable("23505", "UpdateUser"),
+                "found Bee ✓ <b@x.io>",
+                "not found: DoesNotExist",
+                "deleted",
+                "delete: not found",
+                "not found: Deleted",
+                "not found: Deleted",
+                "not found: DoesNotExist",
+                "a deleted user's email is free again",
+            ],
+        ),
+        (
+            "list_users",
+            list_users(),
+            vec![
+                "limit 10 offset 0: 5 users, ordered by id: true",
+                "limit 2 offset 1: 2 users, ordered by id: true",
+                "limit 0 offset 0: 0 users, ordered by id: true",
+                "limit 10 offset 4: 1 users, ordered by id: true",
+                "limit 10 offset 5: 0 users, ordered by id: true",
+                "limit 4294967295 offset 4294967295: 0 users, ordered by id: true",
+            ],
+        ),
+        (
+            "messages",
+            messages(),
+            vec![
+                "saved under the given id: true, author kept: true, text kept: true",
+                "saved again: the first row: true",
+                not_retryable("23505", "SaveChatMessage"),
+                not_retryable("23505", "SaveChatMessage"),
+                not_retryable("23503", "SaveChatMessage"),
+                "an empty text saved under a new id: true",
+                not_retryable("23503", "SaveChatMessage"),
+                "a deleted user's messages went with it: true",
+            ],
+        ),
+        (
+            "paging",
+            paging(),
+            vec![
+                "page of 7, oldest first: true, more: true, next is its oldest: true",
+                "page of 7, oldest first: true, more: true, next is its oldest: true",
+                "page of 4, oldest first: true, more: false, next is its oldest: true",
+                "the walk saw each of the user's messages once: true, only theirs: true",
+                "limit 0: 1 messages, more: true",
+                "limit 1000: 18 messages, more: false",
+                "a user with no messages: 0 messages, more: false",
+            ],
+        ),
+    ]
+}
+
+/// Runs every case of the Database contract on `driver`; panics with the first case
+/// whose observations differ, naming it.
+pub fn check_database(driver: &mut impl DatabaseDriver) {
+    for (name, program, expected) in database_cases() {
+        let seen = driver
+            .run(name, program)
+            .unwrap_or_else(|e| panic!("case {name}: the program failed: {e}"));
+        assert_eq!(seen, expected, "case {name}: the observations differ");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::effect::{Request, Response};
+    use effectful::memory::{Handled, Services};
+    use effectful::{EngineConfig, Time, run_async};
+
+    /// The fake, answering each effect at once in virtual time.
+    struct Fake;
+
+    impl DatabaseDriver for Fake {
+        fn run(
+            &mut self,
+            _case: &str,
+            program: ContractProgram,
+        ) -> Result<Vec<String>, ProgramError> {
+            let mut services = Services::new(11);
+            let mut handler = |request: Request| -> Result<Response, EffectError> {
+                match services.handle(Time::ZERO, request) {
+                    Handled::Done(result) => result,
+                    _ => Err(EffectError::unhandled("contract", vec!["Database".into()])),
+                }
+            };
+            run_async(program, EngineConfig::default(), &mut handler)
+        }
+    }
+
+    #[test]
+    fn the_fake_database_keeps_the_database_contract() {
+        check_database(&mut Fake);
+    }
+}
