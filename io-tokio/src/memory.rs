@@ -18,6 +18,13 @@
 //! program timed out, ended, or was cancelled) before its message reached it hands the
 //! message back, as the simulator's broker does.
 //!
+//! # Waiting for chat room messages
+//! A `WaitRoomMessages` with no message after its `seq` waits in the world until a
+//! `PostRoomMessage` (from any shard) stores one; it is then answered through its
+//! shard's [`Replier`]. A wait that is cancelled (its program raced it against its
+//! client and the client won, timed out, or ended) is simply dropped: the messages
+//! stay in the room, and the program asks again by `seq`.
+//!
 //! # Time, randomness and metrics
 //! The services take `now` from the runtime's one [`Clock`]; their
 //! wall clock starts at the OS's wall clock when the first shard starts. Their
@@ -31,8 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use effectful::effect::{
-    ConsumeMessage, ConsumeOutcome, Envelope, MessagingRequest, MessagingResponse, MetricsRequest,
-    MetricsResponse, NegativeAcknowledge, QueryMetrics, Request, Response,
+    ConsumeMessage, ConsumeOutcome, DatabaseRequest, DatabaseResponse, Envelope,
+    MessagingRequest, MessagingResponse, MetricsRequest, MetricsResponse, NegativeAcknowledge,
+    QueryMetrics, Request, Response, WaitRoomMessages,
 };
 use effectful::memory::{Handled, Services};
 use effectful::{EffectId, Family, ProgramId, Std, Time};
@@ -82,6 +90,15 @@ struct World<F: Family> {
     /// Messages handed to a consumer whose answer may not have reached it yet, by
     /// `(shard, effect)`: if the consumer stops waiting, the message goes back.
     handed: FxHashMap<(usize, EffectId), String>,
+    /// Waits for chat room messages, in the order they came.
+    room_waiters: Vec<RoomWaiter<F>>,
+}
+
+struct RoomWaiter<F: Family> {
+    shard: usize,
+    id: EffectId,
+    request: WaitRoomMessages,
+    replier: Replier<F>,
 }
 
 struct Parked<F: Family> {
@@ -111,6 +128,7 @@ where
                 wall_clock_set: false,
                 parked: Vec::new(),
                 handed: FxHashMap::default(),
+                room_waiters: Vec::new(),
             })),
         }
     }
@@ -153,6 +171,7 @@ where
         MemoryInterpreter {
             world: self.clone(),
             messaging: family == "Messaging",
+            database: family == "Database",
             shard: shard.shard(),
             clock: shard.clock(),
             stats: shard.stats().clone(),
@@ -173,6 +192,8 @@ pub struct MemoryInterpreter<F: Family = Std> {
     world: MemoryWorld<F>,
     /// The Messaging instance also keeps the books of waiting consumers.
     messaging: bool,
+    /// The Database instance also keeps the books of waits for room messages.
+    database: bool,
     shard: usize,
     clock: Clock,
     stats: RuntimeStats,
@@ -200,6 +221,22 @@ where
                 None => i += 1,
             }
         }
+    }
+
+    /// Answers every wait for room messages that a post made answerable.
+    fn wake_room_waiters(&mut self) {
+        let database = &self.services.database;
+        self.room_waiters.retain(|waiter| {
+            let owed = database.room_after(waiter.request.after_seq, waiter.request.limit);
+            if owed.is_empty() {
+                return true;
+            }
+            let answer = Response::Database(DatabaseResponse::WaitRoomMessages(owed.to_vec()));
+            waiter
+                .replier
+                .answer(waiter.id, Ok(F::embed_response(answer)));
+            false
+        });
     }
 
     fn hand_over(
@@ -300,6 +337,10 @@ where
             }
             _ => (false, None),
         };
+        let posts = matches!(
+            request,
+            Request::Database(DatabaseRequest::PostRoomMessage(_))
+        );
         if let Request::Metrics(MetricsRequest::QueryMetrics(query)) = &request {
             let answer = self.query_metrics(&world, query);
             return cx.answer(id, Ok(F::embed_response(answer)));
@@ -312,6 +353,27 @@ where
                 }
                 if let Some(at) = redelivery.filter(|at| *at > now) {
                     self.wake_at(at);
+                }
+                if posts && !world.room_waiters.is_empty() {
+                    world.wake_room_waiters();
+                }
+            }
+            Handled::WaitRoom(wait) => {
+                let owed = world
+                    .services
+                    .database
+                    .room_after(wait.after_seq, wait.limit);
+                if owed.is_empty() {
+                    world.room_waiters.push(RoomWaiter {
+                        shard: self.shard,
+                        id,
+                        request: wait,
+                        replier: cx.replier(),
+                    });
+                } else {
+                    let answer =
+                        Response::Database(DatabaseResponse::WaitRoomMessages(owed.to_vec()));
+                    cx.answer(id, Ok(F::embed_response(answer)));
                 }
             }
             Handled::Consume(consume) => match world.services.broker.try_consume(now, &consume) {
@@ -352,11 +414,18 @@ where
     }
 
     fn cancel(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId) {
+        let shard = self.shard;
+        if self.database {
+            let mut world = self.world.lock();
+            world
+                .room_waiters
+                .retain(|w| !(w.shard == shard && w.id == id));
+            return;
+        }
         if !self.messaging {
             return;
         }
         let mut world = self.world.lock();
-        let shard = self.shard;
         world.parked.retain(|p| !(p.shard == shard && p.id == id));
         // Its message is on its way but will never be read: it goes back.
         if let Some(message_id) = world.handed.remove(&(shard, id)) {

@@ -1,4 +1,34 @@
-//! Database: users and chat messages (PostgreSQL tables `users` and `chat_messages`).
+//! Database: users and chat messages (PostgreSQL tables `users` and `chat_messages`),
+//! and the chat room (tables `chat_users` and `chat_room_messages`).
+//!
+//! # The chat room
+//! The chat application's one room has a total order: each stored message gets a
+//! `seq` (1, 2, 3, ...) such that **commit order is `seq` order**, so a reader that has
+//! seen every message up to `seq` = n and then asks for `seq > n` can never miss one
+//! that commits later with a smaller `seq`. That is what lets a session catch up
+//! after any failure (a dropped listener, a restarted Redis, a lost answer) with one
+//! query by `seq`, and lets every client see the room in the same order.
+//!
+//! The tables, on PostgreSQL:
+//! ```sql
+//! CREATE TABLE chat_users (
+//!     id         uuid PRIMARY KEY,
+//!     name       text NOT NULL UNIQUE,
+//!     created_at timestamptz NOT NULL DEFAULT now()
+//! );
+//! CREATE TABLE chat_room_messages (
+//!     seq        bigint PRIMARY KEY,           -- 1, 2, 3, ... in commit order
+//!     id         uuid NOT NULL UNIQUE,         -- chosen by the program: idempotent posts
+//!     user_id    uuid NOT NULL REFERENCES chat_users (id) ON DELETE CASCADE,
+//!     text       text NOT NULL,
+//!     created_at timestamptz NOT NULL DEFAULT now()
+//! );
+//! ```
+//! Chat users are not rows of `users`: a chat join has only a name, while `users`
+//! needs a unique email and a password hash for the auth flows. Deriving a fake email
+//! would put rows in `users` that a sign-up could collide with, and make "name" (not
+//! unique in `users`) the key of a unique lookup. A table of its own keeps the unique
+//! name where the chat needs it and leaves `users` to accounts.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -219,6 +249,135 @@ pub struct MessagePage {
     pub next: Option<MessageCursor>,
 }
 
+/// A chat participant: a row of `chat_users`. Names are unique.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatUser {
+    /// The user's id.
+    pub id: Uuid,
+    /// Unique among chat users (compared exactly).
+    pub name: String,
+}
+
+/// A message of the chat room, with its author's name: a row of
+/// `chat_room_messages` joined with `chat_users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMessage {
+    /// Its place in the room: 1 for the first message, then one more for each. Commit
+    /// order is `seq` order (see the [module docs](self)).
+    pub seq: u64,
+    /// The message's id.
+    pub id: Uuid,
+    /// Its author.
+    pub user_id: Uuid,
+    /// Its author's name.
+    pub name: String,
+    /// Its text.
+    pub text: String,
+    /// When the database stored it.
+    pub created_at: Timestamp,
+}
+
+/// The most messages one [`RoomHistory`] or [`WaitRoomMessages`] answer holds; a
+/// larger `limit` is clamped to it.
+pub const MAX_ROOM_PAGE: u32 = MAX_MESSAGE_PAGE;
+
+/// `limit` clamped to `1..=`[`MAX_ROOM_PAGE`].
+pub fn room_page_size(limit: u32) -> u32 {
+    limit.clamp(1, MAX_ROOM_PAGE)
+}
+
+/// Find or create the chat user with this name. Output: the [`ChatUser`].
+///
+/// The first join of a name creates the user; later joins find it; two concurrent
+/// first joins of one name make one user. On PostgreSQL, in one statement pair
+/// (autocommit is enough: the unique index arbitrates):
+/// ```sql
+/// INSERT INTO chat_users (id, name) VALUES ($new_id, $name) ON CONFLICT (name) DO NOTHING;
+/// SELECT id, name FROM chat_users WHERE name = $name;
+/// ```
+/// The loser of a race inserts nothing and its `SELECT` finds the winner's row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinChat {
+    /// The name (the program checks its length and characters).
+    pub name: String,
+}
+
+/// Store a message in the chat room. Output: the stored [`RoomMessage`] (boxed:
+/// every response stays small).
+///
+/// Idempotent on `message_id` as [`SaveChatMessage`] is: posting the same id again
+/// (say on a retry after a lost answer) returns the row stored the first time, with
+/// its `seq`; reusing an id for another author or text fails with a unique violation
+/// (SQLSTATE 23505), not retryable. An author that is not a chat user fails like a
+/// foreign-key violation (SQLSTATE 23503), not retryable.
+///
+/// On PostgreSQL, one transaction, so that commit order is `seq` order and a listener
+/// is woken only once the row is visible:
+/// ```sql
+/// BEGIN;
+/// SELECT pg_advisory_xact_lock($room_lock_key);      -- posts to the room queue here
+/// SELECT m.seq, m.id, m.user_id, u.name, m.text, m.created_at
+///   FROM chat_room_messages m JOIN chat_users u ON u.id = m.user_id
+///   WHERE m.id = $message_id;                        -- a retry: answer the stored row
+/// INSERT INTO chat_room_messages (seq, id, user_id, text)
+///   SELECT coalesce(max(seq), 0) + 1, $message_id, $user_id, $text FROM chat_room_messages
+///   RETURNING seq, created_at;                       -- only when the SELECT found none
+/// SELECT pg_notify('chat_room', seq::text);          -- delivered at COMMIT, not before
+/// COMMIT;
+/// ```
+/// (`max(seq)` is an index lookup on the primary key; the advisory lock, held to
+/// commit, makes the next post wait, so no `seq` commits after a larger one, which a
+/// plain sequence would allow.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostRoomMessage {
+    /// The author (a [`ChatUser`]).
+    pub user_id: Uuid,
+    /// The text.
+    pub text: String,
+    /// The message's id, chosen by the program for idempotent retries; `None`: the
+    /// database chooses.
+    #[serde(default)]
+    pub message_id: Option<Uuid>,
+}
+
+/// The room's latest messages. Output: at most `limit` messages (clamped to
+/// `1..=`[`MAX_ROOM_PAGE`]), the newest ones, oldest first.
+///
+/// On PostgreSQL: `SELECT .. FROM chat_room_messages m JOIN chat_users u ON u.id =
+/// m.user_id ORDER BY m.seq DESC LIMIT $limit`, reversed. The last message's `seq` is
+/// where a reader continues with [`WaitRoomMessages`] (0 for an empty room).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomHistory {
+    /// At most this many (clamped to `1..=`[`MAX_ROOM_PAGE`]).
+    pub limit: u32,
+}
+
+/// The room's messages after `after_seq`, oldest first, at most `limit` (clamped to
+/// `1..=`[`MAX_ROOM_PAGE`]). Output: `Vec<`[`RoomMessage`]`>`, never empty.
+///
+/// **Waits by nature** until at least one such message is stored, so the engine's
+/// default per-effect timeout does not apply (see `Request::waits_by_nature`); a
+/// program that wants a bound sets one. A cancelled wait leaves nothing behind.
+///
+/// On PostgreSQL: the interpreter keeps one connection that has run `LISTEN
+/// chat_room`. A wait first runs `SELECT .. WHERE m.seq > $after_seq ORDER BY m.seq
+/// LIMIT $limit`; if that is empty it parks until a notification whose payload
+/// (the new `seq`) is above `after_seq`, then runs the query again. Since a message
+/// is committed before its notification is delivered, and commit order is `seq`
+/// order, the query by `seq` finds every message the wait is owed; a notification
+/// lost with a dropped listener connection only delays the answer until the
+/// interpreter reconnects, `LISTEN`s again and re-runs the query for every parked
+/// wait (it must, as notifications sent while it was away are gone). If the
+/// connection cannot be restored, the wait fails with a retryable error and the
+/// program asks again from its last `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitRoomMessages {
+    /// Only messages with a larger `seq`.
+    pub after_seq: u64,
+    /// At most this many (clamped to `1..=`[`MAX_ROOM_PAGE`]).
+    pub limit: u32,
+}
+
 family! {
     /// The Database family's requests.
     Database: DatabaseRequest => DatabaseResponse {
@@ -229,5 +388,9 @@ family! {
         DeleteUser => DeleteOutcome,
         SaveChatMessage => ChatMessage,
         ListMessagesForUser => MessagePage,
+        JoinChat => ChatUser,
+        PostRoomMessage => Box<RoomMessage>,
+        RoomHistory => Vec<RoomMessage>,
+        WaitRoomMessages => Vec<RoomMessage>,
     }
 }

@@ -245,13 +245,15 @@ macro_rules! families {
             /// Whether this is a wait that is long by nature, so the engine's default
             /// per-effect timeout does not apply to it: a client's next frame
             /// (`WebSocket.ReceiveText`), a consume, which has its own timeout
-            /// (`Messaging.ConsumeMessage`), and the wait for the driver's shutdown
-            /// (`System.WaitForShutdown`).
+            /// (`Messaging.ConsumeMessage`), the wait for the chat room's next
+            /// messages (`Database.WaitRoomMessages`), and the wait for the driver's
+            /// shutdown (`System.WaitForShutdown`).
             pub fn waits_by_nature(&self) -> bool {
                 matches!(
                     self,
                     Request::WebSocket(WebSocketRequest::ReceiveText(_))
                         | Request::Messaging(MessagingRequest::ConsumeMessage(_))
+                        | Request::Database(DatabaseRequest::WaitRoomMessages(_))
                         | Request::System(SystemRequest::WaitForShutdown(_))
                 )
             }

@@ -1,14 +1,16 @@
-//! The Database fake: PostgreSQL tables `users` and `chat_messages` in memory.
+//! The Database fake: PostgreSQL tables `users` and `chat_messages`, and the chat
+//! room's `chat_users` and `chat_room_messages`, in memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
-    ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
-    ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, SaveChatMessage, UpdateUser,
-    User, UserLookup,
+    ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
+    ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage,
+    RoomMessage, SaveChatMessage, UpdateUser, User, UserLookup, WaitRoomMessages,
+    room_page_size,
 };
-use crate::{Effect, EffectError, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
+use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
@@ -38,6 +40,24 @@ struct UserRow {
 ///   order: `created_at`, then `id` (see [`MessageCursor`]); at most
 ///   [`ListMessagesForUser::page_size`] messages, found by binary search, so a reply
 ///   costs the page and not the whole history.
+///
+/// # The chat room
+/// - `JoinChat` finds the chat user with that exact name or creates it (one user per
+///   name, however the joins interleave).
+/// - `PostRoomMessage` gives the message the next `seq` (1, 2, ...), draws its id
+///   from the fake's [`Rng`] when the program gave none, and is idempotent on the id;
+///   an unknown author fails like a foreign-key violation (23503), an id reused for
+///   another author or text like a unique violation (23505).
+/// - `RoomHistory` answers the newest messages, oldest first.
+/// - `WaitRoomMessages` waits: through [`Services::handle`](super::Services::handle)
+///   it comes back to the driver as [`Handled::WaitRoom`](super::Handled::WaitRoom),
+///   and the driver calls [`FakeDatabase::wait_room`] with the effect's id, which
+///   answers at once or parks the waiter. A post hands the new messages to every
+///   parked waiter they are for, in the order they parked; the driver pulls them with
+///   [`FakeDatabase::poll_room_handed_over`] after each request it applied (the drain
+///   rule), and calls [`FakeDatabase::stop_waiting_room`] when a wait is cancelled.
+///   Through [`FakeDatabase::handle`] directly, a wait answers what is there, even
+///   nothing.
 #[derive(Clone, Debug)]
 pub struct FakeDatabase {
     rng: Rng,
@@ -51,6 +71,18 @@ pub struct FakeDatabase {
     /// Every stored message id (the primary key of `chat_messages`): its author and its
     /// place in the author's history.
     message_ids: FxHashMap<Uuid, (Uuid, MessageCursor)>,
+    /// `chat_users`, by name.
+    chat_users: BTreeMap<String, Uuid>,
+    /// Chat users' names by id.
+    chat_names: FxHashMap<Uuid, String>,
+    /// `chat_room_messages` in `seq` order: `room[i].seq == i + 1`.
+    room: Vec<RoomMessage>,
+    /// The `seq` of each stored room message id.
+    room_ids: FxHashMap<Uuid, u64>,
+    /// Waits for room messages, in the order they parked.
+    room_waiters: Vec<(EffectId, WaitRoomMessages)>,
+    /// Room messages handed to waiters, not yet pulled by the driver.
+    room_handed: VecDeque<(EffectId, Vec<RoomMessage>)>,
 }
 
 impl FakeDatabase {
@@ -64,6 +96,12 @@ impl FakeDatabase {
             deleted: BTreeSet::new(),
             messages: FxHashMap::default(),
             message_ids: FxHashMap::default(),
+            chat_users: BTreeMap::new(),
+            chat_names: FxHashMap::default(),
+            room: Vec::new(),
+            room_ids: FxHashMap::default(),
+            room_waiters: Vec::new(),
+            room_handed: VecDeque::new(),
         }
     }
 
@@ -99,7 +137,185 @@ impl FakeDatabase {
             DatabaseRequest::ListMessagesForUser(r) => {
                 DatabaseResponse::ListMessagesForUser(self.message_page(&r))
             }
+            DatabaseRequest::JoinChat(r) => DatabaseResponse::JoinChat(self.join_chat(r.name)),
+            DatabaseRequest::PostRoomMessage(r) => {
+                DatabaseResponse::PostRoomMessage(Box::new(self.post_room_message(now, r)?))
+            }
+            DatabaseRequest::RoomHistory(r) => {
+                DatabaseResponse::RoomHistory(self.room_history(r.limit).to_vec())
+            }
+            DatabaseRequest::WaitRoomMessages(r) => {
+                DatabaseResponse::WaitRoomMessages(self.room_after(r.after_seq, r.limit).to_vec())
+            }
         })
+    }
+
+    /// Finds the chat user named `name`, or creates it (as `JoinChat` does).
+    pub fn join_chat(&mut self, name: String) -> ChatUser {
+        if let Some(&id) = self.chat_users.get(&name) {
+            return ChatUser { id, name };
+        }
+        let id = loop {
+            let id = self.rng.uuid_v4();
+            if !self.chat_names.contains_key(&id) {
+                break id;
+            }
+        };
+        self.chat_users.insert(name.clone(), id);
+        self.chat_names.insert(id, name.clone());
+        ChatUser { id, name }
+    }
+
+    /// The room's newest `limit` messages (clamped to `1..=`[`MAX_ROOM_PAGE`]), oldest
+    /// first.
+    ///
+    /// [`MAX_ROOM_PAGE`]: crate::effect::MAX_ROOM_PAGE
+    pub fn room_history(&self, limit: u32) -> &[RoomMessage] {
+        let size = usize::try_from(room_page_size(limit)).unwrap_or(usize::MAX);
+        &self.room[self.room.len().saturating_sub(size)..]
+    }
+
+    /// The room's messages after `after_seq`, oldest first, at most `limit` (clamped
+    /// to `1..=`[`MAX_ROOM_PAGE`]); empty when there are none yet.
+    ///
+    /// [`MAX_ROOM_PAGE`]: crate::effect::MAX_ROOM_PAGE
+    pub fn room_after(&self, after_seq: u64, limit: u32) -> &[RoomMessage] {
+        let start = usize::try_from(after_seq)
+            .unwrap_or(usize::MAX)
+            .min(self.room.len());
+        let size = usize::try_from(room_page_size(limit)).unwrap_or(usize::MAX);
+        &self.room[start..start.saturating_add(size).min(self.room.len())]
+    }
+
+    /// Every room message, in `seq` order, for checking a run.
+    pub fn room(&self) -> &[RoomMessage] {
+        &self.room
+    }
+
+    /// The wait `id` for room messages: answered at once (`Some`, never empty) or
+    /// parked until a post hands it messages (pull them with
+    /// [`poll_room_handed_over`](Self::poll_room_handed_over)) or it stops waiting.
+    pub fn wait_room(
+        &mut self,
+        id: EffectId,
+        request: WaitRoomMessages,
+    ) -> Option<Vec<RoomMessage>> {
+        let ready = self.room_after(request.after_seq, request.limit);
+        if !ready.is_empty() {
+            return Some(ready.to_vec());
+        }
+        self.room_waiters.push((id, request));
+        None
+    }
+
+    /// The wait `id` stops (its effect was cancelled): returns whether it was parked.
+    /// Nothing of it is left behind.
+    pub fn stop_waiting_room(&mut self, id: EffectId) -> bool {
+        match self.room_waiters.iter().position(|(w, _)| *w == id) {
+            Some(i) => {
+                self.room_waiters.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every parked wait is dropped, as a restarted PostgreSQL drops its listener
+    /// connections: their ids, in the order they parked (the driver fails them).
+    pub fn drop_room_waiters(&mut self) -> Vec<EffectId> {
+        std::mem::take(&mut self.room_waiters)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// How many waits for room messages are parked.
+    pub fn room_waiting(&self) -> usize {
+        self.room_waiters.len()
+    }
+
+    /// The next answer handed to a parked wait: its effect id and the messages.
+    pub fn poll_room_handed_over(&mut self) -> Option<(EffectId, Vec<RoomMessage>)> {
+        self.room_handed.pop_front()
+    }
+
+    fn post_room_message(
+        &mut self,
+        now: Time,
+        request: PostRoomMessage,
+    ) -> Result<RoomMessage, EffectError> {
+        let PostRoomMessage {
+            user_id,
+            text,
+            message_id,
+        } = request;
+        let name = <PostRoomMessage as Effect<Std>>::NAME;
+        if let Some(id) = message_id {
+            if let Some(&seq) = self.room_ids.get(&id) {
+                let stored = usize::try_from(seq - 1)
+                    .ok()
+                    .and_then(|i| self.room.get(i));
+                return match stored {
+                    Some(m) if m.user_id == user_id && m.text == text => Ok(m.clone()),
+                    _ => Err(EffectError::new(
+                        name,
+                        ErrorKind::Service {
+                            code: Some(UNIQUE_VIOLATION.to_owned()),
+                        },
+                        format!(
+                            "duplicate key value violates unique constraint \
+                             \"chat_room_messages_id_key\": Key (id)=({id}) already exists."
+                        ),
+                    )),
+                };
+            }
+        }
+        let Some(author) = self.chat_names.get(&user_id) else {
+            return Err(EffectError::new(
+                name,
+                ErrorKind::Service {
+                    code: Some(FOREIGN_KEY_VIOLATION.to_owned()),
+                },
+                format!(
+                    "insert or update on table \"chat_room_messages\" violates foreign key \
+                     constraint \"chat_room_messages_user_id_fkey\": Key (user_id)=({user_id}) \
+                     is not present in table \"chat_users\"."
+                ),
+            ));
+        };
+        let id = match message_id {
+            Some(id) => id,
+            None => loop {
+                let id = self.rng.uuid_v4();
+                if !self.room_ids.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
+        let seq = self.room.len() as u64 + 1;
+        let message = RoomMessage {
+            seq,
+            id,
+            user_id,
+            name: author.clone(),
+            text,
+            created_at: wall_time(self.wall_epoch, now),
+        };
+        self.room_ids.insert(id, seq);
+        self.room.push(message.clone());
+        // Every parked wait this message is for gets it (and whatever else it is
+        // owed), in the order they parked.
+        let mut waiters = std::mem::take(&mut self.room_waiters);
+        waiters.retain(|(waiter, wait)| {
+            if wait.after_seq >= seq {
+                return true;
+            }
+            let owed = self.room_after(wait.after_seq, wait.limit).to_vec();
+            self.room_handed.push_back((*waiter, owed));
+            false
+        });
+        self.room_waiters = waiters;
+        Ok(message)
     }
 
     /// Inserts a user (as `CreateUser` does), for setting a scenario up.

@@ -24,13 +24,14 @@
 //! whoever builds it, so a run is fixed by its seed.
 //!
 //! # All of them at once
-//! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Three
+//! [`Services`] bundles one of each and routes any [`Request`] to the right fake. Four
 //! kinds of request are left to the driver, see [`Handled`]: `ConsumeMessage`, which
-//! may have to wait for a message, WebSocket effects, which go to the program's
-//! client, and `WaitForShutdown`, which waits for the driver's shutdown.
+//! may have to wait for a message, `WaitRoomMessages`, which may have to wait for a
+//! chat room message, WebSocket effects, which go to the program's client, and
+//! `WaitForShutdown`, which waits for the driver's shutdown.
 
-use crate::effect::{ConsumeMessage, WebSocketRequest};
-use crate::effect::{MessagingRequest, Request, Response, SystemRequest};
+use crate::effect::{ConsumeMessage, WaitRoomMessages, WebSocketRequest};
+use crate::effect::{DatabaseRequest, MessagingRequest, Request, Response, SystemRequest};
 use crate::{EffectError, Rng, Time, Timestamp};
 
 mod auth;
@@ -68,6 +69,10 @@ pub enum Handled {
     /// the effect's id, which answers at once or parks the consumer at the broker
     /// (see the broker's drain rule).
     Consume(ConsumeMessage),
+    /// A wait for chat room messages: the driver calls [`FakeDatabase::wait_room`]
+    /// with the effect's id, which answers at once or parks the wait until a post
+    /// (see the database's drain rule).
+    WaitRoom(WaitRoomMessages),
     /// A WebSocket effect, for the simulated client of the program that asked.
     WebSocket(WebSocketRequest),
     /// `System.WaitForShutdown`: the driver answers it when its shutdown begins. A
@@ -77,7 +82,7 @@ pub enum Handled {
 }
 
 /// One fake of every service, answering any built-in request except WebSocket ones
-/// and the waiting part of `ConsumeMessage`.
+/// and the waiting part of `ConsumeMessage` and `WaitRoomMessages`.
 ///
 /// The fields are public: tests inspect and configure each fake directly (for example
 /// `services.metrics = FakeMetrics::new()` to require registration).
@@ -160,6 +165,9 @@ impl Services {
             }
             Request::Messaging(request) => {
                 Ok(Response::Messaging(self.broker.handle(now, request)))
+            }
+            Request::Database(DatabaseRequest::WaitRoomMessages(wait)) => {
+                return Handled::WaitRoom(wait);
             }
             Request::Database(request) => {
                 self.database.handle(now, request).map(Response::Database)

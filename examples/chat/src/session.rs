@@ -1,78 +1,93 @@
-//! The chat program: one WebSocket session of the seed tutorial's chat server, written
-//! once against the effect API and run unchanged by the simulator and the server.
+//! The chat program: one WebSocket session of the chat server, written once against
+//! the effect API and run unchanged by the simulator and the server.
 //!
-//! # Protocol (one text frame per line)
+//! # Protocol (JSON text frames)
 //! | client sends | server answers |
 //! |---|---|
-//! | `login <user-id>` (first) | `welcome <name>`, or `error unknown user` and close 1008 |
-//! | `say <nonce> <text>` | `ack <nonce> <message-id>` once stored, or `nack <nonce>` |
-//! | `history` | `history <count> <id>,<id>,...`: the user's last 50 messages (at most), oldest first |
-//! | `rename <name>` | `renamed <name>`, or `error rename` |
-//! | `profile` | `profile <name> cached` or `profile <name> fresh` |
-//! | `inbox` | `inbox <message-id> <redelivery-count>` (the next message published to the room, acknowledged), or `inbox empty` |
-//! | `bye` | close 1000 |
-//! | anything else | `error unknown command` |
+//! | `{"type":"join","name":"alice"}` | `{"type":"joined","user_id":"..","history":[..]}`: the room's last 50 messages, oldest first, each a message object as below |
+//! | `{"type":"send","text":".."}` | nothing directly: once the message is stored, every joined client, the sender included, gets `{"type":"message","id":"..","user_id":"..","name":"..","text":"..","created_at":"RFC 3339"}` |
+//! | anything malformed or unknown, a `send` before a `join`, a second `join` | `{"type":"error","error":".."}`; the connection stays open |
 //!
-//! Messages are stored under an id the program draws first (`GenerateUuid`), so a save
-//! retried after a lost answer is idempotent: an acknowledged message is stored exactly
-//! once. Each stored message is then published to the room topic; every user reads the
-//! room through a subscription of their own, at least once: a delivery that repeats an
-//! earlier one carries a redelivery count above zero, so a client can drop it.
+//! Names are unique: the first join of a name creates the user, later joins find it
+//! (`Database.JoinChat`). A name is 1 to [`MAX_NAME_CHARS`] characters without control
+//! characters; a text 1 to [`MAX_TEXT_CHARS`] characters.
 //!
-//! A rename invalidates the cached profile. A stale profile can still be served while
-//! a cache entry written before the rename lives out its TTL: when the invalidation
-//! itself failed, or when another session of the same user read the old name and
-//! cached it just after the rename (a read-through race no cache delete prevents).
+//! # Live delivery
+//! PostgreSQL is the source of truth, and the room is totally ordered by `seq` (see
+//! the Database family's docs: commit order is `seq` order). A joined session waits
+//! on its client (`WebSocket.ReceiveText`) and on the room (`Database.WaitRoomMessages`
+//! after the last `seq` it delivered) at once. Neither wait is cancelled when the
+//! other finishes: each stays outstanding until it is answered, so a client frame is
+//! never lost to a room message arriving first, nor the other way round. A room
+//! answer is delivered in `seq` order, skipping any `seq` already delivered (a
+//! message's id has one `seq`, so this drops repeats by id), and the next wait asks
+//! for what comes after. A failed wait (a dropped listener, a restarted database, an
+//! outage) is retried with backoff from the same `seq`, so the session catches up on
+//! everything stored meanwhile: each message stored while a client is joined reaches
+//! it exactly once, in the room's order.
+//!
+//! Messages are posted under an id the program draws first (`GenerateUuid`), so a post
+//! retried after a lost answer is idempotent: a message is stored once.
 
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use effectful::effect::*;
-use effectful::{Effect, EffectError, ErrorKind, Fx, Schedule};
+use effectful::{Effect, EffectError, Either, ErrorKind, Excerpt, Fx, Schedule};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// How many of a user's latest messages `history` shows by default.
+/// How many of the room's latest messages a join shows by default.
 pub const HISTORY_LENGTH: u32 = 50;
+
+/// The longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// The longest message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 2_000;
 
 /// How the chat program behaves.
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
-    /// How long a cached profile lives (the seed's `CACHE_TTL_PROFILE`: 600 s).
-    pub profile_ttl_seconds: u64,
-    /// The most one attempt at an effect may take.
+    /// The most one attempt at an effect may take (not the waits: those last until
+    /// the client or the room has something).
     pub effect_timeout: Duration,
     /// How failed effects are retried.
     pub retry: Schedule,
-    /// The topic each stored message is published to.
-    pub topic: String,
-    /// How many of the user's latest messages `history` shows ([`HISTORY_LENGTH`]).
-    /// One page of `ListMessagesForUser`, so at most [`MAX_MESSAGE_PAGE`].
+    /// How a failed wait for room messages is retried: for as long as the session
+    /// lives, since the room is always worth catching up with.
+    pub room_retry: Schedule,
+    /// How many of the room's latest messages a join shows ([`HISTORY_LENGTH`]); at
+    /// most [`MAX_ROOM_PAGE`].
     pub history_length: u32,
-    /// Store messages under an id drawn before the first attempt, so retries are
+    /// Post messages under an id drawn before the first attempt, so retries are
     /// idempotent. Turn off to watch the simulator catch duplicated messages.
     pub idempotent_saves: bool,
-    /// Publish with the message id as the broker's deduplication key. Turn off to
-    /// watch the simulator catch a retried publish delivered twice as new.
-    pub dedup_publishes: bool,
-    /// Delete the cached profile after a rename. Turn off (with a long TTL) to watch
-    /// the simulator catch stale profiles.
-    pub invalidate_on_rename: bool,
+    /// After a failed wait, catch up from the last delivered `seq`. Turn off (the
+    /// session then resumes from the room's newest message, as a plain pub/sub
+    /// listener that resubscribes would) to watch the simulator catch messages lost
+    /// to a dropped listener.
+    pub catch_up: bool,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
-            profile_ttl_seconds: 600,
             effect_timeout: Duration::from_secs(2),
             retry: Schedule::exponential(Duration::from_millis(50))
                 .jittered(0.2)
                 .max_delay(Duration::from_secs(2))
                 .recurs(4),
-            topic: "chat.messages".into(),
+            room_retry: Schedule::exponential(Duration::from_millis(100))
+                .jittered(0.2)
+                .max_delay(Duration::from_secs(5)),
             history_length: HISTORY_LENGTH,
             idempotent_saves: true,
-            dedup_publishes: true,
-            invalidate_on_rename: true,
+            catch_up: true,
         }
     }
 }
@@ -80,21 +95,65 @@ impl Default for ChatConfig {
 /// How a session ended, when the program ended it on its own terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
-    /// The client said `bye`.
-    Bye,
     /// The client went away (close code: 1000 closed, 1006 vanished).
     Disconnected {
         /// The close code.
         code: u16,
     },
-    /// The client did not log in as a known user.
-    Rejected,
+}
+
+/// A frame from the client. Unknown fields are ignored; a missing or unknown `type`
+/// is an error frame back.
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// A frame to the client.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerFrame<'a> {
+    Joined {
+        user_id: Uuid,
+        history: Vec<MessageFrame<'a>>,
+    },
+    Message(MessageFrame<'a>),
+    Error {
+        error: &'a str,
+    },
+}
+
+/// A room message as clients see it.
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    id: Uuid,
+    user_id: Uuid,
+    name: &'a str,
+    text: &'a str,
+    created_at: String,
+}
+
+impl<'a> From<&'a RoomMessage> for MessageFrame<'a> {
+    fn from(m: &'a RoomMessage) -> Self {
+        MessageFrame {
+            id: m.id,
+            user_id: m.user_id,
+            name: &m.name,
+            text: &m.text,
+            created_at: m.created_at.to_string(),
+        }
+    }
 }
 
 /// Runs one chat session.
 ///
 /// An infrastructure failure that retries could not mend ends the session with the
-/// error, after closing the WebSocket with 1011 as the seed tutorial does.
+/// error, after closing the WebSocket with 1011.
 pub async fn chat_session(fx: Fx, config: Rc<ChatConfig>) -> Result<SessionEnd, EffectError> {
     let session = Session {
         fx: &fx,
@@ -115,84 +174,249 @@ struct Session<'a> {
     config: &'a ChatConfig,
 }
 
+/// Who the session speaks for, once joined, and how far into the room it has
+/// delivered. Shared by the two halves of the session (never borrowed across an
+/// await).
+struct Joined {
+    user: ChatUser,
+    last_seq: u64,
+}
+
+type State = RefCell<Option<Joined>>;
+
 impl Session<'_> {
+    /// The session's two halves run at once: one reads the client's frames and
+    /// answers them (a post can take a while under retries), the other waits on the
+    /// room and delivers. Neither is cancelled when the other finishes a turn.
     async fn run(&self) -> Result<SessionEnd, EffectError> {
-        let first = match self.receive().await? {
-            Ok(text) => text,
-            Err(end) => return Ok(end),
-        };
-        let Some(user_id) = first
-            .strip_prefix("login ")
-            .and_then(|id| Uuid::parse_str(id.trim()).ok())
-        else {
-            return self.reject("expected: login <user-id>").await;
-        };
-        let Some(name) = self.profile(user_id).await?.map(|(name, _)| name) else {
-            return self.reject("unknown user").await;
-        };
-        if let Err(e) = self.send(["welcome ", &name].concat()).await {
-            return closed(e);
-        }
+        let state: State = RefCell::new(None);
+        let mut client = pin!(Some(self.client_turn(&state)));
+        // The room half starts once joined; made here (not yet polled, so nothing is
+        // issued) only to fix the slot's type.
+        let mut room = pin!(Some(self.room_turn(&state)));
+        room.set(None);
         loop {
-            let line = match self.receive().await? {
-                Ok(line) => line,
-                Err(end) => return Ok(end),
-            };
-            let (command, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-            let reply = match command {
-                "say" => self.say(user_id, rest).await?,
-                "history" => self.history(user_id).await?,
-                "rename" => self.rename(user_id, rest).await?,
-                "profile" => match self.profile(user_id).await? {
-                    Some((name, cached)) => {
-                        let how = if cached { "cached" } else { "fresh" };
-                        ["profile ", &name, " ", how].concat()
+            let turn = poll_fn(|cx| {
+                if let Some(next) = client.as_mut().as_pin_mut() {
+                    if let Poll::Ready(done) = next.poll(cx) {
+                        return Poll::Ready(Either::Left(done));
                     }
-                    None => "error unknown user".into(),
-                },
-                "inbox" => self.inbox(user_id).await?,
-                "bye" => {
-                    return match self
-                        .fx
-                        .perform(Close {
-                            reason: CloseReason::Normal,
-                        })
-                        .await
-                    {
-                        Ok(()) => Ok(SessionEnd::Bye),
-                        Err(e) => closed(e),
-                    };
                 }
-                _ => "error unknown command".into(),
-            };
-            match self.send(reply).await {
-                Ok(()) => {}
-                Err(e) => return closed(e),
+                if let Some(next) = room.as_mut().as_pin_mut() {
+                    if let Poll::Ready(done) = next.poll(cx) {
+                        return Poll::Ready(Either::Right(done));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match turn {
+                Either::Left(done) => {
+                    client.set(None);
+                    if let Err(e) = done {
+                        return closed(e);
+                    }
+                    if room.is_none() && state.borrow().is_some() {
+                        room.set(Some(self.room_turn(&state)));
+                    }
+                    client.set(Some(self.client_turn(&state)));
+                }
+                Either::Right(done) => {
+                    room.set(None);
+                    if let Err(e) = done {
+                        return closed(e);
+                    }
+                    room.set(Some(self.room_turn(&state)));
+                }
             }
         }
     }
 
-    /// The next client line, or how the session ended.
-    async fn receive(&self) -> Result<Result<String, SessionEnd>, EffectError> {
-        match self.fx.perform(ReceiveText {}).await {
-            Ok(text) => Ok(Ok(text)),
-            Err(e) => closed(e).map(Err),
+    /// Reads the client's next frame and answers it.
+    async fn client_turn(&self, state: &State) -> Result<(), EffectError> {
+        let text = self.fx.perform(ReceiveText {}).await?;
+        self.on_frame(&text, state).await
+    }
+
+    /// Waits for the room's next messages and delivers them in `seq` order, each
+    /// once.
+    async fn room_turn(&self, state: &State) -> Result<(), EffectError> {
+        let after = state.borrow().as_ref().map_or(0, |j| j.last_seq);
+        match self.wait_room(after).await {
+            Ok(messages) => {
+                for m in &messages {
+                    // A `seq` at or below the last delivered is a repeat: dropped.
+                    if state.borrow().as_ref().is_none_or(|j| m.seq <= j.last_seq) {
+                        continue;
+                    }
+                    self.send(&ServerFrame::Message(m.into())).await?;
+                    if let Some(j) = state.borrow_mut().as_mut() {
+                        j.last_seq = m.seq;
+                    }
+                }
+                Ok(())
+            }
+            // Only without catch-up: resume from the newest message.
+            Err(e) if e.retryable => {
+                self.fx.sleep(Duration::from_secs(1)).await;
+                if let Some(newest) = self.newest_seq().await? {
+                    if let Some(j) = state.borrow_mut().as_mut() {
+                        j.last_seq = j.last_seq.max(newest);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
-    async fn send(&self, text: String) -> Result<(), EffectError> {
-        self.fx.perform(SendText { text }).await
+    /// The room's messages after `after_seq`, once there are any. With catch-up, a
+    /// failed wait is retried from the same `seq` for as long as it takes; without,
+    /// the failure is returned (and the session skips ahead).
+    async fn wait_room(&self, after_seq: u64) -> Result<Vec<RoomMessage>, EffectError> {
+        let wait = || {
+            self.fx.perform(WaitRoomMessages {
+                after_seq,
+                limit: MAX_ROOM_PAGE,
+            })
+        };
+        match self.config.catch_up {
+            true => self.fx.retry_with(&self.config.room_retry, wait).await,
+            false => wait().await,
+        }
     }
 
-    async fn reject(&self, why: &str) -> Result<SessionEnd, EffectError> {
-        let _ = self.send(["error ", why].concat()).await;
+    /// The `seq` of the room's newest message, if it has any and the database answers.
+    async fn newest_seq(&self) -> Result<Option<u64>, EffectError> {
+        match self.reliably(|| RoomHistory { limit: 1 }).await {
+            Ok(newest) => Ok(newest.last().map(|m| m.seq)),
+            Err(e) if e.retryable => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles one client frame. Errors are WebSocket failures (the client is gone)
+    /// or failures no retry mends.
+    async fn on_frame(&self, text: &str, state: &State) -> Result<(), EffectError> {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(_) => {
+                return self
+                    .error("malformed frame: expected a JSON object with a \"type\"")
+                    .await;
+            }
+        };
+        let user = state.borrow().as_ref().map(|j| j.user.clone());
+        match (frame.kind.as_str(), user) {
+            ("join", Some(user)) => {
+                let why = ["already joined as ", &user.name].concat();
+                self.error(&why).await
+            }
+            ("join", None) => {
+                let Some(name) = frame.name.filter(|n| valid(n, MAX_NAME_CHARS, false)) else {
+                    return self
+                        .error("join needs a \"name\": 1 to 32 characters, no control characters")
+                        .await;
+                };
+                match self.join(name).await? {
+                    Some(j) => {
+                        *state.borrow_mut() = Some(j);
+                        Ok(())
+                    }
+                    None => self.error("the room is unavailable; join again").await,
+                }
+            }
+            ("send", None) => self.error("join first").await,
+            ("send", Some(user)) => {
+                let Some(text) = frame.text.filter(|t| valid(t, MAX_TEXT_CHARS, true)) else {
+                    return self
+                        .error("send needs a \"text\": 1 to 2000 characters")
+                        .await;
+                };
+                if !self.post(user.id, text).await? {
+                    return self.error("the message was not stored; send it again").await;
+                }
+                Ok(())
+            }
+            (other, _) => {
+                let why = format!(
+                    "unknown type {:?}: expected \"join\" or \"send\"",
+                    Excerpt::head(other, 32).to_string()
+                );
+                self.error(&why).await
+            }
+        }
+    }
+
+    /// Finds or creates the user, reads the history and says `joined`; `None` when
+    /// the database stayed unavailable.
+    async fn join(&self, name: String) -> Result<Option<Joined>, EffectError> {
+        let user = match self.reliably(|| JoinChat { name: name.clone() }).await {
+            Ok(user) => user,
+            Err(e) if e.retryable => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let limit = self.config.history_length;
+        let history = match self.reliably(|| RoomHistory { limit }).await {
+            Ok(history) => history,
+            Err(e) if e.retryable => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let frame = ServerFrame::Joined {
+            user_id: user.id,
+            history: history.iter().map(MessageFrame::from).collect(),
+        };
+        self.send(&frame).await?;
+        let last_seq = history.last().map_or(0, |m| m.seq);
+        Ok(Some(Joined { user, last_seq }))
+    }
+
+    /// Stores a message; whether it surely was (when not, it may still have been:
+    /// it then reaches every client, the sender included, through the room).
+    async fn post(&self, user_id: Uuid, text: String) -> Result<bool, EffectError> {
+        let message_id = match self.config.idempotent_saves {
+            true => match self.reliably(|| GenerateUuid {}).await {
+                Ok(id) => Some(id),
+                Err(e) if e.retryable => return Ok(false),
+                Err(e) => return Err(e),
+            },
+            false => None,
+        };
+        let post = || PostRoomMessage {
+            user_id,
+            text: text.clone(),
+            message_id,
+        };
+        match self.reliably(post).await {
+            Ok(_) => {}
+            Err(e) if e.retryable => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // Best effort: the message is stored.
         let _ = self
             .fx
-            .perform(Close {
-                reason: CloseReason::PolicyViolation(why.into()),
+            .perform(IncrementCounter {
+                name: "chat_messages_total".into(),
+                labels: Default::default(),
+                value: 1.0,
             })
             .await;
-        Ok(SessionEnd::Rejected)
+        Ok(true)
+    }
+
+    async fn error(&self, why: &str) -> Result<(), EffectError> {
+        self.send(&ServerFrame::Error { error: why }).await
+    }
+
+    async fn send(&self, frame: &ServerFrame<'_>) -> Result<(), EffectError> {
+        let text = serde_json::to_string(frame).map_err(|e| {
+            EffectError::new(
+                <SendText as Effect<effectful::Std>>::NAME,
+                ErrorKind::Protocol,
+                format!("could not encode a frame: {e}"),
+            )
+        })?;
+        self.fx.perform(SendText { text }).await
     }
 
     /// Performs the effect `attempt` makes, with a per-attempt timeout and the
@@ -209,154 +433,18 @@ impl Session<'_> {
             })
             .await
     }
-
-    async fn say(&self, user_id: Uuid, rest: &str) -> Result<String, EffectError> {
-        let (nonce, text) = rest.split_once(' ').unwrap_or((rest, ""));
-        let message_id = match self.config.idempotent_saves {
-            true => Some(self.reliably(|| GenerateUuid {}).await?),
-            false => None,
-        };
-        let save = || SaveChatMessage {
-            user_id,
-            text: text.to_string(),
-            message_id,
-        };
-        let stored = match self.reliably(save).await {
-            Ok(stored) => stored,
-            Err(e) if is_transient(&e) => return Ok(["nack ", nonce].concat()),
-            Err(e) => return Err(e),
-        };
-        // Fan-out and metrics are best effort: the message is stored and will be
-        // acknowledged. The message id is the deduplication key, so a publish retried
-        // after a lost answer reaches the room once.
-        let publish = || PublishMessage {
-            topic: self.config.topic.clone(),
-            payload: stored.id.as_bytes().to_vec(),
-            properties: Default::default(),
-            dedup_key: self.config.dedup_publishes.then(|| id_text(stored.id)),
-        };
-        let _ = self.reliably(publish).await;
-        let _ = self
-            .fx
-            .perform(IncrementCounter {
-                name: "chat_messages_total".into(),
-                labels: Default::default(),
-                value: 1.0,
-            })
-            .await;
-        let mut id = Uuid::encode_buffer();
-        let id = stored.id.hyphenated().encode_lower(&mut id);
-        Ok(["ack ", nonce, " ", id].concat())
-    }
-
-    /// The next room message for this user, acknowledged once read.
-    async fn inbox(&self, user_id: Uuid) -> Result<String, EffectError> {
-        let mut subscription = [&self.config.topic, "/user-"].concat();
-        push_id(&mut subscription, user_id);
-        let consume = || ConsumeMessage {
-            subscription: subscription.clone(),
-            timeout_ms: 100,
-        };
-        let envelope = match self.reliably(consume).await {
-            Ok(ConsumeOutcome::Message(envelope)) => envelope,
-            Ok(ConsumeOutcome::Timeout) => return Ok("inbox empty".into()),
-            Err(e) if is_transient(&e) => return Ok("error inbox unavailable".into()),
-            Err(e) => return Err(e),
-        };
-        // Acknowledge at most once per delivery; a lost acknowledgement only means the
-        // broker delivers it again, marked as a redelivery.
-        let _ = self
-            .fx
-            .perform(AcknowledgeMessage {
-                message_id: envelope.message_id.clone(),
-            })
-            .await;
-        let id = Uuid::from_slice(&envelope.payload)
-            .map(id_text)
-            .unwrap_or_else(|_| "malformed".into());
-        let mut count = itoa::Buffer::new();
-        Ok(["inbox ", &id, " ", count.format(envelope.redelivery_count)].concat())
-    }
-
-    async fn history(&self, user_id: Uuid) -> Result<String, EffectError> {
-        let latest = || ListMessagesForUser::latest(user_id, self.config.history_length);
-        match self.reliably(latest).await {
-            Ok(MessagePage { messages, .. }) => {
-                let mut count = itoa::Buffer::new();
-                let count = count.format(messages.len());
-                let mut reply = String::with_capacity(10 + count.len() + messages.len() * 37);
-                reply.push_str("history ");
-                reply.push_str(count);
-                reply.push(' ');
-                for (i, m) in messages.iter().enumerate() {
-                    if i > 0 {
-                        reply.push(',');
-                    }
-                    push_id(&mut reply, m.id);
-                }
-                Ok(reply)
-            }
-            Err(e) if is_transient(&e) => Ok("error history unavailable".into()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn rename(&self, user_id: Uuid, name: &str) -> Result<String, EffectError> {
-        let update = || UpdateUser {
-            user_id,
-            email: None,
-            name: Some(name.to_string()),
-        };
-        match self.reliably(update).await {
-            Ok(UserLookup::Found(user)) => {
-                // Invalidate; if even the retries fail, the stale entry dies with its TTL.
-                if self.config.invalidate_on_rename {
-                    let _ = self.reliably(|| DeleteCachedProfile { user_id }).await;
-                }
-                Ok(["renamed ", &user.name].concat())
-            }
-            Ok(UserLookup::NotFound { .. }) => Ok("error unknown user".into()),
-            Err(e) if is_transient(&e) => Ok("error rename".into()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The user's name, from the cache if it has it (`true`), else from the database.
-    async fn profile(&self, user_id: Uuid) -> Result<Option<(String, bool)>, EffectError> {
-        if let Ok(CacheLookup::Hit { value, .. }) =
-            self.reliably(|| GetCachedProfile { user_id }).await
-        {
-            return Ok(Some((value.name, true)));
-        }
-        let user = match self.reliably(|| GetUserById { user_id }).await {
-            Ok(UserLookup::Found(user)) => user,
-            Ok(UserLookup::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let put = || PutCachedProfile {
-            user_id,
-            profile: ProfileData {
-                user_id,
-                name: user.name.clone(),
-                email: user.email.clone(),
-            },
-            ttl_seconds: self.config.profile_ttl_seconds,
-        };
-        let _ = self.reliably(put).await;
-        Ok(Some((user.name, false)))
-    }
 }
 
-/// Appends `id` in its hyphenated form (without the formatting machinery: history
-/// replies carry many).
-fn push_id(out: &mut String, id: Uuid) {
-    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-}
-
-fn id_text(id: Uuid) -> String {
-    let mut text = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);
-    push_id(&mut text, id);
-    text
+/// Whether `text` is 1 to `max` characters without control characters (but line
+/// breaks and tabs, with `breaks`).
+fn valid(text: &str, max: usize, breaks: bool) -> bool {
+    // A character is at most 4 bytes: a longer text is refused before it is walked.
+    !text.is_empty()
+        && text.len() <= max * 4
+        && text.chars().count() <= max
+        && !text
+            .chars()
+            .any(|c| c.is_control() && !(breaks && (c == '\n' || c == '\t')))
 }
 
 /// A closed WebSocket ends the session normally; anything else is an error.
@@ -365,9 +453,4 @@ fn closed(error: EffectError) -> Result<SessionEnd, EffectError> {
         ErrorKind::WebSocketClosed { code, .. } => Ok(SessionEnd::Disconnected { code }),
         _ => Err(error),
     }
-}
-
-/// Whether an error is the kind a client should just be told about.
-fn is_transient(error: &EffectError) -> bool {
-    error.retryable
 }

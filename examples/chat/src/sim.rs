@@ -1,19 +1,39 @@
-//! The chat simulation: N clients joining, chatting, reading history, renaming and
-//! leaving over a simulated duration, under faults, with the invariants checked at the
-//! end. Used by the `simulate` binary, its tests and the `sim/chat` bench.
+//! The chat simulation: N clients joining the room, chatting, sending malformed and
+//! unknown frames and leaving over a simulated duration, under faults, with the
+//! invariants checked at the end. Used by the `simulate` binary, its tests and the
+//! `sim/chat` bench.
+//!
+//! # Invariants
+//! - every program finishes, before its deadline, without breaking the engine's rules;
+//! - every frame the server sends is JSON of the protocol;
+//! - the room holds no message twice (every scenario text is unique) and only what a
+//!   client sent, under its own name;
+//! - a `joined` history is the room's newest messages at the time of the join, at
+//!   most the configured length, oldest first, consecutive in the room's order, and
+//!   holds every message stored before the client asked to join;
+//! - after its history, a client receives the room's messages in `seq` order with no
+//!   gap and no repeat: **each message stored while it was joined reaches it exactly
+//!   once, and all clients see the room in the same order**; each message it gets is
+//!   one that was stored, as it was stored;
+//! - and it does not fall behind: every message stored more than a grace period
+//!   before its connection closed reached it. The grace period is 10 s (backoff and
+//!   latency) plus the length of every outage, latency spike and restart in the
+//!   fault plan (10 s each), since a session can only catch up once the database
+//!   answers again.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use effectful::effect::ChatMessage;
-use effectful::{ProgramError, Rng, Time};
+use effectful::effect::RoomMessage;
+use effectful::{ProgramError, Rng, Time, Timestamp};
+use effectful_test::fake::{DEFAULT_WALL_EPOCH, wall_time};
 use effectful_test::fault::FaultPlan;
 use effectful_test::sim::{
     Connection, ConnectionEnd, SimConfig, SimReport, Simulation, Transcript,
 };
 use effectful_test::trace::TraceRecord;
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::session::{ChatConfig, SessionEnd, chat_session};
@@ -23,7 +43,7 @@ use crate::session::{ChatConfig, SessionEnd, chat_session};
 pub struct ChatSimConfig {
     /// Fixes everything.
     pub seed: u64,
-    /// How many clients (users).
+    /// How many clients (each with a name of its own).
     pub clients: u32,
     /// Clients start sessions within this much simulated time.
     pub duration: Duration,
@@ -36,10 +56,6 @@ pub struct ChatSimConfig {
     /// The chat program's own configuration.
     pub chat: ChatConfig,
 }
-
-/// The cache policy the invariants hold the program to: profiles live 600 s (the
-/// seed tutorial's `CACHE_TTL_PROFILE`).
-pub const PROFILE_TTL_POLICY: Duration = Duration::from_secs(600);
 
 impl ChatSimConfig {
     /// `clients` clients for `duration`, no faults.
@@ -75,11 +91,23 @@ pub struct ChatRun {
     pub report: SimReport,
     /// Invariant violations: must be empty.
     pub violations: Vec<String>,
-    /// Acknowledged messages checked.
+    /// Messages stored and seen by their own sender (each checked stored once).
     pub acked: usize,
+    /// Room messages delivered live to clients (after their join), all checked.
+    pub deliveries: usize,
     /// The trace, when recorded.
     pub trace: Vec<TraceRecord>,
 }
+
+/// The chat program, as the simulator spawns it for each connection.
+pub type ChatProgram = Box<
+    dyn FnMut(
+        u32,
+        effectful::Fx,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SessionEnd, effectful::EffectError>>>,
+    >,
+>;
 
 /// The chat program as the simulator spawns it: one session per connection.
 pub fn chat_program(
@@ -93,22 +121,12 @@ pub fn chat_program(
     move |_connection, fx| Box::pin(chat_session(fx, config.clone()))
 }
 
-/// The chat program, as the simulator spawns it for each connection.
-pub type ChatProgram = Box<
-    dyn FnMut(
-        u32,
-        effectful::Fx,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<SessionEnd, effectful::EffectError>>>,
-    >,
->;
-
-/// One seed's simulation, set up and not run yet: the users are in the database and
-/// every client's sessions are scripted.
+/// One seed's simulation, set up and not run yet: every client's sessions are
+/// scripted.
 pub struct ChatSim {
     sim: Simulation<Result<SessionEnd, effectful::EffectError>, ChatProgram>,
-    users: Vec<Uuid>,
     history_length: u32,
+    grace: Duration,
 }
 
 /// Runs one seed and checks the invariants.
@@ -119,7 +137,7 @@ pub fn run_chat(config: &ChatSimConfig) -> ChatRun {
 }
 
 impl ChatSim {
-    /// Seeds the database with the clients' users and scripts their sessions.
+    /// Scripts the clients' sessions.
     pub fn new(config: &ChatSimConfig) -> ChatSim {
         let chat = Rc::new(config.chat.clone());
         let sim_config = SimConfig {
@@ -131,26 +149,15 @@ impl ChatSim {
         let program: ChatProgram = Box::new(chat_program(chat));
         let mut sim = Simulation::new(sim_config, Vec::new(), program);
         let mut rng = Rng::derive(config.seed, "chat_sim.scenario", 0);
-        let mut users = Vec::with_capacity(config.clients as usize);
         for client in 0..config.clients {
-            let outcome = sim.services_mut().database.create_user(
-                format!("c{client}@chat.test"),
-                name(client, 0),
-                "fake$seed".into(),
-            );
-            let user_id = match outcome {
-                effectful::effect::CreateUserOutcome::Created(user) => user.id,
-                effectful::effect::CreateUserOutcome::EmailTaken { .. } => Uuid::nil(),
-            };
-            users.push(user_id);
-            for connection in sessions(&mut rng, client, user_id, config) {
+            for connection in sessions(&mut rng, client, config) {
                 sim.add_connection(connection);
             }
         }
         ChatSim {
             sim,
-            users,
             history_length: config.chat.history_length,
+            grace: grace(&config.faults),
         }
     }
 
@@ -163,10 +170,9 @@ impl ChatSim {
     pub fn check(self, report: SimReport) -> ChatRun {
         let ChatSim {
             sim,
-            users,
             history_length,
+            grace,
         } = self;
-        let ttl = PROFILE_TTL_POLICY;
         let mut violations = Vec::new();
         if report.unfinished > 0 {
             violations.push(format!("{} programs never finished", report.unfinished));
@@ -182,47 +188,50 @@ impl ChatSim {
                 violations.push(format!("connection {index}: program broke: {e}"));
             }
         }
+        let room = sim.services().database.room();
         let transcripts = sim.transcripts();
-        let stored = stored_messages(&users, sim.services(), &mut violations);
-        let acked = check_acknowledged(&transcripts, &users, &stored, &mut violations);
-        let received = received_by_client(&transcripts);
-        check_profiles(&received, ttl, &mut violations);
-        check_inbox(&received, &stored, &mut violations);
-        check_history(&received, &users, &stored, history_length, &mut violations);
+        check_room(room, &transcripts, &mut violations);
+        let by_id: FxHashMap<Uuid, &RoomMessage> = room.iter().map(|m| (m.id, m)).collect();
+        let rules = Rules {
+            room,
+            by_id: &by_id,
+            history_length,
+            grace,
+        };
+        let (mut acked, mut deliveries) = (0, 0);
+        for t in &transcripts {
+            let seen = rules.check_session(t, &mut violations);
+            acked += seen.own;
+            deliveries += seen.live;
+        }
         ChatRun {
             report,
             violations,
             acked,
+            deliveries,
             trace: sim.trace().to_vec(),
         }
     }
 }
 
-/// A client's name after its `version`-th rename.
-fn name(client: u32, version: u32) -> String {
-    let mut name = String::with_capacity(16);
+/// How long a session may take to deliver a stored message (see the module docs).
+fn grace(faults: &FaultPlan) -> Duration {
+    let windows = faults
+        .outages
+        .iter()
+        .map(|o| o.window)
+        .chain(faults.latency_spikes.iter().map(|s| s.window))
+        .map(|w| w.until.since_epoch().saturating_sub(w.from.since_epoch()));
+    let restarts = Duration::from_secs(10) * faults.restarts.len() as u32;
+    Duration::from_secs(10) + windows.sum::<Duration>() + restarts
+}
+
+/// A client's name.
+fn name(client: u32) -> String {
+    let mut name = String::with_capacity(8);
     name.push('c');
     push_number(&mut name, client);
-    name.push_str("-v");
-    push_number(&mut name, version);
     name
-}
-
-fn version_of(name: &str) -> Option<u32> {
-    let (rest, version) = name.rsplit_once('v')?;
-    rest.ends_with('-').then(|| version.parse().ok())?
-}
-
-/// The nonce of a client's `k`-th line in its `session`-th session.
-fn nonce(client: u32, session: u32, k: u64) -> String {
-    let mut nonce = String::with_capacity(24);
-    nonce.push('c');
-    push_number(&mut nonce, client);
-    nonce.push_str("-s");
-    push_number(&mut nonce, session);
-    nonce.push_str("-m");
-    push_number(&mut nonce, k);
-    nonce
 }
 
 /// Appends `n` in decimal (a run scripts thousands of lines: no `format!`).
@@ -231,64 +240,37 @@ fn push_number(out: &mut String, n: impl itoa::Integer) {
 }
 
 /// A client's sessions: each starts after the previous one's program is surely over
-/// (its deadline has passed), so a client's operations never overlap.
-fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -> Vec<Connection> {
+/// (its deadline has passed), so a client's sessions never overlap.
+fn sessions(rng: &mut Rng, client: u32, config: &ChatSimConfig) -> Vec<Connection> {
     let mut out = Vec::new();
     let mut start = Duration::from_millis(rng.below(300_000));
-    let mut version = 0;
     let mut session = 0;
     let sec = |rng: &mut Rng, lo: u64, hi: u64| {
         Duration::from_millis(lo * 1000 + rng.below((hi - lo) * 1000))
     };
+    let join = ["{\"type\":\"join\",\"name\":\"", &name(client), "\"}"].concat();
     while start < config.duration {
-        let mut messages = vec![(
-            Duration::from_millis(rng.below(500)),
-            [
-                "login ",
-                user_id
-                    .hyphenated()
-                    .encode_lower(&mut Uuid::encode_buffer()),
-            ]
-            .concat(),
-        )];
+        let mut messages = Vec::new();
+        // Now and then a client speaks before it joins: an error, and it stays open.
+        if rng.below(10) == 0 {
+            messages.push((Duration::ZERO, send_frame(client, session, 99)));
+        }
+        messages.push((Duration::from_millis(rng.below(500)), join.clone()));
         let actions = 2 + rng.below(14);
         for k in 0..actions {
             let think = sec(rng, 0, 20);
             let text = match rng.below(20) {
-                0..=9 => {
-                    // Unique per client, session and line: the checks rely on that.
-                    let mut line = String::with_capacity(64);
-                    line.push_str("say ");
-                    line.push_str(&nonce(client, session, k));
-                    line.push_str(" hello #");
-                    for (i, n) in [u64::from(client), u64::from(session), k]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        if i > 0 {
-                            line.push('-');
-                        }
-                        push_number(&mut line, n);
-                    }
-                    line
-                }
-                10..=12 => "history".to_string(),
-                13..=14 => {
-                    version += 1;
-                    ["rename ", &name(client, version)].concat()
-                }
-                15..=16 => "inbox".to_string(),
-                _ => "profile".to_string(),
+                0..=16 => send_frame(client, session, k),
+                17 => "{\"type\":\"send\"".to_string(),
+                18 => "{\"type\":\"shout\",\"text\":\"hey\"}".to_string(),
+                _ => join.clone(),
             };
             messages.push((think, text));
         }
         let end = match rng.below(20) {
-            0..=11 => {
-                messages.push((sec(rng, 0, 5), "bye".into()));
-                ConnectionEnd::Close {
-                    after: Duration::from_secs(1),
-                }
-            }
+            0..=11 => ConnectionEnd::Close {
+                after: sec(rng, 0, 30),
+            },
             12..=16 => ConnectionEnd::Vanish {
                 after: sec(rng, 0, 5),
             },
@@ -306,233 +288,207 @@ fn sessions(rng: &mut Rng, client: u32, user_id: Uuid, config: &ChatSimConfig) -
     out
 }
 
-/// Every stored message by id; no user has the same text stored twice (every text
-/// the scenario sends is unique).
-fn stored_messages<'a>(
-    users: &[Uuid],
-    services: &'a effectful_test::fake::Services,
-    violations: &mut Vec<String>,
-) -> FxHashMap<Uuid, &'a ChatMessage> {
-    let mut stored = FxHashMap::default();
-    for user in users {
-        let messages = services.database.messages_for_user(*user);
-        let mut texts: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in messages {
-            *texts.entry(m.text.as_str()).or_default() += 1;
+/// A `send` of a text unique to the client, its session and the line.
+fn send_frame(client: u32, session: u32, k: u64) -> String {
+    let mut line = String::with_capacity(64);
+    line.push_str("{\"type\":\"send\",\"text\":\"hello #");
+    for (i, n) in [u64::from(client), u64::from(session), k]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            line.push('-');
         }
-        for (text, count) in texts {
-            if count > 1 {
-                violations.push(format!(
-                    "user {user}: message {text:?} stored {count} times"
-                ));
-            }
-        }
-        stored.extend(messages.iter().map(|m| (m.id, m)));
+        push_number(&mut line, n);
     }
-    stored
+    line.push_str("\"}");
+    line
 }
 
-/// Every acknowledged message is stored under the acknowledged id, by its author, with
-/// the text the client sent.
-fn check_acknowledged(
-    transcripts: &[&Transcript],
-    users: &[Uuid],
-    stored: &FxHashMap<Uuid, &ChatMessage>,
-    violations: &mut Vec<String>,
-) -> usize {
-    let mut acked = 0;
+/// The text a `send` frame carries, if it is one.
+fn sent_text(frame: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(frame).ok()?;
+    (value.get("type")?.as_str()? == "send")
+        .then(|| Some(value.get("text")?.as_str()?.to_string()))?
+}
+
+/// The room holds each text once, every one sent by the client whose name it bears,
+/// with `seq` 1, 2, 3, ...
+fn check_room(room: &[RoomMessage], transcripts: &[&Transcript], violations: &mut Vec<String>) {
+    let mut said: FxHashMap<String, FxHashSet<String>> = FxHashMap::default();
     for t in transcripts {
-        let Some(user) = users.get(t.client as usize) else {
-            continue;
-        };
-        let said: FxHashMap<&str, &str> = t
+        let texts = said.entry(name(t.client)).or_default();
+        texts.extend(t.sent.iter().filter_map(|(_, line)| sent_text(line)));
+    }
+    let mut stored: FxHashMap<(&str, &str), usize> = FxHashMap::default();
+    for (i, m) in room.iter().enumerate() {
+        if m.seq != i as u64 + 1 {
+            violations.push(format!("room message {} has seq {}", i + 1, m.seq));
+        }
+        *stored.entry((&m.name, &m.text)).or_default() += 1;
+        if !said.get(&m.name).is_some_and(|texts| texts.contains(&m.text)) {
+            violations.push(format!(
+                "room message {} ({:?} by {}) was never sent by that client",
+                m.seq, m.text, m.name
+            ));
+        }
+    }
+    let mut duplicates: Vec<_> = stored.into_iter().filter(|(_, n)| *n > 1).collect();
+    duplicates.sort_unstable();
+    for ((name, text), count) in duplicates {
+        violations.push(format!("{name}: message {text:?} stored {count} times"));
+    }
+}
+
+/// What the checks hold sessions to.
+struct Rules<'a> {
+    room: &'a [RoomMessage],
+    by_id: &'a FxHashMap<Uuid, &'a RoomMessage>,
+    history_length: u32,
+    grace: Duration,
+}
+
+/// What one session saw.
+#[derive(Default)]
+struct Seen {
+    /// Its own messages it got back.
+    own: usize,
+    /// Room messages delivered live.
+    live: usize,
+}
+
+impl Rules<'_> {
+    /// Checks one session's frames; see the module docs.
+    fn check_session(&self, t: &Transcript, violations: &mut Vec<String>) -> Seen {
+        let client = t.client;
+        let me = name(client);
+        let mut seen = Seen::default();
+        // The `seq` delivered last, once joined.
+        let mut last: Option<u64> = None;
+        for (at, line) in &t.received {
+            let Ok(frame) = serde_json::from_str::<Value>(line) else {
+                violations.push(format!("client {client}: not JSON at {at}: {line:?}"));
+                continue;
+            };
+            match frame.get("type").and_then(Value::as_str) {
+                Some("error") if frame.get("error").and_then(Value::as_str).is_some() => {}
+                Some("joined") if last.is_none() => {
+                    last = Some(self.check_history(client, *at, &frame, t, violations));
+                }
+                Some("message") => {
+                    let Some(previous) = last else {
+                        violations.push(format!(
+                            "client {client}: a message before joining at {at}"
+                        ));
+                        continue;
+                    };
+                    let Some(m) = self.stored(&frame) else {
+                        violations.push(format!(
+                            "client {client}: got a message that is not stored as sent, at {at}: {line}"
+                        ));
+                        continue;
+                    };
+                    if m.seq != previous + 1 {
+                        violations.push(format!(
+                            "client {client}: got seq {} after seq {previous} at {at} (a gap, a repeat or out of order)",
+                            m.seq
+                        ));
+                    }
+                    last = Some(m.seq);
+                    seen.live += 1;
+                    if m.name == me {
+                        seen.own += 1;
+                    }
+                }
+                _ => violations.push(format!("client {client}: unexpected frame at {at}: {line}")),
+            }
+        }
+        if let Some(last) = last {
+            self.check_caught_up(client, t, last, violations);
+        }
+        seen
+    }
+
+    /// The stored message a `message` frame (or a history entry) stands for, if it is
+    /// exactly as stored.
+    fn stored(&self, frame: &Value) -> Option<&RoomMessage> {
+        let field = |k: &str| frame.get(k).and_then(Value::as_str);
+        let id = Uuid::parse_str(field("id")?).ok()?;
+        let m = *self.by_id.get(&id)?;
+        let same = field("user_id") == Some(m.user_id.to_string().as_str())
+            && field("name") == Some(m.name.as_str())
+            && field("text") == Some(m.text.as_str())
+            && field("created_at") == Some(m.created_at.to_string().as_str());
+        same.then_some(m)
+    }
+
+    /// Checks a `joined` frame's history; returns the `seq` it ends at.
+    fn check_history(
+        &self,
+        client: u32,
+        at: Time,
+        frame: &Value,
+        t: &Transcript,
+        violations: &mut Vec<String>,
+    ) -> u64 {
+        let history = frame
+            .get("history")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let seqs: Vec<Option<u64>> = history
+            .iter()
+            .map(|m| self.stored(m).map(|m| m.seq))
+            .collect();
+        if seqs.iter().any(Option::is_none) || frame.get("user_id").is_none() {
+            violations.push(format!(
+                "client {client}: history at {at} holds a message not stored as sent"
+            ));
+        }
+        let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
+        let end = seqs.last().copied().unwrap_or(0);
+        let expected = end.min(u64::from(self.history_length));
+        let consecutive = seqs.iter().enumerate().all(|(i, s)| {
+            *s == end + 1 + i as u64 - seqs.len() as u64
+        });
+        if seqs.len() as u64 != expected || !consecutive {
+            violations.push(format!(
+                "client {client}: history at {at} is not the newest {expected} messages up to seq {end}: {seqs:?}"
+            ));
+        }
+        // Everything stored before the client asked to join is in it.
+        let asked = t
             .sent
             .iter()
-            .filter_map(|(_, line)| line.strip_prefix("say ")?.split_once(' '))
-            .collect();
-        for (_, line) in &t.received {
-            let Some(rest) = line.strip_prefix("ack ") else {
-                continue;
-            };
-            acked += 1;
-            let Some((nonce, id)) = rest
-                .split_once(' ')
-                .and_then(|(n, id)| Some((n, Uuid::parse_str(id).ok()?)))
-            else {
-                violations.push(format!("client {}: malformed ack {line:?}", t.client));
-                continue;
-            };
-            match (stored.get(&id), said.get(nonce)) {
-                (Some(m), Some(text)) if m.text == *text && m.user_id == *user => {}
-                (None, _) => violations.push(format!(
-                    "client {}: acknowledged message {nonce} ({id}) was lost",
-                    t.client
-                )),
-                (_, None) => violations.push(format!(
-                    "client {}: ack for {nonce}, which it never said",
-                    t.client
-                )),
-                (Some(m), _) => violations.push(format!(
-                    "client {}: acknowledged message {nonce} stored as {m:?}",
-                    t.client
-                )),
-            }
-        }
-    }
-    acked
-}
-
-/// Every line each client received, in the order it received them.
-fn received_by_client<'a>(transcripts: &[&'a Transcript]) -> BTreeMap<u32, Vec<(Time, &'a str)>> {
-    let mut by_client: BTreeMap<u32, Vec<(Time, &str)>> = BTreeMap::new();
-    for t in transcripts {
-        by_client
-            .entry(t.client)
-            .or_default()
-            .extend(t.received.iter().map(|(at, line)| (*at, line.as_str())));
-    }
-    // A client's sessions follow one another, so its lines are mostly in order
-    // already; a stable sort keeps same-time lines in the order they were received.
-    for lines in by_client.values_mut() {
-        lines.sort_by_key(|(at, _)| *at);
-    }
-    by_client
-}
-
-/// Room deliveries are real messages, and a repeated delivery is marked as one:
-/// every `inbox` id is a stored message, and a client that sees an id again sees a
-/// redelivery count above zero.
-fn check_inbox(
-    received: &BTreeMap<u32, Vec<(Time, &str)>>,
-    stored: &FxHashMap<Uuid, &ChatMessage>,
-    violations: &mut Vec<String>,
-) {
-    for (&client, lines) in received {
-        let mut seen = FxHashSet::default();
-        for &(at, line) in lines {
-            let Some(rest) = line.strip_prefix("inbox ") else {
-                continue;
-            };
-            if rest == "empty" {
-                continue;
-            }
-            let parsed = rest.split_once(' ').and_then(|(id, count)| {
-                Some((Uuid::parse_str(id).ok()?, count.parse::<u32>().ok()?))
-            });
-            let Some((id, redeliveries)) = parsed else {
+            .find(|(_, line)| line.contains("\"join\""))
+            .map(|(asked, _)| wall_time(DEFAULT_WALL_EPOCH, *asked));
+        if let Some(asked) = asked {
+            let before = self.room.partition_point(|m| m.created_at < asked) as u64;
+            if end < before {
                 violations.push(format!(
-                    "client {client}: malformed inbox line {line:?} at {at}"
-                ));
-                continue;
-            };
-            if !stored.contains_key(&id) {
-                violations.push(format!(
-                    "client {client}: inbox delivered {id}, which was never stored"
-                ));
-            }
-            if !seen.insert(id) && redeliveries == 0 {
-                violations.push(format!(
-                    "client {client}: {id} delivered again at {at} without a redelivery mark"
+                    "client {client}: history at {at} ends at seq {end}; {before} messages were stored before it asked"
                 ));
             }
         }
+        end
     }
-}
 
-/// No profile is served from the cache past its TTL after an update: once a rename to
-/// version `v` is acknowledged at `t`, an older name may be served only until
-/// `t + TTL`, and a name read fresh from the database is never older.
-fn check_profiles(
-    received: &BTreeMap<u32, Vec<(Time, &str)>>,
-    ttl: Duration,
-    violations: &mut Vec<String>,
-) {
-    for (&client, lines) in received {
-        // (version, when its rename was acknowledged)
-        let mut renames: Vec<(u32, Time)> = Vec::new();
-        for &(at, line) in lines {
-            if let Some(new) = line.strip_prefix("renamed ") {
-                if let Some(v) = version_of(new) {
-                    renames.push((v, at));
-                }
-                continue;
-            }
-            let (served, fresh) = if let Some(rest) = line.strip_prefix("profile ") {
-                match rest.rsplit_once(' ') {
-                    Some((name, how)) => (name, how == "fresh"),
-                    None => continue,
-                }
-            } else if let Some(name) = line.strip_prefix("welcome ") {
-                (name, false)
-            } else {
-                continue;
-            };
-            let Some(v) = version_of(served) else {
-                continue;
-            };
-            // The first acknowledged rename that made `v` stale.
-            let Some(&(newer, since)) = renames.iter().find(|(r, _)| *r > v) else {
-                continue;
-            };
-            if fresh {
-                violations.push(format!("client {client}: database served {served} at {at} after rename to v{newer} at {since}"));
-            } else if at > since + ttl {
-                violations.push(format!("client {client}: cache served {served} at {at}, past the {ttl:?} TTL after rename to v{newer} at {since}"));
-            }
-        }
-    }
-}
-
-/// History replies are bounded and true: each holds at most the configured number of
-/// ids (its count says how many), every one a message stored by the client's own user,
-/// in history order (`created_at`, then id) without repeats.
-fn check_history(
-    received: &BTreeMap<u32, Vec<(Time, &str)>>,
-    users: &[Uuid],
-    stored: &FxHashMap<Uuid, &ChatMessage>,
-    history_length: u32,
-    violations: &mut Vec<String>,
-) {
-    for (&client, lines) in received {
-        let Some(user) = users.get(client as usize) else {
-            continue;
+    /// Every message stored more than the grace period before the connection closed
+    /// reached the client.
+    fn check_caught_up(&self, client: u32, t: &Transcript, last: u64, violations: &mut Vec<String>) {
+        let Some(closed) = t.closed_at.or(t.finished) else {
+            return;
         };
-        for &(at, line) in lines {
-            let Some(rest) = line.strip_prefix("history ") else {
-                continue;
-            };
-            let (count, ids) = rest.split_once(' ').unwrap_or((rest, ""));
-            let ids: Option<Vec<Uuid>> = match ids {
-                "" => Some(Vec::new()),
-                ids => ids.split(',').map(|id| Uuid::parse_str(id).ok()).collect(),
-            };
-            let (Ok(count), Some(ids)) = (count.parse::<usize>(), ids) else {
-                violations.push(format!(
-                    "client {client}: malformed history line {line:?} at {at}"
-                ));
-                continue;
-            };
-            if count != ids.len() || count > history_length as usize {
-                violations.push(format!(
-                    "client {client}: history at {at} says {count} and holds {} ids; at most {history_length} allowed",
-                    ids.len()
-                ));
-            }
-            let mut previous = None;
-            for id in ids {
-                let Some(m) = stored.get(&id).filter(|m| m.user_id == *user) else {
-                    violations.push(format!(
-                        "client {client}: history at {at} lists {id}, not a stored message of its user"
-                    ));
-                    continue;
-                };
-                if previous.is_some_and(|p| p >= m.cursor()) {
-                    violations.push(format!(
-                        "client {client}: history at {at} lists {id} out of order or twice"
-                    ));
-                }
-                previous = Some(m.cursor());
-            }
+        let Some(by) = closed.since_epoch().checked_sub(self.grace) else {
+            return;
+        };
+        let by: Timestamp = wall_time(DEFAULT_WALL_EPOCH, Time::ZERO + by);
+        let owed = self.room.partition_point(|m| m.created_at <= by) as u64;
+        if last < owed {
+            violations.push(format!(
+                "client {client}: connected until {closed}, got up to seq {last} of the {owed} stored more than {:?} before",
+                self.grace
+            ));
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Transcript {
     pub received: Vec<(Time, String)>,
     /// The connection's state at the end.
     pub state: ConnectionState,
+    /// When the connection closed (by either side) or vanished, if it did.
+    pub closed_at: Option<Time>,
     /// When the program ended (how it ended: [`Simulation::results`]).
     pub finished: Option<Time>,
 }
@@ -109,6 +111,7 @@ impl ConnectionSim {
                 sent: Vec::with_capacity(script.messages.len()),
                 received: Vec::with_capacity(script.messages.len() + 1),
                 state: ConnectionState::Waiting,
+                closed_at: None,
                 finished: None,
             },
             script,
@@ -234,6 +237,7 @@ where
         let conn = &mut self.connections[connection as usize];
         conn.state = state;
         conn.transcript.state = state;
+        conn.transcript.closed_at = Some(now);
         let waiting = conn.waiting.take();
         let event = if state == ConnectionState::Vanished {
             ClientEvent::Vanish
@@ -340,6 +344,7 @@ where
                 let conn = &mut self.connections[connection as usize];
                 conn.state = state;
                 conn.transcript.state = state;
+                conn.transcript.closed_at = Some(now);
                 let waiting = conn.waiting.take();
                 self.trace.record(|| TraceRecord::Client {
                     at: now,
@@ -404,6 +409,7 @@ where
             let code = policy::close_reason(result).code();
             conn.state = ConnectionState::ClosedByServer(code);
             conn.transcript.state = ConnectionState::ClosedByServer(code);
+            conn.transcript.closed_at = Some(now);
             self.trace.record(|| TraceRecord::Client {
                 at: now,
                 connection,

@@ -223,6 +223,25 @@ where
                 self.services.broker.redeliver_unacked(self.now);
                 self.broker_outputs();
             }
+            // Listener connections drop: every parked wait for room messages fails,
+            // retryable, and its program asks again from its last `seq`.
+            Service::Database => {
+                for id in self.services.database.drop_room_waiters() {
+                    self.injected(id, Fault::Restart);
+                    let error = EffectError::connection_lost(
+                        "Database.WaitRoomMessages",
+                        "injected restart: the database dropped the listener connection",
+                    );
+                    let at = self.now + self.latency(self.config.faults.latency.database);
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            id,
+                            result: Err(error),
+                        },
+                    );
+                }
+            }
             _ => {}
         }
     }

@@ -429,6 +429,7 @@ where
         }
         self.stop_receiving(id);
         self.services.broker.stop_waiting(id);
+        self.services.database.stop_waiting_room(id);
     }
 
     /// Sends `request` where it goes: to a client, to the broker's waiting consumers,

@@ -6,14 +6,20 @@
 //! broker's own rules ([`FakeBroker`](crate::fake::FakeBroker)) decide which consumer
 //! gets which message and when a waiting one is served; the simulator only keeps its
 //! clock, waking the broker when it asked to be woken and answering a consumer whose
-//! time is up.
+//! time is up. A `WaitRoomMessages` travels like any database request, and on
+//! arrival either finds messages or parks at the database
+//! ([`FakeDatabase::wait_room`](crate::fake::FakeDatabase::wait_room)) until a post
+//! hands it some; its answer is never lost (a lost answer to a wait with no timeout
+//! would hang its program, where a real listener connection fails loudly), and a
+//! database restart fails every parked wait as a dropped connection would.
 
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use effectful::effect::{
-    ConsumeMessage, ConsumeOutcome, Envelope, MessagingResponse, Request, Response,
+    ConsumeMessage, ConsumeOutcome, DatabaseResponse, Envelope, MessagingResponse, Request,
+    Response, RoomMessage,
 };
 use effectful::{EffectError, EffectId, Fx};
 
@@ -51,6 +57,7 @@ where
         let now = self.now;
         let lost_rate = self.config.faults.lost_answer_rate.for_request(&request);
         let messaging = matches!(request, Request::Messaging(_));
+        let database = matches!(request, Request::Database(_));
         match self.services.handle(now, request) {
             Handled::Done(result) => {
                 if !self.lose_answer(id, lost_rate) {
@@ -60,6 +67,16 @@ where
                 // consumer, or asked for a wake when a redelivery's time comes.
                 if messaging {
                     self.broker_outputs();
+                }
+                // A post may have served parked waits for room messages.
+                if database {
+                    self.room_outputs();
+                }
+            }
+            Handled::WaitRoom(wait) => {
+                if let Some(messages) = self.services.database.wait_room(id, wait) {
+                    let result = Ok(room_answer(messages));
+                    self.schedule(now + response_leg, Event::Deliver { id, result });
                 }
             }
             // `perform` handles these at issue time; kept for completeness.
@@ -129,6 +146,16 @@ where
         }
     }
 
+    /// Drains what the database owes the simulator: each answer it handed to a
+    /// parked wait for room messages travels back to that wait.
+    pub(super) fn room_outputs(&mut self) {
+        while let Some((id, messages)) = self.services.database.poll_room_handed_over() {
+            let at = self.now + self.latency(self.config.faults.latency.database);
+            let result = Ok(room_answer(messages));
+            self.schedule(at, Event::Deliver { id, result });
+        }
+    }
+
     /// The broker handed `envelope` to the consumer `id`: its answer travels back.
     fn hand_over(&mut self, id: EffectId, envelope: Envelope) {
         let answer = Response::Messaging(MessagingResponse::ConsumeMessage(
@@ -143,6 +170,11 @@ where
             },
         );
     }
+}
+
+/// The answer to a `WaitRoomMessages`.
+fn room_answer(messages: Vec<RoomMessage>) -> Response {
+    Response::Database(DatabaseResponse::WaitRoomMessages(messages))
 }
 
 /// The delivery id of the message in a `ConsumeMessage` answer, if it carries one.

@@ -1,5 +1,6 @@
-//! Simulates the chat server: N clients joining, chatting, reading history, renaming
-//! and leaving over a simulated duration, under faults, and checks its invariants.
+//! Simulates the chat server: N clients joining the room, chatting, sending bad
+//! frames and leaving over a simulated duration, under faults, and checks its
+//! invariants.
 //!
 //! ```text
 //! cargo run --release -p effectful-chat --bin simulate -- \
@@ -38,8 +39,9 @@ struct Args {
 
 const HELP: &str = "\
 simulate: run the chat server against simulated clients and in-memory services, and
-check its invariants (every acknowledged message is stored once, history pages are
-ordered, every session ends, ...).
+check its invariants (every message is stored once; each reaches every joined client
+exactly once, in the room's order; history on join is the newest messages; every
+session ends, ...).
 
 USAGE:
     simulate [FLAGS]
@@ -63,8 +65,10 @@ FLAGS:
 
 A run too large for the machine's free memory is refused, saying how much it needs.
 Progress goes to stderr. Exit status: 0 all invariants held, 1 a violation, 2 bad flags.
-\"acknowledged messages\" counts chat messages the server confirmed to their sender; the
-checker verifies each one is stored exactly once and reached the room.
+\"acknowledged messages\" counts chat messages that came back to their own sender once
+stored; \"deliveries\" counts room messages delivered live to joined clients. The
+checker verifies each is stored exactly once, as sent, and arrives in the room's order
+with no gap and no repeat.
 ";
 
 /// What `parse` asks `main` to do.
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
     let (mut effects, mut simulated, mut violations, mut seeds_run, mut acked, mut faults) =
         (0u64, Duration::ZERO, 0usize, 0u64, 0usize, 0u64);
     let mut failed_seeds = 0u64;
+    let mut deliveries = 0usize;
     let mut fault_kinds = FaultCounts::default();
     let mut trace_written = None;
     let total = args.seeds.end - args.seeds.start;
@@ -266,6 +271,7 @@ fn main() -> ExitCode {
         effects += run.report.effects;
         simulated += run.report.simulated;
         acked += run.acked;
+        deliveries += run.deliveries;
         faults += run.report.faults;
         fault_kinds += run.report.fault_kinds;
         let failed = !run.violations.is_empty();
@@ -341,7 +347,7 @@ fn main() -> ExitCode {
             .as_deref()
             .map_or("null".to_owned(), |p| format!("{p:?}"));
         println!(
-            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"fault_kinds\":{{\"errors\":{},\"lost_answers\":{},\"lost_acks\":{},\"outages\":{},\"restarts\":{},\"dropped_connections\":{}}},\"effects\":{effects},\"acknowledged\":{acked},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
+            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"fault_kinds\":{{\"errors\":{},\"lost_answers\":{},\"lost_acks\":{},\"outages\":{},\"restarts\":{},\"dropped_connections\":{}}},\"effects\":{effects},\"acknowledged\":{acked},\"deliveries\":{deliveries},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
             args.seeds.start,
             args.seeds.end,
             args.clients,
@@ -377,8 +383,9 @@ fn main() -> ExitCode {
     }
     println!("simulated effects:         {effects}");
     println!(
-        "acknowledged messages:     {acked} (confirmed to their sender; each checked stored once)"
+        "acknowledged messages:     {acked} (seen by their sender once stored; each checked stored once)"
     );
+    println!("deliveries:                {deliveries} (room messages to joined clients, each checked)");
     println!("wall time:                 {:.3} s", wall.as_secs_f64());
     println!(
         "simulated effects / s:     {:.0}",
