@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
     ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
-    ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage,
-    RoomMessage, SaveChatMessage, UpdateUser, User, UserLookup, WaitRoomMessages,
-    room_page_size,
+    ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage, RoomMessage,
+    SaveChatMessage, UpdateUser, User, UserLookup, WaitRoomMessages, room_page_size,
 };
 use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
@@ -252,9 +251,7 @@ impl FakeDatabase {
         let name = <PostRoomMessage as Effect<Std>>::NAME;
         if let Some(id) = message_id {
             if let Some(&seq) = self.room_ids.get(&id) {
-                let stored = usize::try_from(seq - 1)
-                    .ok()
-                    .and_then(|i| self.room.get(i));
+                let stored = usize::try_from(seq - 1).ok().and_then(|i| self.room.get(i));
                 return match stored {
                     Some(m) if m.user_id == user_id && m.text == text => Ok(m.clone()),
                     _ => Err(EffectError::new(

@@ -53,8 +53,8 @@ use super::row::{ResultSet, Row};
 use super::value::Value;
 use crate::effect::sqlstate::UNIQUE_VIOLATION;
 use crate::effect::{
-    ChatMessage, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome, MessagePage,
-    NotFoundReason, User, UserLookup,
+    ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
+    MessagePage, NotFoundReason, RoomMessage, User, UserLookup, room_page_size,
 };
 use crate::{EffectError, ErrorKind};
 
@@ -70,7 +70,8 @@ pub struct Migration {
 }
 
 /// The tables of the Database family, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "users, deleted_users, chat_messages",
     sql: "CREATE TABLE IF NOT EXISTS users (
@@ -93,7 +94,71 @@ CREATE TABLE IF NOT EXISTS chat_messages (
     CONSTRAINT chat_messages_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS chat_messages_history ON chat_messages (user_id, created_at DESC, id DESC);",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "chat room: chat_users, chat_room_messages, join and post functions",
+        sql: "CREATE TABLE IF NOT EXISTS chat_users (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT chat_users_name_key UNIQUE (name)
+);
+CREATE TABLE IF NOT EXISTS chat_room_messages (
+    seq bigint PRIMARY KEY,
+    id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    text text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT chat_room_messages_id_key UNIQUE (id),
+    CONSTRAINT chat_room_messages_user_id_fkey FOREIGN KEY (user_id) REFERENCES chat_users (id) ON DELETE CASCADE
+);
+CREATE OR REPLACE FUNCTION effectful_join_chat(p_name text)
+RETURNS TABLE (id uuid, name text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+    LOOP
+        -- Each statement sees what committed before it: a join that lost the race
+        -- to insert finds the winner's row on the next try.
+        RETURN QUERY INSERT INTO chat_users AS u (name) VALUES (p_name)
+            ON CONFLICT (name) DO NOTHING RETURNING u.id, u.name;
+        IF FOUND THEN RETURN; END IF;
+        RETURN QUERY SELECT u.id, u.name FROM chat_users u WHERE u.name = p_name;
+        IF FOUND THEN RETURN; END IF;
+    END LOOP;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION effectful_post_room_message(p_user uuid, p_text text, p_id uuid)
+RETURNS TABLE (seq bigint, id uuid, user_id uuid, name text, text text, created_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    stored chat_room_messages%ROWTYPE;
+BEGIN
+    -- One poster at a time until commit: seq order is commit order, so a reader
+    -- that has seen seq n and asks for seq > n never misses a later commit.
+    PERFORM pg_advisory_xact_lock(7306916140405421670);
+    SELECT * INTO stored FROM chat_room_messages m WHERE m.id = p_id;
+    IF FOUND THEN
+        IF stored.user_id <> p_user OR stored.text <> p_text THEN
+            RAISE unique_violation USING
+                MESSAGE = format('duplicate key value violates unique constraint \"chat_room_messages_id_key\": Key (id)=(%s) already exists.', p_id),
+                CONSTRAINT = 'chat_room_messages_id_key';
+        END IF;
+    ELSE
+        INSERT INTO chat_room_messages AS m (seq, id, user_id, text)
+        VALUES ((SELECT COALESCE(max(c.seq), 0) + 1 FROM chat_room_messages c),
+                COALESCE(p_id, gen_random_uuid()), p_user, p_text)
+        RETURNING * INTO stored;
+        PERFORM pg_notify('effectful_chat_room', stored.seq::text);
+    END IF;
+    RETURN QUERY SELECT stored.seq, stored.id, stored.user_id, u.name, stored.text, stored.created_at
+        FROM chat_users u WHERE u.id = stored.user_id;
+END
+$fn$;",
+    },
+];
 
 /// The advisory-lock key (`pg_advisory_xact_lock`) that serialises migrations across
 /// processes.
@@ -156,6 +221,31 @@ pub enum Decode {
         /// The page size.
         size: usize,
     },
+    /// The chat user found or created.
+    ChatUser,
+    /// The room message posted (or found again under its id).
+    Posted,
+    /// The room's newest messages, newest first.
+    RoomHistory,
+    /// The room's messages after a `seq`, oldest first; none means the service waits
+    /// for the next post (see [`Decode::room_wait`]).
+    RoomAfter {
+        /// The `seq` asked after.
+        after_seq: u64,
+        /// The page size asked for.
+        limit: u32,
+    },
+}
+
+impl Decode {
+    /// For `WaitRoomMessages`, what it waits after (`seq` and page size): an empty
+    /// answer then means "wait for the next post", not "answer nothing".
+    pub fn room_wait(&self) -> Option<(u64, u32)> {
+        match self {
+            Decode::RoomAfter { after_seq, limit } => Some((*after_seq, *limit)),
+            _ => None,
+        }
+    }
 }
 
 /// One request as a statement: SQL, binary parameters, and how to read the answer.
@@ -203,6 +293,22 @@ const LATEST_MESSAGES: &str = "SELECT id, user_id, text, created_at FROM chat_me
 const MESSAGES_BEFORE: &str = "SELECT id, user_id, text, created_at FROM chat_messages \
     WHERE user_id = $1 AND (created_at, id) < ($3, $4) \
     ORDER BY created_at DESC, id DESC LIMIT $2";
+
+const JOIN_CHAT: &str = "SELECT id, name FROM effectful_join_chat($1)";
+
+const POST_ROOM_MESSAGE: &str = "SELECT seq, id, user_id, name, text, created_at \
+    FROM effectful_post_room_message($1, $2, $3)";
+
+const ROOM_HISTORY: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.created_at \
+    FROM chat_room_messages m JOIN chat_users u ON u.id = m.user_id \
+    ORDER BY m.seq DESC LIMIT $1";
+
+const ROOM_AFTER: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.created_at \
+    FROM chat_room_messages m JOIN chat_users u ON u.id = m.user_id \
+    WHERE m.seq > $1 ORDER BY m.seq LIMIT $2";
+
+/// The channel a room post notifies (in its transaction), for waiting readers.
+pub const ROOM_CHANNEL: &str = "effectful_chat_room";
 
 /// The statement that performs `request`.
 pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
@@ -283,6 +389,36 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             (sql, params, Decode::Page { size })
         }
+        DatabaseRequest::JoinChat(r) => (
+            JOIN_CHAT,
+            vec![Value::Text(r.name.clone())],
+            Decode::ChatUser,
+        ),
+        DatabaseRequest::PostRoomMessage(r) => (
+            POST_ROOM_MESSAGE,
+            vec![
+                Value::Uuid(r.user_id),
+                Value::Text(r.text.clone()),
+                r.message_id.map_or(Value::Null, Value::Uuid),
+            ],
+            Decode::Posted,
+        ),
+        DatabaseRequest::RoomHistory(r) => (
+            ROOM_HISTORY,
+            vec![Value::Int8(i64::from(room_page_size(r.limit)))],
+            Decode::RoomHistory,
+        ),
+        DatabaseRequest::WaitRoomMessages(r) => (
+            ROOM_AFTER,
+            vec![
+                Value::Int8(i64::try_from(r.after_seq).unwrap_or(i64::MAX)),
+                Value::Int8(i64::from(room_page_size(r.limit))),
+            ],
+            Decode::RoomAfter {
+                after_seq: r.after_seq,
+                limit: room_page_size(r.limit),
+            },
+        ),
     };
     DatabasePlan {
         effect,
@@ -451,6 +587,40 @@ impl DatabasePlan {
                     messages,
                 })
             }
+            Decode::ChatUser => {
+                let row = set
+                    .rows
+                    .first()
+                    .ok_or_else(|| protocol(effect, "the join returned no row".into()))?;
+                DatabaseResponse::JoinChat(ChatUser {
+                    id: row.get(0).map_err(bad)?,
+                    name: row.get(1).map_err(bad)?,
+                })
+            }
+            Decode::Posted => {
+                let row = set
+                    .rows
+                    .first()
+                    .ok_or_else(|| protocol(effect, "the post returned no row".into()))?;
+                DatabaseResponse::PostRoomMessage(Box::new(room_message(row).map_err(bad)?))
+            }
+            Decode::RoomHistory => {
+                let mut messages = set
+                    .rows
+                    .iter()
+                    .map(room_message)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                messages.reverse();
+                DatabaseResponse::RoomHistory(messages)
+            }
+            Decode::RoomAfter { .. } => DatabaseResponse::WaitRoomMessages(
+                set.rows
+                    .iter()
+                    .map(room_message)
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
         })
     }
 }
@@ -464,6 +634,18 @@ fn user(row: &Row) -> Result<User, TypeError> {
         id: row.get(0)?,
         email: row.get(1)?,
         name: row.get(2)?,
+    })
+}
+
+fn room_message(row: &Row) -> Result<RoomMessage, TypeError> {
+    let seq: i64 = row.get(0)?;
+    Ok(RoomMessage {
+        seq: u64::try_from(seq).unwrap_or_default(),
+        id: row.get(1)?,
+        user_id: row.get(2)?,
+        name: row.get(3)?,
+        text: row.get(4)?,
+        created_at: row.get(5)?,
     })
 }
 

@@ -45,6 +45,14 @@ impl Work {
             Work::Ping => "Database.Ping",
         }
     }
+
+    /// For a room wait, the `seq` it waits after and its page size.
+    fn room_wait(&self) -> Option<(u64, u32)> {
+        match self {
+            Work::Database(plan) => plan.decode().room_wait(),
+            Work::Ping => None,
+        }
+    }
 }
 
 /// What finished work gives.
@@ -130,9 +138,18 @@ impl ServiceConfig {
     }
 }
 
-enum Job {
+enum Job<K> {
     Waiting {
         acquire: AcquireId,
+        work: Work,
+    },
+    /// A room wait that found nothing: parked until the room's channel notifies.
+    Parked {
+        work: Work,
+    },
+    /// A room wait answered by another's query (the leader's) for the same `seq`.
+    Riding {
+        leader: K,
         work: Work,
     },
     Running {
@@ -146,6 +163,17 @@ enum Role<K> {
     Job(K),
     Reset,
     Migrate,
+    Listen,
+}
+
+/// The connection that listens on the room's channel, held alone while any room
+/// wait is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    Idle,
+    Acquiring(AcquireId),
+    Starting { acquire: AcquireId, conn: ConnId },
+    Listening { acquire: AcquireId, conn: ConnId },
 }
 
 struct Conn<K> {
@@ -186,7 +214,15 @@ pub struct PgService<K> {
     config: ServiceConfig,
     pool: Pool,
     conns: BTreeMap<ConnId, Conn<K>>,
-    jobs: HashMap<K, Job>,
+    jobs: HashMap<K, Job<K>>,
+    /// Room waits that found nothing, in the order they parked.
+    parked: Vec<K>,
+    /// Room waits riding on a leader's query, by leader.
+    riders: HashMap<K, Vec<K>>,
+    /// Room waits held until the listener is confirmed (a wait that ran before
+    /// `LISTEN` could miss the notification of a post that commits in between).
+    held: Vec<(K, Work)>,
+    listener: Listener,
     acquires: HashMap<AcquireId, K>,
     outputs: VecDeque<Output<K>>,
     migrated: bool,
@@ -219,6 +255,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             acquires: HashMap::new(),
             outputs: VecDeque::new(),
             migrating: None,
+            parked: Vec::new(),
+            riders: HashMap::new(),
+            held: Vec::new(),
+            listener: Listener::Idle,
             now,
         };
         service.drain_pool();
@@ -262,7 +302,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// answered at once with an error).
     pub fn submit(&mut self, now: Time, key: K, work: Work) {
         self.tick(now);
-        if self.jobs.contains_key(&key) {
+        if self.jobs.contains_key(&key) || self.held.iter().any(|(k, _)| *k == key) {
             let effect = work.effect();
             self.outputs.push_back(Output::Answer {
                 key,
@@ -275,10 +315,20 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             });
             return;
         }
+        if work.room_wait().is_some() && !matches!(self.listener, Listener::Listening { .. }) {
+            self.held.push((key, work));
+            self.ensure_listener();
+            self.drain_pool();
+            return;
+        }
+        self.enqueue(key, work);
+        self.drain_pool();
+    }
+
+    fn enqueue(&mut self, key: K, work: Work) {
         let acquire = self.pool.acquire(self.now, Mode::Shared);
         self.acquires.insert(acquire, key.clone());
         self.jobs.insert(key, Job::Waiting { acquire, work });
-        self.drain_pool();
     }
 
     /// The submitter no longer wants the answer to `key`. Returns `true` if the work
@@ -286,18 +336,57 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// answer will be dropped) or unknown.
     pub fn cancel(&mut self, now: Time, key: &K) -> bool {
         self.tick(now);
+        if let Some(i) = self.held.iter().position(|(k, _)| k == key) {
+            self.held.remove(i);
+            return true;
+        }
         match self.jobs.get_mut(key) {
             Some(Job::Waiting { acquire, .. }) => {
                 let acquire = *acquire;
-                self.pool.cancel_acquire(self.now, acquire);
-                self.acquires.remove(&acquire);
-                self.jobs.remove(key);
+                let Some(Job::Waiting { work, .. }) = self.jobs.remove(key) else {
+                    return false;
+                };
+                // A leader's riders still want the query: the first takes its place.
+                match self.riders.remove(key).filter(|r| !r.is_empty()) {
+                    Some(mut riders) => {
+                        let next = riders.remove(0);
+                        for rider in &riders {
+                            if let Some(Job::Riding { leader, .. }) = self.jobs.get_mut(rider) {
+                                *leader = next.clone();
+                            }
+                        }
+                        self.jobs
+                            .insert(next.clone(), Job::Waiting { acquire, work });
+                        self.acquires.insert(acquire, next.clone());
+                        if !riders.is_empty() {
+                            self.riders.insert(next, riders);
+                        }
+                    }
+                    None => {
+                        self.pool.cancel_acquire(self.now, acquire);
+                        self.acquires.remove(&acquire);
+                    }
+                }
                 self.drain_pool();
                 true
             }
             Some(Job::Running { cancelled, .. }) => {
+                // Its riders are still answered from its result.
                 *cancelled = true;
                 false
+            }
+            Some(Job::Parked { .. }) => {
+                self.jobs.remove(key);
+                self.parked.retain(|k| k != key);
+                true
+            }
+            Some(Job::Riding { leader, .. }) => {
+                let leader = leader.clone();
+                self.jobs.remove(key);
+                if let Some(riders) = self.riders.get_mut(&leader) {
+                    riders.retain(|k| k != key);
+                }
+                true
             }
             None => false,
         }
@@ -385,6 +474,28 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 "the database client is shutting down",
             );
         }
+        let room: Vec<(K, &'static str)> = self
+            .held
+            .drain(..)
+            .map(|(k, w)| (k, w.effect()))
+            .chain(self.jobs.iter().filter_map(|(k, j)| match j {
+                Job::Parked { work } | Job::Riding { work, .. } => Some((k.clone(), work.effect())),
+                _ => None,
+            }))
+            .collect();
+        for (key, effect) in room {
+            self.jobs.remove(&key);
+            self.outputs.push_back(Output::Answer {
+                key,
+                result: Err(EffectError::new(
+                    effect,
+                    ErrorKind::Unavailable,
+                    "the database client is shutting down",
+                )),
+            });
+        }
+        self.parked.clear();
+        self.riders.clear();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in ids {
             match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
@@ -475,6 +586,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 }
                 PoolEvent::Acquired { acquire, conn } => self.start(acquire, conn),
                 PoolEvent::TimedOut { acquire } => {
+                    if self.listener == Listener::Acquiring(acquire) {
+                        self.listener = Listener::Idle;
+                        self.ensure_listener();
+                    }
                     if let Some(key) = self.acquires.remove(&acquire) {
                         if let Some(Job::Waiting { work, .. }) = self.jobs.remove(&key) {
                             self.outputs.push_back(Output::Answer {
@@ -495,6 +610,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     }
 
     fn start(&mut self, acquire: AcquireId, conn: ConnId) {
+        if self.listener == Listener::Acquiring(acquire) {
+            self.start_listener(acquire, conn);
+            return;
+        }
         let Some(key) = self.acquires.remove(&acquire) else {
             self.pool.release(self.now, acquire, Release::Clean);
             return;
@@ -574,6 +693,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         Some(Role::Job(key)) => self.on_done(key, result),
                         Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
                         Some(Role::Migrate) => self.on_migrated(conn, result),
+                        Some(Role::Listen) => self.on_listening(conn, result.is_ok()),
                         None => {}
                     }
                 }
@@ -584,12 +704,99 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     self.on_closed(conn, &error);
                     break;
                 }
-                // No TLS here (the driver asks for none); notices and notifications
-                // carry nothing the Database family answers with.
+                Event::Notification(n) if n.channel == database::ROOM_CHANNEL => self.wake_room(),
+                // No TLS here (the driver asks for none); notices and other
+                // notifications carry nothing the Database family answers with.
                 Event::StartTls | Event::Notice(_) | Event::Notification(_) => {}
             }
         }
         self.drain_pool();
+    }
+
+    /// Acquires a connection to listen on the room's channel, if room waits want one.
+    fn ensure_listener(&mut self) {
+        if self.listener == Listener::Idle && !(self.held.is_empty() && self.parked.is_empty()) {
+            let acquire = self.pool.acquire(self.now, Mode::Exclusive);
+            self.listener = Listener::Acquiring(acquire);
+        }
+    }
+
+    fn start_listener(&mut self, acquire: AcquireId, conn: ConnId) {
+        let sql = format!("LISTEN {}", database::ROOM_CHANNEL);
+        let sent = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| {
+                let id = c.pg.as_mut()?.query(self.now, &sql).ok()?;
+                c.queries.insert(id, Role::Listen);
+                Some(())
+            })
+            .is_some();
+        if sent {
+            self.listener = Listener::Starting { acquire, conn };
+            self.drive(conn);
+        } else {
+            self.pool.release(self.now, acquire, Release::Broken);
+            self.listener = Listener::Idle;
+            self.ensure_listener();
+        }
+    }
+
+    /// `LISTEN` answered: room waits may run now; parked ones run again, since posts
+    /// may have committed while nobody listened.
+    fn on_listening(&mut self, conn: ConnId, ok: bool) {
+        let Listener::Starting { acquire, conn: l } = self.listener else {
+            return;
+        };
+        if l != conn {
+            return;
+        }
+        if !ok {
+            self.pool.release(self.now, acquire, Release::Broken);
+            self.listener = Listener::Idle;
+            self.ensure_listener();
+            return;
+        }
+        self.listener = Listener::Listening { acquire, conn };
+        for (key, work) in std::mem::take(&mut self.held) {
+            self.enqueue(key, work);
+        }
+        self.wake_room();
+    }
+
+    /// A post notified (or the listener came back): every parked wait runs again, one
+    /// query per distinct `seq` and page size, the others riding on it.
+    fn wake_room(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        let mut leaders: Vec<((u64, u32), K)> = Vec::new();
+        for key in parked {
+            let Some(Job::Parked { work }) = self.jobs.remove(&key) else {
+                continue;
+            };
+            let wait = work.room_wait();
+            match leaders.iter().find(|(w, _)| Some(*w) == wait) {
+                Some((_, leader)) => {
+                    let leader = leader.clone();
+                    self.riders
+                        .entry(leader.clone())
+                        .or_default()
+                        .push(key.clone());
+                    self.jobs.insert(key, Job::Riding { leader, work });
+                }
+                None => {
+                    if let Some(wait) = wait {
+                        leaders.push((wait, key.clone()));
+                    }
+                    self.enqueue(key, work);
+                }
+            }
+        }
+    }
+
+    fn park(&mut self, key: K, work: Work) {
+        self.parked.push(key.clone());
+        self.jobs.insert(key, Job::Parked { work });
+        self.ensure_listener();
     }
 
     fn on_ready(&mut self, conn: ConnId) {
@@ -688,6 +895,39 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             _ => Release::Clean,
         };
         self.pool.release(self.now, acquire, how);
+        let riders = self.riders.remove(&key).unwrap_or_default();
+        if work.room_wait().is_some() {
+            let leader_work = work.clone();
+            let found = match work {
+                Work::Database(plan) => plan.finish(result).map(Reply::Database),
+                Work::Ping => return,
+            };
+            let nothing_yet = matches!(
+                &found,
+                Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(m))) if m.is_empty()
+            );
+            let mut group: Vec<(K, Work)> = riders
+                .into_iter()
+                .filter_map(|rider| match self.jobs.remove(&rider) {
+                    Some(Job::Riding { work, .. }) => Some((rider, work)),
+                    _ => None,
+                })
+                .collect();
+            if !cancelled {
+                group.insert(0, (key, leader_work));
+            }
+            for (member, member_work) in group {
+                if nothing_yet {
+                    self.park(member, member_work);
+                } else {
+                    self.outputs.push_back(Output::Answer {
+                        key: member,
+                        result: found.clone(),
+                    });
+                }
+            }
+            return;
+        }
         if cancelled {
             return;
         }
@@ -712,6 +952,15 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         }
         if self.migrating == Some(conn) {
             self.migrating = None;
+        }
+        if let Listener::Starting { conn: l, .. } | Listener::Listening { conn: l, .. } =
+            self.listener
+        {
+            if l == conn {
+                // Posts made while nobody listens are caught up once listening again.
+                self.listener = Listener::Idle;
+                self.ensure_listener();
+            }
         }
         self.outputs.push_back(Output::Disconnect { conn });
         if c.opened {

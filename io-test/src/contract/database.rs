@@ -1,8 +1,9 @@
 //! The Database contract: the same cases on the fake and on PostgreSQL.
 
 use effectful::effect::{
-    CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, GetUserById, ListMessagesForUser,
-    ListUsers, SaveChatMessage, UpdateUser, User, UserLookup,
+    CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, GetUserById, JoinChat,
+    ListMessagesForUser, ListUsers, PostRoomMessage, RoomHistory, RoomMessage, SaveChatMessage,
+    UpdateUser, User, UserLookup, WaitRoomMessages,
 };
 use effectful::{EffectError, ErrorKind, Fx, ProgramError};
 use uuid::Uuid;
@@ -312,6 +313,86 @@ fn paging() -> ContractProgram {
     })
 }
 
+fn room_line(messages: &[RoomMessage]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("{}:{}:{}", m.seq, m.name, m.text))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The chat room: joins by name, posts in `seq` order with their errors, history and
+/// waits that find messages already there (waiting itself is the drivers' own).
+fn room() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        let join = |name: &str| fx.perform(JoinChat { name: name.into() });
+        let alice = join("alice").await.map_err(|e| error(&e))?;
+        let again = join("alice").await.map_err(|e| error(&e))?;
+        let bob = join("Alice").await.map_err(|e| error(&e))?;
+        seen.push(format!(
+            "a name joins as one user: {}, names compare exactly: {}",
+            alice == again,
+            bob.id != alice.id
+        ));
+        let history = fx
+            .perform(RoomHistory { limit: 50 })
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(format!("an empty room: [{}]", room_line(&history)));
+        let post = |user_id: Uuid, text: &str, message_id: Option<Uuid>| {
+            fx.perform(PostRoomMessage {
+                user_id,
+                text: text.into(),
+                message_id,
+            })
+        };
+        let id = Uuid::from_u128(0x1234);
+        let first = post(alice.id, "one", Some(id))
+            .await
+            .map_err(|e| error(&e))?;
+        let repeat = post(alice.id, "one", Some(id))
+            .await
+            .map_err(|e| error(&e))?;
+        seen.push(format!(
+            "posted as seq {} under its id: {}, posted again: the same row: {}",
+            first.seq,
+            first.id == id,
+            repeat == first
+        ));
+        for outcome in [
+            post(bob.id, "one", Some(id)).await,
+            post(alice.id, "other", Some(id)).await,
+            post(Uuid::from_u128(9), "nobody", None).await,
+        ] {
+            seen.push(match outcome {
+                Ok(m) => format!("posted seq {}", m.seq),
+                Err(e) => error(&e),
+            });
+        }
+        post(bob.id, "two", None).await.map_err(|e| error(&e))?;
+        post(alice.id, "three", None).await.map_err(|e| error(&e))?;
+        for limit in [50, 2, 0] {
+            let history = fx
+                .perform(RoomHistory { limit })
+                .await
+                .map_err(|e| error(&e))?;
+            seen.push(format!("history {limit}: [{}]", room_line(&history)));
+        }
+        for (after_seq, limit) in [(0, 50), (1, 1), (2, 50)] {
+            let found = fx
+                .perform(WaitRoomMessages { after_seq, limit })
+                .await
+                .map_err(|e| error(&e))?;
+            seen.push(format!(
+                "after {after_seq} (limit {limit}): [{}]",
+                room_line(&found)
+            ));
+        }
+        Ok(seen)
+    })
+}
+
 /// Every case: its name, its program, what it must observe.
 pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>)> {
     let not_retryable = |code: &'static str, effect: &'static str| -> &'static str {
@@ -321,6 +402,12 @@ pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>
             }
             ("23505", "SaveChatMessage") => {
                 "error service 23505 retryable=false effect=Database.SaveChatMessage"
+            }
+            ("23505", "PostRoomMessage") => {
+                "error service 23505 retryable=false effect=Database.PostRoomMessage"
+            }
+            ("23503", "PostRoomMessage") => {
+                "error service 23503 retryable=false effect=Database.PostRoomMessage"
             }
             _ => "error service 23503 retryable=false effect=Database.SaveChatMessage",
         }
@@ -383,6 +470,24 @@ pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>
                 "a user with no messages: 0 messages, more: false",
             ],
         ),
+        (
+            "room",
+            room(),
+            vec![
+                "a name joins as one user: true, names compare exactly: true",
+                "an empty room: []",
+                "posted as seq 1 under its id: true, posted again: the same row: true",
+                not_retryable("23505", "PostRoomMessage"),
+                not_retryable("23505", "PostRoomMessage"),
+                not_retryable("23503", "PostRoomMessage"),
+                "history 50: [1:alice:one 2:Alice:two 3:alice:three]",
+                "history 2: [2:Alice:two 3:alice:three]",
+                "history 0: [3:alice:three]",
+                "after 0 (limit 50): [1:alice:one 2:Alice:two 3:alice:three]",
+                "after 1 (limit 1): [2:Alice:two]",
+                "after 2 (limit 50): [3:alice:three]",
+            ],
+        ),
     ]
 }
 
@@ -417,6 +522,15 @@ mod tests {
             let mut handler = |request: Request| -> Result<Response, EffectError> {
                 match services.handle(Time::ZERO, request) {
                     Handled::Done(result) => result,
+                    // The cases wait only where messages are already there.
+                    Handled::WaitRoom(wait) => Ok(Response::Database(
+                        effectful::effect::DatabaseResponse::WaitRoomMessages(
+                            services
+                                .database
+                                .room_after(wait.after_seq, wait.limit)
+                                .to_vec(),
+                        ),
+                    )),
                     _ => Err(EffectError::unhandled("contract", vec!["Database".into()])),
                 }
             };
