@@ -15,6 +15,17 @@
 //! chat_messages (id uuid PRIMARY KEY, user_id uuid NOT NULL REFERENCES users ON DELETE CASCADE,
 //!                text text NOT NULL, created_at timestamptz NOT NULL)
 //! ```
+//! and, for the chat room (migration 2):
+//! ```sql
+//! chat_users         (id uuid PRIMARY KEY, name text NOT NULL UNIQUE, created_at timestamptz)
+//! chat_room_messages (seq bigint PRIMARY KEY, id uuid NOT NULL UNIQUE,
+//!                     user_id uuid NOT NULL REFERENCES chat_users ON DELETE CASCADE,
+//!                     text text NOT NULL, created_at timestamptz NOT NULL)
+//! effectful_join_chat(name)               -- insert or find, whatever the race
+//! effectful_post_room_message(user, text, id)  -- under an advisory lock until
+//!                                              -- commit: seq order is commit order;
+//!                                              -- NOTIFY effectful_chat_room
+//! ```
 //! `deleted_users` remembers deleted ids, so a lookup tells
 //! [`NotFoundReason::Deleted`] from [`NotFoundReason::DoesNotExist`].
 //!
@@ -28,6 +39,12 @@
 //!   NOTHING`, then the stored row); the same id with another author or text fails
 //!   with 23505; a missing author fails with 23503.
 //! - `ListMessagesForUser` pages back by keyset as its docs say.
+//! - `JoinChat` finds or creates the chat user of that exact name; concurrent first
+//!   joins make one user. `PostRoomMessage` is idempotent on its id (another author
+//!   or text under it fails with 23505, an unknown author with 23503).
+//!   `RoomHistory` and `WaitRoomMessages` read by `seq`; an empty
+//!   `WaitRoomMessages` answer is not sent: [`PgService`](super::PgService) parks
+//!   the wait until the room's channel notifies.
 //!
 //! # Adding an effect
 //! One arm in [`plan`] (the SQL and its parameters, and a [`Decode`] variant carrying

@@ -210,6 +210,11 @@ struct Conn<K> {
 ///   once with a retryable error saying why, instead of waiting out the acquire
 ///   timeout.
 /// - A command timeout cancels only the query that is executing on the server.
+/// - A room wait (`WaitRoomMessages`) that finds nothing is parked, not answered:
+///   one pool connection listens on the room's channel while any wait is pending;
+///   waits run only once it listens, every notification (and every return of the
+///   listener after a loss) runs the parked waits again, one query per distinct
+///   `seq`, so a post committed while nobody listened is caught up, not missed.
 pub struct PgService<K> {
     config: ServiceConfig,
     pool: Pool,

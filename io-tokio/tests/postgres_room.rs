@@ -1,0 +1,295 @@
+//! Chat room waits on the real PostgreSQL server: parked waits woken by a post's
+//! NOTIFY, many waits on one query, a cancelled wait, a listener that dies (waits
+//! catch up once it listens again), and concurrent first joins of one name. Each
+//! test in a schema of its own.
+
+use std::process::Command;
+use std::time::Duration;
+
+use effectful::effect::{JoinChat, PostRoomMessage, RoomMessage, WaitRoomMessages};
+use effectful::{EffectError, Fx, join_all};
+use effectful_tokio::Runtime;
+use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
+
+const START_SERVER: &str = "PostgreSQL 15 must answer on 127.0.0.1:5432 with trust auth for user postgres and a database named \"test\"; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (scripts/services does this), and install psql (apt-get install postgresql-client-15)";
+
+fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-Atqc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"));
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}\n{START_SERVER}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A schema of this test's own, dropped at the end; its pool's backends carry its
+/// name as `application_name`.
+struct Room {
+    schema: String,
+    db: PgDatabase,
+    runtime: Runtime,
+}
+
+impl Room {
+    fn new(tag: &str) -> Room {
+        let schema = format!("effectful_pg_room_{tag}_{}", std::process::id());
+        psql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ));
+        let url = format!(
+            "postgresql://postgres@127.0.0.1:5432/test?application_name={schema}&options=-c%20search_path%3D{schema}"
+        );
+        let config = PgDatabaseConfig::from_url(&url)
+            .expect("a valid URL")
+            .pool_size(2, 6);
+        let db = PgDatabase::start(config).expect("started");
+        let runtime = db
+            .register(Runtime::builder().shards(2))
+            .build()
+            .expect("runtime");
+        Room {
+            schema,
+            db,
+            runtime,
+        }
+    }
+
+    /// Runs `program` to its end.
+    fn run<T: Send + 'static, Fut: Future<Output = T> + 'static>(
+        &self,
+        program: impl FnOnce(Fx) -> Fut + Send + 'static,
+    ) -> T {
+        self.runtime.block_on(async {
+            self.runtime
+                .handle()
+                .spawn(program)
+                .await
+                .expect("spawned")
+                .await
+                .expect("the program finished")
+        })
+    }
+
+    /// Starts `n` programs that each wait for messages after `after_seq`.
+    fn waiters(
+        &self,
+        n: usize,
+        after_seq: u64,
+    ) -> Vec<effectful_tokio::JoinHandle<Result<Vec<RoomMessage>, EffectError>>> {
+        self.runtime.block_on(async {
+            let mut handles = Vec::new();
+            for _ in 0..n {
+                handles.push(
+                    self.runtime
+                        .handle()
+                        .spawn(move |fx| async move {
+                            fx.perform(WaitRoomMessages {
+                                after_seq,
+                                limit: 50,
+                            })
+                            .await
+                        })
+                        .await
+                        .expect("spawned"),
+                );
+            }
+            handles
+        })
+    }
+
+    fn post(&self, name: &'static str, text: &'static str) -> RoomMessage {
+        self.run(move |fx| async move {
+            let user = fx
+                .perform(JoinChat { name: name.into() })
+                .await
+                .expect("joined");
+            *fx.perform(PostRoomMessage {
+                user_id: user.id,
+                text: text.into(),
+                message_id: None,
+            })
+            .await
+            .expect("posted")
+        })
+    }
+
+    /// How many of this schema's backends run `query` now.
+    fn backends_running(&self, query: &str) -> usize {
+        psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND query LIKE '{query}%'",
+            self.schema
+        ))
+        .parse()
+        .expect("a count")
+    }
+
+    fn listening(&self) -> bool {
+        self.backends_running("LISTEN") > 0
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.db.shutdown(Duration::from_secs(2));
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .output();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn texts(result: Result<Vec<RoomMessage>, EffectError>) -> Vec<String> {
+    result
+        .expect("the wait is answered")
+        .into_iter()
+        .map(|m| format!("{}:{}", m.seq, m.text))
+        .collect()
+}
+
+#[test]
+fn parked_waits_are_woken_by_a_post_and_each_gets_it_once() {
+    let room = Room::new("wake");
+    let waiting = room.waiters(40, 0);
+    wait_until("the waits listen", || room.listening());
+    // Nothing is posted yet: they are all still waiting.
+    std::thread::sleep(Duration::from_millis(100));
+    let posted = room.post("alice", "hello");
+    assert_eq!(posted.seq, 1);
+    room.runtime.block_on(async {
+        for handle in waiting {
+            let result = handle.await.expect("finished");
+            assert_eq!(texts(result), ["1:hello"]);
+        }
+    });
+    // Later waits after seq 1 wait for seq 2, and one after seq 0 is answered at once.
+    let later = room.waiters(5, 1);
+    let at_once = room.run(|fx| async move {
+        fx.perform(WaitRoomMessages {
+            after_seq: 0,
+            limit: 50,
+        })
+        .await
+    });
+    assert_eq!(texts(at_once), ["1:hello"]);
+    room.post("bob", "two");
+    room.runtime.block_on(async {
+        for handle in later {
+            assert_eq!(texts(handle.await.expect("finished")), ["2:two"]);
+        }
+    });
+}
+
+#[test]
+fn a_cancelled_wait_leaves_the_others_waiting() {
+    let room = Room::new("cancel");
+    // Each program waits under a short timeout; the others wait as long as it takes.
+    let given_up = room.run(|fx| async move {
+        let waits = (0..10).map(|_| {
+            let fx = fx.clone();
+            async move {
+                fx.timeout(
+                    Duration::from_millis(200),
+                    fx.perform(WaitRoomMessages {
+                        after_seq: 0,
+                        limit: 50,
+                    }),
+                )
+                .await
+            }
+        });
+        join_all(waits).await
+    });
+    assert!(
+        given_up.iter().all(Result::is_err),
+        "every wait gave up: {given_up:?}"
+    );
+    let waiting = room.waiters(3, 0);
+    wait_until("the waits listen", || room.listening());
+    room.post("carol", "after the cancels");
+    room.runtime.block_on(async {
+        for handle in waiting {
+            assert_eq!(
+                texts(handle.await.expect("finished")),
+                ["1:after the cancels"]
+            );
+        }
+    });
+}
+
+#[test]
+fn waits_catch_up_after_the_listener_dies() {
+    let room = Room::new("listener");
+    let waiting = room.waiters(8, 0);
+    wait_until("the waits listen", || room.listening());
+    // Kill the listening backend and post at once, before the pool listens again:
+    // the notification is lost, the waits catch up when the listener is back.
+    psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{}' AND query LIKE 'LISTEN%'",
+        room.schema
+    ));
+    psql(&format!(
+        "SET search_path = {s}; \
+         SELECT seq FROM {s}.effectful_post_room_message(\
+            (SELECT id FROM {s}.effectful_join_chat('psql')), 'while nobody listened', NULL)",
+        s = room.schema
+    ));
+    room.runtime.block_on(async {
+        for handle in waiting {
+            assert_eq!(
+                texts(handle.await.expect("finished")),
+                ["1:while nobody listened"]
+            );
+        }
+    });
+    wait_until("the listener is back", || room.listening());
+}
+
+#[test]
+fn concurrent_first_joins_of_one_name_make_one_user() {
+    let room = Room::new("join");
+    let ids = room.run(|fx| async move {
+        let joins = (0..32).map(|_| {
+            fx.perform(JoinChat {
+                name: "dave".into(),
+            })
+        });
+        join_all(joins).await
+    });
+    let first = ids[0].as_ref().expect("joined").id;
+    assert!(
+        ids.iter().all(|r| r.as_ref().map(|u| u.id) == Ok(first)),
+        "{ids:?}"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM {}.chat_users WHERE name = 'dave'",
+            room.schema
+        )),
+        "1"
+    );
+}
