@@ -1,0 +1,100 @@
+//! Instructions per engine round trip, for `valgrind --tool=callgrind`: wall-clock
+//! benches on a shared machine wander, instruction counts do not.
+//!
+//! ```text
+//! cargo build --release -p effectful-benches --example stepcount
+//! for n in 100000 200000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \
+//!     target/release/examples/stepcount hand $n 2>&1 | grep refs
+//! done   # (refs(200000) - refs(100000)) / 100000 = instructions per round trip
+//! ```
+//!
+//! `hand` runs the hand-written `ClockLoop` of `core/step/state_machine`, `async` the
+//! async program of `core/step/async_program`; `sizes` prints the sizes of the values
+//! a round trip moves. With `NO_LIMIT` set, the engine's default per-effect timeout
+//! is off. Differencing two runs cancels start-up and the engine's construction.
+use effectful::effect::{GetCurrentTime, Request, Response, SystemRequest, SystemResponse};
+use effectful::{
+    Cx, EffectId, Engine, EngineConfig, Event, Output, Program, Std, Time, Timestamp, decode,
+};
+use std::hint::black_box;
+use std::task::Poll;
+
+#[inline(never)]
+fn answer(request: &Request) -> Response {
+    match request {
+        Request::System(SystemRequest::GetCurrentTime(_)) => Response::System(
+            SystemResponse::GetCurrentTime(Timestamp::from_unix_micros(42)),
+        ),
+        _ => Response::System(SystemResponse::GetCurrentTime(Timestamp::UNIX_EPOCH)),
+    }
+}
+struct ClockLoop {
+    sum: i64,
+}
+impl Program for ClockLoop {
+    type Output = i64;
+    fn resume(&mut self, cx: &mut Cx<'_>, event: Event) -> Poll<i64> {
+        if let Event::Response { result, .. } = event {
+            match result.and_then(decode::<Std, GetCurrentTime>) {
+                Ok(t) => self.sum = self.sum.wrapping_add(t.unix_micros()),
+                Err(_) => return Poll::Ready(self.sum),
+            }
+        }
+        cx.perform(GetCurrentTime {});
+        Poll::Pending
+    }
+}
+fn next_request<O: 'static>(engine: &mut Engine<O>) -> (EffectId, Request) {
+    match engine.poll_output() {
+        Some(Output::Request { id, request }) => (id, request),
+        _ => unreachable!("the program always asks for the next effect"),
+    }
+}
+#[inline(never)]
+fn run<O: 'static>(mut engine: Engine<O>, n: u64) {
+    let (mut id, mut request) = next_request(&mut engine);
+    for _ in 0..n {
+        let response = answer(&request);
+        let _ = engine.handle_response(Time::ZERO, id, Ok(response));
+        (id, request) = next_request(&mut engine);
+    }
+    black_box(&engine);
+}
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("sizes") {
+        println!(
+            "bytes: Request {}, Response {}, Result<Response> {}, Event {}, Output<i64> {}",
+            std::mem::size_of::<Request>(),
+            std::mem::size_of::<Response>(),
+            std::mem::size_of::<Result<Response, effectful::EffectError>>(),
+            std::mem::size_of::<Event>(),
+            std::mem::size_of::<Output<i64>>(),
+        );
+        return;
+    }
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: stepcount (hand|async) ROUND_TRIPS | stepcount sizes";
+    let kind = args.next().expect(usage);
+    let n: u64 = args.next().and_then(|n| n.parse().ok()).expect(usage);
+    let mut config = EngineConfig::default();
+    if std::env::var("NO_LIMIT").is_ok() {
+        config.effect_timeout = None;
+    }
+    let mut engine: Engine<i64> = Engine::new(config);
+    if kind == "hand" {
+        engine.spawn(Time::ZERO, ClockLoop { sum: 0 });
+    } else {
+        assert_eq!(kind, "async", "{usage}");
+        engine.spawn_async(Time::ZERO, |fx| async move {
+            let mut sum = 0i64;
+            loop {
+                match fx.perform(GetCurrentTime {}).await {
+                    Ok(t) => sum = sum.wrapping_add(t.unix_micros()),
+                    Err(_) => return sum,
+                }
+            }
+        });
+    }
+    run(engine, n);
+}
