@@ -13,44 +13,11 @@
 //! async program of `core/step/async_program`; `sizes` prints the sizes of the values
 //! a round trip moves. With `NO_LIMIT` set, the engine's default per-effect timeout
 //! is off. Differencing two runs cancels start-up and the engine's construction.
-use effectful::effect::{GetCurrentTime, Request, Response, SystemRequest, SystemResponse};
-use effectful::{
-    Cx, EffectId, Engine, EngineConfig, Event, Output, Program, Std, Time, Timestamp, decode,
-};
+use effectful::effect::{GetCurrentTime, Request, Response};
+use effectful::{Engine, EngineConfig, Event, Output, Time};
+use effectful_benches::step::{ClockLoop, answer, next_request};
 use std::hint::black_box;
-use std::task::Poll;
 
-#[inline(never)]
-fn answer(request: &Request) -> Response {
-    match request {
-        Request::System(SystemRequest::GetCurrentTime(_)) => Response::System(
-            SystemResponse::GetCurrentTime(Timestamp::from_unix_micros(42)),
-        ),
-        _ => Response::System(SystemResponse::GetCurrentTime(Timestamp::UNIX_EPOCH)),
-    }
-}
-struct ClockLoop {
-    sum: i64,
-}
-impl Program for ClockLoop {
-    type Output = i64;
-    fn resume(&mut self, cx: &mut Cx<'_>, event: Event) -> Poll<i64> {
-        if let Event::Response { result, .. } = event {
-            match result.and_then(decode::<Std, GetCurrentTime>) {
-                Ok(t) => self.sum = self.sum.wrapping_add(t.unix_micros()),
-                Err(_) => return Poll::Ready(self.sum),
-            }
-        }
-        cx.perform(GetCurrentTime {});
-        Poll::Pending
-    }
-}
-fn next_request<O: 'static>(engine: &mut Engine<O>) -> (EffectId, Request) {
-    match engine.poll_output() {
-        Some(Output::Request { id, request }) => (id, request),
-        _ => unreachable!("the program always asks for the next effect"),
-    }
-}
 #[inline(never)]
 fn run<O: 'static>(mut engine: Engine<O>, n: u64) {
     let (mut id, mut request) = next_request(&mut engine);
