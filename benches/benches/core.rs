@@ -6,51 +6,11 @@
 //! - `core/join/*`: one program joining 100 effects, reported per effect.
 
 use std::hint::black_box;
-use std::task::Poll;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use effectful::effect::{GetCurrentTime, Request, Response, SystemRequest, SystemResponse};
-use effectful::{
-    Cx, EffectId, Engine, EngineConfig, Event, Output, Program, Std, Time, Timestamp, decode,
-    join_all,
-};
-
-/// The driver's side of the work: answer a clock request.
-#[inline(never)]
-fn answer(request: &Request) -> Response {
-    match request {
-        Request::System(SystemRequest::GetCurrentTime(_)) => Response::System(
-            SystemResponse::GetCurrentTime(Timestamp::from_unix_micros(42)),
-        ),
-        _ => Response::System(SystemResponse::GetCurrentTime(Timestamp::UNIX_EPOCH)),
-    }
-}
-
-/// Asks for the time forever, adding up what it gets.
-struct ClockLoop {
-    sum: i64,
-}
-
-impl Program for ClockLoop {
-    type Output = i64;
-    fn resume(&mut self, cx: &mut Cx<'_>, event: Event) -> Poll<i64> {
-        if let Event::Response { result, .. } = event {
-            match result.and_then(decode::<Std, GetCurrentTime>) {
-                Ok(t) => self.sum = self.sum.wrapping_add(t.unix_micros()),
-                Err(_) => return Poll::Ready(self.sum),
-            }
-        }
-        cx.perform(GetCurrentTime {});
-        Poll::Pending
-    }
-}
-
-fn next_request<O: 'static>(engine: &mut Engine<O>) -> (EffectId, Request) {
-    match engine.poll_output() {
-        Some(Output::Request { id, request }) => (id, request),
-        _ => unreachable!("the program always asks for the next effect"),
-    }
-}
+use effectful::effect::{GetCurrentTime, Request};
+use effectful::{EffectId, Engine, EngineConfig, Output, Std, Time, decode, join_all};
+use effectful_benches::step::{ClockLoop, answer, next_request};
 
 /// One round trip per iteration: answer the outstanding request, take the next one.
 fn round_trips<O: 'static>(

@@ -52,6 +52,8 @@ pub mod server;
 mod shard;
 mod stats;
 mod system;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use clock::Clock;
 pub use interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd};

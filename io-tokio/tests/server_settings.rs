@@ -38,7 +38,7 @@ fn defaults_match_the_deployment_guide() {
     assert_eq!(s.log_format, LogFormat::Text);
     assert_eq!(s.program_timeout, Duration::from_secs(300));
     assert!(s.sentry_dsn.is_none());
-    assert_eq!(s.bind_addr.to_string(), "0.0.0.0:8000");
+    assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
     assert_eq!(s.shutdown_grace, Duration::from_secs(30));
 }
 
@@ -55,7 +55,8 @@ fn every_variable_of_the_guide_is_read() {
         ("LOG_FORMAT", "JSON"),
         ("PROGRAM_TIMEOUT_SECONDS", "2.5"),
         ("SENTRY_DSN", "https://publickey@sentry.example/42"),
-        ("BIND_ADDR", "127.0.0.1:9000"),
+        ("HOST", "0.0.0.0"),
+        ("PORT", "9000"),
         ("SHUTDOWN_GRACE_SECONDS", "3"),
     ])
     .expect("valid");
@@ -77,7 +78,7 @@ fn every_variable_of_the_guide_is_read() {
         s.sentry_dsn.as_ref().map(|d| d.expose()),
         Some("https://publickey@sentry.example/42")
     );
-    assert_eq!(s.bind_addr.to_string(), "127.0.0.1:9000");
+    assert_eq!(s.bind_addr.to_string(), "0.0.0.0:9000");
     assert_eq!(s.shutdown_grace, Duration::from_secs(3));
 }
 
@@ -103,7 +104,8 @@ fn every_bad_variable_is_reported_at_once_by_name() {
         ("LOG_LEVEL", "LOUD"),
         ("PROGRAM_TIMEOUT_SECONDS", "-1"),
         ("SHUTDOWN_GRACE_SECONDS", "NaN"),
-        ("BIND_ADDR", "localhost"),
+        ("HOST", "localhost"),
+        ("PORT", "80000"),
         ("LOG_FORMAT", "xml"),
         ("REDIS_URL", "http://redis:6379"),
     ]);
@@ -114,7 +116,8 @@ fn every_bad_variable_is_reported_at_once_by_name() {
         "LOG_LEVEL",
         "PROGRAM_TIMEOUT_SECONDS",
         "SHUTDOWN_GRACE_SECONDS",
-        "BIND_ADDR",
+        "HOST",
+        "PORT",
         "LOG_FORMAT",
         "REDIS_URL",
     ] {

@@ -110,14 +110,15 @@ enum Wake<F: Family> {
 
 /// The engine's view of one hosted program, whichever way it was written.
 trait Host<O, F: Family> {
-    /// Runs the program for one wake at `now`. Returns its poll and whether it is
-    /// stuck: waiting with nothing that could ever wake it.
+    /// Runs the program for one wake at `now`. Returns its poll, whether it is
+    /// stuck (waiting with nothing that could ever wake it), and whether it armed
+    /// timers the engine must collect.
     fn resume(
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
         wake: Wake<F>,
-    ) -> (Poll<O>, Stuck);
+    ) -> (Poll<O>, Stuck, bool);
 }
 
 /// Why a waiting program can never be resumed, if it cannot.
@@ -139,12 +140,12 @@ impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
         wake: Wake<F>,
-    ) -> (Poll<O>, Stuck) {
+    ) -> (Poll<O>, Stuck, bool) {
         let mut mailbox = mailbox.borrow_mut();
         mailbox.now = now;
         // Hand-written programs never store completions: every wake is an event.
         let Wake::Event(event) = wake else {
-            return (Poll::Pending, Stuck::No);
+            return (Poll::Pending, Stuck::No, false);
         };
         let poll = self.0.resume(
             &mut Cx {
@@ -157,7 +158,7 @@ impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
         } else {
             Stuck::No
         };
-        (poll, stuck)
+        (poll, stuck, !mailbox.timers.is_empty())
     }
 }
 
@@ -170,7 +171,7 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
         _wake: Wake<F>,
-    ) -> (Poll<O>, Stuck) {
+    ) -> (Poll<O>, Stuck, bool) {
         {
             let mut mailbox = mailbox.borrow_mut();
             mailbox.now = now;
@@ -190,7 +191,7 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
             } else {
                 Stuck::No
             };
-        (poll, stuck)
+        (poll, stuck, !mailbox.timers.is_empty())
     }
 }
 
@@ -516,6 +517,12 @@ impl<O: 'static, F: Family> Engine<O, F> {
             })
         };
         drop(mailbox);
+        // Effects answered in the order they were asked (one program at a time, the
+        // common case) leave the limit queue here, without a lookup; the others are
+        // shed when the queue's front or the whole queue is next looked at.
+        if kind == Kind::Effect && self.limits.front().is_some_and(|&(_, front)| front == id) {
+            self.limits.pop_front();
+        }
         self.resume(id.program.index, wake);
         true
     }
@@ -560,12 +567,11 @@ impl<O: 'static, F: Family> Engine<O, F> {
         }
     }
 
-    /// Queues an effect's default limit; sheds answered ones from the front first,
-    /// and from the whole queue once it has doubled, so the queue stays within about
-    /// twice the effects still waiting.
+    /// Queues an effect's default limit; sheds answered ones from the whole queue
+    /// once it has doubled, so the queue stays within about twice the effects still
+    /// waiting (an answer in asking order leaves at once, in `complete`).
     #[inline]
     fn arm_default_limit(&mut self, at: Time, id: EffectId) {
-        self.shed_answered_limits();
         if self.limits.len() >= self.limits_compact_at {
             let programs = &self.programs;
             self.limits
@@ -672,7 +678,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let resumed = panic::catch_unwind(AssertUnwindSafe(|| {
             live.host.resume(&live.mailbox, now, wake)
         }));
-        let (poll, stuck) = match resumed {
+        let (poll, stuck, armed) = match resumed {
             Ok(resumed) => resumed,
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
@@ -680,25 +686,23 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 return;
             }
         };
-        let spinning = {
+        let spinning = if armed {
             let mut mailbox = live.mailbox.borrow_mut();
-            if !mailbox.timers.is_empty() {
-                for (id, at, kind) in mailbox.timers.drain(..) {
-                    let target = match kind {
-                        Kind::Timer => TimerTarget::Timer(id),
-                        Kind::Effect => TimerTarget::Limit(id),
-                    };
-                    self.timers.push(at, target);
-                }
-                drop(mailbox);
-                self.compact_timers();
-                let Some(live) = self.programs[index as usize].live.as_ref() else {
-                    return;
+            for (id, at, kind) in mailbox.timers.drain(..) {
+                let target = match kind {
+                    Kind::Timer => TimerTarget::Timer(id),
+                    Kind::Effect => TimerTarget::Limit(id),
                 };
-                live.mailbox.borrow().spinning()
-            } else {
-                None
+                self.timers.push(at, target);
             }
+            drop(mailbox);
+            self.compact_timers();
+            let Some(live) = self.programs[index as usize].live.as_ref() else {
+                return;
+            };
+            live.mailbox.borrow().spinning()
+        } else {
+            None
         };
         match (poll, stuck, spinning) {
             (Poll::Ready(output), _, _) => self.finish(index, Ok(output)),

@@ -3,7 +3,7 @@
 //! programs (`GET /uuid`, `GET /sleep?ms=N`); graceful shutdown on SIGTERM or Ctrl-C.
 //!
 //! ```text
-//! BIND_ADDR=127.0.0.1:8000 LOG_LEVEL=debug cargo run -p effectful-tokio --bin effectful-server
+//! PORT=8000 LOG_LEVEL=debug cargo run -p effectful-tokio --bin effectful-server
 //! ```
 
 use std::process::ExitCode;

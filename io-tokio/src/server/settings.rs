@@ -97,7 +97,9 @@ pub struct Settings {
     pub program_timeout: Duration,
     /// `SENTRY_DSN`: where errors are reported; `None` reports nowhere.
     pub sentry_dsn: Option<Secret>,
-    /// `BIND_ADDR` (default `0.0.0.0:8000`): where the server listens.
+    /// `HOST` (an IP address, default `127.0.0.1`: this machine only; `0.0.0.0` in a
+    /// container) and `PORT` (default 8000; 0 picks a free one): where the server
+    /// listens.
     pub bind_addr: SocketAddr,
     /// `SHUTDOWN_GRACE_SECONDS` (default 30): how long running programs may take to
     /// finish after SIGTERM or Ctrl-C.
@@ -262,17 +264,30 @@ impl Settings {
                     None
                 }
             });
-        let default_bind = SocketAddr::from(([0, 0, 0, 0], 8000));
-        let bind_addr = match get("BIND_ADDR") {
-            None => default_bind,
-            Some(addr) => addr.parse().unwrap_or_else(|_| {
+        let host = match get("HOST") {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(host) => host.trim().parse().unwrap_or_else(|_| {
                 bad(
-                    "BIND_ADDR",
-                    format!("{addr:?} is not an address; use HOST:PORT such as 0.0.0.0:8000"),
+                    "HOST",
+                    format!(
+                        "{host:?} is not an IP address; use 127.0.0.1 (this machine only) or \
+                         0.0.0.0 (every interface, as in a container)"
+                    ),
                 );
-                default_bind
+                std::net::IpAddr::from([127, 0, 0, 1])
             }),
         };
+        let port = match get("PORT") {
+            None => 8000,
+            Some(port) => port.trim().parse::<u16>().unwrap_or_else(|_| {
+                bad(
+                    "PORT",
+                    format!("{port:?} is not a port; use a number from 0 to 65535 such as 8000"),
+                );
+                8000
+            }),
+        };
+        let bind_addr = SocketAddr::new(host, port);
 
         if !problems.is_empty() {
             return Err(SettingsError::Invalid(problems));

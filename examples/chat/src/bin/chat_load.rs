@@ -1,0 +1,472 @@
+//! `chat_load`: opens N chat clients against a running chat server and measures it.
+//!
+//! ```text
+//! cargo run --release -p effectful-chat --bin chat_load -- \
+//!     --url ws://127.0.0.1:8000/ws/chat --clients 1000 --rate 100 --duration 30s
+//! ```
+//!
+//! Every client joins the room under a name of its own, then sends its share of
+//! `--rate` messages per second (in total), each at its own phase so sends spread
+//! evenly; every client reads every message. A message carries the instant it was
+//! sent, so each delivery gives a latency from send to delivery at that client. The
+//! report gives messages and deliveries per second, latency percentiles (p50, p95,
+//! p99, max), deliveries missing (a message stored while a client was connected that
+//! never reached it), and errors (failed connects and joins, error frames, closes);
+//! `--json` prints it as one JSON object. The exit status is 1 when there were errors
+//! or missing deliveries.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+const USAGE: &str = "usage: chat_load [--url ws://HOST:PORT/ws/chat] [--clients N] [--rate MSGS_PER_SEC] \
+    [--duration 30s] [--warmup 2s] [--json]";
+
+#[derive(Clone, Debug)]
+struct Options {
+    url: String,
+    clients: usize,
+    rate: f64,
+    duration: Duration,
+    warmup: Duration,
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 30s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if !(0.0..1e7).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        url: "ws://127.0.0.1:8000/ws/chat".to_owned(),
+        clients: 100,
+        rate: 10.0,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        json: false,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--url" => options.url = value()?.clone(),
+            "--clients" => {
+                options.clients = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| "--clients must be a number from 1 to 100000".to_owned())?
+            }
+            "--rate" => {
+                options.rate = value()?
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 1e6)
+                    .ok_or_else(|| "--rate must be messages per second, above 0".to_owned())?
+            }
+            "--duration" => options.duration = parse_duration(value()?)?,
+            "--warmup" => options.warmup = parse_duration(value()?)?,
+            "--json" => options.json = true,
+            "--help" | "-h" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+/// What every client adds to.
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    connected: AtomicU64,
+    /// Latencies in microseconds, from every client.
+    latencies: Mutex<Vec<u32>>,
+    /// The first error, to show.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Totals {
+    async fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().await;
+        if first.is_none() {
+            *first = Some(what);
+        }
+    }
+}
+
+/// The text of a load message: run tag, client, sequence, send instant (µs since the
+/// run's start). Parsed back at delivery.
+fn message_text(run: &str, client: usize, seq: u64, at_micros: u64) -> String {
+    format!("load {run} {client} {seq} {at_micros}")
+}
+
+fn parse_message_text(run: &str, text: &str) -> Option<(usize, u64, u64)> {
+    let mut parts = text.split(' ');
+    (parts.next()? == "load" && parts.next()? == run).then_some(())?;
+    let client = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let at = parts.next()?.parse().ok()?;
+    Some((client, seq, at))
+}
+
+struct Run {
+    options: Options,
+    tag: String,
+    start: Instant,
+    totals: Totals,
+    /// Clients that have joined or failed; sending starts when all have, so every
+    /// connected client is there for every message.
+    settled: AtomicU64,
+    all_settled: tokio::sync::Notify,
+    /// Latencies count for messages sent from this instant (µs since `start`): the
+    /// end of the warm-up.
+    warm_after: AtomicU64,
+    /// Set when the measured window ends: clients stop sending.
+    stop_sending: AtomicBool,
+    /// Set when every client may close.
+    finished: AtomicBool,
+}
+
+impl Run {
+    fn settle(&self) {
+        let settled = self.settled.fetch_add(1, Ordering::AcqRel) + 1;
+        if settled == self.options.clients as u64 {
+            self.all_settled.notify_waiters();
+        }
+    }
+
+    async fn wait_until_all_settled(&self) {
+        loop {
+            let notified = self.all_settled.notified();
+            if self.settled.load(Ordering::Acquire) >= self.options.clients as u64 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn micros(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+async fn client(run: Arc<Run>, index: usize) {
+    let Some((sink, stream)) = join(&run, index).await else {
+        run.settle();
+        return;
+    };
+    run.totals.connected.fetch_add(1, Ordering::Relaxed);
+    run.settle();
+    run.wait_until_all_settled().await;
+    talk(run, index, sink, stream).await;
+}
+
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+type Stream = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// Connects and joins; the two halves of the socket once `joined` came.
+async fn join(run: &Run, index: usize) -> Option<(Sink, Stream)> {
+    let (socket, _) = match tokio_tungstenite::connect_async(run.options.url.as_str()).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            run.totals
+                .error(format!(
+                    "client {index}: connect to {}: {e}",
+                    run.options.url
+                ))
+                .await;
+            return None;
+        }
+    };
+    let (mut sink, mut stream) = socket.split();
+    let name = format!("load-{}-{index}", run.tag);
+    let hello = json!({"type": "join", "name": name}).to_string();
+    if let Err(e) = sink.send(Message::text(hello)).await {
+        run.totals.error(format!("client {index}: join: {e}")).await;
+        return None;
+    }
+    // Wait for `joined` before sending.
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                match frame["type"].as_str() {
+                    Some("joined") => return Some((sink, stream)),
+                    Some("error") => {
+                        run.totals
+                            .error(format!("client {index}: join refused: {}", frame["error"]))
+                            .await;
+                        return None;
+                    }
+                    _ => {}
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                run.totals
+                    .error(format!("client {index}: before joined: {e}"))
+                    .await;
+                return None;
+            }
+            None => {
+                run.totals
+                    .error(format!("client {index}: closed before joined"))
+                    .await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Sends this client's share and reads every message until the run finishes.
+async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
+    // Sender: this client's share of the rate, at its own phase.
+    let period = Duration::from_secs_f64(run.options.clients as f64 / run.options.rate);
+    let phase = period.mul_f64(index as f64 / run.options.clients as f64);
+    let sender_run = run.clone();
+    let sender = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        while !sender_run.stop_sending.load(Ordering::Relaxed) {
+            ticks.tick().await;
+            if sender_run.stop_sending.load(Ordering::Relaxed) {
+                break;
+            }
+            let text = message_text(&sender_run.tag, index, seq, sender_run.micros());
+            let frame = json!({"type": "send", "text": text}).to_string();
+            if let Err(e) = sink.send(Message::text(frame)).await {
+                sender_run
+                    .totals
+                    .error(format!("client {index}: send: {e}"))
+                    .await;
+                return sink;
+            }
+            seq += 1;
+            sender_run.totals.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        sink
+    });
+
+    // Reader: every message of this run; its latency.
+    let mut latencies = Vec::new();
+    while !run.finished.load(Ordering::Relaxed) {
+        let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+        let Ok(next) = next else { continue };
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = match serde_json::from_str(&text) {
+                    Ok(frame) => frame,
+                    Err(_) => {
+                        run.totals
+                            .error(format!("client {index}: not JSON: {text}"))
+                            .await;
+                        continue;
+                    }
+                };
+                match frame["type"].as_str() {
+                    Some("message") => {
+                        let Some((_, _, at)) = frame["text"]
+                            .as_str()
+                            .and_then(|t| parse_message_text(&run.tag, t))
+                        else {
+                            continue;
+                        };
+                        run.totals.delivered.fetch_add(1, Ordering::Relaxed);
+                        if at >= run.warm_after.load(Ordering::Relaxed) {
+                            let latency = run.micros().saturating_sub(at);
+                            latencies.push(u32::try_from(latency).unwrap_or(u32::MAX));
+                        }
+                    }
+                    Some("error") => {
+                        run.totals
+                            .error(format!("client {index}: error frame: {}", frame["error"]))
+                            .await
+                    }
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(close))) => {
+                run.totals
+                    .error(format!("client {index}: closed by the server: {close:?}"))
+                    .await;
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                run.totals.error(format!("client {index}: {e}")).await;
+                break;
+            }
+            None => {
+                run.totals
+                    .error(format!("client {index}: connection ended"))
+                    .await;
+                break;
+            }
+        }
+    }
+    run.totals.latencies.lock().await.extend(latencies);
+    if let Ok(mut sink) = sender.await {
+        let _ = sink.send(Message::Close(None)).await;
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+async fn load(options: Options) -> Value {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tag = format!("{:x}", std::process::id() ^ nanos);
+    let run = Arc::new(Run {
+        options: options.clone(),
+        tag,
+        start: Instant::now(),
+        totals: Totals::default(),
+        settled: AtomicU64::new(0),
+        warm_after: AtomicU64::new(u64::MAX),
+        all_settled: tokio::sync::Notify::new(),
+        stop_sending: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
+    });
+    let clients: Vec<_> = (0..options.clients)
+        .map(|i| tokio::spawn(client(run.clone(), i)))
+        .collect();
+    let connecting = Instant::now();
+    run.wait_until_all_settled().await;
+    let connect_seconds = connecting.elapsed().as_secs_f64();
+    let warmup = u64::try_from(options.warmup.as_micros()).unwrap_or(u64::MAX);
+    run.warm_after
+        .store(run.micros().saturating_add(warmup), Ordering::Relaxed);
+    tokio::time::sleep(options.warmup + options.duration).await;
+    run.stop_sending.store(true, Ordering::Relaxed);
+    let sent_at_stop = run.totals.sent.load(Ordering::Relaxed);
+    // Let the last messages arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.finished.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+    let totals = &run.totals;
+    let mut latencies = std::mem::take(&mut *totals.latencies.lock().await);
+    latencies.sort_unstable();
+    let connected = totals.connected.load(Ordering::Relaxed);
+    let delivered = totals.delivered.load(Ordering::Relaxed);
+    let expected = sent_at_stop * connected;
+    let seconds = (options.warmup + options.duration).as_secs_f64();
+    json!({
+        "url": options.url,
+        "clients": options.clients,
+        "connected": connected,
+        "connect_seconds": connect_seconds,
+        "rate_asked": options.rate,
+        "seconds": seconds,
+        "messages_sent": sent_at_stop,
+        "messages_per_second": sent_at_stop as f64 / seconds,
+        "deliveries": delivered,
+        "deliveries_per_second": delivered as f64 / seconds,
+        "deliveries_missing": expected.saturating_sub(delivered),
+        "latency_ms": {
+            "samples": latencies.len(),
+            "p50": percentile(&latencies, 50.0),
+            "p95": percentile(&latencies, 95.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": percentile(&latencies, 100.0),
+        },
+        "errors": totals.errors.load(Ordering::Relaxed),
+        "first_error": *totals.first_error.lock().await,
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_args(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("chat_load: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chat_load: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(load(options.clone()));
+    if options.json {
+        println!("{report}");
+    } else {
+        let l = &report["latency_ms"];
+        println!(
+            "{} clients ({} connected), {:.1} s: {:.1} messages/s, {:.0} deliveries/s, {} missing, {} errors",
+            report["clients"],
+            report["connected"],
+            report["seconds"].as_f64().unwrap_or(0.0),
+            report["messages_per_second"].as_f64().unwrap_or(0.0),
+            report["deliveries_per_second"].as_f64().unwrap_or(0.0),
+            report["deliveries_missing"],
+            report["errors"],
+        );
+        println!(
+            "latency send -> delivery (ms, {} samples after warm-up): p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            l["samples"],
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p95"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(first) = report["first_error"].as_str() {
+            println!("first error: {first}");
+        }
+    }
+    let clean =
+        report["errors"].as_u64() == Some(0) && report["deliveries_missing"].as_u64() == Some(0);
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
