@@ -10,16 +10,18 @@
 //! `.env`, [`init_logging`], [`init_error_reporting`] (Sentry), and [`serve`] with
 //! graceful shutdown on SIGTERM or Ctrl-C ([`shutdown_signal`]).
 //!
-//! The WebSocket route plugs in beside [`EffectfulRouter::program`]: its handler
-//! takes the upgraded connection to a shard through the same [`Handle`], moves
-//! [`ServerMetrics::websocket_sessions`], and closes sessions with 1001 when
-//! [`ServerState::shutting_down`] turns true.
+//! - WebSocket connections, one program each ([`EffectfulRouter::websocket`], with
+//!   [`WebSocketInterpreter`] registered on the runtime): the handler takes the
+//!   upgraded connection to the program's shard through the same [`Handle`], counts
+//!   it in [`ServerMetrics::websocket_sessions`], and the runtime's shutdown closes
+//!   sessions with 1001.
 
 mod health;
 mod logging;
 mod metrics;
 mod reporting;
 mod settings;
+mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub use logging::{LoggingError, init_logging, log_subscriber};
 pub use metrics::{PoolLabels, ServerMetrics};
 pub use reporting::{init_error_reporting, report_program_error};
 pub use settings::{LogFormat, Secret, SecretUrl, SettingProblem, Settings, SettingsError};
+pub use websocket::{WebSocketInterpreter, WsConnect, WsRoute};
 
 use health::HealthChecks;
 
