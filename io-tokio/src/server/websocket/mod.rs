@@ -174,7 +174,7 @@ where
         headers: parts.headers,
         subprotocol: accepted.subprotocol.clone(),
     };
-    let (io_tx, io_rx) = oneshot::channel::<Box<dyn shard::WsIo>>();
+    let (io_tx, io_rx) = oneshot::channel::<shard::Handoff>();
     let config = route.config.clone();
     let gauge = state.metrics.websocket_sessions().clone();
     let started = Instant::now();
@@ -207,7 +207,9 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let _ = io_tx.send(Box::new(TokioIo::new(upgraded)));
+                if let Some(handoff) = handoff(upgraded) {
+                    let _ = io_tx.send(handoff);
+                }
             }
             // The session sees the client vanish: its program's effects fail.
             Err(error) => tracing::debug!(route = &*name, %error, "WebSocket upgrade failed"),
@@ -234,6 +236,23 @@ where
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     response
+}
+
+/// The upgraded connection, ready for the shard: the TCP stream itself when hyper
+/// served it straight from the listener (as [`serve`](crate::server::serve) does),
+/// or hyper's upgraded IO otherwise.
+fn handoff(upgraded: hyper::upgrade::Upgraded) -> Option<shard::Handoff> {
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => match parts.io.into_inner().into_std() {
+            Ok(stream) => Some(shard::Handoff::Tcp(stream, parts.read_buf)),
+            // The session then sees its client vanish.
+            Err(error) => {
+                tracing::error!(%error, "could not take the WebSocket's socket off the HTTP runtime");
+                None
+            }
+        },
+        Err(upgraded) => Some(shard::Handoff::Other(Box::new(TokioIo::new(upgraded)))),
+    }
 }
 
 /// The HTTP answer to a refused upgrade: its status, and for 426 the version this

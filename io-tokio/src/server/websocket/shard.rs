@@ -22,6 +22,9 @@
 //! - Once the connection ended (the client closed or vanished, the server closed),
 //!   the frames that came first are still read, then every WebSocket effect fails
 //!   per [`effectful::policy::Disconnect`]. The program is never aborted for it.
+//! - Once the server starts closing (the program's `Close`, the runtime's shutdown),
+//!   a receive with no frame waiting fails at once with that close code, so a
+//!   program learns of a shutdown without waiting for the client's answer.
 //! - The program's end closes a still-open connection with
 //!   [`effectful::policy::close_reason`] (1000, 1001, 1008 `Timeout`, 1011); the
 //!   runtime's shutdown closes every session with 1001.
@@ -37,6 +40,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use effectful::effect::{Request, Response, WebSocketRequest, WebSocketResponse};
+use effectful::policy::Disconnect;
 use effectful::websocket::{WsConfig, WsEvent, WsMessage, WsSendError, WsSession};
 use effectful::{EffectError, EffectId, ProgramError, ProgramId, Time};
 use prometheus_client::metrics::gauge::Gauge;
@@ -63,9 +67,19 @@ thread_local! {
     static SESSIONS: RefCell<Option<ShardSessions>> = const { RefCell::new(None) };
 }
 
-/// A connection as the route hands it to the shard: the upgraded IO, once hyper has
-/// it, and the bytes already read past the request.
-pub(crate) type Incoming = oneshot::Receiver<Box<dyn WsIo>>;
+/// A connection as the route hands it to the shard, once hyper has upgraded it.
+pub(crate) enum Handoff {
+    /// The TCP stream itself (served by [`serve`](crate::server::serve)), taken off
+    /// the HTTP runtime's reactor to join the shard's, and the bytes hyper had
+    /// already read past the request.
+    Tcp(std::net::TcpStream, axum::body::Bytes),
+    /// hyper's upgraded IO, when the router is served by someone else: it stays on
+    /// that runtime's reactor.
+    Other(Box<dyn WsIo>),
+}
+
+/// Where the connection arrives.
+pub(crate) type Incoming = oneshot::Receiver<Handoff>;
 
 /// The upgraded connection's IO (hyper's `Upgraded` behind `TokioIo`, or a plain
 /// stream).
@@ -82,6 +96,9 @@ struct Conn {
     /// A frame sent to a waiting receive through the inbox, until the program asks
     /// again (then it was read) or cancels that receive (then it goes back).
     handed: Option<(EffectId, String)>,
+    /// The code of the close the server started (the program's `Close`, shutdown):
+    /// from then on a receive with no frame waiting fails at once.
+    closing: Option<u16>,
     /// The connection's task, to wake after the interpreter changed the session.
     waker: Option<Waker>,
     answer: AnswerFn,
@@ -124,13 +141,21 @@ impl Conn {
 
     /// The error an effect gets on a connection that has ended (or is closing).
     fn closed_error(&self, effect: &'static str) -> EffectError {
-        match self.session.disconnect() {
-            Some(disconnect) => disconnect.error(effect),
-            None => EffectError::websocket_closed(
-                effect,
-                1000,
-                "the connection is closing; the program closed it",
-            ),
+        match (self.session.disconnect(), self.closing) {
+            (Some(disconnect), _) => disconnect.error(effect),
+            (None, code) => Disconnect::ServerClosed {
+                code: code.unwrap_or(1000),
+            }
+            .error(effect),
+        }
+    }
+
+    /// The server starts closing with `code`: a receive waiting for a frame fails now.
+    fn start_closing(&mut self, code: u16) {
+        self.closing.get_or_insert(code);
+        if let Some(id) = self.receiver.take() {
+            let error = self.closed_error("WebSocket.ReceiveText");
+            (self.answer)(id, Err(error));
         }
     }
 }
@@ -152,6 +177,7 @@ pub(crate) fn attach(program: ProgramId, config: WsConfig, incoming: Incoming, g
         frames: VecDeque::new(),
         receiver: None,
         handed: None,
+        closing: None,
         waker: None,
         answer: shard.answer.clone(),
     }));
@@ -172,12 +198,30 @@ async fn drive(
     gauge: Gauge,
 ) {
     let _open = SessionGuard { gauge };
-    let Ok(io) = incoming.await else {
-        // The upgrade failed: the client went before the connection was handed over.
-        let mut c = conn.borrow_mut();
-        c.session.handle_eof(clock.now());
-        c.pump();
-        return;
+    let io = match incoming.await {
+        Ok(Handoff::Tcp(stream, read)) => match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let mut c = conn.borrow_mut();
+                c.session.handle_input(clock.now(), &read);
+                c.pump();
+                Io::Tcp(stream)
+            }
+            Err(error) => {
+                tracing::error!(%error, "the shard could not take the WebSocket's socket");
+                let mut c = conn.borrow_mut();
+                c.session.handle_eof(clock.now());
+                c.pump();
+                return;
+            }
+        },
+        Ok(Handoff::Other(io)) => Io::Other(io),
+        Err(_) => {
+            // The upgrade failed: the client went before the connection was handed over.
+            let mut c = conn.borrow_mut();
+            c.session.handle_eof(clock.now());
+            c.pump();
+            return;
+        }
     };
     let mut io = FlushOnDrop {
         io,
@@ -195,7 +239,7 @@ async fn drive(
             // Write what is queued.
             let mut blocked = false;
             while let Some(bytes) = c.session.poll_transmit() {
-                match Pin::new(&mut io.io).poll_write(cx, bytes) {
+                match io.io.pin().poll_write(cx, bytes) {
                     Poll::Ready(Ok(n)) if n > 0 => c.session.handle_transmitted(n),
                     Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => {
                         c.session.handle_eof(now);
@@ -210,7 +254,7 @@ async fn drive(
             }
             if c.session.is_finished() {
                 if !blocked {
-                    let _ = Pin::new(&mut io.io).poll_shutdown(cx);
+                    let _ = io.io.pin().poll_shutdown(cx);
                     return Poll::Ready(());
                 }
                 let until = *linger.get_or_insert(now.saturating_add(config.close_timeout));
@@ -220,7 +264,7 @@ async fn drive(
             } else {
                 // Read what arrived.
                 let mut read = ReadBuf::new(&mut buf);
-                match Pin::new(&mut io.io).poll_read(cx, &mut read) {
+                match io.io.pin().poll_read(cx, &mut read) {
                     Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                         c.session.handle_input(now, read.filled());
                         c.pump();
@@ -269,11 +313,56 @@ impl Drop for SessionGuard {
     }
 }
 
+/// The connection's socket: a TCP stream on the shard's reactor, or IO that stays
+/// on the HTTP runtime's.
+enum Io {
+    Tcp(tokio::net::TcpStream),
+    Other(Box<dyn WsIo>),
+}
+
+impl Io {
+    fn pin(&mut self) -> Pin<&mut dyn WsIo> {
+        match self {
+            Io::Tcp(stream) => Pin::new(stream),
+            Io::Other(io) => Pin::new(&mut **io),
+        }
+    }
+}
+
+/// A socket already given up: reads end, writes fail.
+struct Gone;
+
+impl AsyncRead for Gone {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Gone {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// When the task is dropped with bytes still queued (the shard stopped right after
-/// closing every session), writes what the socket takes now: the close frame
-/// usually fits.
+/// closing every session at shutdown), writes what the socket takes now, without
+/// waiting: the close frame usually fits.
 struct FlushOnDrop {
-    io: Box<dyn WsIo>,
+    io: Io,
     conn: Rc<RefCell<Conn>>,
 }
 
@@ -282,14 +371,28 @@ impl Drop for FlushOnDrop {
         let Ok(mut c) = self.conn.try_borrow_mut() else {
             return;
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        while let Some(bytes) = c.session.poll_transmit() {
-            match Pin::new(&mut self.io).poll_write(&mut cx, bytes) {
-                Poll::Ready(Ok(n)) if n > 0 => c.session.handle_transmitted(n),
-                _ => break,
+        match std::mem::replace(&mut self.io, Io::Other(Box::new(Gone))) {
+            Io::Tcp(stream) => {
+                let Ok(mut stream) = stream.into_std() else {
+                    return;
+                };
+                while let Some(bytes) = c.session.poll_transmit() {
+                    match std::io::Write::write(&mut stream, bytes) {
+                        Ok(n) if n > 0 => c.session.handle_transmitted(n),
+                        _ => break,
+                    }
+                }
+            }
+            Io::Other(mut io) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                while let Some(bytes) = c.session.poll_transmit() {
+                    match Pin::new(&mut io).poll_write(&mut cx, bytes) {
+                        Poll::Ready(Ok(n)) if n > 0 => c.session.handle_transmitted(n),
+                        _ => break,
+                    }
+                }
             }
         }
-        let _ = Pin::new(&mut self.io).poll_flush(&mut cx);
     }
 }
 
@@ -382,7 +485,7 @@ where
                 c.handed = None;
                 if let Some(text) = c.frames.pop_front() {
                     Ok(WebSocketResponse::ReceiveText(text))
-                } else if c.session.is_finished() {
+                } else if c.session.is_finished() || c.closing.is_some() {
                     Err(c.closed_error(name))
                 } else {
                     c.receiver = Some(id);
@@ -408,6 +511,7 @@ where
                     Err(c.closed_error(name))
                 } else {
                     c.session.handle_close(now, &close.reason);
+                    c.start_closing(close.reason.code());
                     c.pump();
                     c.wake();
                     Ok(WebSocketResponse::Close(()))
@@ -459,6 +563,7 @@ where
         for conn in conns {
             let mut c = conn.borrow_mut();
             c.session.handle_shutdown(cx.now());
+            c.start_closing(effectful::effect::CloseReason::GoingAway.code());
             c.pump();
             c.wake();
         }
