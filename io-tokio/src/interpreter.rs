@@ -44,7 +44,7 @@
 use std::collections::VecDeque;
 
 use effectful::effect::Request;
-use effectful::{EffectError, EffectId, EmbedStd, Family, ProgramId, Std, Time};
+use effectful::{EffectError, EffectId, EmbedStd, Family, ProgramError, ProgramId, Std, Time};
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
@@ -73,6 +73,20 @@ pub trait Interpreter<F: Family = Std>: 'static {
     /// a subscription). Called after the cancellations its end caused.
     fn program_finished(&mut self, cx: &mut ShardCx<'_, F>, program: ProgramId) {
         let _ = (cx, program);
+    }
+
+    /// `program` ended with `result` (`Ok(())` when it returned: its output goes to
+    /// whoever waits for it). The default calls
+    /// [`program_finished`](Self::program_finished); override it when the way a
+    /// program ended matters (the WebSocket interpreter picks its close code from it).
+    fn program_ended(
+        &mut self,
+        cx: &mut ShardCx<'_, F>,
+        program: ProgramId,
+        result: &Result<(), ProgramError>,
+    ) {
+        let _ = result;
+        self.program_finished(cx, program);
     }
 
     /// The runtime began a graceful shutdown: answer what waits for it, and stop

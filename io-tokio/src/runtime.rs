@@ -235,10 +235,12 @@ where
             let spawned = thread::Builder::new()
                 .name(format!("effectful-shard-{index}"))
                 .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                    {
+                    let mut builder = tokio::runtime::Builder::new_current_thread();
+                    builder.enable_time();
+                    // WebSocket connections move to the shard serving them.
+                    #[cfg(feature = "server")]
+                    builder.enable_io();
+                    let runtime = match builder.build() {
                         Ok(runtime) => runtime,
                         Err(source) => {
                             let what = format!("shard {index}'s tokio runtime");

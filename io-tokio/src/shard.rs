@@ -374,8 +374,8 @@ impl<F: Family> Shard<F> {
             .get_mut(program.index() as usize)
             .and_then(|slot| slot.take_if(|w| w.program == program));
         for i in 0..self.interpreters.len() {
-            self.call(now, i, "program_finished", |interpreter, cx| {
-                interpreter.program_finished(cx, program)
+            self.call(now, i, "program_ended", |interpreter, cx| {
+                interpreter.program_ended(cx, program, &result)
             });
         }
         if let Some(waiter) = waiter {

@@ -10,16 +10,18 @@
 //! `.env`, [`init_logging`], [`init_error_reporting`] (Sentry), and [`serve`] with
 //! graceful shutdown on SIGTERM or Ctrl-C ([`shutdown_signal`]).
 //!
-//! The WebSocket route plugs in beside [`EffectfulRouter::program`]: its handler
-//! takes the upgraded connection to a shard through the same [`Handle`], moves
-//! [`ServerMetrics::websocket_sessions`], and closes sessions with 1001 when
-//! [`ServerState::shutting_down`] turns true.
+//! - WebSocket connections, one program each ([`EffectfulRouter::websocket`], with
+//!   [`WebSocketInterpreter`] registered on the runtime): the handler takes the
+//!   upgraded connection to the program's shard through the same [`Handle`], counts
+//!   it in [`ServerMetrics::websocket_sessions`], and the runtime's shutdown closes
+//!   sessions with 1001.
 
 mod health;
 mod logging;
 mod metrics;
 mod reporting;
 mod settings;
+mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub use logging::{LoggingError, init_logging, log_subscriber};
 pub use metrics::{PoolLabels, ServerMetrics};
 pub use reporting::{init_error_reporting, report_program_error};
 pub use settings::{LogFormat, Secret, SecretUrl, SettingProblem, Settings, SettingsError};
+pub use websocket::{WebSocketInterpreter, WsConnect, WsRoute};
 
 use health::HealthChecks;
 
@@ -324,8 +327,15 @@ pub async fn shutdown_signal() {
 
 /// Serves `router` on `listener` until `signal` resolves, then shuts down
 /// gracefully: stops accepting, begins the runtime's shutdown (programs have
-/// `grace` to finish; `/health` turns 503), and returns once every open request
-/// is answered. Then drop or [`shut down`](crate::Runtime::shutdown) the runtime.
+/// `grace` to finish; WebSocket sessions are closed with 1001; `/health` turns 503),
+/// and returns once every open request is answered (or `grace` passed). Then drop
+/// or [`shut down`](crate::Runtime::shutdown) the runtime.
+///
+/// Connections are served with hyper's HTTP/1.1 (keep-alive, upgrades). A WebSocket
+/// connection leaves this function's runtime entirely: its socket moves to the shard
+/// running its program, so the runtime that called `serve` may stop first. (Mounted
+/// in your own `axum::serve`, the route still works, but the socket stays with
+/// axum's runtime, which must then outlive the sessions.)
 ///
 /// Needs a tokio runtime with IO and time enabled (the shards' runtime is not one:
 /// run it from `main`'s own).
@@ -341,10 +351,62 @@ where
 {
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            signal.await;
-            handle.begin_shutdown(grace);
-        })
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each connection's task holds a sender; all dropped means all answered.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, mostly: wait a little rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    handle.begin_shutdown(grace);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    // Programs still running when the grace period ends are aborted, and their
+    // requests answered, just after it.
+    let answered = grace + Duration::from_secs(1);
+    if tokio::time::timeout(answered, open_rx.recv())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "HTTP connections still open after the grace period; leaving them"
+        );
+    }
+    Ok(())
 }
