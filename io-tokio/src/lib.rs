@@ -44,6 +44,8 @@ pub mod interpreter;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod offload;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
