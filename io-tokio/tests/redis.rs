@@ -373,3 +373,41 @@ fn a_wrong_password_is_not_retryable_and_never_shown() {
     assert!(!format!("{backend:?}").contains("hunter2"));
     runtime.shutdown(Duration::from_secs(1));
 }
+
+/// The tokio runtime with the Redis backend (Cache and Auth) and the OS's System.
+struct RedisDriver;
+
+impl effectful_test::contract::ServiceDriver for RedisDriver {
+    fn run(
+        &mut self,
+        program: effectful_test::contract::ContractProgram,
+    ) -> Result<Vec<String>, effectful::ProgramError> {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let backend = shared_backend(&format!("contract-{run}"), 2).with_auth(
+            effectful_tokio::redis::JwtSecret::new(b"a contract-test key of 32+ bytes!!")
+                .expect("long enough"),
+        );
+        let runtime = backend
+            .register(Runtime::builder().shards(1).seed(5))
+            .interpreter("System", |_| effectful_tokio::SystemInterpreter::new())
+            .build()
+            .expect("a runtime");
+        let result = runtime.block_on(async {
+            let handle = runtime.handle().spawn(program).await.expect("spawned");
+            handle.await
+        });
+        runtime.shutdown(Duration::from_secs(1));
+        result
+    }
+}
+
+#[test]
+fn redis_keeps_the_cache_contract() {
+    effectful_test::contract::check_cache(&mut RedisDriver);
+}
+
+#[test]
+fn redis_keeps_the_auth_contract() {
+    effectful_test::contract::check_auth(&mut RedisDriver);
+}
