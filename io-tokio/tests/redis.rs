@@ -2,6 +2,8 @@
 //! 127.0.0.1:6379 (keys under `effectful-it-<pid>:`), and against throwaway
 //! `redis-server`s that are paused, stopped and restarted mid-use.
 
+mod support;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
@@ -410,4 +412,87 @@ fn redis_keeps_the_cache_contract() {
 #[test]
 fn redis_keeps_the_auth_contract() {
     effectful_test::contract::check_auth(&mut RedisDriver);
+}
+
+fn health(addr: std::net::SocketAddr) -> (u16, effectful_tokio::server::HealthReport) {
+    let reply = support::get(addr, "/health");
+    let report = serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {reply:?}"));
+    (reply.status, report)
+}
+
+#[test]
+fn health_pings_redis_503_while_it_is_down_and_200_once_it_is_back() {
+    let mut server = Throwaway::start_with(&["--requirepass", "health-pw"]);
+    let url =
+        RedisUrl::parse(&format!("redis://:health-pw@127.0.0.1:{}/0", server.port)).expect("a URL");
+    let mut config = PoolConfig::new(url);
+    config.max_connections = 2;
+    let backend = RedisBackend::start(config, "health:").expect("a pool");
+    let runtime = runtime(&backend, 1);
+    let app = effectful_tokio::server::EffectfulRouter::new(runtime.handle().clone())
+        .health_check(backend.health_check())
+        .into_router();
+    let http = support::TestServer::start(app, runtime.handle().clone(), Duration::from_secs(1));
+
+    let (status, report) = health(http.addr);
+    assert_eq!((status, report.checks["redis"].as_str()), (200, "healthy"));
+
+    server.down();
+    let (status, report) = health(http.addr);
+    assert_eq!(status, 503, "{report:?}");
+    let why = &report.checks["redis"];
+    assert!(why.starts_with("unhealthy: "), "{why}");
+    assert!(
+        why.contains(&server.port.to_string()),
+        "names the server: {why}"
+    );
+    assert!(!why.contains("health-pw"), "never the password: {why}");
+
+    server.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, report) = health(http.addr);
+        if status == 200 {
+            assert_eq!(report.checks["redis"], "healthy");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy 10 s after the restart: {report:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    http.stop().expect("the server stops");
+    runtime.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn get_user_by_email_is_refused_as_the_databases_and_token_effects_need_a_secret() {
+    let with_auth = shared_backend("email", 1)
+        .with_auth(effectful_tokio::redis::JwtSecret::new(&[7u8; 32]).expect("long enough"));
+    let runtime = runtime(&with_auth, 1);
+    let lookup = runtime.block_on(async {
+        let h = runtime
+            .handle()
+            .spawn(|fx| async move {
+                fx.perform(effectful::effect::GetUserByEmail {
+                    email: "ada@example.com".into(),
+                })
+                .await
+            })
+            .await
+            .expect("spawned");
+        h.await.expect("finished")
+    });
+    let e = lookup.expect_err("the database serves users");
+    assert_eq!(
+        (e.kind.clone(), e.retryable),
+        (ErrorKind::Unavailable, false)
+    );
+    assert!(e.message.contains("Database"), "{e}");
+    assert!(
+        !format!("{with_auth:?}").contains("7, 7, 7"),
+        "the key is not shown"
+    );
+    runtime.shutdown(Duration::from_secs(1));
 }

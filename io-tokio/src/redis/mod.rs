@@ -195,6 +195,35 @@ impl RedisBackend {
     }
 }
 
+/// `/health`'s Redis check: `PING` through the pool, named `redis`. Its error says
+/// why (unreachable, timed out) and never holds the password.
+#[cfg(feature = "server")]
+#[derive(Clone, Debug)]
+pub struct RedisHealth {
+    backend: RedisBackend,
+}
+
+#[cfg(feature = "server")]
+impl RedisBackend {
+    /// The `/health` check of this backend's server.
+    pub fn health_check(&self) -> RedisHealth {
+        RedisHealth {
+            backend: self.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+impl crate::server::HealthCheck for RedisHealth {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> crate::server::CheckFuture<'_> {
+        Box::pin(self.backend.ping())
+    }
+}
+
 /// Serves the Cache family on one shard from a [`RedisBackend`].
 pub struct RedisInterpreter<F: Family = Std> {
     backend: RedisBackend,
