@@ -46,6 +46,8 @@ pub mod memory;
 mod offload;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod runtime;
 #[cfg(feature = "server")]
 pub mod server;

@@ -9,6 +9,11 @@ use super::database::User;
 use super::family;
 use crate::time::Timestamp;
 
+/// How long after its expiry a revoked token still reads as revoked, in seconds (one
+/// day); later it reads as expired. A real service keeps revocations that long and
+/// then forgets them (the fake agrees).
+pub const REVOCATION_MEMORY_SECONDS: u64 = 86_400;
+
 /// The domain outcome of validating a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TokenValidation {

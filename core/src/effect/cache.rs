@@ -49,6 +49,15 @@ pub enum CacheLookup<T> {
 /// The default profile time to live, in seconds.
 pub const DEFAULT_PROFILE_TTL_SECONDS: u64 = 300;
 
+/// The longest time to live a cache takes, in seconds (100 years of 365 days): longer ones are
+/// refused as Redis refuses an out-of-range `SET ... EX`.
+pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
+/// How long after its expiry a key still reads (once) as [`MissReason::Expired`], in
+/// seconds; later it reads as [`MissReason::NotFound`]. Redis forgets expired keys, so
+/// its adapter keeps a marker this much longer than the value, and the fake agrees.
+pub const EXPIRED_MEMORY_SECONDS: u64 = 3600;
+
 fn default_profile_ttl() -> u64 {
     DEFAULT_PROFILE_TTL_SECONDS
 }

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::effect::{AuthRequest, AuthResponse, EmailLookup, RefreshOutcome, TokenValidation};
+use crate::effect::{
+    AuthRequest, AuthResponse, EmailLookup, REVOCATION_MEMORY_SECONDS, RefreshOutcome,
+    TokenValidation,
+};
 use crate::{Rng, Time, Timestamp};
 use uuid::Uuid;
 
@@ -51,7 +54,9 @@ enum TokenState<'a> {
 ///   is expired from that instant on, as a JWT's `exp`).
 /// - `ValidateToken` answers `Valid`, `Expired { expired_at }` (the wall-clock instant
 ///   `wall_epoch + expiry`), or `Invalid { reason }` with reason `"revoked"` or
-///   `"unknown token"`; revocation wins over expiry.
+///   `"unknown token"`; revocation wins over expiry for
+///   [`REVOCATION_MEMORY_SECONDS`] past the expiry, after which a revoked token reads
+///   as expired (a real service forgets revocations then).
 /// - `RefreshToken` on a valid token issues a new one with the same user, claims and
 ///   time to live (counted from now) and revokes the old one; an expired, revoked or
 ///   unknown token is `Rejected` with reason `"expired"`, `"revoked"` or
@@ -189,7 +194,16 @@ impl FakeAuth {
     fn state(&self, now: Time, token: &str) -> TokenState<'_> {
         match self.tokens.get(token) {
             None => TokenState::Unknown,
-            Some(record) if record.revoked => TokenState::Revoked,
+            // A revocation is remembered for a day past the token's expiry.
+            Some(record)
+                if record.revoked
+                    && now
+                        < record
+                            .expires_at
+                            .saturating_add(Duration::from_secs(REVOCATION_MEMORY_SECONDS)) =>
+            {
+                TokenState::Revoked
+            }
             Some(record) if now >= record.expires_at => TokenState::Expired(record.expires_at),
             Some(record) => TokenState::Valid(record),
         }

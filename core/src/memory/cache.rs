@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::effect::{
-    CacheLookup, CacheRequest, CacheResponse, GetCachedProfile, MissReason, ProfileData,
-    PutCachedProfile, PutCachedValue, profile_key,
+    CacheLookup, CacheRequest, CacheResponse, EXPIRED_MEMORY_SECONDS, GetCachedProfile,
+    MAX_TTL_SECONDS, MissReason, ProfileData, PutCachedProfile, PutCachedValue, profile_key,
 };
 use crate::{Effect, EffectError, ErrorKind, Std, Time, duration_nanos};
 
@@ -60,12 +60,15 @@ impl Entry {
 ///
 /// - A key whose time to live has run out reads once as [`MissReason::Expired`]; Redis
 ///   forgets it then, so the next read says [`MissReason::NotFound`]. A key expires at
-///   `put time + ttl` exactly (`now >= expires_at`).
+///   `put time + ttl` exactly (`now >= expires_at`). Read more than
+///   [`EXPIRED_MEMORY_SECONDS`] after its expiry, it reads as `NotFound` at once (the
+///   Redis adapter remembers expiries that long).
 /// - `ttl_remaining` is in whole seconds, rounded up (a live key never reports 0).
 ///   Note that Redis' own `TTL` rounds to the nearest second.
 /// - Writing a key replaces its value and its time to live (as `SET` does); a time to
-///   live of 0 seconds is refused as Redis refuses `SET ... EX 0`: an [`EffectError`]
-///   of kind `Service { code: "ERR" }`, not retryable.
+///   live of 0 seconds (or over [`MAX_TTL_SECONDS`]) is refused as Redis refuses
+///   `SET ... EX 0`: an [`EffectError`] of kind `Service { code: "ERR" }`, not
+///   retryable.
 /// - With [`with_max_entries`](FakeCache::with_max_entries), a write that makes the
 ///   cache hold more keys first drops keys whose time ran out (they still read once as
 ///   `Expired`), then evicts the least recently used keys (read or written); an
@@ -220,11 +223,16 @@ impl FakeCache {
             return CacheLookup::Miss { key, reason };
         };
         if entry.is_expired(now) {
+            let remembered = entry.expires_at.is_some_and(|at| {
+                now < at.saturating_add(Duration::from_secs(EXPIRED_MEMORY_SECONDS))
+            });
             self.remove(&key);
-            return CacheLookup::Miss {
-                key,
-                reason: MissReason::Expired,
+            let reason = if remembered {
+                MissReason::Expired
+            } else {
+                MissReason::NotFound
             };
+            return CacheLookup::Miss { key, reason };
         }
         let ttl_remaining = entry.expires_at.map(|at| ceil_secs(at - now));
         let value = read(&entry.value);
@@ -270,7 +278,7 @@ impl FakeCache {
         value: Value,
         ttl_seconds: Option<u64>,
     ) -> Result<(), EffectError> {
-        if ttl_seconds == Some(0) {
+        if ttl_seconds.is_some_and(|t| t == 0 || t > MAX_TTL_SECONDS) {
             return Err(EffectError::new(
                 effect,
                 ErrorKind::Service {
@@ -509,13 +517,40 @@ mod tests {
     }
 
     #[test]
-    fn cache_huge_ttl_saturates_instead_of_wrapping() {
+    fn cache_ttl_over_the_maximum_is_refused_and_the_maximum_is_kept() {
         let mut cache = FakeCache::new();
-        put(&mut cache, Time::from_secs(1), "k", b"v", Some(u64::MAX));
+        let err = cache
+            .seed(Time::from_secs(1), "k", b"v".to_vec(), Some(u64::MAX))
+            .expect_err("refused as Redis refuses an out-of-range expire");
+        assert_eq!(err.message, "invalid expire time in 'set' command");
+        put(
+            &mut cache,
+            Time::from_secs(1),
+            "k",
+            b"v",
+            Some(MAX_TTL_SECONDS),
+        );
         assert!(matches!(
             get(&mut cache, Time::from_secs(1_000_000), "k"),
             CacheLookup::Hit { .. }
         ));
+    }
+
+    #[test]
+    fn cache_expiry_is_remembered_for_the_expired_memory_only() {
+        let mut cache = FakeCache::new();
+        put(&mut cache, Time::ZERO, "a", b"1", Some(1));
+        put(&mut cache, Time::ZERO, "b", b"2", Some(1));
+        let edge = Time::from_secs(1 + EXPIRED_MEMORY_SECONDS);
+        assert_eq!(
+            get(
+                &mut cache,
+                Time::from_millis((1 + EXPIRED_MEMORY_SECONDS) * 1000 - 1),
+                "a"
+            ),
+            miss("a", MissReason::Expired)
+        );
+        assert_eq!(get(&mut cache, edge, "b"), miss("b", MissReason::NotFound));
     }
 
     #[test]

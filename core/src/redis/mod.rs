@@ -32,8 +32,10 @@
 //! ```
 //!
 //! Also here: [`RedisUrl`] reads `redis://` and `rediss://` URLs, and [`Reconnect`]
-//! decides when to connect again after a failure.
+//! decides when to connect again after a failure, and [`CacheAdapter`] turns the Cache
+//! family's effects into commands and replies into answers.
 
+mod cache;
 mod command;
 mod config;
 mod connection;
@@ -46,6 +48,7 @@ mod scan;
 mod url;
 mod value;
 
+pub use cache::{CacheAdapter, CachePending, command_error};
 pub use command::{Command, Parts};
 pub use config::{Password, Protocol, RedisConfig};
 pub use connection::{Event, RedisConnection, RequestId, ServerHello};

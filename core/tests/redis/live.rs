@@ -463,3 +463,194 @@ fn auth_with_a_password_or_a_user_and_password_on_a_real_server() {
         other => panic!("expected NOAUTH, got {other:?}"),
     }
 }
+
+/// One Cache effect through the adapter on a live connection.
+fn cache_call(
+    live: &mut Live,
+    cache: &effectful::redis::CacheAdapter,
+    request: effectful::effect::CacheRequest,
+) -> Result<effectful::effect::CacheResponse, effectful::EffectError> {
+    let (command, pending) = cache.command(&request)?;
+    let id = live.send(&command);
+    let reply = live.reply(id);
+    cache.response(pending, reply)
+}
+
+fn cache_adapter_on_a_real_server(protocol: Protocol) {
+    use effectful::effect::{
+        CacheLookup, CacheRequest as R, CacheResponse as A, DeleteCachedProfile, GetCachedProfile,
+        GetCachedValue, InvalidateCache, MissReason, ProfileData, PutCachedProfile, PutCachedValue,
+    };
+    let mut live = Live::resp(protocol);
+    let cache = effectful::redis::CacheAdapter::new(key(&format!("cache-{protocol:?}:")));
+    let get = |k: &str| R::GetCachedValue(GetCachedValue { key: k.into() });
+    let put = |k: &str, v: &[u8], ttl| {
+        R::PutCachedValue(PutCachedValue {
+            key: k.into(),
+            value: v.to_vec(),
+            ttl_seconds: ttl,
+        })
+    };
+    let miss = |k: &str, reason| {
+        Ok(A::GetCachedValue(CacheLookup::Miss {
+            key: k.into(),
+            reason,
+        }))
+    };
+
+    assert_eq!(
+        cache_call(&mut live, &cache, get("a")),
+        miss("a", MissReason::NotFound)
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, put("a", b"1", Some(1))),
+        Ok(A::PutCachedValue(()))
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, put("b", b"2", None)),
+        Ok(A::PutCachedValue(()))
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, get("a")),
+        Ok(A::GetCachedValue(CacheLookup::Hit {
+            value: b"1".to_vec(),
+            ttl_remaining: Some(1)
+        }))
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, get("b")),
+        Ok(A::GetCachedValue(CacheLookup::Hit {
+            value: b"2".to_vec(),
+            ttl_remaining: None
+        }))
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    // Expired once, then forgotten.
+    assert_eq!(
+        cache_call(&mut live, &cache, get("a")),
+        miss("a", MissReason::Expired)
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, get("a")),
+        miss("a", MissReason::NotFound)
+    );
+
+    // A value the server dropped before its time reads as evicted.
+    assert_eq!(
+        cache_call(&mut live, &cache, put("c", b"3", Some(60))),
+        Ok(A::PutCachedValue(()))
+    );
+    live.call(&["DEL", &cache.redis_key("c")]).expect("DEL");
+    assert_eq!(
+        cache_call(&mut live, &cache, get("c")),
+        miss("c", MissReason::Evicted)
+    );
+
+    // Rewriting without a time to live drops the marker.
+    assert_eq!(
+        cache_call(&mut live, &cache, put("d", b"4", Some(60))),
+        Ok(A::PutCachedValue(()))
+    );
+    assert_eq!(
+        cache_call(&mut live, &cache, put("d", b"5", None)),
+        Ok(A::PutCachedValue(()))
+    );
+    assert_eq!(
+        live.call(&["EXISTS", &cache.marker_key("d")]),
+        Ok(Value::Int(0))
+    );
+
+    // Profiles are JSON under profile:{id}, seen by the value effects too.
+    let user_id = uuid::Uuid::from_u128(7);
+    let profile = ProfileData {
+        user_id,
+        name: "Ada".into(),
+        email: "ada@x.io".into(),
+    };
+    let put_profile = R::PutCachedProfile(Box::new(PutCachedProfile {
+        user_id,
+        profile: profile.clone(),
+        ttl_seconds: 300,
+    }));
+    assert_eq!(
+        cache_call(&mut live, &cache, put_profile),
+        Ok(A::PutCachedProfile(()))
+    );
+    assert_eq!(
+        cache_call(
+            &mut live,
+            &cache,
+            R::GetCachedProfile(GetCachedProfile { user_id })
+        ),
+        Ok(A::GetCachedProfile(CacheLookup::Hit {
+            value: profile.clone(),
+            ttl_remaining: Some(300)
+        }))
+    );
+    let pkey = effectful::effect::profile_key(user_id);
+    assert_eq!(
+        cache_call(&mut live, &cache, get(&pkey)),
+        Ok(A::GetCachedValue(CacheLookup::Hit {
+            value: serde_json::to_vec(&profile).expect("json"),
+            ttl_remaining: Some(300)
+        }))
+    );
+    assert_eq!(
+        cache_call(
+            &mut live,
+            &cache,
+            R::DeleteCachedProfile(DeleteCachedProfile { user_id })
+        ),
+        Ok(A::DeleteCachedProfile(true))
+    );
+    assert_eq!(
+        cache_call(
+            &mut live,
+            &cache,
+            R::InvalidateCache(InvalidateCache { key: pkey.clone() })
+        ),
+        Ok(A::InvalidateCache(false))
+    );
+    // Not a profile: a protocol error naming the key.
+    assert_eq!(
+        cache_call(&mut live, &cache, put(&pkey, b"nope", None)),
+        Ok(A::PutCachedValue(()))
+    );
+    let e = cache_call(
+        &mut live,
+        &cache,
+        R::GetCachedProfile(GetCachedProfile { user_id }),
+    )
+    .expect_err("not a profile");
+    assert_eq!(e.kind, effectful::ErrorKind::Protocol);
+    assert!(e.message.contains(&pkey), "{}", e.message);
+
+    // A key of another type: the server's WRONGTYPE, kept.
+    live.call(&["LPUSH", &cache.redis_key("list"), "x"])
+        .expect("LPUSH");
+    let e = cache_call(&mut live, &cache, get("list")).expect_err("wrong type");
+    assert_eq!(
+        e.kind,
+        effectful::ErrorKind::Service {
+            code: Some("WRONGTYPE".into())
+        }
+    );
+    for k in ["a", "b", "c", "d", "list", &pkey] {
+        cache_call(
+            &mut live,
+            &cache,
+            R::InvalidateCache(InvalidateCache { key: k.into() }),
+        )
+        .expect("cleaned up");
+    }
+}
+
+#[test]
+fn the_cache_adapter_tells_expired_evicted_and_not_found_apart_on_resp3() {
+    cache_adapter_on_a_real_server(Protocol::Resp3);
+}
+
+#[test]
+fn the_cache_adapter_tells_expired_evicted_and_not_found_apart_on_resp2() {
+    cache_adapter_on_a_real_server(Protocol::Resp2);
+}

@@ -86,6 +86,9 @@ pub struct Settings {
     pub redis_url: Option<SecretUrl>,
     /// `REDIS_MAX_CONNECTIONS` (default 10).
     pub redis_max_connections: u32,
+    /// `JWT_SECRET`: the HS256 key of the Auth family's tokens (at least 32 bytes);
+    /// `None` runs without token auth. Never shown.
+    pub jwt_secret: Option<Secret>,
     /// `ENVIRONMENT` (default `production`), reported with errors.
     pub environment: String,
     /// `LOG_LEVEL`: `TRACE`, `DEBUG`, `INFO` (default), `WARNING`/`WARN`, `ERROR`,
@@ -212,6 +215,20 @@ impl Settings {
             10,
             &mut bad,
         );
+        let jwt_secret = get("JWT_SECRET").and_then(|secret| {
+            if secret.len() < 32 {
+                bad(
+                    "JWT_SECRET",
+                    format!(
+                        "is {} bytes; an HS256 key needs at least 32 (the value is not shown)",
+                        secret.len()
+                    ),
+                );
+                None
+            } else {
+                Some(Secret(secret))
+            }
+        });
         let environment = get("ENVIRONMENT").unwrap_or_else(|| "production".to_string());
         let log_level = match get("LOG_LEVEL") {
             None => LevelFilter::INFO,
@@ -298,6 +315,7 @@ impl Settings {
             database_pool_max_size,
             redis_url,
             redis_max_connections,
+            jwt_secret,
             environment,
             log_level,
             log_format,

@@ -1,0 +1,361 @@
+//! Redis on tokio (cargo feature `redis`): the Cache family served by a real Redis
+//! through the core's sans-IO [`CacheAdapter`] and a per-process [`RedisPool`], and
+//! the Auth family (HS256 tokens with sessions and revocations in Redis, Argon2id
+//! passwords; see the `auth` section below).
+//!
+//! # Shape
+//! One [`RedisBackend`] per process holds the pool (at most `REDIS_MAX_CONNECTIONS`
+//! pipelined connections, default 10, on an IO thread of their own) and the adapter.
+//! [`RedisBackend::register`] gives every shard a [`RedisInterpreter`] sharing them:
+//! each effect becomes one command, handed to a connection round robin; its reply
+//! comes back to the effect's shard through the shard's [`Replier`].
+//!
+//! # Failures
+//! - A command not answered within the operation timeout (default 5 s) fails its
+//!   effect with a retryable `Timeout`; the connection stays usable.
+//! - A lost connection fails the effects waiting on it with a retryable
+//!   `ConnectionLost`; the connection reconnects with backoff (100 ms doubling to
+//!   5 s, jittered), and while it waits, effects sent to it fail at once, retryably.
+//! - A handshake the server refuses (a wrong password) is not retried: effects fail
+//!   with a non-retryable `ConnectionLost` saying why. The password is never shown.
+//!
+//! # Auth
+//! With a [`JwtSecret`] ([`RedisBackend::with_auth`]), the backend also serves Auth:
+//! tokens are HS256 JWTs whose expiry is judged at the effect's time from the
+//! runtime's clock (not the JWT crate's clock or leeway), so the fake and Redis agree;
+//! revocations (`SET NX`) and sessions are Redis keys under the prefix; revocations
+//! are remembered a day past the token's expiry. Password hashing and verification
+//! (Argon2id) run on the CPU pool. `GetUserByEmail` is the database's: it fails with
+//! a non-retryable `Unavailable` error saying so. The key never appears in `Debug`,
+//! errors or logs.
+//!
+//! # Cancellation
+//! An effect cancelled before its command was written (it waited for its connection
+//! to be made) is never sent; one already sent completes and its answer is dropped
+//! by the engine as stale.
+//!
+//! ```no_run
+//! use effectful::redis::RedisUrl;
+//! use effectful_tokio::Runtime;
+//! use effectful_tokio::redis::{PoolConfig, RedisBackend};
+//!
+//! let url = RedisUrl::parse("redis://127.0.0.1:6379/0").expect("a URL");
+//! let backend = RedisBackend::start(PoolConfig::new(url), "myapp:").expect("a pool");
+//! let runtime = backend.register(Runtime::builder()).build().expect("a runtime");
+//! # drop(runtime);
+//! ```
+
+mod auth;
+mod pool;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use effectful::effect::{AuthRequest, AuthResponse, Request, Response};
+use effectful::redis::{CacheAdapter, Command};
+use effectful::{EffectError, EffectId, Family, Std, Timestamp};
+use rustc_hash::FxHashMap;
+
+pub use auth::JwtSecret;
+
+pub use pool::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, Job, OnReply, PoolConfig, PoolError,
+    RedisPool,
+};
+
+use crate::interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd, misrouted};
+use crate::runtime::RuntimeBuilder;
+
+/// The families a [`RedisBackend`] serves (Auth only with a [`JwtSecret`]).
+pub const REDIS_FAMILIES: [&str; 2] = ["Cache", "Auth"];
+
+/// One Redis backend for the whole process (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct RedisBackend {
+    pool: RedisPool,
+    cache: Arc<CacheAdapter>,
+    tokens: Option<auth::SharedTokens>,
+    /// The wall-clock instant of the runtime clock's epoch, set by the first shard.
+    wall_epoch: Arc<OnceLock<Timestamp>>,
+}
+
+impl RedisBackend {
+    /// Starts the pool; Cache keys go under `prefix`.
+    pub fn start(config: PoolConfig, prefix: impl Into<String>) -> std::io::Result<RedisBackend> {
+        Ok(RedisBackend::with_pool(
+            RedisPool::start(config)?,
+            CacheAdapter::new(prefix),
+        ))
+    }
+
+    /// A backend on a pool already started, with `cache` as its adapter.
+    pub fn with_pool(pool: RedisPool, cache: CacheAdapter) -> RedisBackend {
+        RedisBackend {
+            pool,
+            cache: Arc::new(cache),
+            tokens: None,
+            wall_epoch: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The same backend serving the Auth family too, signing tokens with `secret`.
+    pub fn with_auth(mut self, secret: JwtSecret) -> RedisBackend {
+        let prefix = self.cache.prefix().to_owned();
+        self.tokens = Some(Arc::new(auth::TokenService::new(secret, prefix)));
+        self
+    }
+
+    /// From the server settings: `REDIS_URL` (required here) and
+    /// `REDIS_MAX_CONNECTIONS`; keys under `prefix`.
+    #[cfg(feature = "server")]
+    pub fn from_settings(
+        settings: &crate::server::Settings,
+        prefix: impl Into<String>,
+    ) -> std::io::Result<RedisBackend> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        let url = settings
+            .redis_url
+            .as_ref()
+            .ok_or_else(|| invalid("REDIS_URL is not set".to_owned()))?;
+        let url = effectful::redis::RedisUrl::parse(url.expose())
+            .map_err(|e| invalid(format!("REDIS_URL: {e}")))?;
+        let mut config = PoolConfig::new(url);
+        config.max_connections = usize::try_from(settings.redis_max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+            .max(1);
+        let backend = RedisBackend::start(config, prefix)?;
+        Ok(match &settings.jwt_secret {
+            Some(secret) => match JwtSecret::new(secret.expose().as_bytes()) {
+                Some(secret) => backend.with_auth(secret),
+                None => return Err(invalid("JWT_SECRET is shorter than 32 bytes".to_owned())),
+            },
+            None => backend,
+        })
+    }
+
+    /// The pool (to send your own commands, or to `PING` for health).
+    pub fn pool(&self) -> &RedisPool {
+        &self.pool
+    }
+
+    /// The Cache adapter (its key prefix).
+    pub fn cache(&self) -> &CacheAdapter {
+        &self.cache
+    }
+
+    /// Registers the interpreter of every family it serves: Cache, and Auth when it
+    /// has a [`JwtSecret`].
+    pub fn register<F: SplitStd>(&self, mut builder: RuntimeBuilder<F>) -> RuntimeBuilder<F>
+    where
+        F::Response: Send,
+    {
+        let families = if self.tokens.is_some() {
+            &REDIS_FAMILIES[..]
+        } else {
+            &REDIS_FAMILIES[..1]
+        };
+        for &family in families {
+            let backend = self.clone();
+            builder = builder.interpreter(family, move |shard| backend.interpreter(shard));
+        }
+        builder
+    }
+
+    /// One shard's interpreter.
+    pub fn interpreter<F: SplitStd>(&self, shard: &ShardContext<F>) -> RedisInterpreter<F>
+    where
+        F::Response: Send,
+    {
+        let wall_epoch = *self.wall_epoch.get_or_init(|| {
+            let since = shard.clock().now().since_epoch();
+            let since = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+            Timestamp::from_unix_micros(
+                crate::entropy::wall_clock()
+                    .unix_micros()
+                    .saturating_sub(since),
+            )
+        });
+        RedisInterpreter {
+            backend: self.clone(),
+            replier: shard.replier(),
+            unsent: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            prune_at: 64,
+            wall_epoch,
+        }
+    }
+
+    /// `PING`: `Ok` if the server answers `PONG` within the operation timeout.
+    pub async fn ping(&self) -> Result<(), String> {
+        match self.pool.call(Command::new("PING")).await {
+            Ok(v) if v.as_str() == Some("PONG") => Ok(()),
+            Ok(v) => Err(format!("Redis answered PING with {v:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// `/health`'s Redis check: `PING` through the pool, named `redis`. Its error says
+/// why (unreachable, timed out) and never holds the password.
+#[cfg(feature = "server")]
+#[derive(Clone, Debug)]
+pub struct RedisHealth {
+    backend: RedisBackend,
+}
+
+#[cfg(feature = "server")]
+impl RedisBackend {
+    /// The `/health` check of this backend's server.
+    pub fn health_check(&self) -> RedisHealth {
+        RedisHealth {
+            backend: self.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+impl crate::server::HealthCheck for RedisHealth {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> crate::server::CheckFuture<'_> {
+        Box::pin(self.backend.ping())
+    }
+}
+
+/// Serves the Cache family on one shard from a [`RedisBackend`].
+pub struct RedisInterpreter<F: Family = Std> {
+    backend: RedisBackend,
+    replier: Replier<F>,
+    /// The cancel flags of effects that may not be sent yet.
+    unsent: FxHashMap<EffectId, Arc<AtomicBool>>,
+    /// Auth work in flight (tasks, CPU-pool jobs), aborted on cancellation.
+    tasks: FxHashMap<EffectId, Cancel>,
+    /// Drop flags of finished jobs when `unsent` grows to this.
+    prune_at: usize,
+    wall_epoch: Timestamp,
+}
+
+enum Cancel {
+    Task(tokio::task::AbortHandle),
+    Offloaded(crate::Offloaded),
+}
+
+impl<F: SplitStd> RedisInterpreter<F>
+where
+    F::Response: Send,
+{
+    fn prune(&mut self) {
+        if self.unsent.len() + self.tasks.len() >= self.prune_at {
+            // A job that finished dropped its clone of the flag.
+            self.unsent.retain(|_, flag| Arc::strong_count(flag) > 1);
+            self.tasks.retain(|_, c| match c {
+                Cancel::Task(t) => !t.is_finished(),
+                Cancel::Offloaded(_) => true,
+            });
+            self.prune_at = ((self.unsent.len() + self.tasks.len()) * 2).max(64);
+        }
+    }
+
+    fn perform_auth(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId, request: AuthRequest) {
+        let effect = request.name();
+        let embed = |r: AuthResponse| F::embed_response(Response::Auth(r));
+        match request {
+            AuthRequest::HashPassword(r) => {
+                let job = cx.offload(id, effect, move || {
+                    auth::hash_password(&r.password)
+                        .map(|h| embed(AuthResponse::HashPassword(h)))
+                        .map_err(|e| {
+                            EffectError::new(effect, effectful::ErrorKind::Protocol, e)
+                                .with_retryable(false)
+                        })
+                });
+                self.tasks.insert(id, Cancel::Offloaded(job));
+            }
+            AuthRequest::ValidatePassword(r) => {
+                let job = cx.offload(id, effect, move || {
+                    let ok = auth::password_matches(&r.password, &r.password_hash);
+                    Ok(embed(AuthResponse::ValidatePassword(ok)))
+                });
+                self.tasks.insert(id, Cancel::Offloaded(job));
+            }
+            AuthRequest::GetUserByEmail(_) => {
+                cx.answer(id, Err(auth::user_lookup_unserved(effect)));
+            }
+            request => {
+                let Some(tokens) = self.backend.tokens.clone() else {
+                    let e = EffectError::new(
+                        effect,
+                        effectful::ErrorKind::Unavailable,
+                        "the Redis backend has no JWT_SECRET, so it does not serve tokens",
+                    )
+                    .with_retryable(false);
+                    return cx.answer(id, Err(e));
+                };
+                let now = self.wall_epoch.saturating_add(cx.now().since_epoch());
+                let (pool, replier) = (self.backend.pool.clone(), self.replier.clone());
+                let task = tokio::task::spawn_local(async move {
+                    let answer = tokens.handle(&pool, now, request).await;
+                    replier.answer(id, answer.map(embed));
+                });
+                self.tasks.insert(id, Cancel::Task(task.abort_handle()));
+            }
+        }
+    }
+}
+
+impl<F: SplitStd> Interpreter<F> for RedisInterpreter<F>
+where
+    F::Response: Send,
+{
+    fn perform(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId, request: F::Request) {
+        self.prune();
+        let request = match F::split_request(request) {
+            Ok(Request::Cache(request)) => request,
+            Ok(Request::Auth(request)) => return self.perform_auth(cx, id, request),
+            Ok(other) => {
+                return cx.answer(id, Err(misrouted::<F>("Redis", &F::embed_request(other))));
+            }
+            Err(own) => return cx.answer(id, Err(misrouted::<F>("Redis", &own))),
+        };
+        let cache = self.backend.cache.clone();
+        let (command, pending) = match cache.command(&request) {
+            Ok(planned) => planned,
+            Err(e) => return cx.answer(id, Err(e)),
+        };
+        let flag = Arc::new(AtomicBool::new(false));
+        self.unsent.insert(id, flag.clone());
+        let replier = self.replier.clone();
+        self.backend.pool.submit(Job {
+            command,
+            cancelled: Some(flag),
+            reply: Box::new(move |reply| {
+                let effect = pending.effect();
+                let answer = match reply {
+                    Ok(value) => cache.response(pending, Ok(value)),
+                    Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
+                    Err(e) => Err(e.effect_error(effect)),
+                };
+                replier.answer(id, answer.map(|r| F::embed_response(Response::Cache(r))));
+            }),
+        });
+    }
+
+    fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {
+        if !self.tasks.is_empty() {
+            self.tasks.retain(|id, _| id.program() != program);
+        }
+    }
+
+    fn cancel(&mut self, _cx: &mut ShardCx<'_, F>, id: EffectId) {
+        if let Some(flag) = self.unsent.remove(&id) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        match self.tasks.remove(&id) {
+            Some(Cancel::Task(task)) => task.abort(),
+            Some(Cancel::Offloaded(job)) => job.cancel(),
+            None => {}
+        }
+    }
+}

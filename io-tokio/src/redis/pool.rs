@@ -1,0 +1,476 @@
+//! The per-process pool: at most `max_connections` pipelined connections, each a task
+//! on the pool's own IO thread that owns its socket and its [`RedisConnection`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use effectful::redis::{
+    Command, CommandError, ConnectionError, Event, Reconnect, ReconnectAction, RedisConfig,
+    RedisConnection, RedisUrl, RequestId, SendError, Value,
+};
+use effectful::{EffectError, ErrorKind, Rng, Schedule, Time};
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// The seed's default pool size (`REDIS_MAX_CONNECTIONS`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+/// The seed's default operation timeout.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a [`RedisPool`] connects. The password stays redacted in `Debug`.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Where, as whom, which database, which protocol.
+    pub url: RedisUrl,
+    /// At most this many connections (at least 1).
+    pub max_connections: usize,
+    /// How long a command (and connecting) may take before its effect fails with a
+    /// retryable timeout.
+    pub operation_timeout: Duration,
+    /// The backoff between connection attempts after a failure.
+    pub reconnect: Schedule,
+}
+
+impl PoolConfig {
+    /// `url` with the defaults: 10 connections, 5 s, 100 ms doubling to 5 s.
+    pub fn new(url: RedisUrl) -> PoolConfig {
+        PoolConfig {
+            url,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            reconnect: Reconnect::default_schedule(),
+        }
+    }
+}
+
+/// Why a command got no reply value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolError {
+    /// The connection it went on said why ([`CommandError`]).
+    Command(CommandError),
+    /// The connection closed (or could not be made) before the reply; `retryable`
+    /// from [`ConnectionError::is_retryable`].
+    Lost {
+        /// Why, without secrets.
+        reason: String,
+        /// Whether trying again may help.
+        retryable: bool,
+    },
+    /// The connection refused it ([`SendError`]).
+    Send(SendError),
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Command(e) => e.fmt(f),
+            PoolError::Lost { reason, .. } => f.write_str(reason),
+            PoolError::Send(e) => e.fmt(f),
+        }
+    }
+}
+
+impl PoolError {
+    /// As the error of `effect`: a lost connection and a timeout are retryable.
+    pub fn effect_error(&self, effect: &'static str) -> EffectError {
+        match self {
+            PoolError::Command(e) => effectful::redis::command_error(effect, e),
+            PoolError::Lost { reason, retryable } => {
+                EffectError::connection_lost(effect, reason.clone()).with_retryable(*retryable)
+            }
+            PoolError::Send(e @ SendError::TooManyPending { .. }) => {
+                EffectError::new(effect, ErrorKind::Unavailable, e.to_string())
+            }
+            PoolError::Send(SendError::Closed) => {
+                EffectError::connection_lost(effect, SendError::Closed.to_string())
+            }
+            PoolError::Send(e) => {
+                EffectError::new(effect, ErrorKind::Protocol, e.to_string()).with_retryable(false)
+            }
+        }
+    }
+}
+
+/// What a job's reply goes to.
+pub type OnReply = Box<dyn FnOnce(Result<Value, PoolError>) + Send>;
+
+/// One command for the pool.
+pub struct Job {
+    /// The command.
+    pub command: Command,
+    /// Set when nobody wants the reply any more: if the command has not been sent
+    /// yet, it never is (and `reply` is dropped uncalled).
+    pub cancelled: Option<Arc<AtomicBool>>,
+    /// Called once with the reply, on the pool's thread.
+    pub reply: OnReply,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    fn is_cancelled(&self) -> bool {
+        self.cancelled
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A per-process pool of pipelined Redis connections, shared by every shard (cheap
+/// to clone). Its connections run on one IO thread of its own, which ends when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct RedisPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+    target: String,
+}
+
+impl fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("target", &self.inner.target)
+            .field("max_connections", &self.inner.slots.len())
+            .finish()
+    }
+}
+
+impl RedisPool {
+    /// Starts the pool's IO thread. Connections open when the first command needs
+    /// them; a connection that breaks reconnects with backoff.
+    pub fn start(config: PoolConfig) -> std::io::Result<RedisPool> {
+        if config.url.tls() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "rediss:// (TLS) is not supported by this driver yet; use redis://",
+            ));
+        }
+        let n = config.max_connections.max(1);
+        let target = format!("{}:{}", config.url.host(), config.url.port());
+        let mut redis = config.url.config();
+        redis.operation_timeout = Some(config.operation_timeout);
+        redis.client_name = Some("effectful".to_owned());
+        let seed = crate::entropy::seed().unwrap_or(0x5eed);
+        let shared = Arc::new(Slot {
+            redis,
+            target: target.clone(),
+            timeout: config.operation_timeout,
+            schedule: config.reconnect,
+        });
+        let mut slots = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            slots.push(tx);
+            receivers.push(rx);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("effectful-redis".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let tasks: Vec<_> = receivers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, rx)| {
+                            let rng = Rng::from_seed(seed.wrapping_add(i as u64));
+                            tokio::spawn(run_slot(shared.clone(), rx, rng))
+                        })
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                });
+            })?;
+        Ok(RedisPool {
+            inner: Arc::new(Inner {
+                slots,
+                next: AtomicUsize::new(0),
+                target,
+            }),
+        })
+    }
+
+    /// `host:port` of the server.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// How many connections it may open.
+    pub fn max_connections(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    /// Hands `job` to a connection (round robin).
+    pub fn submit(&self, job: Job) {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
+        if let Err(mpsc::error::SendError(job)) = self.inner.slots[i].send(job) {
+            (job.reply)(Err(PoolError::Lost {
+                reason: "the Redis pool's thread has stopped".to_owned(),
+                retryable: false,
+            }));
+        }
+    }
+
+    /// Sends one command and waits for its reply (for health checks and tools).
+    pub async fn call(&self, command: Command) -> Result<Value, PoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job {
+            command,
+            cancelled: None,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(PoolError::Lost {
+                reason: "the Redis pool dropped the command".to_owned(),
+                retryable: true,
+            })
+        })
+    }
+}
+
+/// What every connection of the pool shares.
+struct Slot {
+    redis: RedisConfig,
+    target: String,
+    timeout: Duration,
+    schedule: Schedule,
+}
+
+/// The pool's own clock: only differences matter to a connection.
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> tokio::time::Instant {
+        (self.0 + t.since_epoch()).into()
+    }
+}
+
+/// One connection of the pool, for as long as the pool lives: connects when a job
+/// comes, serves it pipelined, reconnects with backoff after a failure (answering
+/// jobs that come meanwhile at once with a retryable error).
+async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rng) {
+    let clock = Clock(Instant::now());
+    let mut reconnect = Reconnect::new(clock.now(), slot.schedule.clone(), rng);
+    let mut queued: VecDeque<Job> = VecDeque::new();
+    let mut last_error = String::new();
+    // Nothing to do until the first job.
+    match rx.recv().await {
+        Some(job) => queued.push_back(job),
+        None => return,
+    }
+    loop {
+        match reconnect.poll_action() {
+            Some(ReconnectAction::Connect) => {}
+            Some(ReconnectAction::GiveUp) => {
+                // Not retryable (a wrong password): every job gets that error.
+                let lost = PoolError::Lost {
+                    reason: last_error.clone(),
+                    retryable: false,
+                };
+                for job in queued.drain(..) {
+                    (job.reply)(Err(lost.clone()));
+                }
+                while let Some(job) = rx.recv().await {
+                    (job.reply)(Err(lost.clone()));
+                }
+                return;
+            }
+            None => {
+                // Waiting out the backoff: fail what comes, fast and retryably.
+                let lost = PoolError::Lost {
+                    reason: last_error.clone(),
+                    retryable: true,
+                };
+                for job in queued.drain(..) {
+                    (job.reply)(Err(lost.clone()));
+                }
+                let at = reconnect.poll_timeout().unwrap_or_else(|| clock.now());
+                let sleep = tokio::time::sleep_until(clock.instant(at));
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        job = rx.recv() => match job {
+                            Some(job) => (job.reply)(Err(lost.clone())),
+                            None => return,
+                        },
+                        () = &mut sleep => break,
+                    }
+                }
+                reconnect.handle_timeout(clock.now());
+                continue;
+            }
+        }
+        let connect = tokio::time::timeout(slot.timeout, TcpStream::connect(&slot.target)).await;
+        let stream = match connect {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                last_error = format!(
+                    "cannot connect to Redis at {} ({e}); reconnecting in the background",
+                    slot.target
+                );
+                tracing::warn!(target = %slot.target, error = %e, "redis connect failed");
+                reconnect.handle_failed(clock.now(), true);
+                continue;
+            }
+            Err(_) => {
+                last_error = format!(
+                    "connecting to Redis at {} took over {:?}; reconnecting in the background",
+                    slot.target, slot.timeout
+                );
+                reconnect.handle_failed(clock.now(), true);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = RedisConnection::new(slot.redis.clone(), clock.now());
+        match serve(&clock, stream, conn, &mut queued, &mut rx, &mut reconnect).await {
+            Ended::Dropped => return,
+            Ended::Closed(e) => {
+                last_error = format!("the connection to Redis at {} ended: {e}", slot.target);
+                tracing::warn!(target = %slot.target, error = %e, "redis connection ended");
+                reconnect.handle_failed(clock.now(), e.is_retryable());
+            }
+        }
+    }
+}
+
+enum Ended {
+    /// The pool was dropped.
+    Dropped,
+    /// The connection closed.
+    Closed(ConnectionError),
+}
+
+/// Serves jobs on one connection until it closes.
+async fn serve(
+    clock: &Clock,
+    mut stream: TcpStream,
+    mut conn: RedisConnection,
+    queued: &mut VecDeque<Job>,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    reconnect: &mut Reconnect,
+) -> Ended {
+    let mut waiting: FxHashMap<RequestId, OnReply> = FxHashMap::default();
+    // Replies that said "closed": answered with the reason once `Closed` says it.
+    let mut orphans: Vec<(OnReply, bool)> = Vec::new();
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = true;
+    for job in queued.drain(..) {
+        send(clock, &mut conn, &mut waiting, job);
+    }
+    loop {
+        out.clear();
+        while conn.poll_transmit(&mut out).is_some() {}
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            conn.handle_disconnect(clock.now());
+        }
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Ready { .. } => reconnect.handle_connected(clock.now()),
+                Event::Reply { id, result } => {
+                    let Some(reply) = waiting.remove(&id) else {
+                        continue;
+                    };
+                    match result {
+                        Err(CommandError::ConnectionClosed { sent }) => {
+                            orphans.push((reply, sent));
+                        }
+                        Ok(value) => reply(Ok(value)),
+                        Err(e) => reply(Err(PoolError::Command(e))),
+                    }
+                }
+                Event::Closed(e) => {
+                    for (reply, sent) in orphans.drain(..) {
+                        let reason = format!(
+                            "{e}; {}",
+                            if sent {
+                                "the command had been sent, so it may have run"
+                            } else {
+                                "the command was never sent"
+                            }
+                        );
+                        reply(Err(PoolError::Lost {
+                            reason,
+                            retryable: e.is_retryable() || !sent,
+                        }));
+                    }
+                    return if open {
+                        Ended::Closed(e)
+                    } else {
+                        Ended::Dropped
+                    };
+                }
+                _ => {}
+            }
+        }
+        let deadline = conn.poll_timeout();
+        tokio::select! {
+            job = rx.recv(), if open => match job {
+                Some(job) => {
+                    send(clock, &mut conn, &mut waiting, job);
+                    // Take what else is queued now, so it goes in one write.
+                    while let Ok(job) = rx.try_recv() {
+                        send(clock, &mut conn, &mut waiting, job);
+                    }
+                }
+                None => {
+                    open = false;
+                    conn.close(clock.now());
+                }
+            },
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => conn.handle_disconnect(clock.now()),
+                Ok(n) => conn.handle_input(clock.now(), &buf[..n]),
+            },
+            () = sleep_until(clock, deadline) => conn.handle_timeout(clock.now()),
+        }
+    }
+}
+
+async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(clock.instant(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn send(
+    clock: &Clock,
+    conn: &mut RedisConnection,
+    waiting: &mut FxHashMap<RequestId, OnReply>,
+    job: Job,
+) {
+    if job.is_cancelled() {
+        return;
+    }
+    match conn.send(clock.now(), &job.command) {
+        Ok(id) => {
+            waiting.insert(id, job.reply);
+        }
+        Err(e) => (job.reply)(Err(PoolError::Send(e))),
+    }
+}
