@@ -1,0 +1,389 @@
+//! The chat server end to end, as users run it: real processes (`chat_server`), real
+//! sockets, PostgreSQL and Redis. Two instances share one room through PostgreSQL;
+//! clients on each see every message once, in one order; history on join; malformed
+//! frames; the program timeout's 1008; Redis restarted mid-conversation (a throwaway
+//! server) without a stored message missed. Each test keeps to a schema of its own.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const NEEDS: &str = "these tests need PostgreSQL 15 on 127.0.0.1:5432 (trust auth, database \"test\") with psql, \
+    and redis-server on PATH; scripts/services starts PostgreSQL and Redis (apt-get install postgresql-15 redis-server)";
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-Atqc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}\n{NEEDS}"));
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}\n{NEEDS}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A schema of the test's own, dropped at the end.
+struct Schema(String);
+
+impl Schema {
+    fn new(tag: &str) -> Schema {
+        let name = format!("effectful_chat_e2e_{tag}_{}", std::process::id());
+        psql(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ));
+        Schema(name)
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:5432/test?application_name={0}&options=-c%20search_path%3D{0}",
+            self.0
+        )
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
+            .output();
+    }
+}
+
+/// A throwaway `redis-server`, restartable on its port.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}\n{NEEDS}"));
+        self.child = Some(child);
+        wait_for(&format!("redis-server on {}", self.port), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One `chat_server` process, killed when dropped.
+struct Server {
+    port: u16,
+    child: Child,
+}
+
+impl Server {
+    fn start(env: &[(&str, String)]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_chat_server"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "WARNING")
+            .env("ENVIRONMENT", "test")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start chat_server");
+        let server = Server { port, child };
+        wait_for("chat_server to answer /health", || {
+            server.health().is_some()
+        });
+        server
+    }
+
+    /// `/health`'s status code, if it answers.
+    fn health(&self) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        socket.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        socket
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut reply = String::new();
+        socket.read_to_string(&mut reply).ok()?;
+        reply.split(' ').nth(1)?.parse().ok()
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws/chat", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Client {
+    socket: Socket,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .expect("connect to /ws/chat");
+        Client { socket }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame as JSON.
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("the connection is open")
+                .expect("a frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+                Message::Close(close) => panic!("closed by the server: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn join(server: &Server, name: &str) -> (Client, Value) {
+        let mut client = Client::connect(server).await;
+        client.send(json!({"type": "join", "name": name})).await;
+        let joined = client.next().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        (client, joined)
+    }
+
+    /// The next `message` frame's text.
+    async fn message(&mut self) -> String {
+        let frame = self.next().await;
+        assert_eq!(frame["type"], "message", "{frame}");
+        frame["text"].as_str().expect("a text").to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_room_and_every_client_sees_each_message_once() {
+    let schema = Schema::new("rooms");
+    let redis = Redis::start();
+    let env = [("DATABASE_URL", schema.url()), ("REDIS_URL", redis.url())];
+    let one = Server::start(&env);
+    let two = Server::start(&env);
+
+    let (mut alice, joined) = Client::join(&one, "alice").await;
+    assert_eq!(joined["history"], json!([]));
+    let (mut amy, _) = Client::join(&one, "amy").await;
+    let (mut bob, _) = Client::join(&two, "bob").await;
+
+    let mut sent = Vec::new();
+    for (i, who) in [0, 2, 1, 0, 2].into_iter().enumerate() {
+        let text = format!("message {i}");
+        let client = match who {
+            0 => &mut alice,
+            1 => &mut amy,
+            _ => &mut bob,
+        };
+        client.send(json!({"type": "send", "text": text})).await;
+        sent.push(text);
+        // Every client, the sender included, on both instances, gets it once, in order.
+        for client in [&mut alice, &mut amy, &mut bob] {
+            assert_eq!(client.message().await, sent[i]);
+        }
+    }
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM {}.chat_room_messages",
+            schema.0
+        )),
+        "5",
+        "each message is stored once"
+    );
+
+    // A late joiner gets the history, oldest first, with the authors' names.
+    let (_carol, joined) = Client::join(&two, "carol").await;
+    let history: Vec<(&str, &str)> = joined["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or(""),
+                m["text"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("alice", "message 0"),
+            ("bob", "message 1"),
+            ("amy", "message 2"),
+            ("alice", "message 3"),
+            ("bob", "message 4")
+        ]
+    );
+    // The same name joins as the same user, on either instance.
+    let (_again, joined) = Client::join(&two, "alice").await;
+    let (_, first) = Client::join(&one, "alice").await;
+    assert_eq!(joined["user_id"], first["user_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_an_error_and_the_connection_stays_open() {
+    let server = Server::start(&[]);
+    let mut client = Client::connect(&server).await;
+    for (frame, says) in [
+        ("not json", "malformed"),
+        (r#"{"type":"dance"}"#, "dance"),
+        (r#"{"type":"send","text":"too early"}"#, "join"),
+        (r#"{"type":"join"}"#, "name"),
+    ] {
+        client
+            .socket
+            .send(Message::text(frame))
+            .await
+            .expect("send");
+        let error = client.next().await;
+        assert_eq!(error["type"], "error", "{frame} -> {error}");
+        let text = error["error"].as_str().unwrap_or("").to_lowercase();
+        assert!(text.contains(says), "{frame} -> {error}");
+    }
+    client.send(json!({"type": "join", "name": "dora"})).await;
+    assert_eq!(client.next().await["type"], "joined");
+    client
+        .send(json!({"type": "send", "text": "still here"}))
+        .await;
+    assert_eq!(client.message().await, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_timeout_closes_the_session_with_1008() {
+    let server = Server::start(&[("PROGRAM_TIMEOUT_SECONDS", "1".to_owned())]);
+    let (mut client, _) = Client::join(&server, "erin").await;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(closed.code), 1008, "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_conversation_loses_no_stored_message() {
+    let schema = Schema::new("redis_restart");
+    let mut redis = Redis::start();
+    let env = [("DATABASE_URL", schema.url()), ("REDIS_URL", redis.url())];
+    let one = Server::start(&env);
+    let two = Server::start(&env);
+    let (mut a, _) = Client::join(&one, "frank").await;
+    let (mut b, _) = Client::join(&two, "grace").await;
+
+    let mut expected = Vec::new();
+    for phase in ["before", "while down", "after"] {
+        if phase == "while down" {
+            redis.stop();
+            wait_for("/health to say 503", || one.health() == Some(503));
+        }
+        if phase == "after" {
+            redis.restart();
+            wait_for("/health to say 200", || one.health() == Some(200));
+        }
+        for i in 0..3 {
+            let text = format!("{phase} {i}");
+            a.send(json!({"type": "send", "text": text})).await;
+            expected.push(text);
+        }
+    }
+    let mut seen_a = Vec::new();
+    let mut seen_b = Vec::new();
+    for _ in 0..expected.len() {
+        seen_a.push(a.message().await);
+        seen_b.push(b.message().await);
+    }
+    assert_eq!(seen_a, expected);
+    assert_eq!(seen_b, expected);
+    let stored: Vec<String> = psql(&format!(
+        "SELECT text FROM {}.chat_room_messages ORDER BY seq",
+        schema.0
+    ))
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(stored, expected);
+}
