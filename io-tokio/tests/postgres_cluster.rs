@@ -33,14 +33,17 @@ fn database(cluster: &Cluster) -> PgDatabase {
     .expect("started")
 }
 
+fn runtime(db: &PgDatabase) -> Runtime {
+    db.register(Runtime::builder().shards(1))
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn a_server_restart_fails_work_in_flight_retryably_and_later_work_succeeds() {
     let cluster = Cluster::start(TRUST);
     let db = database(&cluster);
-    let runtime = db
-        .register(Runtime::builder().shards(1))
-        .build()
-        .expect("runtime");
+    let runtime = runtime(&db);
     // A program that looks a user up every 20 ms until it has seen the outage and a
     // success after it.
     let successes = Arc::new(AtomicUsize::new(0));
@@ -112,10 +115,7 @@ fn health(addr: std::net::SocketAddr) -> (u16, HealthReport) {
 fn health_is_503_while_the_database_is_down_and_200_once_it_is_back() {
     let cluster = Cluster::start(TRUST);
     let db = database(&cluster);
-    let runtime = db
-        .register(Runtime::builder().shards(1))
-        .build()
-        .expect("runtime");
+    let runtime = runtime(&db);
     let app = EffectfulRouter::new(runtime.handle().clone())
         .health_timeout(Duration::from_secs(3))
         .health_check(db.health_check())

@@ -372,19 +372,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// Closes every connection; pending work fails with a retryable error.
     pub fn close(&mut self, now: Time) {
         self.tick(now);
-        let waiting: Vec<K> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            self.fail_waiting(
-                &key,
-                ErrorKind::Unavailable,
-                "the database client is shutting down",
-            );
-        }
+        self.fail_all_waiting(
+            ErrorKind::Unavailable,
+            "the database client is shutting down",
+        );
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in ids {
             match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
@@ -420,17 +411,8 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             .conns
             .values()
             .any(|c| c.opened || c.pg.as_ref().is_some_and(|pg| !pg.is_closed()));
-        if alive {
-            return;
-        }
-        let waiting: Vec<K> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            self.fail_waiting(&key, ErrorKind::ConnectionLost, why);
+        if !alive {
+            self.fail_all_waiting(ErrorKind::ConnectionLost, why);
         }
     }
 
