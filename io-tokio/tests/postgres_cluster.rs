@@ -48,36 +48,32 @@ fn a_server_restart_fails_work_in_flight_retryably_and_later_work_succeeds() {
     // success after it.
     let successes = Arc::new(AtomicUsize::new(0));
     let counter = successes.clone();
-    let program = runtime.block_on(async {
-        runtime
-            .handle()
-            .spawn(move |fx| async move {
-                let mut errors: Vec<EffectError> = Vec::new();
-                let mut before = 0;
-                for _ in 0..1500 {
-                    match fx
-                        .perform(GetUserById {
-                            user_id: uuid::Uuid::nil(),
-                        })
-                        .await
-                    {
-                        Ok(UserLookup::NotFound { .. }) if !errors.is_empty() => {
-                            return Ok((before, errors));
-                        }
-                        Ok(UserLookup::NotFound { .. }) => {
-                            before += 1;
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(found) => return Err(format!("no user was created: {found:?}")),
-                        Err(e) => errors.push(e),
+    let program = runtime
+        .block_on(runtime.handle().spawn(move |fx| async move {
+            let mut errors: Vec<EffectError> = Vec::new();
+            let mut before = 0;
+            for _ in 0..1500 {
+                match fx
+                    .perform(GetUserById {
+                        user_id: uuid::Uuid::nil(),
+                    })
+                    .await
+                {
+                    Ok(UserLookup::NotFound { .. }) if !errors.is_empty() => {
+                        return Ok((before, errors));
                     }
-                    fx.sleep(Duration::from_millis(20)).await;
+                    Ok(UserLookup::NotFound { .. }) => {
+                        before += 1;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(found) => return Err(format!("no user was created: {found:?}")),
+                    Err(e) => errors.push(e),
                 }
-                Err(format!("never recovered; errors: {errors:?}"))
-            })
-            .await
-            .expect("spawned")
-    });
+                fx.sleep(Duration::from_millis(20)).await;
+            }
+            Err(format!("never recovered; errors: {errors:?}"))
+        }))
+        .expect("spawned");
     // Stop only once lookups succeed (the pool's first connections and the
     // migrations may take a while on a busy machine).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
