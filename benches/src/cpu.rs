@@ -111,16 +111,18 @@ mod tests {
         assert!(available(), "this measurement needs Linux schedstat");
         let m = ProcessCpu;
         let start = m.start();
-        let until = std::time::Instant::now() + Duration::from_millis(30);
+        let until = std::time::Instant::now() + Duration::from_millis(150);
         let mut x = 0u64;
         while std::time::Instant::now() < until {
             x = x.wrapping_add(1);
         }
         let spun = m.end(start);
         assert!(x > 0);
-        assert!(spun >= Duration::from_millis(20), "{spun:?}");
+        // On a busy machine the spinning thread gets only part of a core.
+        assert!(spun >= Duration::from_millis(15), "{spun:?}");
         let start = m.start();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(m.end(start) < Duration::from_millis(20));
+        let slept = m.end(start);
+        assert!(slept < Duration::from_millis(10), "{slept:?}");
     }
 }

@@ -40,7 +40,7 @@ fn runtime(db: &PgDatabase) -> Runtime {
 }
 
 #[test]
-fn a_server_restart_fails_work_in_flight_retryably_and_later_work_succeeds() {
+fn a_server_restart_fails_work_retryably_and_later_work_succeeds() {
     let cluster = Cluster::start(TRUST);
     let db = database(&cluster);
     let runtime = runtime(&db);
@@ -85,7 +85,9 @@ fn a_server_restart_fails_work_in_flight_retryably_and_later_work_succeeds() {
         std::thread::sleep(Duration::from_millis(20));
     }
     cluster.stop();
-    std::thread::sleep(Duration::from_millis(700));
+    // Longer than the pool's 1 s open backoff: an outage shorter than that can pass
+    // unseen (waiting work just waits for the next connection).
+    std::thread::sleep(Duration::from_secs(3));
     cluster.start_again();
     let (before, errors) = runtime
         .block_on(program)

@@ -1,9 +1,6 @@
 //! An effectful server on the in-memory backends: settings from the environment and
 //! `.env`, logs at LOG_LEVEL, errors to SENTRY_DSN, `/health`, `/metrics`, and two
 //! programs (`GET /uuid`, `GET /sleep?ms=N`); graceful shutdown on SIGTERM or Ctrl-C.
-//! Built with the `postgres` feature and given `DATABASE_URL`, it serves the Database
-//! family from PostgreSQL (pool sizes from `DATABASE_POOL_MIN_SIZE`/`MAX_SIZE`) and
-//! `/health` checks it with `SELECT 1`.
 //!
 //! ```text
 //! BIND_ADDR=127.0.0.1:8000 LOG_LEVEL=debug cargo run -p effectful-tokio --bin effectful-server
@@ -46,46 +43,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime's builder with the in-memory backends, the Database family on
-/// PostgreSQL instead when `DATABASE_URL` is set (and the `postgres` feature is on).
-#[cfg(feature = "postgres")]
-fn database(
-    world: &MemoryWorld,
-    settings: &Settings,
-) -> Result<
-    (
-        effectful_tokio::RuntimeBuilder,
-        Option<effectful_tokio::postgres::PgDatabase>,
-    ),
-    Box<dyn std::error::Error>,
-> {
-    use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
-    let Some(config) = PgDatabaseConfig::from_settings(settings)? else {
-        return Ok((world.register(Runtime::builder()), None));
-    };
-    let db = PgDatabase::start(config)?;
-    let mut builder = db.register(Runtime::builder());
-    for family in effectful_tokio::memory::MEMORY_FAMILIES {
-        if family != "Database" {
-            let world = world.clone();
-            builder = builder.interpreter(family, move |shard| world.interpreter(family, shard));
-        }
-    }
-    Ok((builder, Some(db)))
-}
-
-#[cfg(not(feature = "postgres"))]
-fn database(
-    world: &MemoryWorld,
-    _settings: &Settings,
-) -> Result<(effectful_tokio::RuntimeBuilder, ()), Box<dyn std::error::Error>> {
-    Ok((world.register(Runtime::builder()), ()))
-}
-
 fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let world = MemoryWorld::new()?;
-    let (builder, database) = database(&world, settings)?;
-    let runtime = builder
+    let runtime = world
+        .register(Runtime::builder())
         .engine(EngineConfig {
             program_timeout: Some(settings.program_timeout),
             ..EngineConfig::default()
@@ -93,15 +54,7 @@ fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         .interpreter("System", |_| SystemInterpreter::new())
         .build()?;
     let app = EffectfulRouter::new(runtime.handle().clone())
-        .health_check(check_fn("memory", || async { Ok(()) }));
-    #[cfg(feature = "postgres")]
-    let app = match &database {
-        Some(db) => app.health_check(db.health_check()),
-        None => app,
-    };
-    #[cfg(not(feature = "postgres"))]
-    let () = database;
-    let app = app
+        .health_check(check_fn("memory", || async { Ok(()) }))
         .program("/uuid", |fx, _request: Request<Bytes>| async move {
             match fx.perform(GenerateUuid {}).await {
                 Ok(id) => (StatusCode::OK, format!("{id}\n")),
