@@ -1,5 +1,7 @@
 //! Criterion benches for effectful live in `benches/`; run `cargo bench -p effectful-benches -- core/step`.
 
+pub mod cpu;
+
 pub mod step {
     //! The round trip `core/step` measures, shared with `examples/stepcount.rs`.
 

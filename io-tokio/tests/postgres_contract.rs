@@ -3,7 +3,8 @@
 //! against the in-memory backend (the same fake the simulator uses): one behaviour,
 //! two implementations.
 
-use std::process::Command;
+mod pg_support;
+
 use std::time::Duration;
 
 use effectful::ProgramError;
@@ -11,30 +12,8 @@ use effectful::memory::Services;
 use effectful_test::contract::{ContractProgram, DatabaseDriver, check_database};
 use effectful_tokio::Runtime;
 use effectful_tokio::memory::MemoryWorld;
-use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
-
-const START_SERVER: &str = "PostgreSQL 15 must answer on 127.0.0.1:5432 with trust auth for user postgres and a database named \"test\"; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (scripts/services does this), and install psql (apt-get install postgresql-client-15)";
-
-fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"));
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}\n{START_SERVER}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use effectful_tokio::postgres::PgDatabase;
+use pg_support::Schema;
 
 fn run_on(runtime: &Runtime, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
     runtime.block_on(async {
@@ -51,19 +30,8 @@ struct Postgres;
 
 impl DatabaseDriver for Postgres {
     fn run(&mut self, case: &str, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
-        let schema = format!("effectful_pg_contract_{case}_{}", std::process::id());
-        psql(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ));
-        let url = format!(
-            "postgresql://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}"
-        );
-        let db = PgDatabase::start(
-            PgDatabaseConfig::from_url(&url)
-                .expect("a valid URL")
-                .pool_size(1, 4),
-        )
-        .expect("started");
+        let schema = Schema::new(&format!("contract_{case}"));
+        let db = PgDatabase::start(schema.config().pool_size(1, 4)).expect("started");
         let runtime = db
             .register(Runtime::builder().shards(1))
             .build()
@@ -71,7 +39,6 @@ impl DatabaseDriver for Postgres {
         let result = run_on(&runtime, program);
         runtime.shutdown(Duration::from_secs(1));
         db.shutdown(Duration::from_secs(5));
-        psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         result
     }
 }

@@ -16,7 +16,7 @@ use super::cancel::CancelRequest;
 use super::config::PgConfig;
 use super::connection::PgConnection;
 use super::database::{self, DatabasePlan, Migration};
-use super::error::PgError;
+use super::error::{PgError, sqlstate::QUERY_CANCELED};
 use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
 use super::scram::NONCE_ENTROPY_LEN;
@@ -184,6 +184,8 @@ struct Conn<K> {
     /// Started, waiting for another connection's migrations.
     parked: bool,
     queries: HashMap<QueryId, Role<K>>,
+    /// Queries whose command timeout sent a cancel request.
+    timed_out: Vec<QueryId>,
 }
 
 /// The Database family over a pool of PostgreSQL connections, sans IO.
@@ -209,7 +211,8 @@ struct Conn<K> {
 ///   the pool opens another; while no connection can be opened, waiting work fails at
 ///   once with a retryable error saying why, instead of waiting out the acquire
 ///   timeout.
-/// - A command timeout cancels only the query that is executing on the server.
+/// - A command timeout cancels only the query that is executing on the server; that
+///   query then fails with a retryable `Timeout` error.
 /// - A room wait (`WaitRoomMessages`) that finds nothing is parked, not answered:
 ///   one pool connection listens on the room's channel while any wait is pending;
 ///   waits run only once it listens, every notification (and every return of the
@@ -466,19 +469,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// Closes every connection; pending work fails with a retryable error.
     pub fn close(&mut self, now: Time) {
         self.tick(now);
-        let waiting: Vec<K> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            self.fail_waiting(
-                &key,
-                ErrorKind::Unavailable,
-                "the database client is shutting down",
-            );
-        }
+        self.fail_all_waiting(
+            ErrorKind::Unavailable,
+            "the database client is shutting down",
+        );
         let room: Vec<(K, &'static str)> = self
             .held
             .drain(..)
@@ -536,17 +530,8 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             .conns
             .values()
             .any(|c| c.opened || c.pg.as_ref().is_some_and(|pg| !pg.is_closed()));
-        if alive {
-            return;
-        }
-        let waiting: Vec<K> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| matches!(j, Job::Waiting { .. }))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            self.fail_waiting(&key, ErrorKind::ConnectionLost, why);
+        if !alive {
+            self.fail_all_waiting(ErrorKind::ConnectionLost, why);
         }
     }
 
@@ -561,6 +546,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                             opened: false,
                             parked: false,
                             queries: HashMap::new(),
+                            timed_out: Vec::new(),
                         },
                     );
                     self.outputs.push_back(Output::Connect { conn });
@@ -674,10 +660,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
 
     /// Drains `conn`'s events and bytes, then the pool's.
     fn drive(&mut self, conn: ConnId) {
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                break;
-            };
+        while let Some(c) = self.conns.get_mut(&conn) {
             let Some(pg) = c.pg.as_mut() else {
                 break;
             };
@@ -695,14 +678,24 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         .get_mut(&conn)
                         .and_then(|c| c.queries.remove(&id));
                     match role {
-                        Some(Role::Job(key)) => self.on_done(key, result),
+                        Some(Role::Job(key)) => {
+                            let timed_out = self.conns.get_mut(&conn).is_some_and(|c| {
+                                let found = c.timed_out.contains(&id);
+                                c.timed_out.retain(|t| *t != id);
+                                found
+                            });
+                            self.on_done(key, result, timed_out);
+                        }
                         Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
                         Some(Role::Migrate) => self.on_migrated(conn, result),
                         Some(Role::Listen) => self.on_listening(conn, result.is_ok()),
                         None => {}
                     }
                 }
-                Event::CancelDue { cancel, .. } => {
+                Event::CancelDue { id, cancel } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.timed_out.push(id);
+                    }
                     self.outputs.push_back(Output::Cancel { cancel });
                 }
                 Event::Closed(error) => {
@@ -885,7 +878,13 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         }
     }
 
-    fn on_done(&mut self, key: K, result: Result<Vec<super::row::ResultSet>, PgError>) {
+    /// `timed_out`: the driver sent a cancel for this query (its command timeout).
+    fn on_done(
+        &mut self,
+        key: K,
+        result: Result<Vec<super::row::ResultSet>, PgError>,
+        timed_out: bool,
+    ) {
         let Some(Job::Running {
             acquire,
             work,
@@ -937,6 +936,19 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             return;
         }
         let effect = work.effect();
+        if timed_out && result.as_ref().err().and_then(PgError::code) == Some(QUERY_CANCELED) {
+            self.outputs.push_back(Output::Answer {
+                key,
+                result: Err(EffectError::timeout(
+                    effect,
+                    format!(
+                        "the query ran past the command timeout ({:?}) and was cancelled on the server",
+                        self.config.pool.command_timeout
+                    ),
+                )),
+            });
+            return;
+        }
         let result = match work {
             Work::Database(plan) => plan.finish(result).map(Reply::Database),
             Work::Ping => result
