@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use effectful::effect::{
-    ConsumeMessage, ConsumeOutcome, DatabaseRequest, DatabaseResponse, Envelope,
-    MessagingRequest, MessagingResponse, MetricsRequest, MetricsResponse, NegativeAcknowledge,
-    QueryMetrics, Request, Response, WaitRoomMessages,
+    ConsumeMessage, ConsumeOutcome, DatabaseRequest, DatabaseResponse, Envelope, MessagingRequest,
+    MessagingResponse, MetricsRequest, MetricsResponse, NegativeAcknowledge, QueryMetrics, Request,
+    Response, WaitRoomMessages,
 };
 use effectful::memory::{Handled, Services};
 use effectful::{EffectId, Family, ProgramId, Std, Time};

@@ -334,7 +334,9 @@ impl Session<'_> {
                         .await;
                 };
                 if !self.post(user.id, text).await? {
-                    return self.error("the message was not stored; send it again").await;
+                    return self
+                        .error("the message was not stored; send it again")
+                        .await;
                 }
                 Ok(())
             }

@@ -326,7 +326,10 @@ fn check_room(room: &[RoomMessage], transcripts: &[&Transcript], violations: &mu
             violations.push(format!("room message {} has seq {}", i + 1, m.seq));
         }
         *stored.entry((&m.name, &m.text)).or_default() += 1;
-        if !said.get(&m.name).is_some_and(|texts| texts.contains(&m.text)) {
+        if !said
+            .get(&m.name)
+            .is_some_and(|texts| texts.contains(&m.text))
+        {
             violations.push(format!(
                 "room message {} ({:?} by {}) was never sent by that client",
                 m.seq, m.text, m.name
@@ -377,9 +380,8 @@ impl Rules<'_> {
                 }
                 Some("message") => {
                     let Some(previous) = last else {
-                        violations.push(format!(
-                            "client {client}: a message before joining at {at}"
-                        ));
+                        violations
+                            .push(format!("client {client}: a message before joining at {at}"));
                         continue;
                     };
                     let Some(m) = self.stored(&frame) else {
@@ -448,9 +450,10 @@ impl Rules<'_> {
         let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
         let end = seqs.last().copied().unwrap_or(0);
         let expected = end.min(u64::from(self.history_length));
-        let consecutive = seqs.iter().enumerate().all(|(i, s)| {
-            *s == end + 1 + i as u64 - seqs.len() as u64
-        });
+        let consecutive = seqs
+            .iter()
+            .enumerate()
+            .all(|(i, s)| *s == end + 1 + i as u64 - seqs.len() as u64);
         if seqs.len() as u64 != expected || !consecutive {
             violations.push(format!(
                 "client {client}: history at {at} is not the newest {expected} messages up to seq {end}: {seqs:?}"
@@ -475,7 +478,13 @@ impl Rules<'_> {
 
     /// Every message stored more than the grace period before the connection closed
     /// reached the client.
-    fn check_caught_up(&self, client: u32, t: &Transcript, last: u64, violations: &mut Vec<String>) {
+    fn check_caught_up(
+        &self,
+        client: u32,
+        t: &Transcript,
+        last: u64,
+        violations: &mut Vec<String>,
+    ) {
         let Some(closed) = t.closed_at.or(t.finished) else {
             return;
         };

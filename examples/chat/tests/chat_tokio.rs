@@ -10,10 +10,10 @@ use std::time::Duration;
 use effectful::effect::{Request, Response, WebSocketRequest, WebSocketResponse};
 use effectful::memory::Services;
 use effectful::{EffectError, EffectId, ProgramId};
-use serde_json::Value;
 use effectful_chat::session::{ChatConfig, SessionEnd, chat_session};
 use effectful_tokio::memory::MemoryWorld;
 use effectful_tokio::{Interpreter, Runtime, ShardCx, SystemInterpreter};
+use serde_json::Value;
 
 /// What a client sends, what it received, and how the server closed it.
 #[derive(Debug, Default)]
@@ -187,7 +187,12 @@ fn two_chat_sessions_on_tokio_see_each_others_messages_through_the_in_memory_roo
     assert_eq!(ada_frames[0]["error"], "join first");
     assert_eq!(ada_frames[1]["type"], "joined");
     assert_eq!(bob_frames[0]["type"], "joined");
-    assert!(bob_frames[1]["error"].as_str().unwrap().starts_with("malformed"));
+    assert!(
+        bob_frames[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed")
+    );
     // Both saw both messages (in their history or live), in the room's order, field
     // for field the same.
     let messages = |frames: &[Value]| -> Vec<Value> {

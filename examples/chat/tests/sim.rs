@@ -62,7 +62,11 @@ fn the_chaos_plan_with_a_hundred_clients_for_an_hour_keeps_every_invariant() {
     assert!(run.violations.is_empty(), "{:#?}", run.violations);
     assert!(run.report.faults > 100, "{}", run.report);
     assert!(run.acked > 1000, "{} acks", run.acked);
-    assert!(run.deliveries > 10 * run.acked, "{} deliveries", run.deliveries);
+    assert!(
+        run.deliveries > 10 * run.acked,
+        "{} deliveries",
+        run.deliveries
+    );
 }
 
 /// The database restarts (dropping every listener) and goes away for a minute while
@@ -246,9 +250,17 @@ fn two_clients_speak_the_json_protocol() {
     let bob = frames(&transcripts[1].received);
     let kinds: Vec<&str> = bob.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["joined", "message", "message", "error"]);
-    assert_eq!(bob[1], alice[4], "both see the same message, field for field");
+    assert_eq!(
+        bob[1], alice[4],
+        "both see the same message, field for field"
+    );
     assert_eq!(bob[2], alice[5]);
-    assert!(bob[3]["error"].as_str().unwrap().starts_with("already joined"));
+    assert!(
+        bob[3]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("already joined")
+    );
     let stored = sim.services().database.room();
     assert_eq!(stored.len(), 2);
     assert_eq!(bob[1]["created_at"], stored[0].created_at.to_string());

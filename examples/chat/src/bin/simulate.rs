@@ -385,7 +385,9 @@ fn main() -> ExitCode {
     println!(
         "acknowledged messages:     {acked} (seen by their sender once stored; each checked stored once)"
     );
-    println!("deliveries:                {deliveries} (room messages to joined clients, each checked)");
+    println!(
+        "deliveries:                {deliveries} (room messages to joined clients, each checked)"
+    );
     println!("wall time:                 {:.3} s", wall.as_secs_f64());
     println!(
         "simulated effects / s:     {:.0}",
