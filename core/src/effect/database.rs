@@ -263,7 +263,7 @@ pub struct ChatUser {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMessage {
     /// Its place in the room: 1 for the first message, then one more for each. Commit
-    /// order is `seq` order (see the [module docs](self)).
+    /// order is `seq` order (see [`PostRoomMessage`]).
     pub seq: u64,
     /// The message's id.
     pub id: Uuid,

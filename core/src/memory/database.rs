@@ -571,6 +571,120 @@ mod tests {
         db.handle(now, request).expect("no error")
     }
 
+    fn effect(n: u32) -> EffectId {
+        EffectId {
+            program: crate::ProgramId {
+                index: n,
+                generation: 0,
+            },
+            slot: 0,
+            generation: 0,
+        }
+    }
+
+    fn post(db: &mut FakeDatabase, user_id: Uuid, text: &str, id: Option<Uuid>) -> RoomMessage {
+        let request = PostRoomMessage {
+            user_id,
+            text: text.into(),
+            message_id: id,
+        };
+        match db.handle(
+            Time::from_secs(1),
+            DatabaseRequest::PostRoomMessage(request),
+        ) {
+            Ok(DatabaseResponse::PostRoomMessage(m)) => *m,
+            other => panic!("expected a stored message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joining_finds_or_creates_one_user_per_name_and_posts_get_consecutive_seqs() {
+        let mut db = db();
+        let ada = db.join_chat("ada".into());
+        assert_eq!(
+            db.join_chat("ada".into()),
+            ada,
+            "a later join finds the user"
+        );
+        assert_ne!(
+            db.join_chat("Ada".into()).id,
+            ada.id,
+            "names compare exactly"
+        );
+        let first = post(&mut db, ada.id, "one", None);
+        let id = Uuid::from_u128(7);
+        let second = post(&mut db, ada.id, "two", Some(id));
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert_eq!(second.name, "ada");
+        // A retry of the same post answers the stored row; a reuse of its id for
+        // another text is a unique violation; an unknown author a foreign-key one.
+        assert_eq!(post(&mut db, ada.id, "two", Some(id)), second);
+        let reuse = PostRoomMessage {
+            user_id: ada.id,
+            text: "other".into(),
+            message_id: Some(id),
+        };
+        let err = db
+            .handle(Time::ZERO, DatabaseRequest::PostRoomMessage(reuse))
+            .unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some("23505".into())
+            }
+        );
+        let stranger = PostRoomMessage {
+            user_id: Uuid::from_u128(9),
+            text: "hi".into(),
+            message_id: None,
+        };
+        let err = db
+            .handle(Time::ZERO, DatabaseRequest::PostRoomMessage(stranger))
+            .unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some("23503".into())
+            }
+        );
+        assert_eq!(db.room().len(), 2);
+        let history: Vec<u64> = db.room_history(1).iter().map(|m| m.seq).collect();
+        assert_eq!(history, [2]);
+        assert_eq!(db.room_history(0).len(), 1, "a limit of 0 reads as 1");
+    }
+
+    #[test]
+    fn a_parked_wait_gets_the_next_post_and_a_cancelled_one_leaves_nothing() {
+        let mut db = db();
+        let ada = db.join_chat("ada".into());
+        let wait = |after_seq| WaitRoomMessages {
+            after_seq,
+            limit: 10,
+        };
+        assert_eq!(db.wait_room(effect(1), wait(0)), None);
+        assert_eq!(db.wait_room(effect(2), wait(0)), None);
+        assert!(db.stop_waiting_room(effect(2)));
+        assert!(!db.stop_waiting_room(effect(2)), "stopped once");
+        let m = post(&mut db, ada.id, "hello", None);
+        assert_eq!(
+            db.poll_room_handed_over(),
+            Some((effect(1), vec![m.clone()]))
+        );
+        assert_eq!(
+            db.poll_room_handed_over(),
+            None,
+            "the cancelled wait got nothing"
+        );
+        assert_eq!(db.room_waiting(), 0);
+        // Something is there already: answered at once. A wait ahead of the room
+        // stays parked until a message beyond it, and a restart drops it.
+        assert_eq!(db.wait_room(effect(3), wait(0)), Some(vec![m]));
+        assert_eq!(db.wait_room(effect(4), wait(1)), None);
+        assert_eq!(db.drop_room_waiters(), [effect(4)]);
+        post(&mut db, ada.id, "again", None);
+        assert_eq!(db.poll_room_handed_over(), None);
+    }
+
     #[test]
     fn creating_a_user_with_a_taken_email_says_email_taken() {
         let mut db = db();

@@ -34,7 +34,10 @@ impl Client {
             .to_send
             .front()
             .is_some_and(|(after, _)| self.received.len() >= *after);
-        if let (true, Some((id, replier))) = (due, self.waiting.take()) {
+        if !due {
+            return;
+        }
+        if let Some((id, replier)) = self.waiting.take() {
             let (_, line) = self.to_send.pop_front().expect("due");
             let answer = Response::WebSocket(WebSocketResponse::ReceiveText(line));
             replier.answer(id, Ok(answer));
