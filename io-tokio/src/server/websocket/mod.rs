@@ -109,8 +109,9 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// The program's output is dropped; how it ended picks the close code (see the
-    /// [module](self)). A failed program is logged and reported like an HTTP one.
+    /// The program's output is dropped; how it ended picks the close code (1000
+    /// returned, 1001 aborted at shutdown, 1008 `Timeout` past its deadline, 1011
+    /// failed). A failed program is logged and reported like an HTTP one.
     pub fn websocket<P, Fut, T>(mut self, path: &str, route: WsRoute, program: P) -> Self
     where
         P: Fn(Fx<F>, WsConnect) -> Fut + Clone + Send + Sync + 'static,
