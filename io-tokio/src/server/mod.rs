@@ -239,21 +239,7 @@ where
     let started = Instant::now();
     let joined = match state.handle.spawn(move |fx| program(fx, request)).await {
         Ok(join) => join.await,
-        Err(SpawnError::ShuttingDown) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down\n",
-            )
-                .into_response();
-        }
-        Err(e) => {
-            tracing::warn!(route, error = %e, "program not started");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry later\n",
-            )
-                .into_response();
-        }
+        Err(e) => return not_started(route, &e),
     };
     state
         .metrics
@@ -270,6 +256,24 @@ where
             (status, format!("the program failed: {}\n", kind(&error))).into_response()
         }
     }
+}
+
+/// The answer when a program could not start: 503, saying whether the server is
+/// shutting down or busy.
+pub(crate) fn not_started(route: &str, error: &SpawnError) -> Response {
+    if *error == SpawnError::ShuttingDown {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down\n",
+        )
+            .into_response();
+    }
+    tracing::warn!(route, %error, "program not started");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy; retry later\n",
+    )
+        .into_response()
 }
 
 fn kind(error: &ProgramError) -> &'static str {

@@ -34,7 +34,7 @@ use effectful::websocket::{Acceptor, HandshakeError, UpgradeRequest, WsConfig};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use super::{EffectfulRouter, ServerState, report_program_error};
+use super::{EffectfulRouter, ServerState, not_started, report_program_error};
 use crate::{SpawnError, SplitStd};
 
 pub use shard::WebSocketInterpreter;
@@ -109,8 +109,9 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// The program's output is dropped; how it ended picks the close code (see the
-    /// [module](self)). A failed program is logged and reported like an HTTP one.
+    /// The program's output is dropped; how it ended picks the close code (1000
+    /// returned, 1001 aborted at shutdown, 1008 `Timeout` past its deadline, 1011
+    /// failed). A failed program is logged and reported like an HTTP one.
     pub fn websocket<P, Fut, T>(mut self, path: &str, route: WsRoute, program: P) -> Self
     where
         P: Fn(Fx<F>, WsConnect) -> Fut + Clone + Send + Sync + 'static,
@@ -145,11 +146,7 @@ where
     T: Send + 'static,
 {
     if state.shutting_down() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down\n",
-        )
-            .into_response();
+        return not_started(&name, &SpawnError::ShuttingDown);
     }
     let accepted = {
         let headers: Vec<(&str, &[u8])> = request
@@ -187,21 +184,7 @@ where
         .await;
     let join = match spawned {
         Ok(join) => join,
-        Err(SpawnError::ShuttingDown) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down\n",
-            )
-                .into_response();
-        }
-        Err(e) => {
-            tracing::warn!(route = &*name, error = %e, "WebSocket program not started");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry later\n",
-            )
-                .into_response();
-        }
+        Err(e) => return not_started(&name, &e),
     };
     let metrics = state.metrics.clone();
     tokio::spawn(async move {

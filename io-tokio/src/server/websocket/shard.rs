@@ -411,7 +411,13 @@ impl Drop for FlushOnDrop {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// See the module's notes on [how effects are answered](self).
+/// `ReceiveText` takes the oldest unread text frame or waits for the next (a frame
+/// handed to a receive that was cancelled meanwhile goes back first, so none is
+/// lost); `SendText` is answered once queued, and fails past
+/// `WsConfig::max_queued_bytes` (the session closes with 1008 `Client too slow`);
+/// `Close` starts the close handshake. After the connection ended, the frames that
+/// came first are still read, then every effect fails with `WebSocketClosed` and the
+/// close code (1006: the client vanished). Binary messages are dropped.
 pub struct WebSocketInterpreter<F: SplitStd = effectful::Std> {
     sessions: ShardSessions,
     family: PhantomData<fn() -> F>,
