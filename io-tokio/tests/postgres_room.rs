@@ -3,58 +3,29 @@
 //! catch up once it listens again), and concurrent first joins of one name. Each
 //! test in a schema of its own.
 
-use std::process::Command;
 use std::time::Duration;
 
 use effectful::effect::{JoinChat, PostRoomMessage, RoomMessage, WaitRoomMessages};
 use effectful::{EffectError, Fx, join_all};
 use effectful_tokio::Runtime;
-use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
+use effectful_tokio::postgres::PgDatabase;
 
-const START_SERVER: &str = "PostgreSQL 15 must answer on 127.0.0.1:5432 with trust auth for user postgres and a database named \"test\"; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (scripts/services does this), and install psql (apt-get install postgresql-client-15)";
+mod pg_support;
 
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-Atqc",
-            sql,
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"));
-    assert!(
-        out.status.success(),
-        "psql {sql:?} failed: {}\n{START_SERVER}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use pg_support::{Schema, psql};
 
-/// A schema of this test's own, dropped at the end; its pool's backends carry its
-/// name as `application_name`.
+/// A schema of this test's own (dropped at the end; its pool's backends carry its
+/// name as `application_name`), a pool and a runtime on it.
 struct Room {
-    schema: String,
+    schema: Schema,
     db: PgDatabase,
     runtime: Runtime,
 }
 
 impl Room {
     fn new(tag: &str) -> Room {
-        let schema = format!("effectful_pg_room_{tag}_{}", std::process::id());
-        psql(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ));
-        let url = format!(
-            "postgresql://postgres@127.0.0.1:5432/test?application_name={schema}&options=-c%20search_path%3D{schema}"
-        );
-        let config = PgDatabaseConfig::from_url(&url)
-            .expect("a valid URL")
-            .pool_size(2, 6);
+        let schema = Schema::new(&format!("room_{tag}"));
+        let config = schema.config().pool_size(2, 6);
         let db = PgDatabase::start(config).expect("started");
         let runtime = db
             .register(Runtime::builder().shards(2))
@@ -130,7 +101,7 @@ impl Room {
     fn backends_running(&self, query: &str) -> usize {
         psql(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND query LIKE '{query}%'",
-            self.schema
+            self.schema.name
         ))
         .parse()
         .expect("a count")
@@ -144,10 +115,6 @@ impl Room {
 impl Drop for Room {
     fn drop(&mut self) {
         self.db.shutdown(Duration::from_secs(2));
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-            .output();
     }
 }
 
@@ -250,13 +217,13 @@ fn waits_catch_up_after_the_listener_dies() {
     psql(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = '{}' AND query LIKE 'LISTEN%'",
-        room.schema
+        room.schema.name
     ));
     psql(&format!(
         "SET search_path = {s}; \
          SELECT seq FROM {s}.effectful_post_room_message(\
             (SELECT id FROM {s}.effectful_join_chat('psql')), 'while nobody listened', NULL)",
-        s = room.schema
+        s = room.schema.name
     ));
     room.runtime.block_on(async {
         for handle in waiting {
@@ -288,7 +255,7 @@ fn concurrent_first_joins_of_one_name_make_one_user() {
     assert_eq!(
         psql(&format!(
             "SELECT count(*) FROM {}.chat_users WHERE name = 'dave'",
-            room.schema
+            room.schema.name
         )),
         "1"
     );

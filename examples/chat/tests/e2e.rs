@@ -6,6 +6,11 @@
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
+
+#[path = "../../../io-tokio/tests/pg_support/mod.rs"]
+mod pg_support;
+
+use pg_support::{Schema, psql};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,57 +25,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-Atqc",
-            sql,
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("psql: {e}\n{NEEDS}"));
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}\n{NEEDS}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A schema of the test's own, dropped at the end.
-struct Schema(String);
-
-impl Schema {
-    fn new(tag: &str) -> Schema {
-        let name = format!("effectful_chat_e2e_{tag}_{}", std::process::id());
-        psql(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ));
-        Schema(name)
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgresql://postgres@127.0.0.1:5432/test?application_name={0}&options=-c%20search_path%3D{0}",
-            self.0
-        )
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
-            .output();
-    }
 }
 
 /// A throwaway `redis-server`, restartable on its port.
@@ -267,7 +221,7 @@ async fn two_instances_share_one_room_and_every_client_sees_each_message_once() 
     assert_eq!(
         psql(&format!(
             "SELECT count(*) FROM {}.chat_room_messages",
-            schema.0
+            schema.name
         )),
         "5",
         "each message is stored once"
@@ -380,7 +334,7 @@ async fn a_redis_restart_mid_conversation_loses_no_stored_message() {
     assert_eq!(seen_b, expected);
     let stored: Vec<String> = psql(&format!(
         "SELECT text FROM {}.chat_room_messages ORDER BY seq",
-        schema.0
+        schema.name
     ))
     .lines()
     .map(str::to_owned)
