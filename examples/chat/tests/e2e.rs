@@ -113,15 +113,19 @@ impl Server {
 
     /// `/health`'s status code, if it answers.
     fn health(&self) -> Option<u16> {
+        self.get("/health")?.split(' ').nth(1)?.parse().ok()
+    }
+
+    /// The whole HTTP reply to `GET path`, if it answers.
+    fn get(&self, path: &str) -> Option<String> {
         use std::io::{Read, Write};
         let mut socket = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         socket.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        socket
-            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).ok()?;
         let mut reply = String::new();
         socket.read_to_string(&mut reply).ok()?;
-        reply.split(' ').nth(1)?.parse().ok()
+        Some(reply)
     }
 
     fn url(&self) -> String {
@@ -250,6 +254,13 @@ async fn two_instances_share_one_room_and_every_client_sees_each_message_once() 
             ("bob", "message 4")
         ]
     );
+    // /metrics: the sessions open and the PostgreSQL pool's share in use.
+    wait_for("/metrics to show the pool", || {
+        one.get("/metrics").is_some_and(|m| {
+            m.contains("effectful_pool_utilization{pool=\"database\"}")
+                && m.contains("effectful_websocket_sessions_open 2")
+        })
+    });
     // The same name joins as the same user, on either instance.
     let (_again, joined) = Client::join(&two, "alice").await;
     let (_, first) = Client::join(&one, "alice").await;

@@ -189,6 +189,7 @@ fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(redis) = &redis {
         app = app.health_check(redis.health_check());
     }
+    let metrics = app.metrics().clone();
     let app = app.into_router();
 
     let io = tokio::runtime::Builder::new_current_thread()
@@ -198,6 +199,19 @@ fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(settings.bind_addr).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "chat_server listening: open http://{addr}/");
+        if let Some(db) = database.clone() {
+            // /metrics: the PostgreSQL pool's share in use, every second.
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    let Some(status) = db.status().await else {
+                        break;
+                    };
+                    metrics.set_pool_utilization("database", status.utilisation);
+                }
+            });
+        }
         serve(
             listener,
             app,
