@@ -1,6 +1,7 @@
 //! Chat room waits on the real PostgreSQL server: parked waits woken by a post's
-//! NOTIFY, many waits on one query, a cancelled wait, a listener that dies (waits
-//! catch up once it listens again), and concurrent first joins of one name. Each
+//! NOTIFY, many waits on one query, waits served from what the service already read
+//! (or parked without a query), a cancelled wait, a listener that dies (waits catch
+//! up once it listens again), and concurrent first joins of one name. Each
 //! test in a schema of its own.
 
 use std::time::Duration;
@@ -234,6 +235,81 @@ fn waits_catch_up_after_the_listener_dies() {
         }
     });
     wait_until("the listener is back", || room.listening());
+}
+
+/// While the room's table is renamed away every query for the room fails, so a wait
+/// that is answered (or parks quietly) in that time was served without a query.
+fn with_room_table_hidden<T>(room: &Room, during: impl FnOnce() -> T) -> T {
+    let s = &room.schema.name;
+    psql(&format!(
+        "ALTER TABLE {s}.chat_room_messages RENAME TO hidden_messages"
+    ));
+    let result = during();
+    psql(&format!(
+        "ALTER TABLE {s}.hidden_messages RENAME TO chat_room_messages"
+    ));
+    result
+}
+
+#[test]
+fn waits_for_messages_already_read_are_answered_without_a_query() {
+    let room = Room::new("cached");
+    for text in ["one", "two", "three"] {
+        room.post("dora", text);
+    }
+    let first = room.run(|fx| async move {
+        fx.perform(WaitRoomMessages {
+            after_seq: 0,
+            limit: 50,
+        })
+        .await
+    });
+    assert_eq!(texts(first), ["1:one", "2:two", "3:three"]);
+    let answers = with_room_table_hidden(&room, || {
+        let waiting = room.waiters(40, 1);
+        room.runtime.block_on(async {
+            let mut answers = Vec::new();
+            for handle in waiting {
+                answers.push(texts(handle.await.expect("finished")));
+            }
+            answers
+        })
+    });
+    assert_eq!(answers.len(), 40);
+    for answer in answers {
+        assert_eq!(answer, ["2:two", "3:three"]);
+    }
+}
+
+#[test]
+fn waits_after_the_newest_message_park_without_a_query() {
+    let room = Room::new("horizon");
+    room.post("erin", "first");
+    // This wait finds nothing after seq 1 while the listener listens: every later
+    // post will notify, so waits after seq 1 need not ask the server.
+    let first = room.waiters(1, 1);
+    wait_until("the wait listens", || room.listening());
+    std::thread::sleep(Duration::from_millis(100));
+    let later = with_room_table_hidden(&room, || {
+        let later = room.waiters(20, 1);
+        // Had they queried, they would have failed (the table is gone) and finished.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut later = later;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for handle in &mut later {
+            assert!(
+                std::pin::Pin::new(handle).poll(&mut cx).is_pending(),
+                "the waits are parked, not answered"
+            );
+        }
+        later
+    });
+    room.post("erin", "second");
+    room.runtime.block_on(async {
+        for handle in first.into_iter().chain(later) {
+            assert_eq!(texts(handle.await.expect("finished")), ["2:second"]);
+        }
+    });
 }
 
 #[test]

@@ -35,6 +35,7 @@ mod error;
 mod event;
 mod numeric;
 mod pool;
+mod room;
 mod row;
 mod scram;
 mod service;

@@ -19,6 +19,7 @@ use super::database::{self, DatabasePlan, Migration};
 use super::error::{PgError, sqlstate::QUERY_CANCELED};
 use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
+use super::room::Room;
 use super::scram::NONCE_ENTROPY_LEN;
 use crate::effect::{DatabaseRequest, DatabaseResponse};
 use crate::{EffectError, ErrorKind, Time};
@@ -156,6 +157,8 @@ enum Job<K> {
         acquire: AcquireId,
         work: Work,
         cancelled: bool,
+        /// [`PgService::epoch`] when it was sent.
+        epoch: u64,
     },
 }
 
@@ -218,6 +221,14 @@ struct Conn<K> {
 ///   waits run only once it listens, every notification (and every return of the
 ///   listener after a loss) runs the parked waits again, one query per distinct
 ///   `seq`, so a post committed while nobody listened is caught up, not missed.
+/// - With a busy room, one query per post serves every waiting session: the service
+///   keeps the room's latest messages as its queries read them (stored messages never
+///   change) and answers a wait they cover at once; while it listens it keeps a
+///   *horizon*, a `seq` after which every message notifies, and a wait after the
+///   horizon parks at once, without a query. The horizon rises with each
+///   notification (its payload is the post's `seq`) and each complete answer of a
+///   query sent while listening; it is forgotten when the listener is lost. A wait
+///   that finds nothing although a later post notified meanwhile runs again.
 pub struct PgService<K> {
     config: ServiceConfig,
     pool: Pool,
@@ -231,6 +242,10 @@ pub struct PgService<K> {
     /// `LISTEN` could miss the notification of a post that commits in between).
     held: Vec<(K, Work)>,
     listener: Listener,
+    /// What is known of the room: its latest messages and the horizon.
+    room: Room,
+    /// The room wait whose query answers every wait for the same `seq` and page size.
+    room_leaders: HashMap<(u64, u32), K>,
     acquires: HashMap<AcquireId, K>,
     outputs: VecDeque<Output<K>>,
     migrated: bool,
@@ -267,6 +282,8 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             riders: HashMap::new(),
             held: Vec::new(),
             listener: Listener::Idle,
+            room: Room::default(),
+            room_leaders: HashMap::new(),
             now,
         };
         service.drain_pool();
@@ -323,9 +340,14 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             });
             return;
         }
-        if work.room_wait().is_some() && !matches!(self.listener, Listener::Listening { .. }) {
-            self.held.push((key, work));
-            self.ensure_listener();
+        if work.room_wait().is_some() {
+            if !self.is_listening() {
+                self.held.push((key, work));
+                self.ensure_listener();
+                self.drain_pool();
+                return;
+            }
+            self.serve_room_wait(key, work);
             self.drain_pool();
             return;
         }
@@ -354,10 +376,19 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 let Some(Job::Waiting { work, .. }) = self.jobs.remove(key) else {
                     return false;
                 };
+                let leads = work
+                    .room_wait()
+                    .filter(|wait| self.room_leaders.get(wait) == Some(key));
+                if let Some(wait) = leads {
+                    self.room_leaders.remove(&wait);
+                }
                 // A leader's riders still want the query: the first takes its place.
                 match self.riders.remove(key).filter(|r| !r.is_empty()) {
                     Some(mut riders) => {
                         let next = riders.remove(0);
+                        if let Some(wait) = leads {
+                            self.room_leaders.insert(wait, next.clone());
+                        }
                         for rider in &riders {
                             if let Some(Job::Riding { leader, .. }) = self.jobs.get_mut(rider) {
                                 *leader = next.clone();
@@ -495,6 +526,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         }
         self.parked.clear();
         self.riders.clear();
+        self.room_leaders.clear();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in ids {
             match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
@@ -516,10 +548,8 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         if let Some(Job::Waiting { acquire, work }) = self.jobs.remove(key) {
             self.pool.cancel_acquire(self.now, acquire);
             self.acquires.remove(&acquire);
-            self.outputs.push_back(Output::Answer {
-                key: key.clone(),
-                result: Err(EffectError::new(work.effect(), kind, message)),
-            });
+            let result = Err(EffectError::new(work.effect(), kind, message));
+            self.answer(key.clone(), result);
         }
     }
 
@@ -583,16 +613,14 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     }
                     if let Some(key) = self.acquires.remove(&acquire) {
                         if let Some(Job::Waiting { work, .. }) = self.jobs.remove(&key) {
-                            self.outputs.push_back(Output::Answer {
-                                key,
-                                result: Err(EffectError::timeout(
-                                    work.effect(),
-                                    format!(
-                                        "no PostgreSQL connection was free within the pool's acquire timeout ({:?})",
-                                        self.config.pool.acquire_timeout
-                                    ),
-                                )),
-                            });
+                            let result = Err(EffectError::timeout(
+                                work.effect(),
+                                format!(
+                                    "no PostgreSQL connection was free within the pool's acquire timeout ({:?})",
+                                    self.config.pool.acquire_timeout
+                                ),
+                            ));
+                            self.answer(key, result);
                         }
                     }
                 }
@@ -615,13 +643,11 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         let Some(c) = self.conns.get_mut(&conn) else {
             self.pool.release(self.now, acquire, Release::Broken);
-            self.outputs.push_back(Output::Answer {
-                key,
-                result: Err(EffectError::connection_lost(
-                    work.effect(),
-                    "the PostgreSQL connection closed before the query was sent",
-                )),
-            });
+            let result = Err(EffectError::connection_lost(
+                work.effect(),
+                "the PostgreSQL connection closed before the query was sent",
+            ));
+            self.answer(key, result);
             return;
         };
         let sent = match (&mut c.pg, &work) {
@@ -638,6 +664,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         acquire,
                         work,
                         cancelled: false,
+                        epoch: self.room.epoch(),
                     },
                 );
                 self.drive(conn);
@@ -650,10 +677,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 };
                 self.pool.release(self.now, acquire, how);
                 let effect = work.effect();
-                self.outputs.push_back(Output::Answer {
-                    key,
-                    result: Err(e.to_effect_error(effect)),
-                });
+                self.answer(key, Err(e.to_effect_error(effect)));
             }
         }
     }
@@ -702,7 +726,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     self.on_closed(conn, &error);
                     break;
                 }
-                Event::Notification(n) if n.channel == database::ROOM_CHANNEL => self.wake_room(),
+                Event::Notification(n) if n.channel == database::ROOM_CHANNEL => {
+                    self.on_room_notified(&n.payload)
+                }
                 // No TLS here (the driver asks for none); notices and other
                 // notifications carry nothing the Database family answers with.
                 Event::StartTls | Event::Notice(_) | Event::Notification(_) => {}
@@ -756,39 +782,75 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             return;
         }
         self.listener = Listener::Listening { acquire, conn };
+        self.room.forget_horizon();
         for (key, work) in std::mem::take(&mut self.held) {
-            self.enqueue(key, work);
+            self.serve_room_wait(key, work);
         }
         self.wake_room();
     }
 
-    /// A post notified (or the listener came back): every parked wait runs again, one
-    /// query per distinct `seq` and page size, the others riding on it.
+    fn is_listening(&self) -> bool {
+        matches!(self.listener, Listener::Listening { .. })
+    }
+
+    /// A post committed and notified (its payload is its `seq`): the parked waits run
+    /// again.
+    fn on_room_notified(&mut self, payload: &str) {
+        self.room.notified(payload);
+        self.wake_room();
+    }
+
+    /// Runs again every parked wait (while listening; once listening otherwise).
     fn wake_room(&mut self) {
-        let parked = std::mem::take(&mut self.parked);
-        let mut leaders: Vec<((u64, u32), K)> = Vec::new();
-        for key in parked {
-            let Some(Job::Parked { work }) = self.jobs.remove(&key) else {
-                continue;
-            };
-            let wait = work.room_wait();
-            match leaders.iter().find(|(w, _)| Some(*w) == wait) {
-                Some((_, leader)) => {
-                    let leader = leader.clone();
-                    self.riders
-                        .entry(leader.clone())
-                        .or_default()
-                        .push(key.clone());
-                    self.jobs.insert(key, Job::Riding { leader, work });
-                }
-                None => {
-                    if let Some(wait) = wait {
-                        leaders.push((wait, key.clone()));
-                    }
-                    self.enqueue(key, work);
+        if !self.is_listening() {
+            return;
+        }
+        for key in std::mem::take(&mut self.parked) {
+            if let Some(Job::Parked { work }) = self.jobs.remove(&key) {
+                self.serve_room_wait(key, work);
+            }
+        }
+    }
+
+    /// A room wait, while listening: answered from what is known of the room if it
+    /// can be; parked if nothing can be there yet; otherwise on the server, riding on
+    /// the query of a wait for the same `seq` and page size if one is under way.
+    fn serve_room_wait(&mut self, key: K, work: Work) {
+        let Some(wait @ (after, limit)) = work.room_wait() else {
+            self.enqueue(key, work);
+            return;
+        };
+        if let Some(found) = self.room.answer(after, limit) {
+            let result = Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(found)));
+            self.outputs.push_back(Output::Answer { key, result });
+        } else if self.room.must_park(after) {
+            self.park(key, work);
+        } else if let Some(leader) = self.room_leaders.get(&wait).cloned() {
+            self.riders
+                .entry(leader.clone())
+                .or_default()
+                .push(key.clone());
+            self.jobs.insert(key, Job::Riding { leader, work });
+        } else {
+            self.room_leaders.insert(wait, key.clone());
+            self.enqueue(key, work);
+        }
+    }
+
+    /// Answers `key`, and the room waits riding on it with the same result.
+    fn answer(&mut self, key: K, result: Result<Reply, EffectError>) {
+        self.room_leaders.retain(|_, leader| *leader != key);
+        if let Some(riders) = self.riders.remove(&key) {
+            for rider in riders {
+                if self.jobs.remove(&rider).is_some() {
+                    self.outputs.push_back(Output::Answer {
+                        key: rider,
+                        result: result.clone(),
+                    });
                 }
             }
         }
+        self.outputs.push_back(Output::Answer { key, result });
     }
 
     fn park(&mut self, key: K, work: Work) {
@@ -889,6 +951,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             acquire,
             work,
             cancelled,
+            epoch,
         }) = self.jobs.remove(&key)
         else {
             return;
@@ -899,17 +962,22 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             _ => Release::Clean,
         };
         self.pool.release(self.now, acquire, how);
-        let riders = self.riders.remove(&key).unwrap_or_default();
-        if work.room_wait().is_some() {
+        if let Some(wait @ (after, limit)) = work.room_wait() {
+            if self.room_leaders.get(&wait) == Some(&key) {
+                self.room_leaders.remove(&wait);
+            }
+            let riders = self.riders.remove(&key).unwrap_or_default();
             let leader_work = work.clone();
             let found = match work {
                 Work::Database(plan) => plan.finish(result).map(Reply::Database),
                 Work::Ping => return,
             };
-            let nothing_yet = matches!(
-                &found,
-                Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(m))) if m.is_empty()
-            );
+            let mut nothing_yet = false;
+            if let Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(read))) = &found {
+                let listening_held = epoch == self.room.epoch() && self.is_listening();
+                self.room.learn(after, limit, read, listening_held);
+                nothing_yet = read.is_empty();
+            }
             let mut group: Vec<(K, Work)> = riders
                 .into_iter()
                 .filter_map(|rider| match self.jobs.remove(&rider) {
@@ -921,13 +989,17 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 group.insert(0, (key, leader_work));
             }
             for (member, member_work) in group {
-                if nothing_yet {
-                    self.park(member, member_work);
-                } else {
+                if !nothing_yet {
                     self.outputs.push_back(Output::Answer {
                         key: member,
                         result: found.clone(),
                     });
+                } else if self.is_listening() {
+                    // Parks, unless a post notified while the query ran (or the answer
+                    // is from before the listener came back): then it runs again.
+                    self.serve_room_wait(member, member_work);
+                } else {
+                    self.park(member, member_work);
                 }
             }
             return;
@@ -976,6 +1048,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             if l == conn {
                 // Posts made while nobody listens are caught up once listening again.
                 self.listener = Listener::Idle;
+                self.room.forget_horizon();
                 self.ensure_listener();
             }
         }
