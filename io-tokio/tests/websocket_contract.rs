@@ -5,11 +5,13 @@
 //! effects failed with, the frames the client received (in order) and how the
 //! connection ended.
 //!
-//! The cases the simulator models: a client that closes (1000), one that vanishes
-//! (1006), one that lingers until the program's deadline (1008), and a program that
-//! returns with the connection open (1000 from the server). Frame limits (1009) and
-//! slow clients (1008 `Client too slow`) are the session's alone: the simulator
-//! delivers every frame, so `server_websocket.rs` checks those on the real route only.
+//! The cases: a client that closes (1000), one that vanishes (1006), one that
+//! lingers until the program's deadline (1008), a program that returns with the
+//! connection open (1000 from the server), a text over the limit (1009), and a client
+//! that stops reading while the program floods it (1008 `Client too slow`). For the
+//! last, the two agree on everything but how many frames were accepted before the
+//! refusal: a real socket's buffers take some first, the model's none (it refuses
+//! sooner, never later), so the test checks that count's relation, not equality.
 
 mod support;
 
@@ -17,8 +19,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use effectful::effect::{ReceiveText, SendText};
+use effectful::websocket::WsConfig;
 use effectful::{EngineConfig, ErrorKind, Fx, Time};
-use effectful_test::sim::{Connection, ConnectionEnd, ConnectionState, SimConfig, Simulation};
+use effectful_test::sim::{
+    Connection, ConnectionEnd, ConnectionState, SimConfig, Simulation, WsLimits,
+};
 use effectful_tokio::Runtime;
 use effectful_tokio::server::{EffectfulRouter, WebSocketInterpreter, WsRoute};
 use futures_util::{SinkExt, StreamExt};
@@ -29,6 +34,22 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const GAP: Duration = Duration::from_millis(10);
 const DEADLINE: Duration = Duration::from_millis(800);
+/// The limits both sides keep: the longest text a client may send, and what the
+/// server holds for a client that stopped reading.
+const LIMITS: WsLimits = WsLimits {
+    max_message_size: 1024,
+    max_queued_bytes: 64 * 1024,
+};
+/// What the program sends, over and over, when told to "flood".
+const CHUNK: usize = 16 * 1024;
+
+fn ws_config() -> WsConfig {
+    let mut config = WsConfig::default();
+    config.max_frame_size = LIMITS.max_message_size;
+    config.max_message_size = LIMITS.max_message_size;
+    config.max_queued_bytes = LIMITS.max_queued_bytes;
+    config
+}
 
 /// What one run showed: the program's reads and the code its effects failed with
 /// (`None`: it returned on "quit"), or `None` if it never returned (its deadline);
@@ -40,12 +61,24 @@ struct Observed {
     ended: ConnectionState,
 }
 
-/// Echoes each text; returns on "quit" (with the connection open).
+/// Echoes each text; returns on "quit" (with the connection open); on "flood", sends
+/// `CHUNK` bytes over and over until a send fails, then returns what it read, with one
+/// entry per accepted chunk (`"sent"`) and the failure's reason.
 async fn program(fx: Fx) -> (Vec<String>, Option<u16>) {
     let mut read = Vec::new();
     loop {
         match fx.perform(ReceiveText {}).await {
             Ok(text) if text == "quit" => return (read, None),
+            Ok(text) if text == "flood" => loop {
+                let chunk = "y".repeat(CHUNK);
+                if let Err(e) = fx.perform(SendText { text: chunk }).await {
+                    if let ErrorKind::WebSocketClosed { reason, .. } = &e.kind {
+                        read.push(reason.clone());
+                    }
+                    return (read, code(&e.kind));
+                }
+                read.push("sent".into());
+            },
             Ok(text) => {
                 read.push(text.clone());
                 if let Err(e) = fx.perform(SendText { text }).await {
@@ -76,6 +109,7 @@ fn script(messages: &[&str], end: ConnectionEnd) -> Connection {
 fn simulated(script: Connection) -> Observed {
     let mut config = SimConfig::new(3);
     config.program_timeout = Some(DEADLINE);
+    config.websocket = LIMITS;
     let mut sim = Simulation::new(config, vec![script], |_, fx| program(fx));
     sim.run();
     let transcript = sim.transcripts()[0].clone();
@@ -103,19 +137,25 @@ fn real(script: Connection) -> Observed {
         .expect("runtime");
     let (tx, rx) = mpsc::channel();
     let app = EffectfulRouter::new(runtime.handle().clone())
-        .websocket("/ws", WsRoute::new(), move |fx, _connect| {
-            let report = tx.clone();
-            async move {
-                let output = program(fx).await;
-                let _ = report.send(output);
-            }
-        })
+        .websocket(
+            "/ws",
+            WsRoute::new().config(ws_config()),
+            move |fx, _connect| {
+                let report = tx.clone();
+                async move {
+                    let output = program(fx).await;
+                    let _ = report.send(output);
+                }
+            },
+        )
         .into_router();
     let server = TestServer::start(app, runtime.handle().clone(), Duration::from_secs(1));
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a client runtime");
+    // A program that returned while the client was not reading.
+    let mut early = None;
     let (client_received, ended) = client.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
             .await
@@ -123,7 +163,8 @@ fn real(script: Connection) -> Observed {
         let mut received = Vec::new();
         for (gap, text) in &script.messages {
             tokio::time::sleep(*gap).await;
-            ws.send(Message::text(text.clone())).await.expect("send");
+            // A text over the limit is sent whole; the server's close may come first.
+            let _ = ws.send(Message::text(text.clone())).await;
         }
         let mut ended = None;
         match script.end {
@@ -152,6 +193,15 @@ fn real(script: Connection) -> Observed {
                 return (received, ConnectionState::Vanished);
             }
             ConnectionEnd::Linger => {}
+            // Read nothing until the program has been refused; then everything, and
+            // the close.
+            ConnectionEnd::StopReading => {
+                let refused = std::time::Instant::now() + Duration::from_secs(30);
+                while early.is_none() && std::time::Instant::now() < refused {
+                    early = rx.try_recv().ok();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
         }
         loop {
             match tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -175,7 +225,7 @@ fn real(script: Connection) -> Observed {
     // Once the router is gone, a program that never returned has no sender left:
     // `None`.
     server.stop().expect("the server stops");
-    let program = rx.recv_timeout(Duration::from_secs(10)).ok();
+    let program = early.or_else(|| rx.recv_timeout(Duration::from_secs(10)).ok());
     Observed {
         program,
         client_received,
@@ -236,4 +286,43 @@ fn a_program_that_returns_with_the_connection_open() {
             ended: ConnectionState::ClosedByServer(1000),
         },
     );
+}
+
+#[test]
+fn a_text_over_the_limit_closes_with_1009_and_never_reaches_the_program() {
+    let too_long = "x".repeat(LIMITS.max_message_size + 1);
+    agree(
+        script(&["fits", &too_long], ConnectionEnd::Linger),
+        Observed {
+            program: Some((vec!["fits".into()], Some(1009))),
+            client_received: vec!["fits".into()],
+            ended: ConnectionState::ClosedByServer(1009),
+        },
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_with_1008_and_gets_every_accepted_frame() {
+    let observe = |observed: Observed| {
+        let (read, code) = observed.program.expect("the program returns");
+        let (reason, sends) = read.split_last().expect("the failure's reason");
+        assert_eq!(reason, "Client too slow");
+        assert_eq!(code, Some(1008));
+        assert!(sends.iter().all(|s| s == "sent"), "{sends:?}");
+        assert_eq!(
+            observed.client_received.len(),
+            sends.len(),
+            "every accepted frame arrives, the refused one never"
+        );
+        assert!(observed.client_received.iter().all(|t| t.len() == CHUNK));
+        assert_eq!(observed.ended, ConnectionState::ClosedByServer(1008));
+        sends.len()
+    };
+    let flood = script(&["flood"], ConnectionEnd::StopReading);
+    let modelled = observe(simulated(flood.clone()));
+    let real = observe(real(flood));
+    // The model holds at most the limit and nothing in socket buffers: it accepts
+    // exactly as many chunks as fit, the real route those and what the socket took.
+    assert_eq!(modelled, LIMITS.max_queued_bytes / (CHUNK + 4));
+    assert!(real >= modelled, "real {real} < modelled {modelled}");
 }

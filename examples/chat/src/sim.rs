@@ -145,6 +145,7 @@ impl ChatSim {
             program_timeout: Some(config.program_timeout),
             faults: config.faults.clone(),
             record_trace: config.record_trace,
+            websocket: Default::default(),
         };
         let program: ChatProgram = Box::new(chat_program(chat));
         let mut sim = Simulation::new(sim_config, Vec::new(), program);

@@ -1,7 +1,11 @@
 //! The simulated WebSocket clients: each connects, sends its scripted texts, and
-//! closes, vanishes or lingers; frames to it arrive in the order they were sent.
-//! What the program sees when its client goes is the shared policy
-//! ([`effectful::policy`]).
+//! closes, vanishes, lingers or stops reading; frames to it arrive in the order they
+//! were sent. The server side keeps the real session's limits ([`WsLimits`]): a text
+//! too long closes with 1009, a client that stopped reading is closed with 1008
+//! `Client too slow` once the frames held for it would pass the limit. What the
+//! program sees when its client goes is the shared policy ([`effectful::policy`]).
+//!
+//! [`WsLimits`]: super::WsLimits
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,6 +51,12 @@ pub enum ConnectionEnd {
     /// It stays connected and silent until the program ends (at the latest at its
     /// deadline, when the server closes the connection with 1008).
     Linger,
+    /// It stays connected but reads nothing more: the frames sent to it are held by
+    /// the server until a send would hold more than
+    /// [`WsLimits::max_queued_bytes`](super::WsLimits::max_queued_bytes) (that send
+    /// fails with 1008 `Client too slow` and the server closes the connection) or the
+    /// program ends. Then it reads every frame held for it, and the close.
+    StopReading,
 }
 
 /// How the WebSocket connection stands.
@@ -98,6 +108,11 @@ pub(super) struct ConnectionSim {
     /// When the last frame sent to the client arrives: a WebSocket is one TCP stream,
     /// so frames arrive in the order they were sent whatever their latency draws.
     last_arrival: Time,
+    /// The client stopped reading ([`ConnectionEnd::StopReading`]): frames sent to it
+    /// wait in `unread` (`unread_bytes` on the wire, headers included).
+    stalled: bool,
+    unread: VecDeque<String>,
+    unread_bytes: usize,
 }
 
 impl ConnectionSim {
@@ -120,6 +135,9 @@ impl ConnectionSim {
             waiting: None,
             deadline: None,
             last_arrival: Time::ZERO,
+            stalled: false,
+            unread: VecDeque::new(),
+            unread_bytes: 0,
         }
     }
 }
@@ -176,6 +194,7 @@ where
                 self.schedule(self.now + after, Event::ClientEnd(connection))
             }
             ConnectionEnd::Linger => {}
+            ConnectionEnd::StopReading => self.connections[connection as usize].stalled = true,
         }
     }
 
@@ -198,6 +217,17 @@ where
         });
         let conn = &mut self.connections[connection as usize];
         conn.transcript.sent.push((now, sent));
+        if next.is_none() && end == ConnectionEnd::StopReading {
+            // Before the program sees its last text: it reads nothing from now on.
+            conn.stalled = true;
+        }
+        if text.len() > self.config.websocket.max_message_size {
+            // The session refuses it before reading its payload: the program never
+            // sees it, and the connection closes.
+            conn.waiting = waiting;
+            self.server_close(connection, MESSAGE_TOO_BIG);
+            return;
+        }
         match waiting {
             Some(id) => self.deliver(
                 id,
@@ -305,25 +335,25 @@ where
         }
         match request {
             WebSocketRequest::SendText(send) => {
-                let drawn = now + self.latency(self.config.faults.latency.websocket);
+                let limit = self.config.websocket.max_queued_bytes;
                 let conn = &mut self.connections[connection as usize];
-                // Strictly after the previous frame, so equal draws cannot swap them.
-                let arrives = drawn.max(conn.last_arrival + Duration::from_nanos(1));
-                conn.last_arrival = arrives;
-                self.schedule(
-                    arrives,
-                    Event::ClientReceive {
-                        connection,
-                        text: send.text,
-                    },
-                );
-                self.schedule(
-                    now,
-                    Event::Deliver {
-                        id,
-                        result: Ok(Response::WebSocket(WebSocketResponse::SendText(()))),
-                    },
-                );
+                let result = if !conn.stalled {
+                    self.send_to_client(connection, send.text);
+                    Ok(Response::WebSocket(WebSocketResponse::SendText(())))
+                } else if conn.unread_bytes.saturating_add(send.text.len()) > limit {
+                    // As the session counts: what it holds (framed) and the new payload.
+                    self.server_close(connection, POLICY_VIOLATION);
+                    Err(EffectError::websocket_closed(
+                        name,
+                        POLICY_VIOLATION,
+                        "Client too slow",
+                    ))
+                } else {
+                    conn.unread_bytes += framed_len(&send.text);
+                    conn.unread.push_back(send.text);
+                    Ok(Response::WebSocket(WebSocketResponse::SendText(())))
+                };
+                self.schedule(now, Event::Deliver { id, result });
             }
             WebSocketRequest::ReceiveText(_) => {
                 let conn = &mut self.connections[connection as usize];
@@ -339,30 +369,7 @@ where
                 }
             }
             WebSocketRequest::Close(close) => {
-                let code = close.reason.code();
-                let state = ConnectionState::ClosedByServer(code);
-                let conn = &mut self.connections[connection as usize];
-                conn.state = state;
-                conn.transcript.state = state;
-                conn.transcript.closed_at = Some(now);
-                let waiting = conn.waiting.take();
-                self.trace.record(|| TraceRecord::Client {
-                    at: now,
-                    connection,
-                    event: ClientEvent::ClosedByServer(code),
-                });
-                // Another of the program's futures may be waiting for a client
-                // message: the close ends that wait. (Scheduled, not delivered at once:
-                // the engine's outputs are still being drained.)
-                if let Some(waiting) = waiting {
-                    self.schedule(
-                        now,
-                        Event::Deliver {
-                            id: waiting,
-                            result: Err(closed_error("WebSocket.ReceiveText", state)),
-                        },
-                    );
-                }
+                self.server_close(connection, close.reason.code());
                 self.schedule(
                     now,
                     Event::Deliver {
@@ -371,6 +378,51 @@ where
                     },
                 );
             }
+        }
+    }
+
+    /// Sends `text` to the client: it arrives after the drawn latency, and after the
+    /// frame sent before it.
+    fn send_to_client(&mut self, connection: u32, text: String) {
+        let drawn = self.now + self.latency(self.config.faults.latency.websocket);
+        let conn = &mut self.connections[connection as usize];
+        // Strictly after the previous frame, so equal draws cannot swap them.
+        let arrives = drawn.max(conn.last_arrival + Duration::from_nanos(1));
+        conn.last_arrival = arrives;
+        self.schedule(arrives, Event::ClientReceive { connection, text });
+    }
+
+    /// The server closes `connection` with `code`: a receive the program is waiting
+    /// on fails, and a client that stopped reading reads what was held for it.
+    fn server_close(&mut self, connection: u32, code: u16) {
+        let now = self.now;
+        let state = ConnectionState::ClosedByServer(code);
+        let conn = &mut self.connections[connection as usize];
+        conn.state = state;
+        conn.transcript.state = state;
+        conn.transcript.closed_at = Some(now);
+        let waiting = conn.waiting.take();
+        let unread = std::mem::take(&mut conn.unread);
+        conn.unread_bytes = 0;
+        self.trace.record(|| TraceRecord::Client {
+            at: now,
+            connection,
+            event: ClientEvent::ClosedByServer(code),
+        });
+        for text in unread {
+            self.send_to_client(connection, text);
+        }
+        // Another of the program's futures may be waiting for a client message: the
+        // close ends that wait. (Scheduled, not delivered at once: the engine's
+        // outputs may still be being drained.)
+        if let Some(waiting) = waiting {
+            self.schedule(
+                now,
+                Event::Deliver {
+                    id: waiting,
+                    result: Err(closed_error("WebSocket.ReceiveText", state)),
+                },
+            );
         }
     }
 
@@ -406,15 +458,7 @@ where
         conn.transcript.finished = Some(now);
         conn.waiting = None;
         if conn.state == ConnectionState::Open {
-            let code = policy::close_reason(result).code();
-            conn.state = ConnectionState::ClosedByServer(code);
-            conn.transcript.state = ConnectionState::ClosedByServer(code);
-            conn.transcript.closed_at = Some(now);
-            self.trace.record(|| TraceRecord::Client {
-                at: now,
-                connection,
-                event: ClientEvent::ClosedByServer(code),
-            });
+            self.server_close(connection, policy::close_reason(result).code());
         }
     }
 
@@ -428,6 +472,22 @@ where
             }
         }
     }
+}
+
+/// 1008, as the real session closes a client too slow to read.
+const POLICY_VIOLATION: u16 = 1008;
+/// 1009, as the real session closes on a message over its limit.
+const MESSAGE_TOO_BIG: u16 = 1009;
+
+/// A text's length on the wire as the server frames it (unmasked): what the real
+/// session counts against its queue limit.
+fn framed_len(text: &str) -> usize {
+    let header = match text.len() {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    };
+    header + text.len()
 }
 
 /// The error a WebSocket effect gets once the connection is no longer open: the

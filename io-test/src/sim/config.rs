@@ -18,6 +18,36 @@ pub struct SimConfig {
     pub faults: FaultPlan,
     /// Keep a trace of the run in memory (see [`Simulation::trace`](super::Simulation::trace)).
     pub record_trace: bool,
+    /// The limits the server keeps on each WebSocket connection.
+    #[serde(default)]
+    pub websocket: WsLimits,
+}
+
+/// The limits the simulated server keeps on each WebSocket connection: those of the
+/// real session (`effectful::websocket::WsConfig`), with the same defaults and the
+/// same outcomes, held to it by the WebSocket contract test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsLimits {
+    /// The longest text a client may send: a longer one closes the connection with
+    /// 1009 and never reaches the program. A client sends each text as one frame, so
+    /// this is the smaller of the session's frame and message limits (1 MiB each by
+    /// default).
+    pub max_message_size: usize,
+    /// The most bytes of frames the server holds for a client that stopped reading
+    /// ([`ConnectionEnd::StopReading`](super::ConnectionEnd::StopReading)): a send
+    /// past it fails with 1008 `Client too slow` and closes the connection. Default
+    /// 1 MiB. (A real socket's buffers take some bytes before the session holds any;
+    /// the model has none, so it refuses sooner, never later.)
+    pub max_queued_bytes: usize,
+}
+
+impl Default for WsLimits {
+    fn default() -> WsLimits {
+        WsLimits {
+            max_message_size: 1 << 20,
+            max_queued_bytes: 1 << 20,
+        }
+    }
 }
 
 impl SimConfig {
@@ -28,6 +58,7 @@ impl SimConfig {
             program_timeout: Some(Duration::from_secs(300)),
             faults: FaultPlan::none(),
             record_trace: false,
+            websocket: WsLimits::default(),
         }
     }
 }

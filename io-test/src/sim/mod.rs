@@ -109,7 +109,7 @@ mod recorder;
 mod services;
 
 pub use client::{Connection, ConnectionEnd, ConnectionState, Transcript};
-pub use config::{FaultCounts, SimConfig, SimReport};
+pub use config::{FaultCounts, SimConfig, SimReport, WsLimits};
 pub use jobs::{Job, NoConnections};
 
 use jobs::JobSim;

@@ -328,3 +328,63 @@ fn a_program_that_ends_after_its_connection_closed_does_not_close_it_again() {
     assert_eq!(sim.transcripts()[0].state, ConnectionState::ClosedByClient);
     assert!(server_close_in_trace(sim.trace()).is_empty());
 }
+
+#[test]
+fn a_text_over_the_limit_closes_with_1009_and_the_program_never_reads_it() {
+    let mut config = SimConfig::new(4);
+    config.websocket.max_message_size = 8;
+    let script = connection(
+        Time::ZERO,
+        &[(MS, "short"), (MS, "far too long"), (MS, "never sent")],
+        ConnectionEnd::Close { after: SEC },
+    );
+    let (result, t, _) = run_echo(config, script);
+    let (received, error) = result.unwrap();
+    assert_eq!(received, ["short"]);
+    assert_eq!(close_code(&error), Some(1009), "{error}");
+    assert_eq!(texts(&t.sent), ["short", "far too long"]);
+    assert_eq!(texts(&t.received), ["short"]);
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1009));
+}
+
+#[test]
+fn a_client_that_stops_reading_gets_what_was_held_for_it_once_the_server_closes() {
+    let mut config = SimConfig::new(5);
+    config.program_timeout = Some(10 * SEC);
+    let script = connection(
+        Time::ZERO,
+        &[(MS, "a"), (MS, "b"), (MS, "c")],
+        ConnectionEnd::StopReading,
+    );
+    let (result, t, _) = run_echo(config, script);
+    assert!(result.is_err(), "the echo program runs into its deadline");
+    assert_eq!(texts(&t.received), ["a", "b", "c"]);
+    let (held_until, _) = t.received[2];
+    assert!(
+        held_until >= Time::from_secs(10),
+        "the last echo waited for the close: {held_until:?}"
+    );
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1008));
+}
+
+#[test]
+fn a_send_past_what_the_server_holds_fails_with_1008_client_too_slow() {
+    let mut config = SimConfig::new(6);
+    config.websocket.max_queued_bytes = 4;
+    let script = connection(
+        Time::ZERO,
+        &[(MS, "ok"), (MS, "held"), (MS, "too much")],
+        ConnectionEnd::StopReading,
+    );
+    let (result, t, _) = run_echo(config, script);
+    let (received, error) = result.unwrap();
+    assert_eq!(received, ["ok", "held", "too much"]);
+    assert!(
+        matches!(&error.kind, ErrorKind::WebSocketClosed { code: 1008, reason } if reason == "Client too slow"),
+        "{error}"
+    );
+    // "ok" went out before the client stopped reading; "held" (2 + 4 bytes framed)
+    // was held; "too much" would pass the limit and was never sent.
+    assert_eq!(texts(&t.received), ["ok", "held"]);
+    assert_eq!(t.state, ConnectionState::ClosedByServer(1008));
+}
