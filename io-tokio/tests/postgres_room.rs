@@ -98,18 +98,21 @@ impl Room {
         })
     }
 
-    /// How many of this schema's backends run `query` now.
-    fn backends_running(&self, query: &str) -> usize {
-        psql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND query LIKE '{query}%'",
+    /// The backend that listens on the room's channel: its last statement is the
+    /// `LISTEN`, or a room wait's query (they run on the listener's connection).
+    fn listener_filter(&self) -> String {
+        format!(
+            "application_name = '{}' AND (query LIKE 'LISTEN%' OR query LIKE '%WHERE m.seq > $1%')",
             self.schema.name
-        ))
-        .parse()
-        .expect("a count")
+        )
     }
 
     fn listening(&self) -> bool {
-        self.backends_running("LISTEN") > 0
+        let count = psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE {}",
+            self.listener_filter()
+        ));
+        count.parse::<usize>().expect("a count") > 0
     }
 }
 
@@ -216,9 +219,8 @@ fn waits_catch_up_after_the_listener_dies() {
     // Kill the listening backend and post at once, before the pool listens again:
     // the notification is lost, the waits catch up when the listener is back.
     psql(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = '{}' AND query LIKE 'LISTEN%'",
-        room.schema.name
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {}",
+        room.listener_filter()
     ));
     psql(&format!(
         "SET search_path = {s}; \
@@ -297,9 +299,10 @@ fn waits_after_the_newest_message_park_without_a_query() {
         let mut later = later;
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for handle in &mut later {
+            let polled = std::pin::Pin::new(handle).poll(&mut cx);
             assert!(
-                std::pin::Pin::new(handle).poll(&mut cx).is_pending(),
-                "the waits are parked, not answered"
+                polled.is_pending(),
+                "the waits are parked, not answered: {polled:?}"
             );
         }
         later

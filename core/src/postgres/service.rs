@@ -154,12 +154,22 @@ enum Job<K> {
         work: Work,
     },
     Running {
-        acquire: AcquireId,
+        hold: Hold,
         work: Work,
         cancelled: bool,
         /// [`PgService::epoch`] when it was sent.
         epoch: u64,
     },
+}
+
+/// What a running query holds its connection by.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// A pool acquire, released when the query is done.
+    Pool(AcquireId),
+    /// The room listener's connection, which a room wait's query borrows: it never
+    /// queues behind other work (a post waiting on the room's lock) there.
+    Listener,
 }
 
 enum Role<K> {
@@ -641,8 +651,18 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             self.pool.release(self.now, acquire, Release::Clean);
             return;
         };
+        self.send(conn, Hold::Pool(acquire), key, work);
+    }
+
+    /// Sends `work` on `conn`, held by `hold`.
+    fn send(&mut self, conn: ConnId, hold: Hold, key: K, work: Work) {
+        let release = |pool: &mut Pool, now, how| {
+            if let Hold::Pool(acquire) = hold {
+                pool.release(now, acquire, how);
+            }
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
-            self.pool.release(self.now, acquire, Release::Broken);
+            release(&mut self.pool, self.now, Release::Broken);
             let result = Err(EffectError::connection_lost(
                 work.effect(),
                 "the PostgreSQL connection closed before the query was sent",
@@ -661,7 +681,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 self.jobs.insert(
                     key,
                     Job::Running {
-                        acquire,
+                        hold,
                         work,
                         cancelled: false,
                         epoch: self.room.epoch(),
@@ -675,7 +695,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 } else {
                     Release::Clean
                 };
-                self.pool.release(self.now, acquire, how);
+                release(&mut self.pool, self.now, how);
                 let effect = work.effect();
                 self.answer(key, Err(e.to_effect_error(effect)));
             }
@@ -814,7 +834,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
 
     /// A room wait, while listening: answered from what is known of the room if it
     /// can be; parked if nothing can be there yet; otherwise on the server, riding on
-    /// the query of a wait for the same `seq` and page size if one is under way.
+    /// the query of a wait for the same `seq` and page size if one is under way, or
+    /// leading one on the listener's connection (never behind a post that waits for
+    /// the room's lock).
     fn serve_room_wait(&mut self, key: K, work: Work) {
         let Some(wait @ (after, limit)) = work.room_wait() else {
             self.enqueue(key, work);
@@ -833,7 +855,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             self.jobs.insert(key, Job::Riding { leader, work });
         } else {
             self.room_leaders.insert(wait, key.clone());
-            self.enqueue(key, work);
+            match self.listener {
+                Listener::Listening { conn, .. } => self.send(conn, Hold::Listener, key, work),
+                _ => self.enqueue(key, work),
+            }
         }
     }
 
@@ -948,7 +973,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         timed_out: bool,
     ) {
         let Some(Job::Running {
-            acquire,
+            hold,
             work,
             cancelled,
             epoch,
@@ -961,7 +986,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             Err(e) if e.as_db().is_some_and(|d| d.is_fatal()) => Release::Broken,
             _ => Release::Clean,
         };
-        self.pool.release(self.now, acquire, how);
+        if let Hold::Pool(acquire) = hold {
+            self.pool.release(self.now, acquire, how);
+        }
         if let Some(wait @ (after, limit)) = work.room_wait() {
             if self.room_leaders.get(&wait) == Some(&key) {
                 self.room_leaders.remove(&wait);
