@@ -17,7 +17,7 @@ pub struct Cluster {
     pub port: u16,
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}\n{HOW}"));
