@@ -738,3 +738,32 @@ fn rediss_with_the_wrong_ca_fails_clearly_unless_verification_is_skipped_explici
         .expect_err("a bad ssl_cert_reqs");
     assert!(error.contains("ssl_cert_reqs"), "{error}");
 }
+
+/// A server that answers the SSLRequest with `answer` and then waits.
+async fn fake_ssl_answer(answer: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        if let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            let _ = socket.read_exact(&mut request).await;
+            let _ = socket.write_all(answer).await;
+            let _ = socket.read(&mut [0u8; 1]).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn bytes_after_the_servers_yes_and_answers_that_are_not_postgres_are_refused() {
+    for (answer, expected) in [
+        (&b"Sinjected"[..], "CVE-2021-23222"),
+        (&b"E"[..], "is this a PostgreSQL server?"),
+    ] {
+        let port = fake_ssl_answer(answer).await;
+        let error = ssl_in_use(&pg_url("127.0.0.1", port, "sslmode=require"))
+            .await
+            .expect_err("refused");
+        assert!(error.contains(expected), "{error}");
+    }
+}
