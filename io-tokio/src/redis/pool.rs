@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::tls::{TlsClient, Verify};
+use crate::tls::{TlsClient, TlsStream, Verify};
 
 /// The seed's default pool size (`REDIS_MAX_CONNECTIONS`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
@@ -409,53 +409,21 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
                 continue;
             }
         }
-        let connect = tokio::time::timeout(slot.timeout, TcpStream::connect(&slot.target)).await;
-        let stream = match connect {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                last_error = format!(
-                    "cannot connect to Redis at {} ({e}); reconnecting in the background",
-                    slot.target
-                );
-                tracing::warn!(target = %slot.target, error = %e, "redis connect failed");
-                reconnect.handle_failed(clock.now(), true);
-                continue;
-            }
-            Err(_) => {
-                last_error = format!(
-                    "connecting to Redis at {} took over {:?}; reconnecting in the background",
-                    slot.target, slot.timeout
-                );
+        let connected = match open(&slot).await {
+            Ok(connected) => connected,
+            Err(why) => {
+                tracing::warn!(target = %slot.target, error = %why, "redis connect failed");
+                last_error = format!("{why}; reconnecting in the background");
                 reconnect.handle_failed(clock.now(), true);
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let conn = RedisConnection::new(slot.redis.clone(), clock.now());
-        let ended = match &slot.tls {
-            None => serve(&clock, stream, conn, &mut queued, &mut rx, &mut reconnect).await,
-            Some(tls) => {
-                let handshake = tokio::time::timeout(slot.timeout, tls.connect(&slot.host, stream));
-                match handshake.await {
-                    Ok(Ok(stream)) => {
-                        serve(&clock, stream, conn, &mut queued, &mut rx, &mut reconnect).await
-                    }
-                    Ok(Err(e)) => {
-                        last_error = format!("cannot connect to Redis at {}: {e}", slot.target);
-                        tracing::warn!(target = %slot.target, error = %e, "redis TLS failed");
-                        reconnect.handle_failed(clock.now(), true);
-                        continue;
-                    }
-                    Err(_) => {
-                        last_error = format!(
-                            "the TLS handshake with Redis at {} took over {:?}",
-                            slot.target, slot.timeout
-                        );
-                        reconnect.handle_failed(clock.now(), true);
-                        continue;
-                    }
-                }
+        let ended = match connected {
+            Connected::Plain(s) => {
+                serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await
             }
+            Connected::Tls(s) => serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await,
         };
         match ended {
             Ended::Dropped => return,
@@ -466,6 +434,38 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
             }
         }
     }
+}
+
+/// A connected socket, with TLS on it for `rediss://`.
+enum Connected {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects to the server (and runs the TLS handshake for `rediss://`) within the
+/// operation timeout; why not, without secrets.
+async fn open(slot: &Slot) -> Result<Connected, String> {
+    let work = async {
+        let stream = TcpStream::connect(&slot.target)
+            .await
+            .map_err(|e| format!("cannot connect to Redis at {} ({e})", slot.target))?;
+        let _ = stream.set_nodelay(true);
+        match &slot.tls {
+            None => Ok(Connected::Plain(stream)),
+            Some(tls) => match tls.connect(&slot.host, stream).await {
+                Ok(stream) => Ok(Connected::Tls(Box::new(stream))),
+                Err(e) => Err(format!("cannot connect to Redis at {}: {e}", slot.target)),
+            },
+        }
+    };
+    tokio::time::timeout(slot.timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "connecting to Redis at {} took over {:?}",
+                slot.target, slot.timeout
+            ))
+        })
 }
 
 enum Ended {
