@@ -11,7 +11,9 @@
 //!
 //! Without `sslrootcert`, `verify-ca` and `verify-full` check against the bundled
 //! Mozilla roots (libpq's `sslrootcert=system`; `system` is read the same way). As in
-//! libpq, a Unix socket never carries TLS. The `SSLRequest` and the judging of the
+//! libpq, a Unix socket never carries TLS. Unlike libpq, a TLS handshake that fails
+//! under `prefer` (a refused certificate) fails the connection rather than retrying
+//! in plain text. The `SSLRequest` and the judging of the
 //! server's one-byte answer are core's [`PgConnection`]'s (it refuses plain-text bytes
 //! after `'S'`, CVE-2021-23222); this module runs the handshake under the bytes, so
 //! the [`PgConnection`] that then logs in is created after it and starts with the
