@@ -113,7 +113,7 @@ struct Ours {
 impl Ours {
     fn start() -> Ours {
         let url = format!(
-            "postgresql://postgres@127.0.0.1:5432/test?application_name=effectful-bench&options=-c%20search_path%3D{}",
+            "postgresql://postgres@127.0.0.1:5432/test?application_name=effectful-bench&sslmode=disable&options=-c%20search_path%3D{}",
             schema()
         );
         let db = PgDatabase::start(

@@ -155,6 +155,29 @@ impl TlsClient {
     }
 }
 
+/// Decodes `%XX` escapes in a URL's part (TLS settings name files in URLs, and a
+/// path may hold `&`, `?` or spaces). `None` on a bad escape or bytes that are not
+/// UTF-8 once decoded.
+pub(crate) fn percent_decode(part: &str) -> Option<String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
     let refuse = |reason: String| TlsError::Roots {
         path: path.to_owned(),

@@ -1,16 +1,29 @@
 //! `TlsClient` at each verification level: against a rustls server in the test, a
 //! throwaway PostgreSQL 15 cluster with `ssl = on` (SSLRequest, then TLS, then the
 //! startup through core's `PgConnection`), and a throwaway `redis-server --tls-port`.
-//! Certificates are made per run with the `openssl` command.
+//! Then the clients on it: every `sslmode` of a PostgreSQL URL (through
+//! `PgConnector`, and the pool and its health check from the server's settings)
+//! against a cluster that takes only TLS and one that takes none, and the Cache
+//! family through `RedisBackend` on `rediss://`. Certificates are made per run with
+//! the `openssl` command.
+
+#[path = "../../core/tests/postgres/cluster.rs"]
+mod cluster;
 
 use std::net::TcpListener as StdListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster::{Cluster, run};
 use effectful::Time;
+use effectful::effect::{CacheLookup, GetCachedValue, PutCachedValue};
 use effectful::postgres::{Event, PgConfig, PgConnection, TlsMode};
+use effectful_tokio::Runtime;
+use effectful_tokio::postgres::{PgConnector, PgDatabase, PgDatabaseConfig, PgUrl};
+use effectful_tokio::redis::{PoolConfig, RedisBackend};
+use effectful_tokio::server::{HealthCheck, Settings};
 use effectful_tokio::tls::{TlsClient, TlsError, Verify};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,19 +32,6 @@ const HOW: &str = "this test makes certificates with the `openssl` command (apt-
     starts a throwaway PostgreSQL cluster with the server binaries (apt-get install postgresql-15) \
     as the `postgres` user through `runuser` (needs root), and a throwaway `redis-server` built with TLS \
     (apt-get install redis-server)";
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}\n{HOW}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}\n{HOW}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -272,80 +272,18 @@ async fn bad_root_files_and_names_are_refused_clearly() {
     assert!(matches!(result, Err(TlsError::Handshake { .. })));
 }
 
-/// A throwaway PostgreSQL cluster with TLS on, stopped and removed when dropped.
-struct Cluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn as_postgres(bin: &Path, tool: &str) -> Command {
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-    cmd
-}
-
-impl Cluster {
-    fn start_with_tls(certs: &Certs) -> Cluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap_or_else(|e| panic!("no /usr/lib/postgresql: {e}\n{HOW}"))
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .unwrap_or_else(|| panic!("no initdb under /usr/lib/postgresql/*/bin\n{HOW}"));
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("effectful-pg-tls-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for file in ["server.crt", "server.key"] {
-            std::fs::copy(certs.path(file), dir.join(file)).expect("copy the server's certificate");
-        }
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir));
-        run(Command::new("chmod").arg("600").arg(dir.join("server.key")));
-        let data = dir.join("data");
-        run(as_postgres(&bin, "initdb").args(["-D"]).arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-        ]));
-        let conf = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
-             fsync = off\nssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n",
-            dir = dir.display()
-        );
-        let mut existing =
-            std::fs::read_to_string(data.join("postgresql.conf")).expect("read conf");
-        existing.push_str(&conf);
-        std::fs::write(data.join("postgresql.conf"), existing).expect("write conf");
-        // Only TLS connections over TCP.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-        )
-        .expect("write pg_hba.conf");
-        let cluster = Cluster { dir, bin, port };
-        run(as_postgres(&cluster.bin, "pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(cluster.dir.join("log"))
-            .arg("start"));
-        cluster
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin, "pg_ctl")
-            .args(["-D"])
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A throwaway cluster that takes TLS connections only (over TCP), on 127.0.0.1 and
+/// 127.0.0.2 (an address its certificate does not name).
+fn tls_cluster(certs: &Certs) -> Cluster {
+    Cluster::start_with(
+        "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+         listen_addresses = '127.0.0.1,127.0.0.2'\n",
+        &[
+            ("server.crt", &certs.path("server.crt")),
+            ("server.key", &certs.path("server.key")),
+        ],
+    )
 }
 
 fn now(epoch: Instant) -> Time {
@@ -398,17 +336,23 @@ async fn query_over_tls(port: u16, client: &TlsClient, server: &str) -> Result<S
         .await
         .map_err(|e| e.to_string())?;
     conn.handle_tls_ready(now(epoch));
+    query_when_ready(conn, &mut tls, epoch, SSL_IN_USE).await
+}
+
+const SSL_IN_USE: &str = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+/// Waits for `conn` to be ready, runs `sql` and returns its first value.
+async fn query_when_ready<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: PgConnection,
+    io: &mut S,
+    epoch: Instant,
+    sql: &str,
+) -> Result<String, String> {
     let mut asked = None;
     loop {
         match conn.poll_event() {
             Some(Event::Ready) if asked.is_none() => {
-                asked = Some(
-                    conn.query(
-                        now(epoch),
-                        "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                    )
-                    .expect("query"),
-                );
+                asked = Some(conn.query(now(epoch), sql).expect("query"));
             }
             Some(Event::Done { id, result }) if Some(id) == asked => {
                 let sets = result.map_err(|e| e.to_string())?;
@@ -417,16 +361,34 @@ async fn query_over_tls(port: u16, client: &TlsClient, server: &str) -> Result<S
             }
             Some(Event::Closed(e)) => return Err(e.to_string()),
             Some(_) => {}
-            None => pump(&mut conn, &mut tls, epoch).await,
+            None => pump(&mut conn, io, epoch).await,
         }
     }
+}
+
+/// Connects as `url` says (its sslmode) and asks whether the session is encrypted.
+async fn ssl_in_use(url: &str) -> Result<String, String> {
+    let epoch = Instant::now();
+    let url = PgUrl::parse(url).map_err(|e| e.to_string())?;
+    let connector = PgConnector::new(&url).map_err(|e| e.to_string())?;
+    let mut stream = connector.connect().await.map_err(|e| e.to_string())?;
+    let config = url.config().map_err(|e| e.to_string())?;
+    let conn = PgConnection::new(config, *b"tls-test-entropy!!", now(epoch));
+    let encrypted = stream.is_tls();
+    let answer = query_when_ready(conn, &mut stream, epoch, SSL_IN_USE).await?;
+    assert_eq!(
+        answer == "true",
+        encrypted,
+        "the server and the stream agree on TLS"
+    );
+    Ok(answer)
 }
 
 #[tokio::test]
 async fn postgres_speaks_tls_after_its_ssl_request_at_each_level() {
     let certs = Certs::make("pg");
     // Blocking here is fine: nothing else runs on this test's runtime yet.
-    let cluster = Cluster::start_with_tls(&certs);
+    let cluster = tls_cluster(&certs);
     let ca = certs.path("ca.crt");
     for (verify, server) in [
         (Verify::Full, "localhost"),
@@ -444,6 +406,132 @@ async fn postgres_speaks_tls_after_its_ssl_request_at_each_level() {
     let full = TlsClient::new(Verify::Full, Some(&ca)).expect("client");
     let refused = query_over_tls(cluster.port, &full, "db.example.com").await;
     assert!(refused.is_err_and(|e| e.contains("not valid for name")));
+}
+
+fn pg_url(host: &str, port: u16, query: &str) -> String {
+    format!("postgresql://postgres@{host}:{port}/postgres?connect_timeout=5&{query}")
+}
+
+#[tokio::test]
+async fn each_sslmode_connects_or_fails_as_libpq_does_against_a_tls_only_server() {
+    let certs = Certs::make("sslmode");
+    let cluster = tls_cluster(&certs);
+    let port = cluster.port;
+    let ca = certs.path("ca.crt").display().to_string();
+    let other = certs.path("other-ca.crt").display().to_string();
+    for (host, query) in [
+        ("127.0.0.1", String::new()),
+        ("127.0.0.1", "sslmode=prefer".to_owned()),
+        ("127.0.0.1", "sslmode=require".to_owned()),
+        ("127.0.0.2", format!("sslmode=require&sslrootcert={ca}")),
+        ("127.0.0.2", format!("sslmode=verify-ca&sslrootcert={ca}")),
+        ("localhost", format!("sslmode=verify-full&sslrootcert={ca}")),
+        ("127.0.0.1", format!("sslmode=verify-full&sslrootcert={ca}")),
+    ] {
+        let got = ssl_in_use(&pg_url(host, port, &query)).await;
+        assert_eq!(got.as_deref(), Ok("true"), "{host} {query}");
+    }
+    // Refused: plain text (by the server's pg_hba.conf), a certificate for another
+    // name, a chain to another root, the public roots for a private CA.
+    for (host, query, expected) in [
+        ("127.0.0.1", "sslmode=disable".to_owned(), "no encryption"),
+        (
+            "127.0.0.2",
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            "not valid for name",
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode=verify-ca&sslrootcert={other}"),
+            "UnknownIssuer",
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode=require&sslrootcert={other}"),
+            "UnknownIssuer",
+        ),
+        (
+            "localhost",
+            "sslmode=verify-full".to_owned(),
+            "UnknownIssuer",
+        ),
+    ] {
+        let error = ssl_in_use(&pg_url(host, port, &query))
+            .await
+            .expect_err(&query);
+        assert!(error.contains(expected), "{host} {query}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn against_a_server_without_tls_prefer_goes_plain_and_require_fails() {
+    let cluster = Cluster::start("local all all trust\nhost all all 127.0.0.1/32 trust\n");
+    let port = cluster.port;
+    for query in ["sslmode=prefer", "sslmode=disable", ""] {
+        let got = ssl_in_use(&pg_url("127.0.0.1", port, query)).await;
+        assert_eq!(got.as_deref(), Ok("false"), "{query}");
+    }
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let error = ssl_in_use(&pg_url("127.0.0.1", port, &format!("sslmode={mode}")))
+            .await
+            .expect_err(mode);
+        assert!(
+            error.contains("does not accept TLS") && error.contains(&format!("sslmode={mode}")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_sslrootcert_is_refused_naming_the_setting_and_never_the_password() {
+    let certs = Certs::make("rootfile");
+    let missing = certs.path("no-such-ca.crt").display().to_string();
+    let not_a_cert = certs.path("server.key").display().to_string();
+    for (file, expected) in [
+        (&missing, "no-such-ca.crt"),
+        (&not_a_cert, "holds no PEM certificate"),
+    ] {
+        let url = format!(
+            "postgresql://app:hunter2-secret@127.0.0.1/app?sslmode=verify-full&sslrootcert={file}"
+        );
+        let error = PgDatabaseConfig::from_url(&url)
+            .expect_err("an unreadable root file")
+            .to_string();
+        assert!(error.contains("sslrootcert"), "{error}");
+        assert!(error.contains(expected), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn the_pool_and_health_check_from_database_url_run_over_tls() {
+    let certs = Certs::make("pool");
+    let cluster = tls_cluster(&certs);
+    let url = pg_url(
+        "127.0.0.1",
+        cluster.port,
+        "sslmode=require&application_name=effectful-tls-pool",
+    );
+    let settings = Settings::from_lookup(|name| (name == "DATABASE_URL").then(|| url.clone()))
+        .expect("settings");
+    let config = PgDatabaseConfig::from_settings(&settings)
+        .expect("a valid DATABASE_URL")
+        .expect("DATABASE_URL is set")
+        .pool_size(1, 2);
+    // The migrations run first, over TLS too.
+    let db: PgDatabase = PgDatabase::start(config).expect("started");
+    let health = db.health_check();
+    assert_eq!(health.check().await, Ok(()));
+    let encrypted = cluster.psql(
+        "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl \
+         JOIN pg_stat_activity USING (pid) WHERE application_name = 'effectful-tls-pool'",
+    );
+    let (tls, all) = encrypted.trim().split_once('/').expect("two counts");
+    assert!(
+        all != "0" && tls == all,
+        "TLS sessions / sessions: {encrypted}"
+    );
+    db.shutdown(Duration::from_secs(2));
 }
 
 /// A throwaway `redis-server` listening only on a TLS port, stopped when dropped.
@@ -566,4 +654,116 @@ async fn redis_speaks_tls_from_the_first_byte() {
         TlsClient::new(Verify::Full, Some(&certs.path("other-ca.crt"))).expect("client");
     let refused = ping_over_tls(server.1, &untrusted, "localhost").await;
     assert!(refused.is_err_and(|e| e.contains("UnknownIssuer")));
+}
+
+fn rediss_backend(port: u16, query: &str) -> std::io::Result<RedisBackend> {
+    let mut config = PoolConfig::from_url(&format!("rediss://localhost:{port}/0?{query}"))
+        .map_err(std::io::Error::other)?;
+    config.operation_timeout = Duration::from_secs(2);
+    RedisBackend::start(config, format!("effectful-tls-{}:", std::process::id()))
+}
+
+/// Puts `value` under `key` and reads it back through the Cache family.
+fn put_then_get(
+    backend: &RedisBackend,
+    key: &str,
+) -> Result<CacheLookup<Vec<u8>>, effectful::EffectError> {
+    let runtime = backend
+        .register(Runtime::builder().shards(1))
+        .build()
+        .expect("a runtime");
+    let key = key.to_owned();
+    let result = runtime.block_on(async {
+        let handle = runtime
+            .handle()
+            .spawn(move |fx| async move {
+                fx.perform(PutCachedValue {
+                    key: key.clone(),
+                    value: b"over tls".to_vec(),
+                    ttl_seconds: Some(60),
+                })
+                .await?;
+                fx.perform(GetCachedValue { key }).await
+            })
+            .await
+            .expect("spawned");
+        handle.await.expect("the program ends")
+    });
+    runtime.shutdown(Duration::from_secs(1));
+    result
+}
+
+#[test]
+fn cache_effects_run_through_the_redis_backend_on_rediss() {
+    let certs = Certs::make("rediss");
+    let server = redis_with_tls(&certs);
+    let ca = certs.path("ca.crt").display().to_string();
+    let backend = rediss_backend(server.1, &format!("ssl_ca_certs={ca}")).expect("a pool");
+    assert_eq!(
+        put_then_get(&backend, "k"),
+        Ok(CacheLookup::Hit {
+            value: b"over tls".to_vec(),
+            ttl_remaining: Some(60)
+        })
+    );
+}
+
+#[test]
+fn rediss_with_the_wrong_ca_fails_clearly_unless_verification_is_skipped_explicitly() {
+    let certs = Certs::make("rediss-ca");
+    let server = redis_with_tls(&certs);
+    let other = certs.path("other-ca.crt").display().to_string();
+    let backend = rediss_backend(server.1, &format!("ssl_ca_certs={other}")).expect("a pool");
+    let error = put_then_get(&backend, "k").expect_err("an untrusted certificate");
+    assert!(
+        error.message.contains("UnknownIssuer") && error.message.contains("Redis"),
+        "{error}"
+    );
+    // The bundled public roots do not know the private CA either.
+    let public = rediss_backend(server.1, "").expect("a pool");
+    assert!(put_then_get(&public, "k").is_err());
+    // Only an explicit `ssl_cert_reqs=none` accepts it.
+    let insecure = rediss_backend(server.1, "ssl_cert_reqs=none").expect("a pool");
+    assert!(put_then_get(&insecure, "k").is_ok());
+    // A CA file that cannot be read is refused at start, naming the setting.
+    let missing = certs.path("missing.crt").display().to_string();
+    let error = rediss_backend(server.1, &format!("ssl_ca_certs={missing}"))
+        .expect_err("a missing CA file")
+        .to_string();
+    assert!(
+        error.contains("ssl_ca_certs") && error.contains("missing.crt"),
+        "{error}"
+    );
+    let error = PoolConfig::from_url("rediss://localhost/0?ssl_cert_reqs=maybe")
+        .expect_err("a bad ssl_cert_reqs");
+    assert!(error.contains("ssl_cert_reqs"), "{error}");
+}
+
+/// A server that answers the SSLRequest with `answer` and then waits.
+async fn fake_ssl_answer(answer: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        if let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            let _ = socket.read_exact(&mut request).await;
+            let _ = socket.write_all(answer).await;
+            let _ = socket.read(&mut [0u8; 1]).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn bytes_after_the_servers_yes_and_answers_that_are_not_postgres_are_refused() {
+    for (answer, expected) in [
+        (&b"Sinjected"[..], "CVE-2021-23222"),
+        (&b"E"[..], "is this a PostgreSQL server?"),
+    ] {
+        let port = fake_ssl_answer(answer).await;
+        let error = ssl_in_use(&pg_url("127.0.0.1", port, "sslmode=require"))
+            .await
+            .expect_err("refused");
+        assert!(error.contains(expected), "{error}");
+    }
 }

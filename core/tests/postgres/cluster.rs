@@ -17,7 +17,7 @@ pub struct Cluster {
     pub port: u16,
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}\n{HOW}"));
@@ -39,6 +39,14 @@ fn as_postgres(bin: &Path, tool: &str) -> Command {
 impl Cluster {
     /// A new cluster with `hba` as its pg_hba.conf, started.
     pub fn start(hba: &str) -> Cluster {
+        Cluster::start_with(hba, "", &[])
+    }
+
+    /// A new cluster with `hba` as its pg_hba.conf, `conf` appended to its
+    /// postgresql.conf (later lines win), and each `(name, source)` of `files` copied
+    /// into its data directory as `name` (owned by `postgres`, mode 600, as a
+    /// private key must be; `conf` names them relative to the data directory), started.
+    pub fn start_with(hba: &str, conf: &str, files: &[(&str, &Path)]) -> Cluster {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .unwrap_or_else(|e| panic!("no /usr/lib/postgresql: {e}\n{HOW}"))
             .filter_map(|e| e.ok())
@@ -63,13 +71,20 @@ impl Cluster {
             "--no-sync",
         ]));
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
-        let conf = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",
+        for (name, source) in files {
+            let target = data.join(name);
+            std::fs::copy(source, &target)
+                .unwrap_or_else(|e| panic!("copy {} into the cluster: {e}", source.display()));
+            run(Command::new("chown").arg("postgres:postgres").arg(&target));
+            run(Command::new("chmod").arg("600").arg(&target));
+        }
+        let ours = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n{conf}\n",
             dir.display()
         );
         let mut existing =
             std::fs::read_to_string(data.join("postgresql.conf")).expect("read conf");
-        existing.push_str(&conf);
+        existing.push_str(&ours);
         std::fs::write(data.join("postgresql.conf"), existing).expect("write conf");
         let cluster = Cluster { dir, bin, port };
         cluster.start_again();

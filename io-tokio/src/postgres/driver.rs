@@ -12,7 +12,7 @@ use effectful::{EffectError, EffectId, Time};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::url::Host;
+use super::connect::PgConnector;
 use crate::interpreter::{Replier, SplitStd};
 
 /// What shards and handles ask of the thread.
@@ -59,18 +59,10 @@ struct Socket {
     reader: tokio::task::AbortHandle,
 }
 
-/// Where and how to connect.
-#[derive(Clone, Debug)]
-pub(crate) struct Endpoint {
-    pub(crate) host: Host,
-    pub(crate) port: u16,
-    pub(crate) connect_timeout: Duration,
-}
-
 /// Runs the thread's loop until `Shutdown` or every sender is gone.
 pub(crate) async fn run<F: SplitStd>(
     config: ServiceConfig,
-    endpoint: Endpoint,
+    connector: PgConnector,
     mut commands: mpsc::UnboundedReceiver<Command<F>>,
 ) where
     F::Response: Send,
@@ -89,8 +81,15 @@ pub(crate) async fn run<F: SplitStd>(
             match output {
                 Output::Connect { conn } => {
                     let io = io_tx.clone();
-                    let endpoint = endpoint.clone();
-                    tokio::task::spawn_local(async move { connect(conn, endpoint, io).await });
+                    let connector = connector.clone();
+                    tokio::task::spawn_local(async move {
+                        match connector.connect().await {
+                            Ok(stream) => start_io(conn, stream, io),
+                            Err(why) => {
+                                let _ = io.send(Io::ConnectFailed(conn, why.to_string()));
+                            }
+                        }
+                    });
                 }
                 Output::Transmit { conn, bytes } => {
                     if let Some(socket) = sockets.get(&conn) {
@@ -104,16 +103,13 @@ pub(crate) async fn run<F: SplitStd>(
                     }
                 }
                 Output::Cancel { cancel } => {
-                    let endpoint = endpoint.clone();
+                    let connector = connector.clone();
                     tokio::task::spawn_local(async move {
                         let bytes = cancel.to_bytes();
                         let sent = tokio::time::timeout(Duration::from_secs(10), async {
-                            match open(&endpoint).await {
-                                Ok(Stream::Tcp(mut s)) => send_cancel(&mut s, &bytes).await,
-                                #[cfg(unix)]
-                                Ok(Stream::Unix(mut s)) => send_cancel(&mut s, &bytes).await,
-                                Err(e) => Err(e),
-                            }
+                            let mut stream =
+                                connector.connect_plain().await.map_err(|e| e.to_string())?;
+                            send_cancel(&mut stream, &bytes).await
                         })
                         .await;
                         if !matches!(sent, Ok(Ok(()))) {
@@ -212,43 +208,6 @@ pub(crate) async fn run<F: SplitStd>(
     }
 }
 
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-async fn open(endpoint: &Endpoint) -> Result<Stream, String> {
-    let opened = tokio::time::timeout(endpoint.connect_timeout, async {
-        match &endpoint.host {
-            Host::Tcp(host) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), endpoint.port))
-                    .await
-                    .map_err(|e| format!("{host}:{}: {e}", endpoint.port))?;
-                let _ = stream.set_nodelay(true);
-                Ok(Stream::Tcp(stream))
-            }
-            #[cfg(unix)]
-            Host::Unix(dir) => {
-                let path = format!("{dir}/.s.PGSQL.{}", endpoint.port);
-                let stream = tokio::net::UnixStream::connect(&path)
-                    .await
-                    .map_err(|e| format!("{path}: {e}"))?;
-                Ok(Stream::Unix(stream))
-            }
-            #[cfg(not(unix))]
-            Host::Unix(dir) => Err(format!("Unix sockets ({dir}) need a Unix system")),
-        }
-    })
-    .await;
-    opened.unwrap_or_else(|_| {
-        Err(format!(
-            "no connection within the connect timeout ({:?})",
-            endpoint.connect_timeout
-        ))
-    })
-}
-
 async fn send_cancel<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     bytes: &[u8],
@@ -257,17 +216,6 @@ async fn send_cancel<S: AsyncRead + AsyncWrite + Unpin>(
     // The server closes the socket once it has read the request.
     let _ = s.read(&mut [0u8; 1]).await;
     Ok(())
-}
-
-async fn connect(conn: ConnId, endpoint: Endpoint, io: mpsc::UnboundedSender<Io>) {
-    match open(&endpoint).await {
-        Ok(Stream::Tcp(s)) => start_io(conn, s, io),
-        #[cfg(unix)]
-        Ok(Stream::Unix(s)) => start_io(conn, s, io),
-        Err(why) => {
-            let _ = io.send(Io::ConnectFailed(conn, why));
-        }
-    }
 }
 
 fn start_io<S: AsyncRead + AsyncWrite + 'static>(

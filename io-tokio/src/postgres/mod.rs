@@ -29,6 +29,7 @@
 //! # drop(runtime);
 //! ```
 
+mod connect;
 mod driver;
 mod url;
 
@@ -39,11 +40,12 @@ use effectful::postgres::{PoolConfig, PoolStatus, ServiceConfig};
 use effectful::{EffectError, EffectId, Std};
 use tokio::sync::{mpsc, oneshot};
 
+pub use connect::{ConnectError, PgConnector, PgStream};
 pub use url::{Host, PgUrl, SslMode, UrlError};
 
 use crate::interpreter::{Interpreter, ShardCx, SplitStd, misrouted};
 use crate::runtime::RuntimeBuilder;
-use driver::{Command, Endpoint};
+use driver::Command;
 
 /// Why a [`PgDatabase`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,8 @@ impl PgDatabaseConfig {
     /// (min 5, max 20, command timeout 60 s) and the Database family's migrations.
     pub fn from_url(url: &str) -> Result<PgDatabaseConfig, UrlError> {
         let url = PgUrl::parse(url)?;
-        url.config()?;
+        // Refuses an unreadable `sslrootcert` now rather than on every connect.
+        PgConnector::new(&url)?;
         Ok(PgDatabaseConfig {
             url,
             pool: PoolConfig::default(),
@@ -163,11 +166,7 @@ where
     /// pool's `min_size` connections at once.
     pub fn start(config: PgDatabaseConfig) -> Result<PgDatabase<F>, PgStartError> {
         let connection = config.url.config()?;
-        let endpoint = Endpoint {
-            host: config.url.host.clone(),
-            port: config.url.port,
-            connect_timeout: connection.connect_timeout,
-        };
+        let connector = PgConnector::new(&config.url)?;
         let service = ServiceConfig::new(connection)
             .pool(config.pool)
             .migrations(config.migrations);
@@ -186,7 +185,7 @@ where
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, driver::run::<F>(service, endpoint, rx));
+                local.block_on(&runtime, driver::run::<F>(service, connector, rx));
             })
             .map_err(|e| PgStartError::Thread(e.to_string()))?;
         Ok(PgDatabase {

@@ -22,14 +22,28 @@ pub enum SslMode {
     Disable,
     /// libpq's `allow`: plain first (this client: plain).
     Allow,
-    /// TLS if the server offers it (this client: plain, it has no TLS yet).
+    /// TLS if the server accepts it, plain text otherwise (the default).
     Prefer,
     /// TLS or fail.
     Require,
-    /// TLS with a certificate signed by `sslrootcert`.
+    /// TLS with a certificate signed by `sslrootcert` (any host name).
     VerifyCa,
     /// `VerifyCa`, and the certificate names the host.
     VerifyFull,
+}
+
+impl SslMode {
+    /// The name libpq gives it (`verify-full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// Everything a `postgres://` URL says; [`PgUrl::config`] makes the connection
@@ -51,7 +65,8 @@ pub struct PgUrl {
     pub connect_timeout: Option<Duration>,
     /// `sslmode` (default `prefer`).
     pub sslmode: SslMode,
-    /// `sslrootcert`: the CA file for `verify-ca` and `verify-full`.
+    /// `sslrootcert`: the file of root certificates (PEM) the server's chain must
+    /// lead to; `system` (or none) means the bundled Mozilla roots.
     pub sslrootcert: Option<String>,
     /// `options`: server command-line options (`-c search_path=app`).
     pub options: Option<String>,
@@ -79,29 +94,22 @@ impl fmt::Debug for PgUrl {
 #[error("invalid PostgreSQL URL: {0}")]
 pub struct UrlError(String);
 
+impl UrlError {
+    pub(crate) fn new(message: impl Into<String>) -> UrlError {
+        UrlError(message.into())
+    }
+}
+
 fn err(message: impl Into<String>) -> UrlError {
     UrlError(message.into())
 }
 
 fn decode(part: &str, what: &str) -> Result<String, UrlError> {
-    let bytes = part.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| err(format!("a bad percent-escape in the {what}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| err(format!("the {what} is not UTF-8 once decoded")))
+    crate::tls::percent_decode(part).ok_or_else(|| {
+        err(format!(
+            "a bad percent-escape in the {what}, or it is not UTF-8 once decoded"
+        ))
+    })
 }
 
 impl PgUrl {
@@ -220,17 +228,12 @@ impl PgUrl {
         self.password.is_some()
     }
 
-    /// The connection settings. Refuses an `sslmode` that demands TLS: this client
-    /// does not do TLS yet (`prefer` and `allow` connect in plain text).
+    /// The connection settings. They ask for no TLS ([`TlsMode::Disable`]): the
+    /// driver negotiates it as `sslmode` says before the connection starts
+    /// ([`PgConnector`](super::PgConnector)).
+    ///
+    /// [`TlsMode::Disable`]: effectful::postgres::TlsMode::Disable
     pub fn config(&self) -> Result<PgConfig, UrlError> {
-        if matches!(
-            self.sslmode,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        ) {
-            return Err(err(
-                "sslmode require, verify-ca and verify-full need TLS, which this client does not do yet; use sslmode=disable or prefer on a trusted network",
-            ));
-        }
         let mut config = PgConfig::new(self.user.clone());
         if let Some(db) = &self.dbname {
             config = config.database(db.clone());
@@ -323,7 +326,6 @@ mod tests {
             format!("postgres://u:{secret}@h/d?nope=1"),
             format!("postgres://u:{secret}%zz@h/d"),
             format!("mysql://u:{secret}@h/d"),
-            format!("postgres://u:{secret}@h/d?sslmode=require"),
         ] {
             let message = PgUrl::parse(&bad)
                 .and_then(|u| u.config().map(|_| u))

@@ -18,6 +18,10 @@
 //!   5 s, jittered), and while it waits, effects sent to it fail at once, retryably.
 //! - A handshake the server refuses (a wrong password) is not retried: effects fail
 //!   with a non-retryable `ConnectionLost` saying why. The password is never shown.
+//! - `rediss://`: TLS from the first byte, the certificate checked against the
+//!   bundled roots or `ssl_ca_certs` ([`PoolConfig::from_url`]); a refused
+//!   certificate fails effects with a retryable `ConnectionLost` that says why
+//!   (for example `UnknownIssuer`), and the pool keeps trying with backoff.
 //!
 //! # Auth
 //! With a [`JwtSecret`] ([`RedisBackend::with_auth`]), the backend also serves Auth:
@@ -60,7 +64,7 @@ pub use auth::JwtSecret;
 
 pub use pool::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, Job, OnReply, PoolConfig, PoolError,
-    RedisPool,
+    RedisPool, RedisTls,
 };
 
 use crate::interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd, misrouted};
@@ -105,7 +109,8 @@ impl RedisBackend {
         self
     }
 
-    /// From the server settings: `REDIS_URL` (required here) and
+    /// From the server settings: `REDIS_URL` (required here; `rediss://` with its
+    /// TLS settings, see [`PoolConfig::from_url`]) and
     /// `REDIS_MAX_CONNECTIONS`; keys under `prefix`.
     #[cfg(feature = "server")]
     pub fn from_settings(
@@ -117,9 +122,8 @@ impl RedisBackend {
             .redis_url
             .as_ref()
             .ok_or_else(|| invalid("REDIS_URL is not set".to_owned()))?;
-        let url = effectful::redis::RedisUrl::parse(url.expose())
-            .map_err(|e| invalid(format!("REDIS_URL: {e}")))?;
-        let mut config = PoolConfig::new(url);
+        let mut config =
+            PoolConfig::from_url(url.expose()).map_err(|e| invalid(format!("REDIS_URL: {e}")))?;
         config.max_connections = usize::try_from(settings.redis_max_connections)
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
             .max(1);

@@ -1,8 +1,16 @@
 //! The per-process pool: at most `max_connections` pipelined connections, each a task
 //! on the pool's own IO thread that owns its socket and its [`RedisConnection`].
+//!
+//! A `rediss://` URL puts TLS under every connection from the first byte, through
+//! [`TlsClient`]: the server's certificate must chain to a root and name the URL's
+//! host. The roots are the bundled Mozilla roots, or the PEM file of
+//! [`RedisTls::ca_file`]; skipping the check takes [`RedisTls::insecure_skip_verify`].
+//! [`PoolConfig::from_url`] reads both from the URL's query under redis-py's names,
+//! `ssl_ca_certs=/path/ca.pem` and `ssl_cert_reqs=none` (so `REDIS_URL` can say them).
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +21,11 @@ use effectful::redis::{
 };
 use effectful::{EffectError, ErrorKind, Rng, Schedule, Time};
 use rustc_hash::FxHashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::tls::{TlsClient, TlsStream, Verify};
 
 /// The seed's default pool size (`REDIS_MAX_CONNECTIONS`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
@@ -34,17 +44,89 @@ pub struct PoolConfig {
     pub operation_timeout: Duration,
     /// The backoff between connection attempts after a failure.
     pub reconnect: Schedule,
+    /// How a `rediss://` server's certificate is checked (unused for `redis://`).
+    pub tls: RedisTls,
+}
+
+/// How a `rediss://` server's certificate is checked. The default: it must chain to
+/// one of the bundled Mozilla roots and name the URL's host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// Roots from this PEM file instead of the bundled ones (a private CA);
+    /// `ssl_ca_certs` in the URL.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate: encrypted, but anyone on the path can pose as the
+    /// server. Only when asked for: `ssl_cert_reqs=none` in the URL.
+    pub insecure_skip_verify: bool,
+}
+
+impl RedisTls {
+    /// The TLS client these settings make (reads the CA file).
+    fn client(&self) -> std::io::Result<TlsClient> {
+        let verify = if self.insecure_skip_verify {
+            Verify::Nothing
+        } else {
+            Verify::Full
+        };
+        TlsClient::new(verify, self.ca_file.as_deref()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("rediss:// (ssl_ca_certs): {e}"),
+            )
+        })
+    }
 }
 
 impl PoolConfig {
-    /// `url` with the defaults: 10 connections, 5 s, 100 ms doubling to 5 s.
+    /// `url` with the defaults: 10 connections, 5 s, 100 ms doubling to 5 s; TLS (for
+    /// `rediss://`) checked against the bundled roots.
     pub fn new(url: RedisUrl) -> PoolConfig {
         PoolConfig {
             url,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             reconnect: Reconnect::default_schedule(),
+            tls: RedisTls::default(),
         }
+    }
+
+    /// Reads a `redis://` or `rediss://` URL, with the TLS settings of its query
+    /// under redis-py's names: `ssl_ca_certs` (a PEM file of roots) and
+    /// `ssl_cert_reqs` (`required`, the default, or `none` to skip the check). The
+    /// other parameters are [`RedisUrl::parse`]'s. Errors never quote the URL.
+    pub fn from_url(url: &str) -> Result<PoolConfig, String> {
+        let mut tls = RedisTls::default();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "ssl_ca_certs" => {
+                    let path = crate::tls::percent_decode(value)
+                        .ok_or("ssl_ca_certs has a bad percent-escape or is not UTF-8")?;
+                    tls.ca_file = Some(PathBuf::from(path));
+                }
+                "ssl_cert_reqs" => {
+                    tls.insecure_skip_verify = match value {
+                        "required" => false,
+                        "none" => true,
+                        _ => return Err("ssl_cert_reqs must be `required` or `none`".to_owned()),
+                    }
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config = PoolConfig::new(RedisUrl::parse(&url).map_err(|e| e.to_string())?);
+        config.tls = tls;
+        Ok(config)
     }
 }
 
@@ -153,12 +235,11 @@ impl RedisPool {
     /// Starts the pool's IO thread. Connections open when the first command needs
     /// them; a connection that breaks reconnects with backoff.
     pub fn start(config: PoolConfig) -> std::io::Result<RedisPool> {
-        if config.url.tls() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "rediss:// (TLS) is not supported by this driver yet; use redis://",
-            ));
-        }
+        let tls = if config.url.tls() {
+            Some(config.tls.client()?)
+        } else {
+            None
+        };
         let n = config.max_connections.max(1);
         let target = format!("{}:{}", config.url.host(), config.url.port());
         let mut redis = config.url.config();
@@ -167,6 +248,8 @@ impl RedisPool {
         let seed = crate::entropy::seed().unwrap_or(0x5eed);
         let shared = Arc::new(Slot {
             redis,
+            tls,
+            host: config.url.host().to_owned(),
             target: target.clone(),
             timeout: config.operation_timeout,
             schedule: config.reconnect,
@@ -250,6 +333,9 @@ impl RedisPool {
 /// What every connection of the pool shares.
 struct Slot {
     redis: RedisConfig,
+    /// For `rediss://`: TLS under the connection, verified for `host`.
+    tls: Option<TlsClient>,
+    host: String,
     target: String,
     timeout: Duration,
     schedule: Schedule,
@@ -323,30 +409,23 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
                 continue;
             }
         }
-        let connect = tokio::time::timeout(slot.timeout, TcpStream::connect(&slot.target)).await;
-        let stream = match connect {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                last_error = format!(
-                    "cannot connect to Redis at {} ({e}); reconnecting in the background",
-                    slot.target
-                );
-                tracing::warn!(target = %slot.target, error = %e, "redis connect failed");
-                reconnect.handle_failed(clock.now(), true);
-                continue;
-            }
-            Err(_) => {
-                last_error = format!(
-                    "connecting to Redis at {} took over {:?}; reconnecting in the background",
-                    slot.target, slot.timeout
-                );
+        let connected = match open(&slot).await {
+            Ok(connected) => connected,
+            Err(why) => {
+                tracing::warn!(target = %slot.target, error = %why, "redis connect failed");
+                last_error = format!("{why}; reconnecting in the background");
                 reconnect.handle_failed(clock.now(), true);
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let conn = RedisConnection::new(slot.redis.clone(), clock.now());
-        match serve(&clock, stream, conn, &mut queued, &mut rx, &mut reconnect).await {
+        let ended = match connected {
+            Connected::Plain(s) => {
+                serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await
+            }
+            Connected::Tls(s) => serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await,
+        };
+        match ended {
             Ended::Dropped => return,
             Ended::Closed(e) => {
                 last_error = format!("the connection to Redis at {} ended: {e}", slot.target);
@@ -357,6 +436,38 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
     }
 }
 
+/// A connected socket, with TLS on it for `rediss://`.
+enum Connected {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects to the server (and runs the TLS handshake for `rediss://`) within the
+/// operation timeout; why not, without secrets.
+async fn open(slot: &Slot) -> Result<Connected, String> {
+    let work = async {
+        let stream = TcpStream::connect(&slot.target)
+            .await
+            .map_err(|e| format!("cannot connect to Redis at {} ({e})", slot.target))?;
+        let _ = stream.set_nodelay(true);
+        match &slot.tls {
+            None => Ok(Connected::Plain(stream)),
+            Some(tls) => match tls.connect(&slot.host, stream).await {
+                Ok(stream) => Ok(Connected::Tls(Box::new(stream))),
+                Err(e) => Err(format!("cannot connect to Redis at {}: {e}", slot.target)),
+            },
+        }
+    };
+    tokio::time::timeout(slot.timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "connecting to Redis at {} took over {:?}",
+                slot.target, slot.timeout
+            ))
+        })
+}
+
 enum Ended {
     /// The pool was dropped.
     Dropped,
@@ -365,9 +476,9 @@ enum Ended {
 }
 
 /// Serves jobs on one connection until it closes.
-async fn serve(
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     clock: &Clock,
-    mut stream: TcpStream,
+    mut stream: S,
     mut conn: RedisConnection,
     queued: &mut VecDeque<Job>,
     rx: &mut mpsc::UnboundedReceiver<Job>,
