@@ -612,7 +612,12 @@ mod tests {
             let err = storage
                 .handle(Time::ZERO, StorageRequest::PutObject(request.into()))
                 .unwrap_err();
-            assert_eq!(err.kind, ErrorKind::Service { code: Some(code.into()) });
+            assert_eq!(
+                err.kind,
+                ErrorKind::Service {
+                    code: Some(code.into())
+                }
+            );
             assert!(!err.retryable);
         }
         assert_eq!(storage.objects("b").count(), 0);

@@ -260,14 +260,10 @@ impl StoragePlan {
         };
         let bad = |e: TypeError| protocol(effect, format!("an unexpected row: {e}"));
         Ok(match self.decode {
-            Decode::Object { bucket, key } => {
-                StorageResponse::GetObject(match set.rows.first() {
-                    Some(row) => {
-                        ObjectLookup::Found(Box::new(object(row, bucket, key).map_err(bad)?))
-                    }
-                    None => ObjectLookup::NotFound { bucket, key },
-                })
-            }
+            Decode::Object { bucket, key } => StorageResponse::GetObject(match set.rows.first() {
+                Some(row) => ObjectLookup::Found(Box::new(object(row, bucket, key).map_err(bad)?)),
+                None => ObjectLookup::NotFound { bucket, key },
+            }),
             Decode::Stored { key } => {
                 let row = set
                     .rows
@@ -337,7 +333,10 @@ mod tests {
         assert_eq!(prefix_upper_bound("logs/").as_deref(), Some("logs0"));
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper_bound("\u{10FFFF}\u{10FFFF}"), None);
-        assert_eq!(prefix_upper_bound("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        assert_eq!(
+            prefix_upper_bound("x\u{D7FF}").as_deref(),
+            Some("x\u{E000}")
+        );
         assert_eq!(prefix_upper_bound("é").as_deref(), Some("ê"));
     }
 

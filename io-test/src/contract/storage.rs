@@ -123,9 +123,7 @@ async fn list(fx: &Fx, bucket: &str, prefix: Option<&str>, max_keys: u32) -> Str
 }
 
 async fn wall_clock(fx: &Fx) -> Result<Timestamp, String> {
-    fx.perform(GetCurrentTime {})
-        .await
-        .map_err(|e| refusal(&e))
+    fx.perform(GetCurrentTime {}).await.map_err(|e| refusal(&e))
 }
 
 /// Whether `t` is within [`CLOCK_SLACK`] of `[before, after]`.
@@ -148,7 +146,9 @@ fn round_trip() -> ContractProgram {
         seen_.push(put(&fx, full).await);
         let after = wall_clock(&fx).await?;
         seen_.push(seen(&fx, "docs", "a.txt").await);
-        let object = get(&fx, "docs", "a.txt").await?.ok_or("the object is gone")?;
+        let object = get(&fx, "docs", "a.txt")
+            .await?
+            .ok_or("the object is gone")?;
         seen_.push(format!(
             "last modified by the wall clock of the write: {}",
             between(before, object.last_modified, after)
@@ -210,8 +210,20 @@ fn overwrite_and_delete() -> ContractProgram {
 fn listing() -> ContractProgram {
     boxed(|fx| async move {
         let keys = [
-            "logs/b", "img/x", "logs/a", "logs/c", "logsz", "log", "é", "z", "Z", "logs/\u{10FFFF}",
-            "a%b", "ab", "a_b", "a\\b",
+            "logs/b",
+            "img/x",
+            "logs/a",
+            "logs/c",
+            "logsz",
+            "log",
+            "é",
+            "z",
+            "Z",
+            "logs/\u{10FFFF}",
+            "a%b",
+            "ab",
+            "a_b",
+            "a\\b",
         ];
         for key in keys {
             put(&fx, request("b", key, b"x")).await;
@@ -237,7 +249,9 @@ fn listing() -> ContractProgram {
         let stored = fx.perform_all(many).await;
         seen_.push(format!(
             "1001 stored: {}",
-            stored.iter().all(|s| matches!(s, Ok(PutOutcome::Stored { .. })))
+            stored
+                .iter()
+                .all(|s| matches!(s, Ok(PutOutcome::Stored { .. })))
         ));
         let all = fx
             .perform(ListObjects {
@@ -503,12 +517,10 @@ fn names_expected(put_refused: &dyn Fn(&str) -> String) -> Vec<String> {
         "..",
     ];
     let mut expected: Vec<String> = keys.iter().map(|k| format!("stored {k} v1")).collect();
-    expected.extend(keys.iter().map(|k| {
-        format!(
-            "b/{k}: {k:?} size {} type None metadata {{}} v1",
-            k.len()
-        )
-    }));
+    expected.extend(
+        keys.iter()
+            .map(|k| format!("b/{k}: {k:?} size {} type None metadata {{}} v1", k.len())),
+    );
     expected.push("list Some(\"a/\") max 10: [\"a/b//c/\"]".into());
     expected.push(format!("a key of {MAX_KEY_BYTES} bytes: true"));
     for code in [
