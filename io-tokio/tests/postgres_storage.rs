@@ -7,6 +7,9 @@
 
 mod pg_support;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Command;
 use std::time::Duration;
 
 use effectful::effect::{GetObject, ListObjects, ObjectLookup, PutObject, PutOutcome};
@@ -14,11 +17,14 @@ use effectful::memory::Services;
 use effectful::{Fx, ProgramError};
 use effectful_test::contract::{ContractProgram, StorageDriver, check_storage};
 use effectful_tokio::memory::MemoryWorld;
-use effectful_tokio::postgres::PgDatabase;
+use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
 use effectful_tokio::{Runtime, SystemInterpreter};
-use pg_support::{Schema, psql};
+use pg_support::{START_SERVER, Schema, psql};
 
-fn run_on(runtime: &Runtime, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
+/// A program as the tests write it: what it gives back, from its effect handle.
+type Program<T> = Box<dyn FnOnce(Fx) -> Pin<Box<dyn Future<Output = T>>> + Send>;
+
+fn run_on<T: Send + 'static>(runtime: &Runtime, program: Program<T>) -> Result<T, ProgramError> {
     runtime.block_on(async {
         runtime
             .handle()
@@ -93,23 +99,30 @@ fn put(bucket: &str, key: &str, content: &[u8]) -> PutObject {
 }
 
 /// Runs `program` on a runtime over `config`'s database.
-fn run_program<T: Send + 'static>(
-    config: effectful_tokio::postgres::PgDatabaseConfig,
-    program: impl FnOnce(Fx) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
-) -> T {
+fn run_program<T: Send + 'static>(config: PgDatabaseConfig, program: Program<T>) -> T {
     let db = PgDatabase::start(config.pool_size(2, 8)).expect("started");
     let runtime = on_postgres(&db);
-    let result = runtime.block_on(async {
-        runtime
-            .handle()
-            .spawn(program)
-            .await
-            .expect("spawned")
-            .await
-    });
+    let result = run_on(&runtime, program);
     runtime.shutdown(Duration::from_secs(1));
     db.shutdown(Duration::from_secs(5));
     result.expect("the program ran")
+}
+
+/// `psql -Atc sql` on `database` of the shared server (its output, whatever it is).
+fn psql_in(database: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-Atc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"))
 }
 
 /// A database of this test's own whose default collation is ICU's `en-US`, dropped
@@ -129,82 +142,73 @@ impl LinguisticDatabase {
         LinguisticDatabase { name }
     }
 
-    fn config(&self) -> effectful_tokio::postgres::PgDatabaseConfig {
+    fn config(&self) -> PgDatabaseConfig {
         let url = format!(
             "postgresql://postgres@127.0.0.1:5432/{}?application_name={}",
             self.name, self.name
         );
-        effectful_tokio::postgres::PgDatabaseConfig::from_url(&url).expect("a valid URL")
+        PgDatabaseConfig::from_url(&url).expect("a valid URL")
     }
 }
 
 impl Drop for LinguisticDatabase {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
+        let _ = psql_in(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
 #[test]
 fn keys_sort_by_code_point_even_where_the_database_collation_would_not() {
     let database = LinguisticDatabase::new();
-    let linguistic = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &database.name,
-            "-Atc",
-        ])
-        .arg("SELECT 'é' < 'z' AND 'a' < 'Z'")
-        .output()
-        .expect("psql");
+    let linguistic = psql_in(&database.name, "SELECT 'é' < 'z' AND 'a' < 'Z'");
     assert_eq!(
         String::from_utf8_lossy(&linguistic.stdout).trim(),
         "t",
         "the database's own collation sorts linguistically, so this test shows something"
     );
-    let keys = run_program(database.config(), |fx: Fx| {
-        Box::pin(async move {
-            for key in ["z", "é", "Z", "e", "ä", "a"] {
-                fx.perform(put("b", key, b"")).await.expect("stored");
-            }
-            fx.perform(ListObjects {
-                bucket: "b".into(),
-                prefix: Some(String::new()),
-                max_keys: 10,
+    let keys = run_program(
+        database.config(),
+        Box::new(|fx: Fx| {
+            Box::pin(async move {
+                for key in ["z", "é", "Z", "e", "ä", "a"] {
+                    fx.perform(put("b", key, b"")).await.expect("stored");
+                }
+                fx.perform(ListObjects {
+                    bucket: "b".into(),
+                    prefix: Some(String::new()),
+                    max_keys: 10,
+                })
+                .await
+                .expect("listed")
             })
-            .await
-            .expect("listed")
-        })
-    });
+        }),
+    );
     assert_eq!(keys, ["Z", "a", "e", "z", "ä", "é"], "code point order");
 }
 
 #[test]
 fn concurrent_writes_of_one_key_take_distinct_versions_and_the_last_one_wins() {
     let schema = Schema::new("storage_race");
-    let (outcomes, last) = run_program(schema.config(), |fx: Fx| {
-        Box::pin(async move {
-            let writes = (0..32u8).map(|i| put("b", "contended", &[i]));
-            let outcomes = fx.perform_all(writes).await;
-            let last = fx
-                .perform(GetObject {
-                    bucket: "b".into(),
-                    key: "contended".into(),
-                })
-                .await
-                .expect("read");
-            (outcomes, last)
-        })
-    });
+    let (outcomes, last) = run_program(
+        schema.config(),
+        Box::new(|fx: Fx| {
+            Box::pin(async move {
+                let writes = (0..32u8).map(|i| put("b", "contended", &[i]));
+                let outcomes = fx.perform_all(writes).await;
+                let last = fx
+                    .perform(GetObject {
+                        bucket: "b".into(),
+                        key: "contended".into(),
+                    })
+                    .await
+                    .expect("read");
+                (outcomes, last)
+            })
+        }),
+    );
     let mut versions: Vec<u64> = outcomes
         .iter()
         .map(|o| match o {

@@ -331,25 +331,27 @@ fn large() -> ContractProgram {
     })
 }
 
+/// Keys that are stored and read back as they are.
+const NAMES: [&str; 8] = [
+    "ünï/ç😀dé",
+    "a%20b%",
+    "a/b//c/",
+    "/leading",
+    "trailing ",
+    "tab\tand\nnewline",
+    "%00",
+    "..",
+];
+
 /// Keys and names: any Unicode, percent signs, slashes, spaces; the length limits
 /// and the refusals of empty names and NUL.
 fn names() -> ContractProgram {
     boxed(|fx| async move {
-        let keys = [
-            "ünï/ç😀dé",
-            "a%20b%",
-            "a/b//c/",
-            "/leading",
-            "trailing ",
-            "tab\tand\nnewline",
-            "%00",
-            "..",
-        ];
         let mut seen_ = Vec::new();
-        for key in keys {
+        for key in NAMES {
             seen_.push(put(&fx, request("b", key, key.as_bytes())).await);
         }
-        for key in keys {
+        for key in NAMES {
             seen_.push(seen(&fx, "b", key).await);
         }
         seen_.push(list(&fx, "b", Some("a/"), 10).await);
@@ -506,19 +508,10 @@ pub fn storage_cases() -> Vec<(&'static str, ContractProgram, Vec<String>)> {
 }
 
 fn names_expected(put_refused: &dyn Fn(&str) -> String) -> Vec<String> {
-    let keys = [
-        "ünï/ç😀dé",
-        "a%20b%",
-        "a/b//c/",
-        "/leading",
-        "trailing ",
-        "tab\tand\nnewline",
-        "%00",
-        "..",
-    ];
-    let mut expected: Vec<String> = keys.iter().map(|k| format!("stored {k} v1")).collect();
+    let mut expected: Vec<String> = NAMES.iter().map(|k| format!("stored {k} v1")).collect();
     expected.extend(
-        keys.iter()
+        NAMES
+            .iter()
             .map(|k| format!("b/{k}: {k:?} size {} type None metadata {{}} v1", k.len())),
     );
     expected.push("list Some(\"a/\") max 10: [\"a/b//c/\"]".into());
