@@ -5,7 +5,24 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::family;
+use crate::error::{EffectError, ErrorKind};
 use crate::time::Timestamp;
+
+/// The longest key, in bytes (S3's limit).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The longest bucket name, in bytes (S3's limit).
+pub const MAX_BUCKET_BYTES: usize = 63;
+
+/// The largest object, in bytes: 8 MiB. An object travels in one PostgreSQL message,
+/// whose default limit (`PgConfig::max_message_len`) is 16 MiB.
+pub const MAX_OBJECT_BYTES: usize = 8 << 20;
+
+/// The most bytes of user metadata, keys and values together (S3's limit).
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// The longest content type, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +33,9 @@ pub struct StoredObject {
     pub bucket: String,
     /// Its bytes.
     pub content: Vec<u8>,
-    /// When it was last written.
+    /// When it was last written: the driver's wall clock when the write was
+    /// performed, and always later than the `last_modified` of the object it replaced
+    /// (by at least a microsecond, even if the clock stood still or went back).
     pub last_modified: Timestamp,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
@@ -99,6 +118,97 @@ pub struct PutObject {
     pub content_type: Option<String>,
 }
 
+impl PutObject {
+    /// Refuses a write that breaks one of the limits, which every implementation
+    /// keeps: the same error, before anything is stored.
+    ///
+    /// A write is refused with an [`EffectError`] of kind `Service { code }`, not
+    /// retryable, and nothing is stored, when:
+    /// - the bucket name or the key is empty (`InvalidArgument`);
+    /// - the key is longer than [`MAX_KEY_BYTES`] (`KeyTooLongError`) or the bucket
+    ///   name longer than [`MAX_BUCKET_BYTES`] (`InvalidBucketName`);
+    /// - the content is larger than [`MAX_OBJECT_BYTES`] (`EntityTooLarge`);
+    /// - the metadata's keys and values add up to more than [`MAX_METADATA_BYTES`]
+    ///   (`MetadataTooLarge`), or the content type is longer than
+    ///   [`MAX_CONTENT_TYPE_BYTES`] (`InvalidArgument`).
+    ///
+    /// Every Storage effect refuses a bucket name, key, prefix, content type or metadata
+    /// holding a NUL character (`InvalidArgument`): PostgreSQL's `text` cannot hold one.
+    /// Reading, deleting or listing with names that no write could have stored (empty,
+    /// too long) finds nothing.
+    pub fn check(&self) -> Result<(), EffectError> {
+        const EFFECT: &str = "Storage.PutObject";
+        check_text(EFFECT, "bucket name", &self.bucket)?;
+        check_text(EFFECT, "key", &self.key)?;
+        if self.bucket.is_empty() || self.key.is_empty() {
+            return Err(refused(
+                EFFECT,
+                "InvalidArgument",
+                "the bucket name and the key must not be empty".into(),
+            ));
+        }
+        if self.key.len() > MAX_KEY_BYTES {
+            return Err(refused(
+                EFFECT,
+                "KeyTooLongError",
+                format!(
+                    "the key is {} bytes long; the limit is {MAX_KEY_BYTES}",
+                    self.key.len()
+                ),
+            ));
+        }
+        if self.bucket.len() > MAX_BUCKET_BYTES {
+            return Err(refused(
+                EFFECT,
+                "InvalidBucketName",
+                format!(
+                    "the bucket name is {} bytes long; the limit is {MAX_BUCKET_BYTES}",
+                    self.bucket.len()
+                ),
+            ));
+        }
+        if self.content.len() > MAX_OBJECT_BYTES {
+            return Err(refused(
+                EFFECT,
+                "EntityTooLarge",
+                format!(
+                    "the object is {} bytes; the limit is {MAX_OBJECT_BYTES}",
+                    self.content.len()
+                ),
+            ));
+        }
+        if let Some(content_type) = &self.content_type {
+            check_text(EFFECT, "content type", content_type)?;
+            if content_type.len() > MAX_CONTENT_TYPE_BYTES {
+                return Err(refused(
+                    EFFECT,
+                    "InvalidArgument",
+                    format!(
+                        "the content type is {} bytes long; the limit is {MAX_CONTENT_TYPE_BYTES}",
+                        content_type.len()
+                    ),
+                ));
+            }
+        }
+        let mut metadata_bytes = 0usize;
+        for (key, value) in &self.metadata {
+            check_text(EFFECT, "metadata key", key)?;
+            check_text(EFFECT, "metadata value", value)?;
+            metadata_bytes = metadata_bytes.saturating_add(key.len() + value.len());
+        }
+        if metadata_bytes > MAX_METADATA_BYTES {
+            return Err(refused(
+                EFFECT,
+                "MetadataTooLarge",
+                format!(
+                    "the metadata is {metadata_bytes} bytes; the limit is {MAX_METADATA_BYTES}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Delete an object. Output: whether it existed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteObject {
@@ -118,6 +228,52 @@ pub struct ListObjects {
     /// At most this many keys (default 1000).
     #[serde(default = "default_max_keys")]
     pub max_keys: u32,
+}
+
+impl StorageRequest {
+    /// Refuses a request that breaks one of the limits (a write's are
+    /// [`PutObject::check`]'s; reads, deletes and listings refuse only NUL).
+    pub fn check(&self) -> Result<(), EffectError> {
+        let effect = self.name();
+        match self {
+            StorageRequest::PutObject(r) => r.check(),
+            StorageRequest::GetObject(GetObject { bucket, key })
+            | StorageRequest::DeleteObject(DeleteObject { bucket, key }) => {
+                check_text(effect, "bucket name", bucket)?;
+                check_text(effect, "key", key)
+            }
+            StorageRequest::ListObjects(r) => {
+                check_text(effect, "bucket name", &r.bucket)?;
+                check_text(effect, "prefix", r.prefix.as_deref().unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Refuses a text holding NUL, which PostgreSQL's `text` cannot store.
+fn check_text(effect: &'static str, what: &str, text: &str) -> Result<(), EffectError> {
+    match text.find('\0') {
+        None => Ok(()),
+        Some(at) => Err(refused(
+            effect,
+            "InvalidArgument",
+            format!(
+                "the {what} holds a NUL character at byte {at}; Storage names, prefixes and metadata cannot"
+            ),
+        )),
+    }
+}
+
+/// A refusal of the service's, not retryable.
+fn refused(effect: &'static str, code: &str, message: String) -> EffectError {
+    EffectError::new(
+        effect,
+        ErrorKind::Service {
+            code: Some(code.to_owned()),
+        },
+        message,
+    )
+    .with_retryable(false)
 }
 
 family! {

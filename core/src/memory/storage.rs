@@ -13,9 +13,6 @@ use super::{DEFAULT_WALL_EPOCH, wall_time};
 /// The most keys one `ListObjects` answers, whatever `max_keys` asks (S3's limit).
 pub const MAX_KEYS_LIMIT: u32 = 1000;
 
-/// The longest key S3 accepts, in bytes.
-const MAX_KEY_BYTES: usize = 1024;
-
 #[derive(Clone, Debug, Default)]
 struct Bucket {
     objects: BTreeMap<String, StoredObject>,
@@ -40,7 +37,9 @@ struct Bucket {
 /// - Every bucket keeps versions: each write of a key gets the next version id of that
 ///   key, `"1"`, `"2"`, ... (the count goes on after a delete). Only the newest version
 ///   is kept.
-/// - `last_modified` is `wall_epoch + now` of the write.
+/// - `last_modified` is `wall_epoch + now` of the write, or a microsecond after the
+///   replaced object's if that is not earlier (as on PostgreSQL: an overwrite is
+///   always later than what it replaced).
 /// - `ListObjects` answers keys in lexicographic (byte) order, only those starting
 ///   with `prefix`, at most `max_keys` of them, and never more than
 ///   [`MAX_KEYS_LIMIT`]; `max_keys == 0` answers nothing.
@@ -53,9 +52,22 @@ struct Bucket {
 /// - A locked key ([`set_locked`](FakeStorage::set_locked), an archived or
 ///   legally held object) refuses writes with
 ///   [`PutFailureReason::InvalidObjectState`].
-/// - An empty bucket name, an empty key or a key longer than 1024 bytes is refused
-///   with an [`EffectError`] of kind `Service { code: "InvalidArgument" }` or
-///   `"KeyTooLongError"`, not retryable.
+/// - Requests are held to the family's limits of [`PutObject::check`] by
+///   [`StorageRequest::check`], as the PostgreSQL adapter holds them: an empty bucket
+///   name or key, a key over 1024 bytes, a bucket name over 63, an object over 8 MiB,
+///   metadata over 2 KiB, and NUL in any name, prefix or metadata are refused with
+///   an [`EffectError`] of kind `Service { code }`, not retryable, and nothing is
+///   stored.
+///
+/// The contract suite (`effectful_test::contract::check_storage`) runs the same cases
+/// against this fake and against the PostgreSQL adapter. Found there and fixed here:
+/// NUL characters (which PostgreSQL's `text` refuses) were stored; objects and
+/// bucket names had no size limit (PostgreSQL answers in one message of bounded
+/// length, and its index entries are bounded); an overwrite within the same
+/// microsecond kept the same `last_modified`.
+///
+/// Quotas, read-only buckets, locked keys and fixed bucket lists are faults to
+/// inject in simulations: the PostgreSQL adapter has none of them.
 #[derive(Clone, Debug)]
 pub struct FakeStorage {
     wall_epoch: Timestamp,
@@ -152,6 +164,7 @@ impl FakeStorage {
         now: Time,
         request: StorageRequest,
     ) -> Result<StorageResponse, EffectError> {
+        request.check()?;
         Ok(match request {
             StorageRequest::GetObject(r) => {
                 StorageResponse::GetObject(match self.object(&r.bucket, &r.key) {
@@ -215,23 +228,6 @@ impl FakeStorage {
 
     fn put(&mut self, now: Time, request: PutObject) -> Result<PutOutcome, EffectError> {
         const EFFECT: &str = <PutObject as Effect<Std>>::NAME;
-        if request.bucket.is_empty() || request.key.is_empty() {
-            return Err(service_error(
-                EFFECT,
-                "InvalidArgument",
-                "the bucket name and the key must not be empty",
-            ));
-        }
-        if request.key.len() > MAX_KEY_BYTES {
-            return Err(service_error(
-                EFFECT,
-                "KeyTooLongError",
-                format!(
-                    "the key is {} bytes long; the limit is {MAX_KEY_BYTES}",
-                    request.key.len()
-                ),
-            ));
-        }
         if !self.create_on_put && !self.buckets.contains_key(&request.bucket) {
             return Err(service_error(
                 EFFECT,
@@ -242,7 +238,7 @@ impl FakeStorage {
                 ),
             ));
         }
-        let last_modified = wall_time(self.wall_epoch, now);
+        let clock = wall_time(self.wall_epoch, now);
         let bucket = self.bucket_entry(&request.bucket);
         if bucket.read_only {
             return Ok(PutOutcome::Failed {
@@ -265,6 +261,10 @@ impl FakeStorage {
                 reason: PutFailureReason::QuotaExceeded,
             });
         }
+        let last_modified = match bucket.objects.get(&request.key) {
+            Some(replaced) => later_than(clock, replaced.last_modified),
+            None => clock,
+        };
         let version = bucket.versions.entry(request.key.clone()).or_insert(0);
         *version += 1;
         let version_id = version.to_string();
@@ -289,6 +289,14 @@ impl FakeStorage {
     fn bucket_entry(&mut self, bucket: &str) -> &mut Bucket {
         self.buckets.entry(bucket.to_owned()).or_default()
     }
+}
+
+/// `clock`, or a microsecond after `previous` if the clock is not past it: an
+/// overwrite is always later than what it replaced.
+fn later_than(clock: Timestamp, previous: Timestamp) -> Timestamp {
+    clock.max(Timestamp::from_unix_micros(
+        previous.unix_micros().saturating_add(1),
+    ))
 }
 
 fn service_error(effect: &'static str, code: &str, message: impl Into<String>) -> EffectError {
@@ -570,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn storage_quotes_a_bounded_excerpt_of_an_unknown_bucket_name() {
+    fn storage_refuses_an_overlong_bucket_name_without_quoting_it() {
         let mut storage = FakeStorage::with_buckets(["known"]);
         let name = "b".repeat(1 << 20);
         let err = storage
@@ -579,8 +587,59 @@ mod tests {
                 StorageRequest::PutObject(put_request(&name, "k", b"x").into()),
             )
             .unwrap_err();
-        assert!(err.message.len() < 400, "{}", err.message);
-        assert!(err.message.contains("bbbb…[") && err.message.ends_with("does not exist"));
+        assert_eq!(
+            err.kind,
+            ErrorKind::Service {
+                code: Some("InvalidBucketName".into())
+            }
+        );
+        assert!(err.message.len() < 200, "{}", err.message);
+    }
+
+    #[test]
+    fn storage_refuses_nul_in_names_and_oversized_objects_and_stores_nothing() {
+        let mut storage = FakeStorage::new();
+        let mut with_nul_metadata = put_request("b", "k", b"x");
+        with_nul_metadata.metadata.insert("a".into(), "x\0y".into());
+        for (request, code) in [
+            (put_request("b", "k\0", b""), "InvalidArgument"),
+            (with_nul_metadata, "InvalidArgument"),
+            (
+                put_request("b", "k", &vec![0; crate::effect::MAX_OBJECT_BYTES + 1]),
+                "EntityTooLarge",
+            ),
+        ] {
+            let err = storage
+                .handle(Time::ZERO, StorageRequest::PutObject(request.into()))
+                .unwrap_err();
+            assert_eq!(
+                err.kind,
+                ErrorKind::Service {
+                    code: Some(code.into())
+                }
+            );
+            assert!(!err.retryable);
+        }
+        assert_eq!(storage.objects("b").count(), 0);
+        let list = StorageRequest::ListObjects(ListObjects {
+            bucket: "b".into(),
+            prefix: Some("\0".into()),
+            max_keys: 1,
+        });
+        assert!(storage.handle(Time::ZERO, list).is_err());
+    }
+
+    #[test]
+    fn storage_overwrite_in_the_same_instant_is_a_microsecond_later() {
+        let mut storage = FakeStorage::new();
+        put(&mut storage, "b", "k", b"1");
+        let first = storage.object("b", "k").map(|o| o.last_modified);
+        put(&mut storage, "b", "k", b"2");
+        let second = storage.object("b", "k").map(|o| o.last_modified);
+        assert_eq!(
+            second.map(Timestamp::unix_micros),
+            first.map(|t| t.unix_micros() + 1)
+        );
     }
 
     #[test]

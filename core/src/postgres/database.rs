@@ -175,6 +175,11 @@ BEGIN
 END
 $fn$;",
     },
+    Migration {
+        version: 3,
+        name: "storage: effectful_objects, effectful_object_versions",
+        sql: super::storage::MIGRATION_SQL,
+    },
 ];
 
 /// The advisory-lock key (`pg_advisory_xact_lock`) that serialises migrations across

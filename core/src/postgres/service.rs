@@ -1,5 +1,5 @@
-//! [`PgService`]: the Database family over a [`Pool`] of pipelined [`PgConnection`]s,
-//! as one sans-IO state machine a driver feeds with bytes and time.
+//! [`PgService`]: the Database and Storage families over a [`Pool`] of pipelined
+//! [`PgConnection`]s, as one sans-IO state machine a driver feeds with bytes and time.
 //!
 //! It owns the pool, every connection's state machine and the table of pending work:
 //! each submitted request waits for a shared connection, runs as one extended query
@@ -21,8 +21,9 @@ use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
 use super::room::Room;
 use super::scram::NONCE_ENTROPY_LEN;
-use crate::effect::{DatabaseRequest, DatabaseResponse};
-use crate::{EffectError, ErrorKind, Time};
+use super::storage::{self, StoragePlan};
+use crate::effect::{DatabaseRequest, DatabaseResponse, StorageRequest, StorageResponse};
+use crate::{EffectError, ErrorKind, Time, Timestamp};
 
 /// What a [`PgService`] runs.
 #[derive(Clone, Debug)]
@@ -30,6 +31,8 @@ use crate::{EffectError, ErrorKind, Time};
 pub enum Work {
     /// One Database effect.
     Database(DatabasePlan),
+    /// One Storage effect.
+    Storage(StoragePlan),
     /// `SELECT 1` on a pool connection (a health check).
     Ping,
 }
@@ -40,9 +43,16 @@ impl Work {
         Work::Database(database::plan(request))
     }
 
+    /// The work for one Storage request performed at wall-clock time `now`, or the
+    /// error the request is refused with before reaching the server.
+    pub fn storage(request: &StorageRequest, now: Timestamp) -> Result<Work, EffectError> {
+        storage::plan(request, now).map(Work::Storage)
+    }
+
     fn effect(&self) -> &'static str {
         match self {
             Work::Database(plan) => plan.effect(),
+            Work::Storage(plan) => plan.effect(),
             Work::Ping => "Database.Ping",
         }
     }
@@ -51,7 +61,7 @@ impl Work {
     fn room_wait(&self) -> Option<(u64, u32)> {
         match self {
             Work::Database(plan) => plan.decode().room_wait(),
-            Work::Ping => None,
+            Work::Storage(_) | Work::Ping => None,
         }
     }
 }
@@ -62,6 +72,8 @@ impl Work {
 pub enum Reply {
     /// The answer to a Database effect.
     Database(DatabaseResponse),
+    /// The answer to a Storage effect.
+    Storage(StorageResponse),
     /// The server answered `SELECT 1`.
     Pong,
 }
@@ -672,6 +684,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         let sent = match (&mut c.pg, &work) {
             (Some(pg), Work::Database(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
+            (Some(pg), Work::Storage(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
             (Some(pg), Work::Ping) => pg.execute(self.now, "SELECT 1", &[]),
             (None, _) => Err(PgError::Closed(super::error::ClosedReason::ServerHungUp)),
         };
@@ -997,7 +1010,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             let leader_work = work.clone();
             let found = match work {
                 Work::Database(plan) => plan.finish(result).map(Reply::Database),
-                Work::Ping => return,
+                Work::Storage(_) | Work::Ping => return,
             };
             let mut nothing_yet = false;
             if let Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(read))) = &found {
@@ -1050,6 +1063,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         }
         let result = match work {
             Work::Database(plan) => plan.finish(result).map(Reply::Database),
+            Work::Storage(plan) => plan.finish(result).map(Reply::Storage),
             Work::Ping => result
                 .map(|_| Reply::Pong)
                 .map_err(|e| e.to_effect_error(effect)),

@@ -119,6 +119,8 @@ pub fn check_cancellation(driver: &mut impl CancellationDriver, leg: Duration) {
 mod database;
 
 pub use database::{DatabaseDriver, check_database, database_cases};
+mod storage;
+pub use storage::{StorageDriver, check_storage, storage_cases};
 /// A driver under test for the family contracts ([`check_cache`], [`check_auth`]).
 pub trait ServiceDriver {
     /// Runs `program` alone, to its end, against the driver's Cache and Auth

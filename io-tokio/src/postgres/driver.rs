@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use effectful::effect::{DatabaseRequest, Request, Response};
+use effectful::effect::Response;
 use effectful::postgres::{ConnId, Output, PgService, PoolStatus, Reply, ServiceConfig, Work};
 use effectful::{EffectError, EffectId, Time};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,7 +20,7 @@ pub(crate) enum Command<F: SplitStd> {
     Perform {
         shard: usize,
         id: EffectId,
-        request: DatabaseRequest,
+        work: Work,
         replier: Replier<F>,
     },
     Cancel {
@@ -122,6 +122,7 @@ pub(crate) async fn run<F: SplitStd>(
                         if let Key::Effect(_, id) = key {
                             let result = result.and_then(|reply| match reply {
                                 Reply::Database(r) => Ok(F::embed_response(Response::Database(r))),
+                                Reply::Storage(r) => Ok(F::embed_response(Response::Storage(r))),
                                 _ => Err(EffectError::mismatched_response(
                                     "Database",
                                     "a reply of another kind",
@@ -178,10 +179,10 @@ pub(crate) async fn run<F: SplitStd>(
             }
             command = commands.recv(), if !shutting_down => {
                 match command {
-                    Some(Command::Perform { shard, id, request, replier }) => {
+                    Some(Command::Perform { shard, id, work, replier }) => {
                         let key = Key::Effect(shard, id);
                         targets.insert(key, Target::Effect(replier));
-                        service.submit(now(), key, Work::database(&request));
+                        service.submit(now(), key, work);
                     }
                     Some(Command::Cancel { shard, id }) => {
                         let key = Key::Effect(shard, id);
@@ -257,12 +258,4 @@ fn start_io<S: AsyncRead + AsyncWrite + 'static>(
         let _ = write.shutdown().await;
     });
     let _ = io.send(Io::Connected(conn, tx, reader.abort_handle()));
-}
-
-/// The request of the Database family inside `request`, if it is one.
-pub(crate) fn database_request(request: Request) -> Option<DatabaseRequest> {
-    match request {
-        Request::Database(r) => Some(r),
-        _ => None,
-    }
 }

@@ -1,4 +1,5 @@
-//! The Database family on a real PostgreSQL server (cargo feature `postgres`).
+//! The Database and Storage families on a real PostgreSQL server (cargo feature
+//! `postgres`).
 //!
 //! [`PgDatabase`] is one pool per process (by default at least 5 and at most 20
 //! connections, a 60 s command timeout): a thread of its own runs the core's
@@ -7,6 +8,8 @@
 //! directory), and every shard's [`PgInterpreter`] hands it requests. On its first
 //! connection it applies the embedded migrations (`users`, `deleted_users`,
 //! `chat_messages`, recorded in `effectful_migrations`) before any request runs.
+//! [`PgDatabase::register_storage`] serves Storage from the same pool (objects in
+//! `effectful_objects`, see `effectful::postgres::storage`).
 //!
 //! - **Cancellation contract**: a request still waiting for a connection when its
 //!   program cancels it is dropped and never sent; one already sent runs to its end
@@ -35,8 +38,9 @@ mod url;
 
 use std::sync::{Arc, Mutex};
 
+use effectful::effect::Request;
 use effectful::postgres::database::{self, Migration};
-use effectful::postgres::{PoolConfig, PoolStatus, ServiceConfig};
+use effectful::postgres::{PoolConfig, PoolStatus, ServiceConfig, Work};
 use effectful::{EffectError, EffectId, Std};
 use tokio::sync::{mpsc, oneshot};
 
@@ -202,6 +206,14 @@ where
         builder.interpreter("Database", move |_| db.interpreter())
     }
 
+    /// Registers this pool's interpreter for the Storage family on `builder` too:
+    /// objects in `effectful_objects` (migration 3), each write's `last_modified`
+    /// from the OS wall clock when the write is performed.
+    pub fn register_storage(&self, builder: RuntimeBuilder<F>) -> RuntimeBuilder<F> {
+        let db = self.clone();
+        builder.interpreter(STORAGE_FAMILY, move |_| db.interpreter())
+    }
+
     /// One shard's interpreter (they all share this pool).
     pub fn interpreter(&self) -> PgInterpreter<F> {
         PgInterpreter { db: self.clone() }
@@ -248,7 +260,7 @@ where
     }
 }
 
-/// Serves the Database family on one shard from a [`PgDatabase`].
+/// Serves the Database and Storage families on one shard from a [`PgDatabase`].
 pub struct PgInterpreter<F: SplitStd = Std>
 where
     F::Response: Send,
@@ -262,22 +274,25 @@ where
 {
     fn perform(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId, request: F::Request) {
         let name = F::request_name(&request);
-        let request = match F::split_request(request) {
-            Ok(std) => match driver::database_request(std) {
-                Some(r) => r,
-                None => {
-                    cx.answer(
-                        id,
-                        Err(EffectError::new(
-                            name,
-                            effectful::ErrorKind::Protocol,
-                            "the PostgreSQL interpreter serves the Database family only",
-                        )
-                        .with_retryable(false)),
-                    );
-                    return;
-                }
+        let work = match F::split_request(request) {
+            Ok(Request::Database(r)) => Work::database(&r),
+            // The wall clock of the write's `last_modified`, read when it is performed.
+            Ok(Request::Storage(r)) => match Work::storage(&r, crate::entropy::wall_clock()) {
+                Ok(work) => work,
+                Err(refused) => return cx.answer(id, Err(refused)),
             },
+            Ok(_) => {
+                cx.answer(
+                    id,
+                    Err(EffectError::new(
+                        name,
+                        effectful::ErrorKind::Protocol,
+                        "the PostgreSQL interpreter serves the Database and Storage families only",
+                    )
+                    .with_retryable(false)),
+                );
+                return;
+            }
             Err(own) => {
                 cx.answer(id, Err(misrouted::<F>("Database", &own)));
                 return;
@@ -286,7 +301,7 @@ where
         let sent = self.db.inner.tx.send(Command::Perform {
             shard: cx.shard(),
             id,
-            request,
+            work,
             replier: cx.replier(),
         });
         if sent.is_err() {
@@ -366,6 +381,9 @@ pub use server_glue::PgHealthCheck;
 
 /// The family the interpreter registers for.
 pub const FAMILY: &str = "Database";
+
+/// The family [`PgDatabase::register_storage`] registers the interpreter for too.
+pub const STORAGE_FAMILY: &str = "Storage";
 
 #[cfg(test)]
 mod tests {

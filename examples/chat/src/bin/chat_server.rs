@@ -12,7 +12,8 @@
 //!   backend; `/metrics` is Prometheus text.
 //! - Settings come from the environment and `.env` (see `deploy/.env.example`);
 //!   `--host` and `--port` override `HOST` and `PORT`.
-//! - With `DATABASE_URL` unset the room lives in memory, and with `REDIS_URL` unset so
+//! - With `DATABASE_URL` set the room and Storage's objects live in PostgreSQL.
+//!   With it unset the room lives in memory, and with `REDIS_URL` unset so
 //!   does the cache: the log says so, and one process keeps the room. With
 //!   `ENVIRONMENT=production` the server refuses to start without both, so that a
 //!   mistyped variable never silently loses data.
@@ -139,8 +140,8 @@ fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let database = match PgDatabaseConfig::from_settings(settings)? {
         Some(config) => {
             let db = PgDatabase::start(config)?;
-            builder = db.register(builder);
-            real.push("Database");
+            builder = db.register_storage(db.register(builder));
+            real.extend(["Database", "Storage"]);
             tracing::info!(url = %settings.database_url.as_ref().map(|u| u.redacted()).unwrap_or_default(), "the room lives in PostgreSQL");
             Some(db)
         }
