@@ -404,6 +404,37 @@ impl effectful_test::contract::ServiceDriver for RedisDriver {
     }
 }
 
+impl effectful_test::contract::MessagingDriver for RedisDriver {
+    fn run(
+        &mut self,
+        program: effectful_test::contract::ContractProgram,
+    ) -> Result<Vec<String>, effectful::ProgramError> {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("messaging-contract-{run}");
+        let adapter = effectful::redis::MessagingAdapter::new(prefix(&name))
+            .with_ack_timeout(effectful_test::contract::ACK_TIMEOUT);
+        let backend = shared_backend(&name, 2)
+            .with_messaging(adapter)
+            .expect("the consumers' thread");
+        let runtime = backend
+            .register(Runtime::builder().shards(1).seed(5))
+            .build()
+            .expect("a runtime");
+        let result = runtime.block_on(async {
+            let handle = runtime.handle().spawn(program).await.expect("spawned");
+            handle.await
+        });
+        runtime.shutdown(Duration::from_secs(1));
+        result
+    }
+}
+
+#[test]
+fn redis_streams_keep_the_messaging_contract() {
+    effectful_test::contract::check_messaging(&mut RedisDriver);
+}
+
 #[test]
 fn redis_keeps_the_cache_contract() {
     effectful_test::contract::check_cache(&mut RedisDriver);

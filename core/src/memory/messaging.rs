@@ -859,7 +859,10 @@ mod tests {
             (first.message_id.as_str(), 1)
         );
         // The acknowledged one's deadline passes without effect.
-        assert_eq!(consume(&mut broker, Time::from_secs(5), "t/g").map(|e| e.payload), Some(b"x".to_vec()));
+        assert_eq!(
+            consume(&mut broker, Time::from_secs(5), "t/g").map(|e| e.payload),
+            Some(b"x".to_vec())
+        );
         assert_eq!(consume(&mut broker, Time::from_secs(5), "t/g"), None);
     }
 

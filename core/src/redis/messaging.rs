@@ -261,10 +261,12 @@ impl MessagingAdapter {
                     subscription: r.subscription.clone(),
                 }),
             ),
-            MessagingRequest::AcknowledgeMessage(r) => match self.on_delivery(ACK_SCRIPT, &r.message_id) {
-                Some(command) => MessagingPlan::Send(command, pending(Op::Ack)),
-                None => unknown(MessagingResponse::AcknowledgeMessage),
-            },
+            MessagingRequest::AcknowledgeMessage(r) => {
+                match self.on_delivery(ACK_SCRIPT, &r.message_id) {
+                    Some(command) => MessagingPlan::Send(command, pending(Op::Ack)),
+                    None => unknown(MessagingResponse::AcknowledgeMessage),
+                }
+            }
             MessagingRequest::NegativeAcknowledge(r) => {
                 match self.on_delivery(NACK_SCRIPT, &r.message_id) {
                     Some(command) => MessagingPlan::Send(
@@ -299,14 +301,20 @@ impl MessagingAdapter {
                 }),
                 None => return Err(unexpected()),
             },
-            Op::Consume { subscription } => MessagingResponse::ConsumeMessage(
-                match read_delivery(&reply, &subscription).ok_or_else(unexpected)? {
-                    Some(envelope) => ConsumeOutcome::Message(Box::new(envelope)),
-                    None => ConsumeOutcome::Timeout,
-                },
-            ),
-            Op::Ack => MessagingResponse::AcknowledgeMessage(ack_outcome(&reply).ok_or_else(unexpected)?),
-            Op::Nack => MessagingResponse::NegativeAcknowledge(ack_outcome(&reply).ok_or_else(unexpected)?),
+            Op::Consume { subscription } => {
+                MessagingResponse::ConsumeMessage(
+                    match read_delivery(&reply, &subscription).ok_or_else(unexpected)? {
+                        Some(envelope) => ConsumeOutcome::Message(Box::new(envelope)),
+                        None => ConsumeOutcome::Timeout,
+                    },
+                )
+            }
+            Op::Ack => {
+                MessagingResponse::AcknowledgeMessage(ack_outcome(&reply).ok_or_else(unexpected)?)
+            }
+            Op::Nack => {
+                MessagingResponse::NegativeAcknowledge(ack_outcome(&reply).ok_or_else(unexpected)?)
+            }
         })
     }
 
@@ -453,6 +461,9 @@ fn topic_of(subscription: &str) -> &str {
         .map_or(subscription, |(topic, _)| topic)
 }
 
+/// The effect a waiting consumer's errors name.
+pub const CONSUME_EFFECT: &str = "Messaging.ConsumeMessage";
+
 /// A command [`Consumers`] wants sent, by its token (give the reply back with
 /// [`Consumers::handle_reply`]).
 pub type ReadToken = u64;
@@ -487,6 +498,17 @@ struct Subscription<W> {
     poll_at: Option<Time>,
 }
 
+/// One waiting consumer.
+#[derive(Clone, Debug)]
+struct Waiting {
+    subscription: String,
+    deadline: Time,
+    /// Whether a read of its subscription has come back since it came: a consumer
+    /// times out only after one did, so a consume with a zero timeout still asks
+    /// the server (and creates the group), as the fake's does.
+    read: bool,
+}
+
 #[derive(Debug)]
 enum Sent {
     Read(String),
@@ -505,9 +527,11 @@ enum Sent {
 #[derive(Debug)]
 pub struct Consumers<W> {
     adapter: MessagingAdapter,
-    /// Each waiting consumer's subscription and deadline.
-    waiters: BTreeMap<W, (String, Time)>,
+    /// Each waiting consumer.
+    waiters: BTreeMap<W, Waiting>,
     deadlines: BTreeSet<(Time, W)>,
+    /// Past their deadline, waiting for their first read to come back.
+    overdue: Vec<W>,
     subscriptions: FxHashMap<String, Subscription<W>>,
     polls: BTreeSet<(Time, String)>,
     sent: FxHashMap<ReadToken, Sent>,
@@ -522,6 +546,7 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             adapter,
             waiters: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            overdue: Vec::new(),
             subscriptions: FxHashMap::new(),
             polls: BTreeSet::new(),
             sent: FxHashMap::new(),
@@ -552,8 +577,14 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             return;
         }
         let deadline = now.saturating_add(Duration::from_millis(request.timeout_ms));
-        self.waiters
-            .insert(waiter, (request.subscription.clone(), deadline));
+        self.waiters.insert(
+            waiter,
+            Waiting {
+                subscription: request.subscription.clone(),
+                deadline,
+                read: false,
+            },
+        );
         self.deadlines.insert((deadline, waiter));
         let subscription = self
             .subscriptions
@@ -571,12 +602,12 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
     /// it was waiting; a read on its behalf that finds a message now hands it to the
     /// next consumer, or back to the group.
     pub fn cancel(&mut self, waiter: W) -> bool {
-        let Some((subscription, deadline)) = self.waiters.remove(&waiter) else {
+        let Some(waiting) = self.waiters.remove(&waiter) else {
             return false;
         };
-        self.deadlines.remove(&(deadline, waiter));
-        self.leave(&subscription, waiter);
-        self.forget_if_idle(&subscription);
+        self.deadlines.remove(&(waiting.deadline, waiter));
+        self.leave(&waiting.subscription, waiter);
+        self.forget_if_idle(&waiting.subscription);
         true
     }
 
@@ -595,21 +626,27 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
         }
     }
 
-    /// The reply to the command sent with `token`.
-    pub fn handle_reply(&mut self, now: Time, token: ReadToken, reply: Result<Value, CommandError>) {
+    /// The reply to the command sent with `token`, or the driver's error for it (a
+    /// lost connection, a timeout: see [`CONSUME_EFFECT`] for the effect to name).
+    pub fn handle_reply(&mut self, now: Time, token: ReadToken, reply: Result<Value, EffectError>) {
         let Some(Sent::Read(name)) = self.sent.remove(&token) else {
             return;
         };
         if let Some(subscription) = self.subscriptions.get_mut(&name) {
             subscription.reading = false;
+            for waiter in &subscription.queue {
+                if let Some(waiting) = self.waiters.get_mut(waiter) {
+                    waiting.read = true;
+                }
+            }
         }
         let pending = MessagingPending {
-            effect: <ConsumeMessage as crate::Effect<crate::Std>>::NAME,
+            effect: CONSUME_EFFECT,
             op: Op::Consume {
                 subscription: name.clone(),
             },
         };
-        match self.adapter.response(pending, reply) {
+        match reply.and_then(|value| self.adapter.response(pending, Ok(value))) {
             Ok(MessagingResponse::ConsumeMessage(ConsumeOutcome::Message(envelope))) => {
                 match self.first_waiter(&name) {
                     Some(waiter) => {
@@ -620,13 +657,15 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
                     None => self.send_hand_back(&envelope.message_id),
                 }
             }
-            Ok(_) => self.poll_later(now, &name),
+            Ok(_) => {}
             Err(e) => {
                 while let Some(waiter) = self.first_waiter(&name) {
                     self.end_wait(waiter, Err(e.clone()));
                 }
             }
         }
+        self.handle_timeout(now);
+        self.poll_later(now, &name);
         self.forget_if_idle(&name);
     }
 
@@ -637,11 +676,31 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             if deadline > now {
                 break;
             }
-            if let Some((subscription, _)) = self.waiters.get(&waiter).cloned() {
+            self.deadlines.pop_first();
+            let Some(waiting) = self.waiters.get(&waiter) else {
+                continue;
+            };
+            if waiting.read {
+                let subscription = waiting.subscription.clone();
                 self.end_wait(waiter, Ok(ConsumeOutcome::Timeout));
                 self.forget_if_idle(&subscription);
             } else {
-                self.deadlines.pop_first();
+                // Back once its first read is: then it is past due.
+                self.overdue.push(waiter);
+            }
+        }
+        if !self.overdue.is_empty() {
+            let overdue = std::mem::take(&mut self.overdue);
+            for waiter in overdue {
+                match self.waiters.get(&waiter) {
+                    Some(waiting) if waiting.read => {
+                        let subscription = waiting.subscription.clone();
+                        self.end_wait(waiter, Ok(ConsumeOutcome::Timeout));
+                        self.forget_if_idle(&subscription);
+                    }
+                    Some(_) => self.overdue.push(waiter),
+                    None => {}
+                }
             }
         }
         while let Some((at, _)) = self.polls.first() {
@@ -700,7 +759,8 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
         let token = self.next_token;
         self.next_token += 1;
         self.sent.insert(token, sent);
-        self.outputs.push_back(ConsumerOutput::Send { token, command });
+        self.outputs
+            .push_back(ConsumerOutput::Send { token, command });
     }
 
     fn poll_later(&mut self, now: Time, name: &str) {
@@ -721,9 +781,9 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
 
     /// Answers `waiter` and forgets it.
     fn end_wait(&mut self, waiter: W, result: Result<ConsumeOutcome, EffectError>) {
-        if let Some((subscription, deadline)) = self.waiters.remove(&waiter) {
-            self.deadlines.remove(&(deadline, waiter));
-            self.leave(&subscription, waiter);
+        if let Some(waiting) = self.waiters.remove(&waiter) {
+            self.deadlines.remove(&(waiting.deadline, waiter));
+            self.leave(&waiting.subscription, waiter);
         }
         self.outputs
             .push_back(ConsumerOutput::Answer { waiter, result });

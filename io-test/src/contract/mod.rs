@@ -117,8 +117,10 @@ pub fn check_cancellation(driver: &mut impl CancellationDriver, leg: Duration) {
 }
 
 mod database;
+mod messaging;
 
 pub use database::{DatabaseDriver, check_database, database_cases};
+pub use messaging::{ACK_TIMEOUT, MessagingDriver, check_messaging};
 /// A driver under test for the family contracts ([`check_cache`], [`check_auth`]).
 pub trait ServiceDriver {
     /// Runs `program` alone, to its end, against the driver's Cache and Auth
