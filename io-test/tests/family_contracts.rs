@@ -4,7 +4,7 @@
 use effectful::ProgramError;
 use effectful_test::contract::{
     ACK_TIMEOUT, ContractProgram, MessagingDriver, ServiceDriver, check_auth, check_cache,
-    check_messaging,
+    check_cache_commands, check_messaging,
 };
 use effectful_test::fake::Services;
 use effectful_test::sim::{Connection, ConnectionEnd, SimConfig, Simulation};
@@ -63,4 +63,9 @@ fn the_fake_auth_keeps_the_auth_contract() {
 #[test]
 fn the_fake_broker_keeps_the_messaging_contract() {
     check_messaging(&mut Simulator);
+}
+
+#[test]
+fn the_fake_cache_keeps_the_commands_contract() {
+    check_cache_commands(&mut Simulator);
 }

@@ -586,6 +586,11 @@ fn redis_streams_keep_the_messaging_contract() {
 }
 
 #[test]
+fn redis_keeps_the_commands_contract() {
+    effectful_test::contract::check_cache_commands(&mut RedisDriver);
+}
+
+#[test]
 fn redis_keeps_the_cache_contract() {
     effectful_test::contract::check_cache(&mut RedisDriver);
 }

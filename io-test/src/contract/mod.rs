@@ -116,9 +116,11 @@ pub fn check_cancellation(driver: &mut impl CancellationDriver, leg: Duration) {
     );
 }
 
+mod commands;
 mod database;
 mod messaging;
 
+pub use commands::check_cache_commands;
 pub use database::{DatabaseDriver, check_database, database_cases};
 pub use messaging::{ACK_TIMEOUT, MessagingDriver, check_messaging};
 /// A driver under test for the family contracts ([`check_cache`], [`check_auth`]).
