@@ -767,7 +767,7 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
         let Some(subscription) = self.subscriptions.get_mut(name) else {
             return;
         };
-        if subscription.queue.is_empty() || subscription.poll_at.is_some() {
+        if subscription.queue.is_empty() || subscription.reading || subscription.poll_at.is_some() {
             return;
         }
         let at = now.saturating_add(self.adapter.poll_interval);
@@ -813,5 +813,214 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
                 self.polls.remove(&(at, name.to_owned()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(subscription: &str, timeout_ms: u64) -> ConsumeMessage {
+        ConsumeMessage {
+            subscription: subscription.into(),
+            timeout_ms,
+        }
+    }
+
+    /// A consume reply holding one entry delivered `deliveries` times.
+    fn entry(id: &str, payload: &str, deliveries: i64) -> Value {
+        let fields = [
+            "payload",
+            payload,
+            "time",
+            "1700000000000123",
+            "p:kind",
+            "k",
+        ]
+        .iter()
+        .map(|f| Value::Bulk(f.as_bytes().to_vec()))
+        .collect();
+        Value::Array(vec![
+            Value::Bulk(id.as_bytes().to_vec()),
+            Value::Array(fields),
+            Value::Int(deliveries),
+        ])
+    }
+
+    fn outputs(consumers: &mut Consumers<u32>) -> Vec<ConsumerOutput<u32>> {
+        std::iter::from_fn(|| consumers.poll_output()).collect()
+    }
+
+    /// The tokens of the commands sent, and whether each is a read (not a hand-back).
+    fn sent(outputs: &[ConsumerOutput<u32>]) -> Vec<(ReadToken, bool)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ConsumerOutput::Send { token, command } => {
+                    let text = format!("{command:?}");
+                    Some((*token, text.contains("XREADGROUP")))
+                }
+                ConsumerOutput::Answer { .. } => None,
+            })
+            .collect()
+    }
+
+    fn answers(outputs: Vec<ConsumerOutput<u32>>) -> Vec<(u32, String)> {
+        outputs
+            .into_iter()
+            .filter_map(|o| match o {
+                ConsumerOutput::Answer { waiter, result } => Some((
+                    waiter,
+                    match result {
+                        Ok(ConsumeOutcome::Message(m)) => format!(
+                            "{} {} {} {:?}",
+                            m.message_id,
+                            String::from_utf8_lossy(&m.payload),
+                            m.redelivery_count,
+                            m.properties
+                        ),
+                        Ok(ConsumeOutcome::Timeout) => "timeout".to_owned(),
+                        Err(e) => format!("error {}", e.retryable),
+                    },
+                )),
+                ConsumerOutput::Send { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn many_waiters_of_one_subscription_share_one_read_and_are_served_in_order() {
+        let mut consumers = Consumers::new(MessagingAdapter::new("p:"));
+        for waiter in 0..3 {
+            consumers.consume(Time::ZERO, waiter, &request("t/g", 1000));
+        }
+        let out = outputs(&mut consumers);
+        let reads = sent(&out);
+        assert_eq!(reads, [(0, true)], "one read for three waiters");
+        consumers.handle_reply(Time::from_millis(1), 0, Ok(entry("1-0", "x", 1)));
+        let out = outputs(&mut consumers);
+        assert_eq!(sent(&out), [(1, true)], "the next waiter reads at once");
+        assert_eq!(
+            answers(out),
+            [(0, "1-0@t/g x 0 {\"kind\": \"k\"}".to_owned())]
+        );
+        // Nothing more: the two left wait for the poll tick.
+        consumers.handle_reply(Time::from_millis(2), 1, Ok(Value::Int(0)));
+        assert!(outputs(&mut consumers).is_empty());
+        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(52)));
+        consumers.handle_timeout(Time::from_millis(52));
+        assert_eq!(sent(&outputs(&mut consumers)), [(2, true)]);
+        assert_eq!(consumers.waiting(), 2);
+    }
+
+    #[test]
+    fn a_read_whose_waiter_gave_up_hands_its_message_back() {
+        let mut consumers = Consumers::new(MessagingAdapter::new("p:"));
+        consumers.consume(Time::ZERO, 7, &request("t/g", 1000));
+        assert_eq!(sent(&outputs(&mut consumers)), [(0, true)]);
+        assert!(consumers.cancel(7));
+        assert!(!consumers.cancel(7), "once");
+        consumers.handle_reply(Time::from_millis(1), 0, Ok(entry("5-0", "x", 2)));
+        let out = outputs(&mut consumers);
+        assert_eq!(sent(&out), [(1, false)], "a hand-back, not a read");
+        let ConsumerOutput::Send { command, .. } = &out[0] else {
+            panic!("a command");
+        };
+        let text = format!("{command:?}");
+        assert!(text.contains("ZADD") && text.contains("5-0"), "{text}");
+        assert!(answers(out).is_empty());
+        assert_eq!((consumers.waiting(), consumers.poll_timeout()), (0, None));
+    }
+
+    #[test]
+    fn a_zero_timeout_still_waits_for_its_first_read_and_errors_end_every_wait() {
+        let mut consumers = Consumers::new(MessagingAdapter::new("p:"));
+        consumers.consume(Time::ZERO, 1, &request("t/g", 0));
+        consumers.consume(Time::ZERO, 2, &request("t/g", 5000));
+        outputs(&mut consumers);
+        consumers.handle_timeout(Time::ZERO);
+        assert!(
+            answers(outputs(&mut consumers)).is_empty(),
+            "not before the read"
+        );
+        consumers.handle_reply(Time::from_millis(1), 0, Ok(Value::Int(0)));
+        assert_eq!(
+            answers(outputs(&mut consumers)),
+            [(1, "timeout".to_owned())]
+        );
+        consumers.handle_timeout(Time::from_millis(51));
+        let out = outputs(&mut consumers);
+        let token = sent(&out)[0].0;
+        let lost = EffectError::connection_lost(CONSUME_EFFECT, "gone");
+        consumers.handle_reply(Time::from_millis(52), token, Err(lost));
+        assert_eq!(
+            answers(outputs(&mut consumers)),
+            [(2, "error true".to_owned())]
+        );
+        assert_eq!(consumers.poll_timeout(), None);
+    }
+
+    #[test]
+    fn publishes_and_acknowledgements_become_scripts_and_their_replies_answers() {
+        let adapter = MessagingAdapter::new("p:").with_max_payload_bytes(3);
+        let publish = |topic: &str, payload: &[u8]| {
+            MessagingRequest::PublishMessage(Box::new(PublishMessage {
+                topic: topic.into(),
+                payload: payload.to_vec(),
+                properties: BTreeMap::new(),
+                dedup_key: Some("k".into()),
+            }))
+        };
+        let Ok(MessagingPlan::Send(command, pending)) = adapter.plan(&publish("t", b"abc")) else {
+            panic!("a command");
+        };
+        let text = format!("{command:?}");
+        assert!(
+            text.contains("p:stream:t") && text.contains("p:dedup:1:t:k"),
+            "{text}"
+        );
+        assert_eq!(
+            adapter.response(pending, Ok(Value::Bulk(b"9-0".to_vec()))),
+            Ok(MessagingResponse::PublishMessage(
+                PublishOutcome::Published {
+                    message_id: "9-0".into()
+                }
+            ))
+        );
+        for (topic, payload) in [("t", &b"abcd"[..]), ("", &b""[..])] {
+            assert!(matches!(
+                adapter.plan(&publish(topic, payload)),
+                Ok(MessagingPlan::Answered(MessagingResponse::PublishMessage(
+                    PublishOutcome::Rejected { .. }
+                )))
+            ));
+        }
+        let ack = |id: &str| {
+            MessagingRequest::AcknowledgeMessage(crate::effect::AcknowledgeMessage {
+                message_id: id.into(),
+            })
+        };
+        for bogus in ["", "nope", "@t/g"] {
+            assert_eq!(
+                adapter.plan(&ack(bogus)),
+                Ok(MessagingPlan::Answered(
+                    MessagingResponse::AcknowledgeMessage(AckOutcome::UnknownMessage)
+                )),
+                "{bogus}"
+            );
+        }
+        let Ok(MessagingPlan::Send(_, pending)) = adapter.plan(&ack("1-0@a/b/g")) else {
+            panic!("a command");
+        };
+        assert_eq!(
+            adapter.response(pending.clone(), Ok(Value::Int(0))),
+            Ok(MessagingResponse::AcknowledgeMessage(
+                AckOutcome::UnknownMessage
+            ))
+        );
+        let e = adapter
+            .response(pending, Ok(Value::Simple("what".into())))
+            .expect_err("unexpected");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Protocol, false));
     }
 }

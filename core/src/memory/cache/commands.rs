@@ -12,11 +12,13 @@ const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kin
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 const SYNTAX: &str = "ERR syntax error";
 
+/// A hash's fields in the order first set (a small Redis hash keeps that order).
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Clone, Debug)]
 enum Held {
     Text(Vec<u8>),
-    /// Fields in the order first set (a small Redis hash keeps that order).
-    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Hash(Fields),
 }
 
 #[derive(Clone, Debug)]
@@ -213,7 +215,7 @@ impl Keyspace {
     }
 
     /// The fields under `key`: `None` if it is missing.
-    fn hash(&self, key: &[u8]) -> Result<Option<&Vec<(Vec<u8>, Vec<u8>)>>, &'static str> {
+    fn hash(&self, key: &[u8]) -> Result<Option<&Fields>, &'static str> {
         match self.keys.get(key) {
             None => Ok(None),
             Some(Key {
@@ -272,7 +274,8 @@ impl Keyspace {
 fn integer(text: &[u8]) -> Result<i64, &'static str> {
     std::str::from_utf8(text)
         .ok()
-        .filter(|t| !t.starts_with('+') && !(t.len() > 1 && t.starts_with('0')))
+        // Redis refuses a sign of `+` and leading zeros.
+        .filter(|t| !(t.starts_with('+') || (t.len() > 1 && t.starts_with('0'))))
         .and_then(|t| t.parse().ok())
         .ok_or(NOT_AN_INTEGER)
 }
