@@ -162,7 +162,20 @@ pub struct PublishedMessage<'a> {
 /// message is in flight until acknowledged. `NegativeAcknowledge` hands an in-flight
 /// message back, available again no sooner than `now + delay_ms`, with
 /// `redelivery_count + 1`; [`redeliver_unacked`](FakeBroker::redeliver_unacked)
-/// does the same at once for everything in flight, as a consumer crash would.
+/// does the same at once for everything in flight, as a consumer crash would. With an
+/// [ack timeout](FakeBroker::with_ack_timeout), a delivery not acknowledged within it
+/// is handed back at its deadline the same way (its consumer died or forgot it).
+///
+/// # On Redis
+/// The Redis adapter (`effectful::redis::MessagingAdapter`, on Redis Streams) keeps
+/// these promises; the contract `effectful_test::contract::check_messaging` runs the
+/// same cases on both. What Redis could not keep changed the fake: a delivery nobody
+/// acknowledges comes again after the ack timeout (`XCLAIM` of an entry idle that
+/// long), so the fake got [`with_ack_timeout`](FakeBroker::with_ack_timeout); the
+/// contract runs both with the same one. Without it (the default, which the
+/// simulator uses) a delivery stays in flight until acknowledged or handed back.
+/// Message ids differ in form (Redis: `{stream entry id}@{subscription}`), and Redis
+/// sees time on its own clock.
 ///
 /// # Message ids
 /// `PublishOutcome::Published` answers `msg-{n}`, unique per broker. Acknowledgements

@@ -1,6 +1,6 @@
 //! Redis on tokio (cargo feature `redis`): the Cache family served by a real Redis
-//! through the core's sans-IO [`CacheAdapter`] and a per-process [`RedisPool`], and
-//! the Auth family (HS256 tokens with sessions and revocations in Redis, Argon2id
+//! through the core's sans-IO [`CacheAdapter`] and a per-process [`RedisPool`], the
+//! Messaging family on Redis Streams, and the Auth family (HS256 tokens with sessions and revocations in Redis, Argon2id
 //! passwords; see the `auth` section below).
 //!
 //! # Shape
@@ -28,6 +28,19 @@
 //! (Argon2id) run on the CPU pool. `GetUserByEmail` is the database's: it fails with
 //! a non-retryable `Unavailable` error saying so. The key never appears in `Debug`,
 //! errors or logs.
+//!
+//! # Messaging
+//! With a [`MessagingAdapter`] ([`RedisBackend::with_messaging`]), the backend also
+//! serves Messaging on Redis Streams: publishes, acknowledgements and negative
+//! acknowledgements are one pooled script each; waiting consumers hold no connection
+//! (they park on one thread per process, which reads for them without `BLOCK`, see
+//! `effectful::redis::Consumers`); a message answered to a consumer whose effect was
+//! cancelled meanwhile goes back to its group at once.
+//!
+//! # Commands of one's own
+//! `Cache.RedisCommand` sends the program's own command through the pool as it is
+//! and answers its reply as a `CommandReply` (an error reply is a value, except
+//! those a retry may mend).
 //!
 //! # Cancellation
 //! An effect cancelled before its command was written (it waited for its connection
@@ -248,7 +261,7 @@ impl crate::server::HealthCheck for RedisHealth {
     }
 }
 
-/// Serves the Cache family on one shard from a [`RedisBackend`].
+/// Serves the Cache, Auth and Messaging families on one shard from a [`RedisBackend`].
 pub struct RedisInterpreter<F: Family = Std> {
     backend: RedisBackend,
     replier: Replier<F>,
