@@ -540,18 +540,26 @@ impl effectful_test::contract::ServiceDriver for RedisDriver {
             effectful_tokio::redis::JwtSecret::new(b"a contract-test key of 32+ bytes!!")
                 .expect("long enough"),
         );
-        let runtime = backend
-            .register(Runtime::builder().shards(1).seed(5))
-            .interpreter("System", |_| effectful_tokio::SystemInterpreter::new())
-            .build()
-            .expect("a runtime");
-        let result = runtime.block_on(async {
-            let handle = runtime.handle().spawn(program).await.expect("spawned");
-            handle.await
-        });
-        runtime.shutdown(Duration::from_secs(1));
-        result
+        run_alone(&backend, program)
     }
+}
+
+/// Runs `program` alone on one shard with `backend`'s families and System.
+fn run_alone(
+    backend: &RedisBackend,
+    program: effectful_test::contract::ContractProgram,
+) -> Result<Vec<String>, effectful::ProgramError> {
+    let runtime = backend
+        .register(Runtime::builder().shards(1).seed(5))
+        .interpreter("System", |_| effectful_tokio::SystemInterpreter::new())
+        .build()
+        .expect("a runtime");
+    let result = runtime.block_on(async {
+        let handle = runtime.handle().spawn(program).await.expect("spawned");
+        handle.await
+    });
+    runtime.shutdown(Duration::from_secs(1));
+    result
 }
 
 impl effectful_test::contract::MessagingDriver for RedisDriver {
@@ -567,16 +575,7 @@ impl effectful_test::contract::MessagingDriver for RedisDriver {
         let backend = shared_backend(&name, 2)
             .with_messaging(adapter)
             .expect("the consumers' thread");
-        let runtime = backend
-            .register(Runtime::builder().shards(1).seed(5))
-            .build()
-            .expect("a runtime");
-        let result = runtime.block_on(async {
-            let handle = runtime.handle().spawn(program).await.expect("spawned");
-            handle.await
-        });
-        runtime.shutdown(Duration::from_secs(1));
-        result
+        run_alone(&backend, program)
     }
 }
 

@@ -416,7 +416,7 @@ fn read_lookup(
 }
 
 /// A short description of an unexpected reply (never the whole value).
-fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Value) -> String {
     let mut text = format!("{value:?}");
     if text.len() > 80 {
         let mut end = 80;

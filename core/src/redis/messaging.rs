@@ -396,19 +396,13 @@ fn ack_outcome(reply: &Value) -> Option<AckOutcome> {
 }
 
 fn unexpected(effect: &'static str, reply: &Value) -> EffectError {
-    let mut text = format!("{reply:?}");
-    if text.len() > 80 {
-        let mut end = 80;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
     EffectError::new(
         effect,
         ErrorKind::Protocol,
-        format!("unexpected reply from Redis: {text}"),
+        format!(
+            "unexpected reply from Redis: {}",
+            super::cache::describe(reply)
+        ),
     )
     .with_retryable(false)
 }

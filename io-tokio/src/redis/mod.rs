@@ -389,6 +389,32 @@ where
             Ok(MessagingPlan::Answered(response)) => return cx.answer(id, Ok(embed(response))),
             Err(e) => return cx.answer(id, Err(e)),
         };
+        self.submit(id, command, move |reply| {
+            let effect = pending.effect();
+            let answer = match reply {
+                Ok(value) => adapter.response(pending, Ok(value)),
+                Err(PoolError::Command(e)) => adapter.response(pending, Err(e)),
+                Err(e) => Err(e.effect_error(effect)),
+            };
+            if let Ok(response) = &answer {
+                hub.after(response, topic);
+            }
+            answer.map(embed)
+        });
+    }
+
+    /// Sends `command` for the effect `id` (never, if it is cancelled before it is
+    /// written) and answers it with what `answer` makes of the reply.
+    fn submit(
+        &mut self,
+        id: EffectId,
+        command: Command,
+        answer: impl FnOnce(
+            Result<effectful::redis::Value, PoolError>,
+        ) -> Result<F::Response, EffectError>
+        + Send
+        + 'static,
+    ) {
         let flag = Arc::new(AtomicBool::new(false));
         self.unsent.insert(id, flag.clone());
         let replier = self.replier.clone();
@@ -396,16 +422,7 @@ where
             command,
             cancelled: Some(flag),
             reply: Box::new(move |reply| {
-                let effect = pending.effect();
-                let answer = match reply {
-                    Ok(value) => adapter.response(pending, Ok(value)),
-                    Err(PoolError::Command(e)) => adapter.response(pending, Err(e)),
-                    Err(e) => Err(e.effect_error(effect)),
-                };
-                if let Ok(response) = &answer {
-                    hub.after(response, topic);
-                }
-                replier.answer(id, answer.map(embed));
+                replier.answer(id, answer(reply));
             }),
         });
     }
@@ -431,21 +448,14 @@ where
             Ok(planned) => planned,
             Err(e) => return cx.answer(id, Err(e)),
         };
-        let flag = Arc::new(AtomicBool::new(false));
-        self.unsent.insert(id, flag.clone());
-        let replier = self.replier.clone();
-        self.backend.pool.submit(Job {
-            command,
-            cancelled: Some(flag),
-            reply: Box::new(move |reply| {
-                let effect = pending.effect();
-                let answer = match reply {
-                    Ok(value) => cache.response(pending, Ok(value)),
-                    Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
-                    Err(e) => Err(e.effect_error(effect)),
-                };
-                replier.answer(id, answer.map(|r| F::embed_response(Response::Cache(r))));
-            }),
+        self.submit(id, command, move |reply| {
+            let effect = pending.effect();
+            let answer = match reply {
+                Ok(value) => cache.response(pending, Ok(value)),
+                Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
+                Err(e) => Err(e.effect_error(effect)),
+            };
+            answer.map(|r| F::embed_response(Response::Cache(r)))
         });
     }
 
