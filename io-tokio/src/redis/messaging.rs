@@ -4,9 +4,9 @@
 //! waiting programs hold no connection (see `effectful::redis::Consumers`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use effectful::effect::{ConsumeMessage, ConsumeOutcome, MessagingResponse, PublishOutcome};
 use effectful::redis::{
@@ -39,6 +39,9 @@ enum Input {
 pub(super) struct ConsumerHub {
     tx: mpsc::Sender<Input>,
     adapter: Arc<MessagingAdapter>,
+    /// The thread ends (dropping its clone of the pool) once every handle is gone
+    /// and no command of its own is in flight.
+    _alive: Arc<()>,
 }
 
 impl ConsumerHub {
@@ -49,7 +52,9 @@ impl ConsumerHub {
     ) -> std::io::Result<ConsumerHub> {
         let (tx, rx) = mpsc::channel();
         let adapter = Arc::new(adapter);
+        let alive = Arc::new(());
         let hub = Hub {
+            alive: Arc::downgrade(&alive),
             consumers: Consumers::new((*adapter).clone()),
             answers: HashMap::new(),
             handed: HashMap::new(),
@@ -60,7 +65,11 @@ impl ConsumerHub {
         std::thread::Builder::new()
             .name("effectful-redis-consumers".to_owned())
             .spawn(move || hub.run(rx))?;
-        Ok(ConsumerHub { tx, adapter })
+        Ok(ConsumerHub {
+            tx,
+            adapter,
+            _alive: alive,
+        })
     }
 
     pub(super) fn adapter(&self) -> &Arc<MessagingAdapter> {
@@ -121,6 +130,7 @@ struct Hub {
     pool: RedisPool,
     tx: mpsc::Sender<Input>,
     epoch: Instant,
+    alive: Weak<()>,
 }
 
 impl Hub {
@@ -130,16 +140,19 @@ impl Hub {
 
     fn run(mut self, rx: mpsc::Receiver<Input>) {
         loop {
-            let input = match self.consumers.poll_timeout() {
-                Some(at) => {
-                    let wait = at.saturating_duration_since(self.now());
-                    rx.recv_timeout(wait)
-                }
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // Idle, it looks now and then whether its backend is gone.
+            let wait = match self.consumers.poll_timeout() {
+                Some(at) => at.saturating_duration_since(self.now()),
+                None => Duration::from_secs(1),
             };
+            let input = rx.recv_timeout(wait);
             match input {
                 Ok(input) => self.handle(input),
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.alive.strong_count() == 0 && self.consumers.in_flight() == 0 {
+                        return;
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             let now = self.now();
