@@ -296,6 +296,156 @@ fn a_restarted_server_fails_effects_retryably_and_the_pool_recovers() {
     runtime.shutdown(Duration::from_secs(1));
 }
 
+/// Runs one program performing `effect` alone, and gives its answer.
+fn perform_one<E>(runtime: &Runtime, effect: E) -> Result<E::Output, EffectError>
+where
+    E: effectful::Effect<effectful::Std> + Send + 'static,
+    E::Output: Send + 'static,
+{
+    runtime.block_on(async {
+        let handle = runtime
+            .handle()
+            .spawn(move |fx| async move { fx.perform(effect).await })
+            .await
+            .expect("spawned");
+        handle.await.expect("ran")
+    })
+}
+
+/// What Messaging on a throwaway server shows across a restart (kill, start again):
+/// during the outage effects fail retryably, the pool recovers, then the rest.
+fn messaging_across_a_restart(extra: &[&'static str]) -> Vec<String> {
+    use effectful::effect::{
+        AcknowledgeMessage, ConsumeMessage, ConsumeOutcome, PublishMessage, PublishOutcome,
+    };
+    let mut server = Throwaway::start_with(extra);
+    let mut config = PoolConfig::new(server.url());
+    config.max_connections = 2;
+    let adapter = effectful::redis::MessagingAdapter::new("restart:")
+        .with_ack_timeout(Duration::from_secs(1));
+    let backend = RedisBackend::start(config, "restart:")
+        .expect("a pool")
+        .with_messaging(adapter)
+        .expect("the consumers' thread");
+    let runtime = runtime(&backend, 1);
+    let publish = |payload: &str| PublishMessage {
+        topic: "r".into(),
+        payload: payload.as_bytes().to_vec(),
+        properties: Default::default(),
+        dedup_key: None,
+    };
+    let consume = |timeout_ms| ConsumeMessage {
+        subscription: "r/g".into(),
+        timeout_ms,
+    };
+    let word = |outcome: &ConsumeOutcome| match outcome {
+        ConsumeOutcome::Message(m) => format!(
+            "{} (redelivery {})",
+            String::from_utf8_lossy(&m.payload),
+            m.redelivery_count
+        ),
+        ConsumeOutcome::Timeout => "timeout".to_owned(),
+    };
+    let error = |e: &EffectError| format!("{:?} retryable {}", e.kind, e.retryable);
+    let block = |effect: PublishMessage| perform_one(&runtime, effect);
+    let take = |timeout_ms| perform_one(&runtime, consume(timeout_ms));
+    let ack = |message_id| perform_one(&runtime, AcknowledgeMessage { message_id });
+    let mut seen = Vec::new();
+    seen.push(word(&take(0).expect("the group")));
+    assert!(matches!(
+        block(publish("kept")),
+        Ok(PublishOutcome::Published { .. })
+    ));
+    let Ok(ConsumeOutcome::Message(in_flight)) = take(1000) else {
+        panic!("the message published before the restart");
+    };
+    server.down();
+    seen.push(format!(
+        "publish {}",
+        error(&block(publish("lost")).expect_err("down"))
+    ));
+    seen.push(format!("consume {}", error(&take(200).expect_err("down"))));
+    server.up();
+    // The pool reconnects with backoff (100 ms doubling); give it a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match block(publish("after")) {
+            Ok(_) => break,
+            Err(e) => assert!(e.retryable && Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past the ack timeout of anything delivered before the restart.
+    std::thread::sleep(Duration::from_millis(1100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        match take(3000) {
+            Ok(outcome) => break outcome,
+            Err(e) => assert!(e.retryable && Instant::now() < deadline, "{e}"),
+        }
+    };
+    seen.push(format!("then {}", word(&first)));
+    if let ConsumeOutcome::Message(m) = first {
+        ack(m.message_id).expect("ack");
+    }
+    assert!(matches!(
+        block(publish("fresh")),
+        Ok(PublishOutcome::Published { .. })
+    ));
+    for _ in 0..2 {
+        let next = take(300).expect("a consume");
+        seen.push(format!("then {}", word(&next)));
+        if let ConsumeOutcome::Message(m) = next {
+            ack(m.message_id).expect("ack");
+        }
+    }
+    seen.push(format!(
+        "ack from before {:?}",
+        ack(in_flight.message_id).expect("ack")
+    ));
+    runtime.shutdown(Duration::from_secs(1));
+    seen
+}
+
+/// A restart without persistence loses every stream, group and pending entry: the
+/// message in flight is gone (its ack is unknown), and so is what was published
+/// before the first consume recreated the group.
+#[test]
+fn a_restarted_redis_without_persistence_loses_streams_and_groups_and_the_pool_recovers() {
+    assert_eq!(
+        messaging_across_a_restart(&[]),
+        [
+            "timeout",
+            "publish ConnectionLost retryable true",
+            "consume ConnectionLost retryable true",
+            "then timeout",
+            "then fresh (redelivery 0)",
+            "then timeout",
+            "ack from before UnknownMessage",
+        ]
+    );
+}
+
+/// With `appendonly yes` a restart keeps streams and pending entries, and the
+/// message that was in flight comes again after the ack timeout with its count: what
+/// the simulator's broker restart does (it keeps its topics and redelivers what was
+/// in flight).
+#[test]
+fn a_restarted_redis_with_an_append_only_file_redelivers_what_was_in_flight() {
+    assert_eq!(
+        messaging_across_a_restart(&["--appendonly", "yes", "--appendfsync", "always"]),
+        [
+            "timeout",
+            "publish ConnectionLost retryable true",
+            "consume ConnectionLost retryable true",
+            "then kept (redelivery 1)",
+            "then after (redelivery 0)",
+            "then fresh (redelivery 0)",
+            "ack from before UnknownMessage",
+        ]
+    );
+}
+
 #[test]
 fn a_paused_server_times_effects_out_retryably_and_the_connection_goes_on() {
     let server = Throwaway::start();
@@ -390,18 +540,53 @@ impl effectful_test::contract::ServiceDriver for RedisDriver {
             effectful_tokio::redis::JwtSecret::new(b"a contract-test key of 32+ bytes!!")
                 .expect("long enough"),
         );
-        let runtime = backend
-            .register(Runtime::builder().shards(1).seed(5))
-            .interpreter("System", |_| effectful_tokio::SystemInterpreter::new())
-            .build()
-            .expect("a runtime");
-        let result = runtime.block_on(async {
-            let handle = runtime.handle().spawn(program).await.expect("spawned");
-            handle.await
-        });
-        runtime.shutdown(Duration::from_secs(1));
-        result
+        run_alone(&backend, program)
     }
+}
+
+/// Runs `program` alone on one shard with `backend`'s families and System.
+fn run_alone(
+    backend: &RedisBackend,
+    program: effectful_test::contract::ContractProgram,
+) -> Result<Vec<String>, effectful::ProgramError> {
+    let runtime = backend
+        .register(Runtime::builder().shards(1).seed(5))
+        .interpreter("System", |_| effectful_tokio::SystemInterpreter::new())
+        .build()
+        .expect("a runtime");
+    let result = runtime.block_on(async {
+        let handle = runtime.handle().spawn(program).await.expect("spawned");
+        handle.await
+    });
+    runtime.shutdown(Duration::from_secs(1));
+    result
+}
+
+impl effectful_test::contract::MessagingDriver for RedisDriver {
+    fn run(
+        &mut self,
+        program: effectful_test::contract::ContractProgram,
+    ) -> Result<Vec<String>, effectful::ProgramError> {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("messaging-contract-{run}");
+        let adapter = effectful::redis::MessagingAdapter::new(prefix(&name))
+            .with_ack_timeout(effectful_test::contract::ACK_TIMEOUT);
+        let backend = shared_backend(&name, 2)
+            .with_messaging(adapter)
+            .expect("the consumers' thread");
+        run_alone(&backend, program)
+    }
+}
+
+#[test]
+fn redis_streams_keep_the_messaging_contract() {
+    effectful_test::contract::check_messaging(&mut RedisDriver);
+}
+
+#[test]
+fn redis_keeps_the_commands_contract() {
+    effectful_test::contract::check_cache_commands(&mut RedisDriver);
 }
 
 #[test]

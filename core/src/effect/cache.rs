@@ -126,6 +126,55 @@ pub struct PutCachedValue {
     pub ttl_seconds: Option<u64>,
 }
 
+/// Any Redis command of the program's own (`INCR`, `HSET`, `EVAL`, ...), sent as
+/// it is: the name and its arguments, each as bytes. Output: [`CommandReply`].
+///
+/// The keys it names are Redis keys as written: the Cache effects' key prefix is
+/// not applied. On Redis any command is sent (except those that would take the
+/// connection over: `SUBSCRIBE`, `MONITOR`, blocking reads with a long timeout
+/// are the program's risk); the in-memory cache answers the subset its docs name
+/// (`FakeCache`, behind the `memory` feature) and refuses the rest with a
+/// non-retryable error saying `not supported by the in-memory cache: <command>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisCommand {
+    /// The command's name, then its arguments.
+    pub args: Vec<Vec<u8>>,
+}
+
+impl RedisCommand {
+    /// The command `args` (each given as text or bytes).
+    pub fn new<I, A>(args: I) -> RedisCommand
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<[u8]>,
+    {
+        RedisCommand {
+            args: args.into_iter().map(|a| a.as_ref().to_vec()).collect(),
+        }
+    }
+}
+
+/// What Redis answered a [`RedisCommand`], in RESP2's shapes (a RESP3 map comes as
+/// the array of its keys and values, a set as an array, a double or a big number as
+/// its text in a bulk string, a boolean as 0 or 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// A null: a missing key, a missing field.
+    Nil,
+    /// An integer.
+    Integer(i64),
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// A simple string (`OK`, `PONG`).
+    Simple(String),
+    /// An array.
+    Array(Vec<CommandReply>),
+    /// An error reply, as the server wrote it (`WRONGTYPE Operation against a key
+    /// holding the wrong kind of value`). Errors a retry may mend (`LOADING`,
+    /// `BUSY`, ...) and lost connections are effect errors instead.
+    Error(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +195,6 @@ family! {
         InvalidateCache => bool,
         GetCachedValue => CacheLookup<Vec<u8>>,
         PutCachedValue => (),
+        RedisCommand => CommandReply,
     }
 }

@@ -78,6 +78,16 @@ impl Entry {
 ///   profile. A value under a profile key that is not a profile makes
 ///   `GetCachedProfile` fail with an [`EffectError`] of kind `Protocol`, not retryable.
 /// - `DeleteCachedProfile` and `InvalidateCache` answer whether a live key was there.
+///
+/// # Commands of one's own
+/// `RedisCommand` runs in a keyspace of its own (on Redis its keys are not under the
+/// Cache effects' prefix either), with Redis' replies and error texts for this
+/// subset, names in any case: `GET`, `SET key value [EX s | PX ms] [NX | XX]`,
+/// `DEL key...`, `EXISTS key...`, `INCR`, `INCRBY`, `DECR`, `DECRBY`, `EXPIRE key s`,
+/// `TTL` (rounded to the nearest second, as Redis does), `HSET key field value...`,
+/// `HGET`, `HGETALL` (fields in the order first set), `HDEL key field...`. Any other
+/// command fails with a non-retryable `Unavailable` error saying `not supported by
+/// the in-memory cache: <COMMAND>`. Keys expire on the simulated clock; no eviction.
 #[derive(Clone, Debug, Default)]
 pub struct FakeCache {
     entries: BTreeMap<Arc<str>, Entry>,
@@ -90,6 +100,8 @@ pub struct FakeCache {
     max_entries: Option<usize>,
     clock: u64,
     evictions: u64,
+    /// The keys of `RedisCommand`s, apart from the Cache effects' keys.
+    commands: commands::Keyspace,
 }
 
 impl FakeCache {
@@ -138,6 +150,9 @@ impl FakeCache {
             }
             CacheRequest::GetCachedValue(r) => {
                 CacheResponse::GetCachedValue(self.get(now, r.key, Value::to_bytes))
+            }
+            CacheRequest::RedisCommand(r) => {
+                CacheResponse::RedisCommand(self.commands.run(now, &r.args)?)
             }
             CacheRequest::PutCachedValue(r) => {
                 self.put(
@@ -361,6 +376,8 @@ impl FakeCache {
 }
 
 /// Whole seconds in `d`, rounded up.
+mod commands;
+
 fn ceil_secs(d: Duration) -> u64 {
     duration_nanos(d).div_ceil(1_000_000_000)
 }
@@ -767,5 +784,36 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Protocol);
         assert!(!err.retryable);
         assert_eq!(err.effect, "Cache.GetCachedProfile");
+    }
+
+    #[test]
+    fn cache_commands_outside_the_subset_are_refused_by_name() {
+        let mut cache = FakeCache::new();
+        let run = |cache: &mut FakeCache, args: &[&str]| {
+            cache.handle(
+                Time::ZERO,
+                CacheRequest::RedisCommand(crate::effect::RedisCommand::new(args)),
+            )
+        };
+        let e = run(&mut cache, &["eval", "return 1", "0"]).expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(!e.retryable);
+        assert!(
+            e.message
+                .contains("not supported by the in-memory cache: EVAL"),
+            "{e}"
+        );
+        assert!(run(&mut cache, &[]).is_err(), "a command needs its name");
+        // Commands and the Cache effects keep apart, and a restart loses both.
+        run(&mut cache, &["SET", "k", "v"]).expect("SET");
+        assert_eq!(
+            get(&mut cache, Time::ZERO, "k"),
+            miss("k", MissReason::NotFound)
+        );
+        cache.restart();
+        assert_eq!(
+            run(&mut cache, &["GET", "k"]).expect("GET"),
+            CacheResponse::RedisCommand(crate::effect::CommandReply::Nil)
+        );
     }
 }

@@ -34,6 +34,8 @@ struct Published {
 struct Delivery {
     message: Arc<Published>,
     redelivery_count: u32,
+    /// While in flight with an ack timeout: when it is handed back unacknowledged.
+    ack_by: Option<Time>,
 }
 
 /// One consumer group: where it is in its topic's log, what waits for redelivery, and
@@ -50,6 +52,10 @@ struct Group {
     redelivery_at: BTreeMap<u64, Time>,
     /// Delivered and not acknowledged, by publish seq.
     in_flight: BTreeMap<u64, Delivery>,
+    /// With an ack timeout: in-flight deliveries by (ack deadline, publish seq). An
+    /// entry whose delivery was acknowledged or handed back since is stale, and
+    /// skipped (its deadline no longer matches the delivery's `ack_by`).
+    ack_deadlines: BTreeMap<(Time, u64), ()>,
 }
 
 impl Group {
@@ -60,11 +66,13 @@ impl Group {
             redeliveries: BTreeMap::new(),
             redelivery_at: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            ack_deadlines: BTreeMap::new(),
         }
     }
 
     fn schedule_redelivery(&mut self, at: Time, mut delivery: Delivery) {
         delivery.redelivery_count = delivery.redelivery_count.saturating_add(1);
+        delivery.ack_by = None;
         let seq = delivery.message.seq;
         self.redelivery_at.insert(seq, at);
         self.redeliveries.insert((at, seq), delivery);
@@ -73,6 +81,7 @@ impl Group {
     /// The next delivery at `now`: a redelivery whose time has come, else the next
     /// message of `log` (the group's topic's log).
     fn next_available(&mut self, now: Time, log: &[Arc<Published>]) -> Option<Delivery> {
+        self.hand_back_overdue(now);
         if let Some(entry) = self.redeliveries.first_entry() {
             if entry.key().0 <= now {
                 let delivery = entry.remove();
@@ -85,7 +94,36 @@ impl Group {
         Some(Delivery {
             message,
             redelivery_count: 0,
+            ack_by: None,
         })
+    }
+
+    /// Hands back every in-flight delivery whose ack deadline is at or before `now`
+    /// (its consumer died or forgot it): available again from its deadline.
+    fn hand_back_overdue(&mut self, now: Time) {
+        while let Some(entry) = self.ack_deadlines.first_entry() {
+            let (deadline, seq) = *entry.key();
+            if deadline > now {
+                return;
+            }
+            entry.remove();
+            if self.in_flight.get(&seq).and_then(|d| d.ack_by) == Some(deadline) {
+                if let Some(delivery) = self.in_flight.remove(&seq) {
+                    self.schedule_redelivery(deadline, delivery);
+                }
+            }
+        }
+    }
+
+    /// The soonest time a message becomes available again: a redelivery, or an
+    /// in-flight delivery's ack deadline.
+    fn next_return(&self) -> Option<Time> {
+        let redelivery = self.redeliveries.first_key_value().map(|((at, _), _)| *at);
+        let deadline = self.ack_deadlines.first_key_value().map(|((at, _), _)| *at);
+        match (redelivery, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Messages of `log` never delivered to this group.
@@ -124,7 +162,20 @@ pub struct PublishedMessage<'a> {
 /// message is in flight until acknowledged. `NegativeAcknowledge` hands an in-flight
 /// message back, available again no sooner than `now + delay_ms`, with
 /// `redelivery_count + 1`; [`redeliver_unacked`](FakeBroker::redeliver_unacked)
-/// does the same at once for everything in flight, as a consumer crash would.
+/// does the same at once for everything in flight, as a consumer crash would. With an
+/// [ack timeout](FakeBroker::with_ack_timeout), a delivery not acknowledged within it
+/// is handed back at its deadline the same way (its consumer died or forgot it).
+///
+/// # On Redis
+/// The Redis adapter (`effectful::redis::MessagingAdapter`, on Redis Streams) keeps
+/// these promises; the contract `effectful_test::contract::check_messaging` runs the
+/// same cases on both. What Redis could not keep changed the fake: a delivery nobody
+/// acknowledges comes again after the ack timeout (`XCLAIM` of an entry idle that
+/// long), so the fake got [`with_ack_timeout`](FakeBroker::with_ack_timeout); the
+/// contract runs both with the same one. Without it (the default, which the
+/// simulator uses) a delivery stays in flight until acknowledged or handed back.
+/// Message ids differ in form (Redis: `{stream entry id}@{subscription}`), and Redis
+/// sees time on its own clock.
 ///
 /// # Message ids
 /// `PublishOutcome::Published` answers `msg-{n}`, unique per broker. Acknowledgements
@@ -159,6 +210,7 @@ pub struct PublishedMessage<'a> {
 pub struct FakeBroker {
     wall_epoch: Timestamp,
     max_payload_bytes: usize,
+    ack_timeout: Option<Duration>,
     next_seq: u64,
     groups: BTreeMap<String, Group>,
     /// Every message published, per topic, in publish order (retained: groups read it
@@ -183,6 +235,7 @@ impl FakeBroker {
         FakeBroker {
             wall_epoch: DEFAULT_WALL_EPOCH,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            ack_timeout: None,
             next_seq: 1,
             groups: BTreeMap::new(),
             topics: BTreeMap::new(),
@@ -200,6 +253,17 @@ impl FakeBroker {
     /// The same broker refusing payloads larger than `max_payload_bytes`.
     pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> FakeBroker {
         self.max_payload_bytes = max_payload_bytes;
+        self
+    }
+
+    /// The same broker handing back every delivery not acknowledged within
+    /// `ack_timeout` of its delivery, as a consumer crash would (Pulsar's
+    /// `ackTimeout`; the Redis adapter, `effectful::redis::MessagingAdapter`, keeps the
+    /// same promise with its own ack timeout). Without
+    /// it, a delivery stays in flight until acknowledged or handed back.
+    ///
+    pub fn with_ack_timeout(mut self, ack_timeout: Duration) -> FakeBroker {
+        self.ack_timeout = Some(ack_timeout);
         self
     }
 
@@ -274,10 +338,18 @@ impl FakeBroker {
         self.subscribe(&request.subscription);
         let group = self.groups.get_mut(&request.subscription)?;
         let log = self.topics.get(&group.topic).map_or(&[][..], Vec::as_slice);
-        let delivery = group.next_available(now, log)?;
+        let mut delivery = group.next_available(now, log)?;
         let message = Arc::clone(&delivery.message);
         let redelivery_count = delivery.redelivery_count;
+        let ack_by = self.ack_timeout.map(|t| now.saturating_add(t));
+        if let Some(deadline) = ack_by {
+            group.ack_deadlines.insert((deadline, message.seq), ());
+        }
+        delivery.ack_by = ack_by;
         group.in_flight.insert(message.seq, delivery);
+        if let Some(deadline) = ack_by {
+            self.wake_later(now, deadline);
+        }
         Some(Envelope {
             message_id: delivery_id(message.seq, &request.subscription),
             payload: message.payload.clone(),
@@ -291,17 +363,13 @@ impl FakeBroker {
     /// The soonest time a message waiting for redelivery becomes available, over all
     /// subscriptions (it may be in the past if nobody consumed it yet).
     pub fn next_redelivery(&self) -> Option<Time> {
-        self.groups
-            .values()
-            .filter_map(|g| g.redeliveries.first_key_value().map(|((at, _), _)| *at))
-            .min()
+        self.groups.values().filter_map(Group::next_return).min()
     }
 
     /// The soonest time a message of `subscription` waiting for redelivery becomes
     /// available (it may be in the past if nobody consumed it yet).
     pub fn next_redelivery_for(&self, subscription: &str) -> Option<Time> {
-        let group = self.groups.get(subscription)?;
-        group.redeliveries.first_key_value().map(|((at, _), _)| *at)
+        self.groups.get(subscription)?.next_return()
     }
 
     fn log(&self, group: &Group) -> &[Arc<Published>] {
@@ -311,10 +379,7 @@ impl FakeBroker {
     /// Whether `subscription` has a message available at `now`.
     pub fn has_available(&self, now: Time, subscription: &str) -> bool {
         self.groups.get(subscription).is_some_and(|g| {
-            g.backlog(self.log(g)) > 0
-                || g.redeliveries
-                    .first_key_value()
-                    .is_some_and(|((at, _), _)| *at <= now)
+            g.backlog(self.log(g)) > 0 || g.next_return().is_some_and(|at| at <= now)
         })
     }
 
@@ -784,6 +849,34 @@ mod tests {
             (b1.message_id, 1)
         );
         assert_eq!(broker.unacknowledged("t/a"), 2);
+    }
+
+    #[test]
+    fn broker_with_an_ack_timeout_hands_back_what_a_consumer_never_acknowledged() {
+        let mut broker = FakeBroker::new().with_ack_timeout(Duration::from_secs(1));
+        broker.subscribe("t/g");
+        publish(&mut broker, Time::ZERO, "t", b"x");
+        publish(&mut broker, Time::ZERO, "t", b"y");
+        let first = consume(&mut broker, Time::ZERO, "t/g").expect("a message");
+        let second = consume(&mut broker, Time::ZERO, "t/g").expect("a message");
+        assert_eq!(broker.poll_wake_at(), Some(Time::from_secs(1)));
+        assert_eq!(
+            ack(&mut broker, &second.message_id),
+            AckOutcome::Acknowledged
+        );
+        assert_eq!(consume(&mut broker, Time::from_millis(999), "t/g"), None);
+        assert!(broker.has_available(Time::from_secs(1), "t/g"));
+        let again = consume(&mut broker, Time::from_secs(1), "t/g").expect("handed back");
+        assert_eq!(
+            (again.message_id.as_str(), again.redelivery_count),
+            (first.message_id.as_str(), 1)
+        );
+        // The acknowledged one's deadline passes without effect.
+        assert_eq!(
+            consume(&mut broker, Time::from_secs(5), "t/g").map(|e| e.payload),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(consume(&mut broker, Time::from_secs(5), "t/g"), None);
     }
 
     #[test]

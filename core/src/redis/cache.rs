@@ -54,8 +54,8 @@ use super::command::Command;
 use super::error::CommandError;
 use super::value::Value;
 use crate::effect::{
-    CacheLookup, CacheRequest, CacheResponse, EXPIRED_MEMORY_SECONDS, GetCachedProfile,
-    MAX_TTL_SECONDS, MissReason, ProfileData, profile_key,
+    CacheLookup, CacheRequest, CacheResponse, CommandReply, EXPIRED_MEMORY_SECONDS,
+    GetCachedProfile, MAX_TTL_SECONDS, MissReason, ProfileData, profile_key,
 };
 use crate::{EffectError, ErrorKind};
 
@@ -119,6 +119,7 @@ enum Op {
     PutValue,
     DeleteProfile,
     Invalidate,
+    Command,
 }
 
 impl CachePending {
@@ -207,6 +208,17 @@ impl CacheAdapter {
             CacheRequest::InvalidateCache(r) => {
                 (self.script(DELETE_SCRIPT, &r.key), pending(Op::Invalidate))
             }
+            CacheRequest::RedisCommand(r) => match Command::from_parts(&r.args) {
+                Some(command) => (command, pending(Op::Command)),
+                None => {
+                    return Err(EffectError::new(
+                        effect,
+                        ErrorKind::Protocol,
+                        "a command needs at least its name",
+                    )
+                    .with_retryable(false));
+                }
+            },
         })
     }
 
@@ -217,6 +229,15 @@ impl CacheAdapter {
         reply: Result<Value, CommandError>,
     ) -> Result<CacheResponse, EffectError> {
         let effect = pending.effect;
+        if pending.op == Op::Command {
+            return match reply {
+                Ok(value) => Ok(CacheResponse::RedisCommand(command_reply(value))),
+                Err(CommandError::Server(e)) if !e.is_retryable() => Ok(
+                    CacheResponse::RedisCommand(CommandReply::Error(e.message().to_owned())),
+                ),
+                Err(e) => Err(command_error(effect, &e)),
+            };
+        }
         let reply = reply.map_err(|e| command_error(effect, &e))?;
         let unexpected = || {
             EffectError::new(
@@ -265,6 +286,8 @@ impl CacheAdapter {
                     CacheResponse::PutCachedValue(())
                 }
             }
+            // Answered above, before errors become effect errors.
+            Op::Command => return Err(unexpected()),
             Op::DeleteProfile | Op::Invalidate => {
                 let deleted = match reply.as_int() {
                     Some(n @ 0..=1) => n == 1,
@@ -309,6 +332,25 @@ impl CacheAdapter {
                     .arg_int(memory)
             }
         })
+    }
+}
+
+/// A reply in RESP2's shapes (see [`CommandReply`]).
+fn command_reply(value: Value) -> CommandReply {
+    let all =
+        |items: Vec<Value>| CommandReply::Array(items.into_iter().map(command_reply).collect());
+    match value {
+        Value::Nil => CommandReply::Nil,
+        Value::Simple(s) => CommandReply::Simple(s),
+        Value::Bulk(b) => CommandReply::Bulk(b),
+        Value::Int(n) => CommandReply::Integer(n),
+        Value::Double(d) => CommandReply::Bulk(d.to_string().into_bytes()),
+        Value::Bool(b) => CommandReply::Integer(i64::from(b)),
+        Value::BigNumber(n) => CommandReply::Bulk(n.into_bytes()),
+        Value::Verbatim { text, .. } => CommandReply::Bulk(text),
+        Value::Array(items) | Value::Set(items) | Value::Push(items) => all(items),
+        Value::Map(pairs) => all(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+        Value::Error(e) => CommandReply::Error(e.message().to_owned()),
     }
 }
 
@@ -374,7 +416,7 @@ fn read_lookup(
 }
 
 /// A short description of an unexpected reply (never the whole value).
-fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Value) -> String {
     let mut text = format!("{value:?}");
     if text.len() > 80 {
         let mut end = 80;

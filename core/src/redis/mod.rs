@@ -33,7 +33,8 @@
 //!
 //! Also here: [`RedisUrl`] reads `redis://` and `rediss://` URLs, and [`Reconnect`]
 //! decides when to connect again after a failure, and [`CacheAdapter`] turns the Cache
-//! family's effects into commands and replies into answers.
+//! family's effects into commands and replies into answers, and [`MessagingAdapter`]
+//! with [`Consumers`] the Messaging family's, on Redis Streams.
 
 mod cache;
 mod command;
@@ -42,6 +43,7 @@ mod connection;
 mod decode;
 mod error;
 mod limits;
+mod messaging;
 mod pubsub;
 mod reconnect;
 mod scan;
@@ -58,6 +60,10 @@ pub use error::{
     ServerErrorKind,
 };
 pub use limits::Limits;
+pub use messaging::{
+    CONSUME_EFFECT, ConsumerOutput, Consumers, DEFAULT_ACK_TIMEOUT, DEFAULT_POLL_INTERVAL,
+    MAX_PROPERTIES, MessagingAdapter, MessagingPending, MessagingPlan, ReadToken,
+};
 pub use pubsub::{Message, SubscriptionChange, SubscriptionKind, Subscriptions};
 pub use reconnect::{Reconnect, ReconnectAction};
 pub use url::{RedisUrl, UrlError};

@@ -116,10 +116,14 @@ pub fn check_cancellation(driver: &mut impl CancellationDriver, leg: Duration) {
     );
 }
 
+mod commands;
 mod database;
-
-pub use database::{DatabaseDriver, check_database, database_cases};
+mod messaging;
 mod storage;
+
+pub use commands::check_cache_commands;
+pub use database::{DatabaseDriver, check_database, database_cases};
+pub use messaging::{ACK_TIMEOUT, MessagingDriver, check_messaging};
 pub use storage::{StorageDriver, check_storage, storage_cases};
 /// A driver under test for the family contracts ([`check_cache`], [`check_auth`]).
 pub trait ServiceDriver {

@@ -1,6 +1,6 @@
 //! Redis on tokio (cargo feature `redis`): the Cache family served by a real Redis
-//! through the core's sans-IO [`CacheAdapter`] and a per-process [`RedisPool`], and
-//! the Auth family (HS256 tokens with sessions and revocations in Redis, Argon2id
+//! through the core's sans-IO [`CacheAdapter`] and a per-process [`RedisPool`], the
+//! Messaging family on Redis Streams, and the Auth family (HS256 tokens with sessions and revocations in Redis, Argon2id
 //! passwords; see the `auth` section below).
 //!
 //! # Shape
@@ -33,6 +33,19 @@
 //! a non-retryable `Unavailable` error saying so. The key never appears in `Debug`,
 //! errors or logs.
 //!
+//! # Messaging
+//! With a [`MessagingAdapter`] ([`RedisBackend::with_messaging`]), the backend also
+//! serves Messaging on Redis Streams: publishes, acknowledgements and negative
+//! acknowledgements are one pooled script each; waiting consumers hold no connection
+//! (they park on one thread per process, which reads for them without `BLOCK`, see
+//! `effectful::redis::Consumers`); a message answered to a consumer whose effect was
+//! cancelled meanwhile goes back to its group at once.
+//!
+//! # Commands of one's own
+//! `Cache.RedisCommand` sends the program's own command through the pool as it is
+//! and answers its reply as a `CommandReply` (an error reply is a value, except
+//! those a retry may mend).
+//!
 //! # Cancellation
 //! An effect cancelled before its command was written (it waited for its connection
 //! to be made) is never sent; one already sent completes and its answer is dropped
@@ -50,13 +63,16 @@
 //! ```
 
 mod auth;
+mod messaging;
 mod pool;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use effectful::effect::{AuthRequest, AuthResponse, Request, Response};
-use effectful::redis::{CacheAdapter, Command};
+use effectful::effect::{
+    AuthRequest, AuthResponse, MessagingRequest, MessagingResponse, Request, Response,
+};
+use effectful::redis::{CacheAdapter, Command, MessagingAdapter, MessagingPlan};
 use effectful::{EffectError, EffectId, Family, Std, Timestamp};
 use rustc_hash::FxHashMap;
 
@@ -70,8 +86,9 @@ pub use pool::{
 use crate::interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd, misrouted};
 use crate::runtime::RuntimeBuilder;
 
-/// The families a [`RedisBackend`] serves (Auth only with a [`JwtSecret`]).
-pub const REDIS_FAMILIES: [&str; 2] = ["Cache", "Auth"];
+/// The families a [`RedisBackend`] serves (Auth only with a [`JwtSecret`], Messaging
+/// only with [`RedisBackend::with_messaging`]).
+pub const REDIS_FAMILIES: [&str; 3] = ["Cache", "Auth", "Messaging"];
 
 /// One Redis backend for the whole process (cheap to clone).
 #[derive(Clone, Debug)]
@@ -79,6 +96,9 @@ pub struct RedisBackend {
     pool: RedisPool,
     cache: Arc<CacheAdapter>,
     tokens: Option<auth::SharedTokens>,
+    messaging: Option<messaging::ConsumerHub>,
+    /// Numbers each interpreter, so waiting consumers of different shards differ.
+    interpreters: Arc<AtomicU64>,
     /// The wall-clock instant of the runtime clock's epoch, set by the first shard.
     wall_epoch: Arc<OnceLock<Timestamp>>,
 }
@@ -98,6 +118,8 @@ impl RedisBackend {
             pool,
             cache: Arc::new(cache),
             tokens: None,
+            messaging: None,
+            interpreters: Arc::new(AtomicU64::new(0)),
             wall_epoch: Arc::new(OnceLock::new()),
         }
     }
@@ -107,6 +129,19 @@ impl RedisBackend {
         let prefix = self.cache.prefix().to_owned();
         self.tokens = Some(Arc::new(auth::TokenService::new(secret, prefix)));
         self
+    }
+
+    /// The same backend serving the Messaging family on Redis Streams through
+    /// `adapter` (its keys under the adapter's own prefix); starts the thread where
+    /// waiting consumers park.
+    pub fn with_messaging(mut self, adapter: MessagingAdapter) -> std::io::Result<RedisBackend> {
+        self.messaging = Some(messaging::ConsumerHub::start(self.pool.clone(), adapter)?);
+        Ok(self)
+    }
+
+    /// The Messaging adapter, if the backend serves Messaging.
+    pub fn messaging(&self) -> Option<&MessagingAdapter> {
+        self.messaging.as_ref().map(|hub| &**hub.adapter())
     }
 
     /// From the server settings: `REDIS_URL` (required here; `rediss://` with its
@@ -147,17 +182,17 @@ impl RedisBackend {
         &self.cache
     }
 
-    /// Registers the interpreter of every family it serves: Cache, and Auth when it
-    /// has a [`JwtSecret`].
+    /// Registers the interpreter of every family it serves: Cache, Auth when it has
+    /// a [`JwtSecret`], Messaging when it has a [`MessagingAdapter`].
     pub fn register<F: SplitStd>(&self, mut builder: RuntimeBuilder<F>) -> RuntimeBuilder<F>
     where
         F::Response: Send,
     {
-        let families = if self.tokens.is_some() {
-            &REDIS_FAMILIES[..]
-        } else {
-            &REDIS_FAMILIES[..1]
-        };
+        let served = [true, self.tokens.is_some(), self.messaging.is_some()];
+        let families = REDIS_FAMILIES
+            .iter()
+            .zip(served)
+            .filter_map(|(family, on)| on.then_some(family));
         for &family in families {
             let backend = self.clone();
             builder = builder.interpreter(family, move |shard| backend.interpreter(shard));
@@ -184,6 +219,8 @@ impl RedisBackend {
             replier: shard.replier(),
             unsent: FxHashMap::default(),
             tasks: FxHashMap::default(),
+            instance: self.interpreters.fetch_add(1, Ordering::Relaxed),
+            consuming: FxHashMap::default(),
             prune_at: 64,
             wall_epoch,
         }
@@ -228,7 +265,7 @@ impl crate::server::HealthCheck for RedisHealth {
     }
 }
 
-/// Serves the Cache family on one shard from a [`RedisBackend`].
+/// Serves the Cache, Auth and Messaging families on one shard from a [`RedisBackend`].
 pub struct RedisInterpreter<F: Family = Std> {
     backend: RedisBackend,
     replier: Replier<F>,
@@ -238,6 +275,10 @@ pub struct RedisInterpreter<F: Family = Std> {
     tasks: FxHashMap<EffectId, Cancel>,
     /// Drop flags of finished jobs when `unsent` grows to this.
     prune_at: usize,
+    /// This interpreter's number among the backend's.
+    instance: u64,
+    /// Consumers waiting (or answered, not yet ended) through this interpreter.
+    consuming: FxHashMap<EffectId, ()>,
     wall_epoch: Timestamp,
 }
 
@@ -309,6 +350,88 @@ where
     }
 }
 
+impl<F: SplitStd> RedisInterpreter<F>
+where
+    F::Response: Send,
+{
+    fn perform_messaging(
+        &mut self,
+        cx: &mut ShardCx<'_, F>,
+        id: EffectId,
+        request: MessagingRequest,
+    ) {
+        let embed = |r: MessagingResponse| F::embed_response(Response::Messaging(r));
+        let Some(hub) = self.backend.messaging.clone() else {
+            let e = EffectError::new(
+                request.name(),
+                effectful::ErrorKind::Unavailable,
+                "the Redis backend was not started with Messaging",
+            )
+            .with_retryable(false);
+            return cx.answer(id, Err(e));
+        };
+        if let MessagingRequest::ConsumeMessage(request) = request {
+            self.consuming.insert(id, ());
+            let replier = self.replier.clone();
+            let answer: messaging::AnswerFn = Box::new(move |outcome| {
+                replier.answer(
+                    id,
+                    outcome.map(|o| embed(MessagingResponse::ConsumeMessage(o))),
+                );
+            });
+            return hub.consume((self.instance, id), request, answer);
+        }
+        // A publish or a negative acknowledgement may wake consumers of its topic.
+        let topic = match &request {
+            MessagingRequest::PublishMessage(r) => Some(r.topic.clone()),
+            MessagingRequest::NegativeAcknowledge(r) => messaging::topic_of_delivery(&r.message_id),
+            _ => None,
+        };
+        let adapter = hub.adapter().clone();
+        let (command, pending) = match adapter.plan(&request) {
+            Ok(MessagingPlan::Send(command, pending)) => (command, pending),
+            Ok(MessagingPlan::Answered(response)) => return cx.answer(id, Ok(embed(response))),
+            Err(e) => return cx.answer(id, Err(e)),
+        };
+        self.submit(id, command, move |reply| {
+            let effect = pending.effect();
+            let answer = match reply {
+                Ok(value) => adapter.response(pending, Ok(value)),
+                Err(PoolError::Command(e)) => adapter.response(pending, Err(e)),
+                Err(e) => Err(e.effect_error(effect)),
+            };
+            if let Ok(response) = &answer {
+                hub.after(response, topic);
+            }
+            answer.map(embed)
+        });
+    }
+
+    /// Sends `command` for the effect `id` (never, if it is cancelled before it is
+    /// written) and answers it with what `answer` makes of the reply.
+    fn submit(
+        &mut self,
+        id: EffectId,
+        command: Command,
+        answer: impl FnOnce(
+            Result<effectful::redis::Value, PoolError>,
+        ) -> Result<F::Response, EffectError>
+        + Send
+        + 'static,
+    ) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.unsent.insert(id, flag.clone());
+        let replier = self.replier.clone();
+        self.backend.pool.submit(Job {
+            command,
+            cancelled: Some(flag),
+            reply: Box::new(move |reply| {
+                replier.answer(id, answer(reply));
+            }),
+        });
+    }
+}
+
 impl<F: SplitStd> Interpreter<F> for RedisInterpreter<F>
 where
     F::Response: Send,
@@ -318,6 +441,7 @@ where
         let request = match F::split_request(request) {
             Ok(Request::Cache(request)) => request,
             Ok(Request::Auth(request)) => return self.perform_auth(cx, id, request),
+            Ok(Request::Messaging(request)) => return self.perform_messaging(cx, id, request),
             Ok(other) => {
                 return cx.answer(id, Err(misrouted::<F>("Redis", &F::embed_request(other))));
             }
@@ -328,31 +452,34 @@ where
             Ok(planned) => planned,
             Err(e) => return cx.answer(id, Err(e)),
         };
-        let flag = Arc::new(AtomicBool::new(false));
-        self.unsent.insert(id, flag.clone());
-        let replier = self.replier.clone();
-        self.backend.pool.submit(Job {
-            command,
-            cancelled: Some(flag),
-            reply: Box::new(move |reply| {
-                let effect = pending.effect();
-                let answer = match reply {
-                    Ok(value) => cache.response(pending, Ok(value)),
-                    Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
-                    Err(e) => Err(e.effect_error(effect)),
-                };
-                replier.answer(id, answer.map(|r| F::embed_response(Response::Cache(r))));
-            }),
+        self.submit(id, command, move |reply| {
+            let effect = pending.effect();
+            let answer = match reply {
+                Ok(value) => cache.response(pending, Ok(value)),
+                Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
+                Err(e) => Err(e.effect_error(effect)),
+            };
+            answer.map(|r| F::embed_response(Response::Cache(r)))
         });
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {
+        if let Some(hub) = &self.backend.messaging {
+            let before = self.consuming.len();
+            self.consuming.retain(|id, _| id.program() != program);
+            if self.consuming.len() != before {
+                hub.program_ended(self.instance, program);
+            }
+        }
         if !self.tasks.is_empty() {
             self.tasks.retain(|id, _| id.program() != program);
         }
     }
 
     fn cancel(&mut self, _cx: &mut ShardCx<'_, F>, id: EffectId) {
+        if let (Some(hub), Some(())) = (&self.backend.messaging, self.consuming.remove(&id)) {
+            hub.cancel((self.instance, id));
+        }
         if let Some(flag) = self.unsent.remove(&id) {
             flag.store(true, Ordering::Relaxed);
         }

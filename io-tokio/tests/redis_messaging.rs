@@ -1,0 +1,258 @@
+//! Messaging on Redis Streams at scale, against the shared Redis on 127.0.0.1:6379
+//! (keys under `effectful-msg-<pid>:`): waiting consumers hold no connection, and a
+//! wait given up while its read was on its way leaves no message stuck.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use effectful::effect::{
+    AcknowledgeMessage, ConsumeMessage, ConsumeOutcome, PublishMessage, PublishOutcome,
+};
+use effectful::redis::{Command, MessagingAdapter, RedisUrl};
+use effectful::{EffectError, Either, race};
+use effectful_tokio::Runtime;
+use effectful_tokio::redis::{PoolConfig, RedisBackend};
+
+const START: &str = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" \
+     --appendonly no";
+
+/// A backend on the shared Redis with `connections` connections, serving Messaging
+/// under a prefix of this test's own, with `ack_timeout`.
+fn backend(name: &str, connections: usize, ack_timeout: Duration) -> RedisBackend {
+    if TcpStream::connect("127.0.0.1:6379").is_err() {
+        panic!("Redis is not running on 127.0.0.1:6379; start it with: {START}");
+    }
+    let prefix = format!("effectful-msg-{}:{name}:", std::process::id());
+    let mut config = PoolConfig::new(RedisUrl::parse("redis://127.0.0.1:6379/0").expect("a URL"));
+    config.max_connections = connections;
+    let adapter = MessagingAdapter::new(prefix.clone()).with_ack_timeout(ack_timeout);
+    RedisBackend::start(config, prefix)
+        .expect("a pool")
+        .with_messaging(adapter)
+        .expect("the consumers' thread")
+}
+
+fn runtime(backend: &RedisBackend) -> Runtime {
+    backend
+        .register(Runtime::builder().shards(2).seed(11))
+        .build()
+        .expect("a runtime")
+}
+
+fn publish(topic: &str, payload: String) -> PublishMessage {
+    PublishMessage {
+        topic: topic.into(),
+        payload: payload.into_bytes(),
+        properties: Default::default(),
+        dedup_key: None,
+    }
+}
+
+fn consume(subscription: &str, timeout_ms: u64) -> ConsumeMessage {
+    ConsumeMessage {
+        subscription: subscription.into(),
+        timeout_ms,
+    }
+}
+
+/// The number of entries of `subscription`'s group delivered and not acknowledged.
+async fn pending(backend: &RedisBackend, topic: &str, subscription: &str) -> i64 {
+    let stream = backend.messaging().expect("messaging").stream_key(topic);
+    let reply = backend
+        .pool()
+        .call(Command::new("XPENDING").arg(stream).arg(subscription))
+        .await
+        .expect("XPENDING");
+    reply
+        .as_items()
+        .and_then(|items| items.first()?.as_int())
+        .expect("a count")
+}
+
+#[test]
+fn a_thousand_waiting_consumers_hold_no_connection_of_a_pool_of_ten() {
+    const WAITERS: usize = 1000;
+    let backend = backend("thousand", 10, Duration::from_secs(60));
+    let runtime = runtime(&backend);
+    let (ping, mut delivered, elapsed) = runtime.block_on(async {
+        // The group exists before anything is published.
+        let handle = runtime.handle();
+        let first = handle
+            .spawn(|fx| async move { fx.perform(consume("load/g", 0)).await })
+            .await
+            .expect("spawned");
+        assert_eq!(
+            first.await.expect("ran").expect("answered"),
+            ConsumeOutcome::Timeout
+        );
+        let mut waiting = Vec::new();
+        for _ in 0..WAITERS {
+            let h = handle
+                .spawn(|fx| async move {
+                    match fx.perform(consume("load/g", 30_000)).await? {
+                        ConsumeOutcome::Message(m) => {
+                            fx.perform(AcknowledgeMessage {
+                                message_id: m.message_id,
+                            })
+                            .await?;
+                            Ok::<_, EffectError>(Some(
+                                String::from_utf8_lossy(&m.payload).into_owned(),
+                            ))
+                        }
+                        ConsumeOutcome::Timeout => Ok(None),
+                    }
+                })
+                .await
+                .expect("spawned");
+            waiting.push(h);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // With a thousand consumers waiting, the pool still answers at once.
+        let started = Instant::now();
+        backend.ping().await.expect("PING while a thousand wait");
+        let ping = started.elapsed();
+        let started = Instant::now();
+        let publisher = handle
+            .spawn(|fx| async move {
+                for i in 0..WAITERS {
+                    fx.perform(publish("load", format!("m{i}"))).await?;
+                }
+                Ok::<_, EffectError>(())
+            })
+            .await
+            .expect("spawned");
+        publisher.await.expect("ran").expect("published");
+        let mut delivered = Vec::new();
+        for h in waiting {
+            delivered.push(h.await.expect("ran").expect("answered").expect("a message"));
+        }
+        (ping, delivered, started.elapsed())
+    });
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(
+        delivered.len(),
+        WAITERS,
+        "each consumer got its own message"
+    );
+    assert!(
+        ping < Duration::from_secs(1),
+        "PING took {ping:?} while consumers waited"
+    );
+    eprintln!(
+        "{WAITERS} waiting consumers, pool of 10: PING {ping:?}, all delivered and acknowledged {elapsed:?} after the first publish"
+    );
+    let left = runtime.block_on(pending(&backend, "load", "load/g"));
+    assert_eq!(left, 0, "every delivery was acknowledged");
+    runtime.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn waits_given_up_while_their_read_is_on_its_way_hand_their_message_back() {
+    const MESSAGES: usize = 200;
+    // An ack timeout far past the test: only the hand-back can free a message.
+    let backend = backend("handback", 2, Duration::from_secs(600));
+    let runtime = runtime(&backend);
+    let started = Arc::new(AtomicUsize::new(0));
+    let results = runtime.block_on(async {
+        let handle = runtime.handle();
+        let mut consumers = Vec::new();
+        for i in 0..MESSAGES {
+            let started = started.clone();
+            let h = handle
+                .spawn(move |fx| async move {
+                    // Alone on its subscription, so a read that finds the message
+                    // after the wait was given up has nobody else to go to.
+                    let subscription = format!("back{i}/g");
+                    fx.perform(consume(&subscription, 0)).await?;
+                    started.fetch_add(1, Ordering::Relaxed);
+                    // Gives up after 0 to 3 ms, again and again, until a message comes.
+                    let mut gave_up = 0u32;
+                    loop {
+                        let patience =
+                            Duration::from_micros((i as u64 * 137 + gave_up as u64 * 71) % 3000);
+                        match race(
+                            fx.perform(consume(&subscription, 30_000)),
+                            fx.sleep(patience),
+                        )
+                        .await
+                        {
+                            Either::Left(Ok(ConsumeOutcome::Message(m))) => {
+                                fx.perform(AcknowledgeMessage {
+                                    message_id: m.message_id,
+                                })
+                                .await?;
+                                return Ok::<_, EffectError>((gave_up, m.redelivery_count));
+                            }
+                            Either::Left(Ok(ConsumeOutcome::Timeout)) => {}
+                            Either::Left(Err(e)) => return Err(e),
+                            Either::Right(_) => {
+                                gave_up += 1;
+                                // Away for a moment: a read that comes back now finds
+                                // nobody waiting on the subscription.
+                                let _ = fx.sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                        if gave_up > 5_000 {
+                            return Ok((gave_up, u32::MAX));
+                        }
+                    }
+                })
+                .await
+                .expect("spawned");
+            consumers.push(h);
+        }
+        while started.load(Ordering::Relaxed) < MESSAGES {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let publisher = handle
+            .spawn(|fx| async move {
+                for i in 0..MESSAGES {
+                    if i % 20 == 0 {
+                        let _ = fx.sleep(Duration::from_millis(5)).await;
+                    }
+                    match fx
+                        .perform(publish(&format!("back{i}"), format!("m{i}")))
+                        .await?
+                    {
+                        PublishOutcome::Published { .. } => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Ok::<_, EffectError>(())
+            })
+            .await
+            .expect("spawned");
+        publisher.await.expect("ran").expect("published");
+        let mut results = Vec::new();
+        for h in consumers {
+            results.push(h.await.expect("ran").expect("answered"));
+        }
+        results
+    });
+    let stuck = results.iter().filter(|(_, n)| *n == u32::MAX).count();
+    let handed_back = results
+        .iter()
+        .filter(|(_, n)| *n > 0 && *n != u32::MAX)
+        .count();
+    let gave_up: u32 = results.iter().map(|(g, _)| g).sum();
+    eprintln!(
+        "{MESSAGES} consumers gave up {gave_up} waits; {handed_back} messages came again after a hand-back"
+    );
+    assert_eq!(
+        stuck, 0,
+        "every consumer got a message: none was stuck with a wait given up"
+    );
+    assert!(gave_up > 0, "the test gave waits up");
+    let left: i64 = runtime.block_on(async {
+        let mut left = 0;
+        for i in 0..MESSAGES {
+            left += pending(&backend, &format!("back{i}"), &format!("back{i}/g")).await;
+        }
+        left
+    });
+    assert_eq!(left, 0, "nothing is left pending");
+    runtime.shutdown(Duration::from_secs(1));
+}
