@@ -38,6 +38,7 @@ mod pool;
 mod row;
 mod scram;
 mod service;
+pub mod sql;
 mod types;
 mod value;
 

@@ -20,8 +20,11 @@ use super::error::{PgError, sqlstate::QUERY_CANCELED};
 use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
 use super::scram::NONCE_ENTROPY_LEN;
+use super::sql::SqlPlan;
 use crate::effect::{DatabaseRequest, DatabaseResponse};
 use crate::{EffectError, ErrorKind, Time};
+
+mod pinned;
 
 /// What a [`PgService`] runs.
 #[derive(Clone, Debug)]
@@ -31,18 +34,24 @@ pub enum Work {
     Database(DatabasePlan),
     /// `SELECT 1` on a pool connection (a health check).
     Ping,
+    /// Users' own SQL (`Query`, `Execute`, `Batch`, transactions, `Migrate`).
+    Sql(SqlPlan),
 }
 
 impl Work {
     /// The work for one Database request.
     pub fn database(request: &DatabaseRequest) -> Work {
-        Work::Database(database::plan(request))
+        match SqlPlan::new(request) {
+            Some(plan) => Work::Sql(plan),
+            None => Work::Database(database::plan(request)),
+        }
     }
 
     fn effect(&self) -> &'static str {
         match self {
             Work::Database(plan) => plan.effect(),
             Work::Ping => "Database.Ping",
+            Work::Sql(plan) => plan.effect(),
         }
     }
 
@@ -50,7 +59,7 @@ impl Work {
     fn room_wait(&self) -> Option<(u64, u32)> {
         match self {
             Work::Database(plan) => plan.decode().room_wait(),
-            Work::Ping => None,
+            Work::Ping | Work::Sql(_) => None,
         }
     }
 }
@@ -164,6 +173,8 @@ enum Role<K> {
     Reset,
     Migrate,
     Listen,
+    /// A query of work that holds its connection alone.
+    Pinned(pinned::Step<K>),
 }
 
 /// The connection that listens on the room's channel, held alone while any room
@@ -235,6 +246,8 @@ pub struct PgService<K> {
     outputs: VecDeque<Output<K>>,
     migrated: bool,
     migrating: Option<ConnId>,
+    /// Transactions, batches and users' migrations, each holding a connection.
+    pinned: pinned::Pinned<K>,
     now: Time,
 }
 
@@ -267,6 +280,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             riders: HashMap::new(),
             held: Vec::new(),
             listener: Listener::Idle,
+            pinned: pinned::Pinned::default(),
             now,
         };
         service.drain_pool();
@@ -323,6 +337,14 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             });
             return;
         }
+        let work = match work {
+            Work::Sql(plan) if plan.is_pinned() => {
+                self.submit_pinned(key, plan);
+                self.drain_pool();
+                return;
+            }
+            work => work,
+        };
         if work.room_wait().is_some() && !matches!(self.listener, Listener::Listening { .. }) {
             self.held.push((key, work));
             self.ensure_listener();
@@ -396,7 +418,11 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 }
                 true
             }
-            None => false,
+            None => {
+                let dropped = self.cancel_pinned(key);
+                self.drain_pool();
+                dropped
+            }
         }
     }
 
@@ -495,6 +521,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         }
         self.parked.clear();
         self.riders.clear();
+        self.close_pinned();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in ids {
             match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
@@ -577,6 +604,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 }
                 PoolEvent::Acquired { acquire, conn } => self.start(acquire, conn),
                 PoolEvent::TimedOut { acquire } => {
+                    self.pinned_acquire_timed_out(acquire);
                     if self.listener == Listener::Acquiring(acquire) {
                         self.listener = Listener::Idle;
                         self.ensure_listener();
@@ -605,6 +633,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             self.start_listener(acquire, conn);
             return;
         }
+        if self.is_pinned_acquire(acquire) {
+            self.start_pinned(acquire, conn);
+            return;
+        }
         let Some(key) = self.acquires.remove(&acquire) else {
             self.pool.release(self.now, acquire, Release::Clean);
             return;
@@ -627,6 +659,12 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         let sent = match (&mut c.pg, &work) {
             (Some(pg), Work::Database(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
             (Some(pg), Work::Ping) => pg.execute(self.now, "SELECT 1", &[]),
+            (Some(pg), Work::Sql(SqlPlan::Statement { statement, .. })) => {
+                pg.execute(self.now, &statement.sql, &statement.params)
+            }
+            (Some(_), Work::Sql(_)) => Err(PgError::protocol(
+                "pinned work reached a shared connection".to_owned(),
+            )),
             (None, _) => Err(PgError::Closed(super::error::ClosedReason::ServerHungUp)),
         };
         match sent {
@@ -689,6 +727,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
                         Some(Role::Migrate) => self.on_migrated(conn, result),
                         Some(Role::Listen) => self.on_listening(conn, result.is_ok()),
+                        Some(Role::Pinned(step)) => self.on_pinned_done(conn, step, result),
                         None => {}
                     }
                 }
@@ -904,7 +943,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             let leader_work = work.clone();
             let found = match work {
                 Work::Database(plan) => plan.finish(result).map(Reply::Database),
-                Work::Ping => return,
+                Work::Ping | Work::Sql(_) => return,
             };
             let nothing_yet = matches!(
                 &found,
@@ -954,6 +993,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             Work::Ping => result
                 .map(|_| Reply::Pong)
                 .map_err(|e| e.to_effect_error(effect)),
+            Work::Sql(plan) => super::sql::finish(plan, result).map(Reply::Database),
         };
         self.outputs.push_back(Output::Answer { key, result });
     }
@@ -980,6 +1020,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             }
         }
         self.outputs.push_back(Output::Disconnect { conn });
+        self.pinned_conn_closed(conn);
         if c.opened {
             self.pool.handle_closed(self.now, conn);
         } else {
