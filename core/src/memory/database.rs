@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
-    Rows, SqlValue, Transaction,
     ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage, RoomMessage,
-    SaveChatMessage, UpdateUser, User, UserLookup, WaitRoomMessages, room_page_size,
+    Rows, SaveChatMessage, SqlValue, Transaction, UpdateUser, User, UserLookup, WaitRoomMessages,
+    room_page_size,
 };
 use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
@@ -199,8 +199,11 @@ impl FakeDatabase {
                     return Err(e);
                 }
                 let total = b.statements.len();
-                let statements: Vec<(String, Vec<SqlValue>)> =
-                    b.statements.into_iter().map(|s| (s.sql, s.params)).collect();
+                let statements: Vec<(String, Vec<SqlValue>)> = b
+                    .statements
+                    .into_iter()
+                    .map(|s| (s.sql, s.params))
+                    .collect();
                 let affected = self.sql.batch(now, &statements).map_err(|(i, e)| {
                     failed(SqlFailure {
                         code: e.code,

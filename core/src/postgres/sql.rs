@@ -108,12 +108,10 @@ impl SqlPlan {
         const CONTROL: &str =
             "transaction control is refused here: use Database.Begin or Database.Batch";
         Some(match request {
-            DatabaseRequest::Query(q) => {
-                Self::statement(effect, &q.sql, &q.params, q.tx, true).unwrap_or_else(|| refused(CONTROL))
-            }
-            DatabaseRequest::Execute(q) => {
-                Self::statement(effect, &q.sql, &q.params, q.tx, false).unwrap_or_else(|| refused(CONTROL))
-            }
+            DatabaseRequest::Query(q) => Self::statement(effect, &q.sql, &q.params, q.tx, true)
+                .unwrap_or_else(|| refused(CONTROL)),
+            DatabaseRequest::Execute(q) => Self::statement(effect, &q.sql, &q.params, q.tx, false)
+                .unwrap_or_else(|| refused(CONTROL)),
             DatabaseRequest::Batch(b) => {
                 if b.statements.iter().any(|s| is_transaction_control(&s.sql)) {
                     return Some(refused(CONTROL));
@@ -133,7 +131,10 @@ impl SqlPlan {
                 let mut migrations = m.migrations.clone();
                 migrations.sort_by_key(|m| m.version);
                 if let Some(w) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
-                    return Some(refused(&format!("two migrations have version {}", w[0].version)));
+                    return Some(refused(&format!(
+                        "two migrations have version {}",
+                        w[0].version
+                    )));
                 }
                 SqlPlan::Migrate { migrations }
             }
@@ -240,7 +241,10 @@ pub fn rows(set: &ResultSet) -> Result<Rows, String> {
         .iter()
         .map(|row| {
             let values = row.values().map_err(|e| e.to_string())?;
-            values.into_iter().map(from_value).collect::<Result<Vec<_>, _>>()
+            values
+                .into_iter()
+                .map(from_value)
+                .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Rows { columns, rows })
@@ -347,8 +351,11 @@ mod tests {
         ))))
         .unwrap();
         assert!(!plan.is_pinned());
-        let refused =
-            SqlPlan::new(&DatabaseRequest::Query(Box::new(Query::new("BEGIN", vec![])))).unwrap();
+        let refused = SqlPlan::new(&DatabaseRequest::Query(Box::new(Query::new(
+            "BEGIN",
+            vec![],
+        ))))
+        .unwrap();
         assert!(matches!(refused, SqlPlan::Refused { .. }));
         let batch = SqlPlan::new(&DatabaseRequest::Batch(Batch {
             statements: vec![Statement::new("COMMIT", vec![])],

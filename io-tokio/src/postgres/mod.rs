@@ -32,11 +32,13 @@
 mod driver;
 mod url;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use effectful::effect::DatabaseRequest;
 use effectful::postgres::database::{self, Migration};
 use effectful::postgres::{PoolConfig, PoolStatus, ServiceConfig};
-use effectful::{EffectError, EffectId, Std};
+use effectful::{EffectError, EffectId, ProgramId, Std};
 use tokio::sync::{mpsc, oneshot};
 
 pub use url::{Host, PgUrl, SslMode, UrlError};
@@ -205,7 +207,10 @@ where
 
     /// One shard's interpreter (they all share this pool).
     pub fn interpreter(&self) -> PgInterpreter<F> {
-        PgInterpreter { db: self.clone() }
+        PgInterpreter {
+            db: self.clone(),
+            begins: HashMap::new(),
+        }
     }
 
     /// Runs `SELECT 1` on a pool connection.
@@ -250,11 +255,18 @@ where
 }
 
 /// Serves the Database family on one shard from a [`PgDatabase`].
+///
+/// It remembers each program's `Database.Begin` effects and, when the program ends,
+/// cancels them once more: the pool then rolls back any transaction one of them
+/// opened that is still open, and the connection goes back clean.
 pub struct PgInterpreter<F: SplitStd = Std>
 where
     F::Response: Send,
 {
     db: PgDatabase<F>,
+    /// Each running program's `Begin` effects (one entry per `Begin` until the
+    /// program ends).
+    begins: HashMap<ProgramId, Vec<EffectId>>,
 }
 
 impl<F: SplitStd> Interpreter<F> for PgInterpreter<F>
@@ -284,6 +296,9 @@ where
                 return;
             }
         };
+        if matches!(request, DatabaseRequest::Begin(_)) {
+            self.begins.entry(id.program()).or_default().push(id);
+        }
         let sent = self.db.inner.tx.send(Command::Perform {
             shard: cx.shard(),
             id,
@@ -306,6 +321,14 @@ where
             shard: cx.shard(),
             id,
         });
+    }
+
+    fn program_finished(&mut self, cx: &mut ShardCx<'_, F>, program: ProgramId) {
+        // The pool keeps a transaction under the key of the Begin that opened it:
+        // cancelling that key rolls back whatever is still open.
+        for id in self.begins.remove(&program).unwrap_or_default() {
+            self.cancel(cx, id);
+        }
     }
 }
 

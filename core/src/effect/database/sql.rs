@@ -492,7 +492,13 @@ mod tests {
 
     #[test]
     fn transaction_control_is_recognised_whatever_the_case() {
-        for sql in ["begin", " COMMIT;", "Rollback", "start transaction", "savepoint a"] {
+        for sql in [
+            "begin",
+            " COMMIT;",
+            "Rollback",
+            "start transaction",
+            "savepoint a",
+        ] {
             assert!(is_transaction_control(sql), "{sql}");
         }
         for sql in ["SELECT 1", "UPDATE t SET ended = true", "beginning"] {

@@ -38,8 +38,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::effect::{SqlMigration, SqlValue, Transaction, USER_MIGRATIONS_TABLE};
 use crate::effect::sqlstate::{NOT_NULL_VIOLATION, UNIQUE_VIOLATION};
+use crate::effect::{SqlMigration, SqlValue, Transaction, USER_MIGRATIONS_TABLE};
 use crate::{Excerpt, Timestamp};
 
 /// `feature_not_supported`: what the simulator answers outside its subset.
@@ -179,7 +179,10 @@ impl SqlTables {
 
     /// Commits `tx`; a failed one rolls back and fails.
     pub(crate) fn commit(&mut self, tx: Transaction) -> Result<()> {
-        let open = self.open.remove(&tx.0).ok_or_else(|| no_transaction(tx.0))?;
+        let open = self
+            .open
+            .remove(&tx.0)
+            .ok_or_else(|| no_transaction(tx.0))?;
         if open.failed {
             self.restore(open);
             return Err(fail(
@@ -192,7 +195,10 @@ impl SqlTables {
 
     /// Rolls `tx` back.
     pub(crate) fn rollback(&mut self, tx: Transaction) -> Result<()> {
-        let open = self.open.remove(&tx.0).ok_or_else(|| no_transaction(tx.0))?;
+        let open = self
+            .open
+            .remove(&tx.0)
+            .ok_or_else(|| no_transaction(tx.0))?;
         self.restore(open);
         Ok(())
     }
@@ -268,14 +274,19 @@ impl SqlTables {
         )?;
         let mut applied = Vec::new();
         for m in ordered {
-            if done.rows.iter().any(|r| r.first() == Some(&SqlValue::Int(m.version))) {
+            if done
+                .rows
+                .iter()
+                .any(|r| r.first() == Some(&SqlValue::Int(m.version)))
+            {
                 continue;
             }
             for statement in split_statements(&m.sql) {
-                self.run(now, statement, &[], Some(tx)).map_err(|e| SqlFailure {
-                    code: e.code,
-                    message: format!("migration {} ({}): {}", m.version, m.name, e.message),
-                })?;
+                self.run(now, statement, &[], Some(tx))
+                    .map_err(|e| SqlFailure {
+                        code: e.code,
+                        message: format!("migration {} ({}): {}", m.version, m.name, e.message),
+                    })?;
             }
             self.run(
                 now,
@@ -487,7 +498,10 @@ impl SqlTables {
         let mut rows = Vec::with_capacity(values.len());
         for tuple in values {
             if tuple.len() != positions.len() {
-                return Err(unsupported(sql, "a VALUES list of another length than its columns"));
+                return Err(unsupported(
+                    sql,
+                    "a VALUES list of another length than its columns",
+                ));
             }
             let mut row = vec![SqlValue::Null; table.columns.len()];
             let mut given = vec![false; table.columns.len()];
@@ -557,7 +571,10 @@ fn aborted() -> SqlFailure {
 }
 
 fn missing_table(name: &str) -> SqlFailure {
-    fail(UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+    fail(
+        UNDEFINED_TABLE,
+        format!("relation \"{name}\" does not exist"),
+    )
 }
 
 fn position(table: &Table, column: &str) -> Result<usize> {
@@ -565,7 +582,12 @@ fn position(table: &Table, column: &str) -> Result<usize> {
         .columns
         .iter()
         .position(|c| c.name == column)
-        .ok_or_else(|| fail(UNDEFINED_COLUMN, format!("column \"{column}\" does not exist")))
+        .ok_or_else(|| {
+            fail(
+                UNDEFINED_COLUMN,
+                format!("column \"{column}\" does not exist"),
+            )
+        })
 }
 
 fn column_position(table_name: &str, table: &Table, column: &str) -> Result<usize> {
@@ -613,7 +635,10 @@ fn check_unique(name: &str, table: &Table, rows: &[Vec<SqlValue>]) -> Result<()>
             .filter(|v| **v != SqlValue::Null)
             .collect();
         seen.sort_by(|a, b| compare(a, b).unwrap_or(std::cmp::Ordering::Equal));
-        if let Some(w) = seen.windows(2).find(|w| compare(w[0], w[1]) == Some(std::cmp::Ordering::Equal)) {
+        if let Some(w) = seen
+            .windows(2)
+            .find(|w| compare(w[0], w[1]) == Some(std::cmp::Ordering::Equal))
+        {
             return Err(fail(
                 UNIQUE_VIOLATION,
                 format!(
@@ -633,7 +658,13 @@ fn store(sql: &str, column: &ColumnDef, value: SqlValue) -> Result<SqlValue> {
         (ColType::Int(bits), SqlValue::Int(v)) => {
             let max = (1i128 << (bits - 1)) - 1;
             if i128::from(v) > max || i128::from(v) < -max - 1 {
-                return Err(fail(OUT_OF_RANGE, format!("value {v} is out of range for its {bits}-bit integer column \"{}\"", column.name)));
+                return Err(fail(
+                    OUT_OF_RANGE,
+                    format!(
+                        "value {v} is out of range for its {bits}-bit integer column \"{}\"",
+                        column.name
+                    ),
+                ));
             }
             SqlValue::Int(v)
         }
@@ -647,7 +678,11 @@ fn store(sql: &str, column: &ColumnDef, value: SqlValue) -> Result<SqlValue> {
         (ty, v) => {
             return Err(unsupported(
                 sql,
-                &format!("a {} value for the {ty:?} column \"{}\"", v.kind(), column.name),
+                &format!(
+                    "a {} value for the {ty:?} column \"{}\"",
+                    v.kind(),
+                    column.name
+                ),
             ));
         }
     };
@@ -705,12 +740,24 @@ impl Expr {
         let out = match (left, right) {
             (V::Null, _) | (_, V::Null) => V::Null,
             (V::Int(x), V::Int(y)) => {
-                let r = if *op == '+' { x.checked_add(y) } else { x.checked_sub(y) };
+                let r = if *op == '+' {
+                    x.checked_add(y)
+                } else {
+                    x.checked_sub(y)
+                };
                 V::Int(r.ok_or_else(|| fail(OUT_OF_RANGE, "bigint out of range"))?)
             }
             (V::Float(x), V::Float(y)) => V::Float(if *op == '+' { x + y } else { x - y }),
-            (V::Int(x), V::Float(y)) => V::Float(if *op == '+' { x as f64 + y } else { x as f64 - y }),
-            (V::Float(x), V::Int(y)) => V::Float(if *op == '+' { x + y as f64 } else { x - y as f64 }),
+            (V::Int(x), V::Float(y)) => V::Float(if *op == '+' {
+                x as f64 + y
+            } else {
+                x as f64 - y
+            }),
+            (V::Float(x), V::Int(y)) => V::Float(if *op == '+' {
+                x + y as f64
+            } else {
+                x - y as f64
+            }),
             (a, b) => {
                 return Err(unsupported(sql, &format!("{} {op} {}", a.kind(), b.kind())));
             }
@@ -755,7 +802,11 @@ fn matches(sql: &str, table: &Table, filter: &[Cond], row: &[SqlValue]) -> Resul
                     let Some(order) = compare(value, &other) else {
                         return Err(unsupported(
                             sql,
-                            &format!("comparing a {} column with a {}", value.kind(), other.kind()),
+                            &format!(
+                                "comparing a {} column with a {}",
+                                value.kind(),
+                                other.kind()
+                            ),
                         ));
                     };
                     use std::cmp::Ordering::*;
@@ -791,9 +842,11 @@ fn project(sql: &str, table: &Table, items: &Items, rows: &[Vec<SqlValue>]) -> R
         Items::Columns(names) => names
             .iter()
             .map(|n| {
-                table.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
-                    fail(UNDEFINED_COLUMN, format!("column \"{n}\" does not exist"))
-                })
+                table
+                    .columns
+                    .iter()
+                    .position(|c| c.name == *n)
+                    .ok_or_else(|| fail(UNDEFINED_COLUMN, format!("column \"{n}\" does not exist")))
             })
             .collect::<Result<_>>()?,
         Items::Count => {
@@ -805,7 +858,10 @@ fn project(sql: &str, table: &Table, items: &Items, rows: &[Vec<SqlValue>]) -> R
         }
     };
     Ok(Outcome {
-        columns: positions.iter().map(|i| table.columns[*i].name.clone()).collect(),
+        columns: positions
+            .iter()
+            .map(|i| table.columns[*i].name.clone())
+            .collect(),
         rows: rows
             .iter()
             .map(|r| positions.iter().map(|i| r[*i].clone()).collect())
@@ -870,7 +926,9 @@ impl Select {
                 None => Ok(None),
                 Some(e) => match e.eval(sql, table, &[])? {
                     SqlValue::Null => Ok(None),
-                    SqlValue::Int(n) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+                    SqlValue::Int(n) if n >= 0 => {
+                        Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+                    }
                     other => Err(unsupported(sql, &format!("a LIMIT or OFFSET of {other:?}"))),
                 },
             }
@@ -912,7 +970,12 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
-            out.push(Token::Word(chars[start..i].iter().collect::<String>().to_ascii_lowercase()));
+            out.push(Token::Word(
+                chars[start..i]
+                    .iter()
+                    .collect::<String>()
+                    .to_ascii_lowercase(),
+            ));
         } else if c == '"' {
             let start = i + 1;
             i += 1;
@@ -968,7 +1031,11 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
             let sym = ["<=", ">=", "<>", "!="]
                 .into_iter()
                 .find(|s| *s == two)
-                .or_else(|| ["(", ")", ",", "*", "=", "<", ">", "+", "-", ";"].into_iter().find(|s| s.starts_with(c)))?;
+                .or_else(|| {
+                    ["(", ")", ",", "*", "=", "<", ">", "+", "-", ";"]
+                        .into_iter()
+                        .find(|s| s.starts_with(c))
+                })?;
             i += sym.chars().count();
             out.push(Token::Sym(sym));
         }
@@ -1161,7 +1228,13 @@ impl Parser<'_> {
             }
             self.expect_sym(",")?;
         }
-        if table.columns.iter().filter(|c| c.unique.as_deref() == Some(&format!("{name}_pkey"))).count() > 1 {
+        if table
+            .columns
+            .iter()
+            .filter(|c| c.unique.as_deref() == Some(&format!("{name}_pkey")))
+            .count()
+            > 1
+        {
             return Err(self.no("two primary keys"));
         }
         Ok(Parsed::Create {
@@ -1178,7 +1251,13 @@ impl Parser<'_> {
         Ok(column)
     }
 
-    fn constrain(&self, table: &mut Table, column: &str, constraint: String, key: bool) -> Result<()> {
+    fn constrain(
+        &self,
+        table: &mut Table,
+        column: &str,
+        constraint: String,
+        key: bool,
+    ) -> Result<()> {
         let Some(c) = table.columns.iter_mut().find(|c| c.name == column) else {
             return Err(self.no("a constraint on a column not declared before it"));
         };
@@ -1286,7 +1365,8 @@ impl Parser<'_> {
                 self.expect_sym(",")?;
             }
             if tuple.iter().any(|e| {
-                matches!(e.left, Operand::Column(_)) || matches!(e.op, Some((_, Operand::Column(_))))
+                matches!(e.left, Operand::Column(_))
+                    || matches!(e.op, Some((_, Operand::Column(_))))
             }) {
                 return Err(self.no("a column name inside VALUES"));
             }
@@ -1358,9 +1438,19 @@ impl Parser<'_> {
                 }
             }
         }
-        let limit = if self.word("limit") { Some(self.expr()?) } else { None };
-        let offset = if self.word("offset") { Some(self.expr()?) } else { None };
-        if matches!(items, Items::Count) && (!order.is_empty() || limit.is_some() || offset.is_some()) {
+        let limit = if self.word("limit") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        let offset = if self.word("offset") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        if matches!(items, Items::Count)
+            && (!order.is_empty() || limit.is_some() || offset.is_some())
+        {
             return Err(self.no("count(*) with ORDER BY, LIMIT or OFFSET"));
         }
         Ok(Select {
@@ -1381,7 +1471,11 @@ impl Parser<'_> {
         loop {
             let column = self.name()?;
             let cond = if self.word("is") {
-                let cmp = if self.word("not") { Cmp::IsNotNull } else { Cmp::IsNull };
+                let cmp = if self.word("not") {
+                    Cmp::IsNotNull
+                } else {
+                    Cmp::IsNull
+                };
                 self.expect_word("null")?;
                 Cond {
                     column,
@@ -1443,7 +1537,10 @@ impl Parser<'_> {
                     .ok_or_else(|| {
                         fail(
                             "08P01",
-                            format!("there is no parameter ${n} ({} were bound)", self.params.len()),
+                            format!(
+                                "there is no parameter ${n} ({} were bound)",
+                                self.params.len()
+                            ),
                         )
                     })?;
                 Operand::Value(value)
@@ -1466,8 +1563,30 @@ impl Parser<'_> {
 fn is_reserved(word: &str) -> bool {
     matches!(
         word,
-        "select" | "from" | "where" | "and" | "or" | "not" | "order" | "by" | "limit" | "offset"
-            | "returning" | "values" | "set" | "is" | "in" | "like" | "between" | "case"
-            | "join" | "group" | "having" | "union" | "as" | "on" | "distinct"
+        "select"
+            | "from"
+            | "where"
+            | "and"
+            | "or"
+            | "not"
+            | "order"
+            | "by"
+            | "limit"
+            | "offset"
+            | "returning"
+            | "values"
+            | "set"
+            | "is"
+            | "in"
+            | "like"
+            | "between"
+            | "case"
+            | "join"
+            | "group"
+            | "having"
+            | "union"
+            | "as"
+            | "on"
+            | "distinct"
     )
 }

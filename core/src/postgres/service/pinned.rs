@@ -72,15 +72,40 @@ struct Session {
 
 /// What a query sent on a pinned connection is for.
 pub(super) enum Step<K> {
-    Begin { key: K, tx: u64 },
-    Statement { key: K, effect: &'static str, rows: bool },
-    Commit { key: K, tx: u64 },
-    Rollback { key: Option<K>, tx: u64 },
-    BatchBegin { key: K },
-    BatchStatement { key: K, index: usize },
-    SessionEnd { key: K },
-    MigrationLedger { key: K },
-    Migration { key: K, index: usize },
+    Begin {
+        key: K,
+        tx: u64,
+    },
+    Statement {
+        key: K,
+        effect: &'static str,
+        rows: bool,
+    },
+    Commit {
+        key: K,
+        tx: u64,
+    },
+    Rollback {
+        key: Option<K>,
+        tx: u64,
+    },
+    BatchBegin {
+        key: K,
+    },
+    BatchStatement {
+        key: K,
+        index: usize,
+    },
+    SessionEnd {
+        key: K,
+    },
+    MigrationLedger {
+        key: K,
+    },
+    Migration {
+        key: K,
+        index: usize,
+    },
 }
 
 impl<K: Clone + Eq + Hash> PgService<K> {
@@ -123,7 +148,13 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 let (step, text) = if commit {
                     (Step::Commit { key, tx: tx.0 }, "COMMIT")
                 } else {
-                    (Step::Rollback { key: Some(key), tx: tx.0 }, "ROLLBACK")
+                    (
+                        Step::Rollback {
+                            key: Some(key),
+                            tx: tx.0,
+                        },
+                        "ROLLBACK",
+                    )
                 };
                 if !self.send(conn, step, |pg, now| pg.query(now, text)) {
                     self.close_tx(tx.0, Release::Broken);
@@ -193,7 +224,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     },
                 );
                 self.pinned.begins.insert(key.clone(), tx);
-                let begin = Step::Begin { key: key.clone(), tx };
+                let begin = Step::Begin {
+                    key: key.clone(),
+                    tx,
+                };
                 if !self.send(conn, begin, |pg, now| pg.query(now, "BEGIN")) {
                     self.pinned.txs.remove(&tx);
                     self.pinned.begins.remove(&key);
@@ -229,7 +263,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 self.pool.release(self.now, acquire, Release::Clean);
                 self.answer(
                     key,
-                    Err(sql::protocol(effect, format!("{other:?} does not hold a connection"))),
+                    Err(sql::protocol(
+                        effect,
+                        format!("{other:?} does not hold a connection"),
+                    )),
                 );
                 return;
             }
@@ -412,9 +449,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// The ledger answered: send each pending migration, then `COMMIT` (or
     /// `ROLLBACK` if the ledger failed).
     fn on_ledger(&mut self, conn: ConnId, key: K, result: Result<Vec<ResultSet>, PgError>) {
-        let applied = match result.map_err(|e| e.to_string()).and_then(|sets| {
-            sql::applied_versions(&sets)
-        }) {
+        let applied = match result
+            .map_err(|e| e.to_string())
+            .and_then(|sets| sql::applied_versions(&sets))
+        {
             Ok(applied) => applied,
             Err(e) => {
                 if let Some(s) = self.pinned.sessions.get_mut(&key) {
