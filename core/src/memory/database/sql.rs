@@ -503,21 +503,24 @@ impl SqlTables {
                     "a VALUES list of another length than its columns",
                 ));
             }
-            let mut row = vec![SqlValue::Null; table.columns.len()];
-            let mut given = vec![false; table.columns.len()];
+            // The given values first: they are constants (parameters, literals), which
+            // PostgreSQL folds while planning, so one that fails draws no serial.
+            let mut given: Vec<Option<SqlValue>> = vec![None; table.columns.len()];
             for (expr, &at) in tuple.iter().zip(&positions) {
-                row[at] = store(sql, &table.columns[at], expr.eval(sql, &table, &[])?)?;
-                given[at] = true;
+                given[at] = Some(store(
+                    sql,
+                    &table.columns[at],
+                    expr.eval(sql, &table, &[])?,
+                )?);
             }
-            for (at, column) in table.columns.iter().enumerate() {
-                if given[at] {
-                    continue;
-                }
-                row[at] = match &column.default {
-                    Default::None => SqlValue::Null,
-                    Default::Value(v) => v.clone(),
-                    Default::Now => SqlValue::Timestamp(now),
-                    Default::Serial => {
+            let mut row = Vec::with_capacity(table.columns.len());
+            for (column, value) in table.columns.iter().zip(given) {
+                let value = match (value, &column.default) {
+                    (Some(value), _) => value,
+                    (None, Default::None) => SqlValue::Null,
+                    (None, Default::Value(v)) => v.clone(),
+                    (None, Default::Now) => SqlValue::Timestamp(now),
+                    (None, Default::Serial) => {
                         let next = self
                             .serials
                             .entry((name.to_owned(), column.name.clone()))
@@ -526,6 +529,7 @@ impl SqlTables {
                         store(sql, column, SqlValue::Int(*next))?
                     }
                 };
+                row.push(value);
             }
             rows.push(row);
         }
@@ -1589,4 +1593,160 @@ fn is_reserved(word: &str) -> bool {
             | "on"
             | "distinct"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Timestamp {
+        Timestamp::from_unix_micros(0)
+    }
+
+    fn run(db: &mut SqlTables, sql: &str, params: &[SqlValue]) -> Result<Outcome> {
+        db.run(at(), sql, params, None)
+    }
+
+    fn table() -> SqlTables {
+        let mut db = SqlTables::default();
+        run(
+            &mut db,
+            "CREATE TABLE t (id serial PRIMARY KEY, name text UNIQUE, n int4, f float8)",
+            &[],
+        )
+        .unwrap();
+        db
+    }
+
+    #[test]
+    fn anything_outside_the_subset_is_refused_by_name_never_guessed() {
+        let mut db = table();
+        for sql in [
+            "SELECT id FROM t JOIN u ON true",
+            "SELECT id FROM t WHERE name LIKE 'a%'",
+            "SELECT id FROM t WHERE n = 1 OR n = 2",
+            "SELECT n * 2 FROM t",
+            "CREATE TABLE v (x numeric)",
+            "SELECT 1",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SELECT id FROM t ORDER BY id NULLS FIRST",
+            "SELECT id FROM t; SELECT id FROM t",
+        ] {
+            let e = run(&mut db, sql, &[]).unwrap_err();
+            assert_eq!(e.code, FEATURE_NOT_SUPPORTED, "{sql}");
+            assert!(
+                e.message.starts_with("not supported by the simulator: "),
+                "{sql}: {}",
+                e.message
+            );
+        }
+        // A parameter of another kind than its column is outside the subset too
+        // (PostgreSQL would cast some and refuse others).
+        let e = run(&mut db, "INSERT INTO t (n) VALUES ($1)", &["5".into()]).unwrap_err();
+        assert_eq!(e.code, FEATURE_NOT_SUPPORTED);
+        let e = run(&mut db, "INSERT INTO t (n) VALUES ($1)", &[1.5f64.into()]).unwrap_err();
+        assert_eq!(e.code, FEATURE_NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn a_page_without_order_is_refused_and_nulls_sort_as_postgresql_sorts_them() {
+        let mut db = table();
+        for (name, n) in [
+            ("a", SqlValue::Int(2)),
+            ("b", SqlValue::Null),
+            ("c", SqlValue::Int(1)),
+        ] {
+            run(
+                &mut db,
+                "INSERT INTO t (name, n) VALUES ($1, $2)",
+                &[name.into(), n],
+            )
+            .unwrap();
+        }
+        let e = run(&mut db, "SELECT name FROM t LIMIT 1", &[]).unwrap_err();
+        assert_eq!(e.code, FEATURE_NOT_SUPPORTED);
+        let names =
+            |o: Outcome| -> Vec<SqlValue> { o.rows.into_iter().map(|r| r[0].clone()).collect() };
+        let asc = run(&mut db, "SELECT name FROM t ORDER BY n", &[]).unwrap();
+        assert_eq!(names(asc), vec!["c".into(), "a".into(), "b".into()]);
+        let desc = run(&mut db, "SELECT name FROM t ORDER BY n DESC LIMIT 2", &[]).unwrap();
+        assert_eq!(names(desc), vec!["b".into(), "a".into()]);
+    }
+
+    #[test]
+    fn integers_are_range_checked_for_their_column_and_a_serial_never_goes_back() {
+        let mut db = table();
+        let e = run(
+            &mut db,
+            "INSERT INTO t (n) VALUES ($1)",
+            &[SqlValue::Int(1 << 31)],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, OUT_OF_RANGE);
+        let tx = db.begin();
+        db.run(
+            at(),
+            "INSERT INTO t (name) VALUES ($1)",
+            &["x".into()],
+            Some(tx),
+        )
+        .unwrap();
+        db.rollback(tx).unwrap();
+        let after = run(
+            &mut db,
+            "INSERT INTO t (name) VALUES ($1) RETURNING id",
+            &["y".into()],
+        )
+        .unwrap();
+        // The insert out of range drew nothing (PostgreSQL folds the parameter's
+        // cast while planning), the rolled-back one drew 1.
+        assert_eq!(after.rows, vec![vec![SqlValue::Int(2)]]);
+    }
+
+    #[test]
+    fn a_table_written_by_an_open_transaction_is_off_limits_to_others() {
+        let mut db = table();
+        let tx = db.begin();
+        db.run(
+            at(),
+            "INSERT INTO t (name) VALUES ($1)",
+            &["x".into()],
+            Some(tx),
+        )
+        .unwrap();
+        let e = run(&mut db, "SELECT name FROM t", &[]).unwrap_err();
+        assert_eq!(e.code, FEATURE_NOT_SUPPORTED);
+        let seen = db.run(at(), "SELECT name FROM t", &[], Some(tx)).unwrap();
+        assert_eq!(seen.rows.len(), 1);
+        db.commit(tx).unwrap();
+        assert_eq!(
+            run(&mut db, "SELECT name FROM t", &[]).unwrap().rows.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_statement_is_atomic_and_a_missing_parameter_is_named() {
+        let mut db = table();
+        let e = run(
+            &mut db,
+            "INSERT INTO t (name) VALUES ($1), ($2)",
+            &["x".into(), "x".into()],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, UNIQUE_VIOLATION);
+        assert!(
+            run(&mut db, "SELECT id FROM t", &[])
+                .unwrap()
+                .rows
+                .is_empty()
+        );
+        let e = run(
+            &mut db,
+            "SELECT id FROM t WHERE n = $2",
+            &[SqlValue::Int(1)],
+        )
+        .unwrap_err();
+        assert!(e.message.contains("$2"), "{}", e.message);
+    }
 }
