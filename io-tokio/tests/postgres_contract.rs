@@ -220,3 +220,48 @@ fn an_abandoned_transaction_gives_its_connection_back_clean_and_it_is_reused() {
     runtime.shutdown(Duration::from_secs(1));
     db.shutdown(Duration::from_secs(5));
 }
+
+/// Two migrators at once (on two connections) apply each migration once: the
+/// advisory lock makes the second wait, and it then finds them recorded.
+#[test]
+fn concurrent_migrators_apply_each_migration_once() {
+    use effectful::effect::{Migrate, SqlMigration};
+    let migrations = vec![
+        SqlMigration {
+            version: 1,
+            name: "counter".into(),
+            sql: "CREATE TABLE counter (n bigint NOT NULL)".into(),
+        },
+        SqlMigration {
+            version: 2,
+            name: "one row".into(),
+            sql: "INSERT INTO counter (n) VALUES (1)".into(),
+        },
+    ];
+    let both = program(move |fx| async move {
+        let (a, b) = effectful::join(
+            fx.perform(Migrate {
+                migrations: migrations.clone(),
+            }),
+            fx.perform(Migrate { migrations }),
+        )
+        .await;
+        let mut applied = vec![format!("{a:?}"), format!("{b:?}")];
+        applied.sort();
+        let rows = fx
+            .perform(Query::new("SELECT n FROM counter", vec![]))
+            .await
+            .expect("read");
+        applied.push(format!("rows: {}", rows.len()));
+        applied
+    });
+    let seen = on_postgres("concurrent_migrate", (2, 4), None, vec![both]).remove(0);
+    assert_eq!(
+        seen,
+        Ok(vec![
+            "Ok([1, 2])".to_string(),
+            "Ok([])".to_string(),
+            "rows: 1".to_string()
+        ])
+    );
+}

@@ -138,6 +138,61 @@ impl Statement {
 }
 
 /// Runs one statement and answers its rows. Output: [`Rows`].
+///
+/// An "award points" job on tables of its own: a migration creates them once, then
+/// each award runs in one transaction (the same program runs on PostgreSQL through
+/// `effectful-tokio` and on the in-memory database, as here):
+///
+/// ```
+/// # #[cfg(feature = "memory")] {
+/// use effectful::effect::*;
+/// use effectful::{EffectError, EngineConfig, Fx, run_async};
+///
+/// async fn award(fx: &Fx, user: &str, points: i64) -> Result<i64, EffectError> {
+///     let tx = fx.perform(Begin {}).await?;
+///     let found = fx
+///         .perform(Query::new("SELECT total FROM points WHERE user_name = $1", vec![user.into()]).within(tx))
+///         .await?;
+///     let sql = match found.first::<Total>() {
+///         Ok(Some(_)) => "UPDATE points SET total = total + $2 WHERE user_name = $1",
+///         _ => "INSERT INTO points (user_name, total) VALUES ($1, $2)",
+///     };
+///     fx.perform(Execute::new(sql, vec![user.into(), points.into()]).within(tx)).await?;
+///     fx.perform(Commit { tx }).await?;
+///     let rows = fx
+///         .perform(Query::new("SELECT total FROM points WHERE user_name = $1", vec![user.into()]))
+///         .await?;
+///     Ok(rows.first::<Total>().ok().flatten().map_or(0, |t| t.0))
+/// }
+///
+/// struct Total(i64);
+///
+/// impl FromRow for Total {
+///     fn from_row(row: RowRef<'_>) -> Result<Self, RowError> {
+///         Ok(Total(row.get("total")?))
+///     }
+/// }
+///
+/// let job = |fx: Fx| async move {
+///     fx.perform(Migrate {
+///         migrations: vec![SqlMigration {
+///             version: 1,
+///             name: "points".into(),
+///             sql: "CREATE TABLE points (user_name text PRIMARY KEY, total bigint NOT NULL)".into(),
+///         }],
+///     })
+///     .await?;
+///     award(&fx, "ada", 10).await?;
+///     award(&fx, "ada", 5).await
+/// };
+/// let mut services = effectful::memory::Services::new(7);
+/// let mut handler = |request: Request| match services.handle(effectful::Time::ZERO, request) {
+///     effectful::memory::Handled::Done(result) => result,
+///     _ => unreachable!("the job asks only for Database effects"),
+/// };
+/// assert_eq!(run_async(job, EngineConfig::default(), &mut handler), Ok(Ok(15)));
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Query {
     /// The SQL: one statement, parameters as `$1`, `$2`, ...
