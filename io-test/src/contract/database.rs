@@ -428,6 +428,13 @@ const POINTS_TABLE: &str = "CREATE TABLE points (user_name text PRIMARY KEY, \
     total bigint NOT NULL, note text, ratio double precision, ok boolean, \
     id uuid UNIQUE, seen timestamptz)";
 
+const INSERT_POINTS: &str = "INSERT INTO points (user_name, total) VALUES ($1, $2)";
+
+/// The statement that gives `name` a row of `total` points.
+fn insert_points(name: &str, total: i64) -> Execute {
+    Execute::new(INSERT_POINTS, vec![name.into(), total.into()])
+}
+
 fn sql<'a>(fx: &'a Fx, sql: &str, params: Vec<SqlValue>) -> effectful::Perform<'a, Query> {
     fx.perform(Query::new(sql, params))
 }
@@ -638,10 +645,8 @@ fn sql_batch() -> ContractProgram {
             .await
             .map_err(|e| error(&e))?;
         let add = |name: &str, total: i64| {
-            Statement::new(
-                "INSERT INTO points (user_name, total) VALUES ($1, $2)",
-                vec![name.into(), total.into()],
-            )
+            let Execute { sql, params, .. } = insert_points(name, total);
+            Statement { sql, params }
         };
         let failing = fx
             .perform(Batch {
@@ -686,12 +691,7 @@ fn sql_transactions() -> ContractProgram {
         exec(&fx, POINTS_TABLE, vec![])
             .await
             .map_err(|e| error(&e))?;
-        let insert = |name: &str, total: i64| {
-            Execute::new(
-                "INSERT INTO points (user_name, total) VALUES ($1, $2)",
-                vec![name.into(), total.into()],
-            )
-        };
+        let insert = insert_points;
         let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
         seen.push(count(&fx.perform(insert("ada", 1).within(tx)).await));
         seen.push(totals(
@@ -880,12 +880,7 @@ pub fn abandoned_transaction_programs() -> (Vec<ContractProgram>, Vec<&'static s
             .map_err(|e| error(&e))?;
         Ok(vec!["created".into()])
     });
-    let insert = |name: &'static str| {
-        Execute::new(
-            "INSERT INTO points (user_name, total) VALUES ($1, $2)",
-            vec![name.into(), 1i64.into()],
-        )
-    };
+    let insert = |name: &'static str| insert_points(name, 1);
     let returns = boxed(move |fx| async move {
         let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
         let n = fx

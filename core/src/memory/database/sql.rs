@@ -1099,37 +1099,38 @@ impl Parser<'_> {
         t
     }
 
-    fn word(&mut self, w: &str) -> bool {
-        if matches!(self.peek(), Some(Token::Word(x)) if x == w) {
+    /// Takes the next token if it is what `want` accepts.
+    fn eat(&mut self, want: impl Fn(&Token) -> bool) -> bool {
+        let found = self.peek().is_some_and(want);
+        if found {
             self.at += 1;
-            true
-        } else {
-            false
         }
+        found
     }
 
-    fn expect_word(&mut self, w: &str) -> Result<()> {
-        if self.word(w) {
-            Ok(())
-        } else {
-            Err(self.no(&format!("expected {}", w.to_ascii_uppercase())))
-        }
+    fn word(&mut self, w: &str) -> bool {
+        self.eat(|t| matches!(t, Token::Word(x) if x == w))
     }
 
     fn sym(&mut self, s: &str) -> bool {
-        if matches!(self.peek(), Some(Token::Sym(x)) if *x == s) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
+        self.eat(|t| matches!(t, Token::Sym(x) if *x == s))
+    }
+
+    fn expect_word(&mut self, w: &str) -> Result<()> {
+        let found = self.word(w);
+        self.expect(found, &w.to_ascii_uppercase())
     }
 
     fn expect_sym(&mut self, s: &str) -> Result<()> {
-        if self.sym(s) {
+        let found = self.sym(s);
+        self.expect(found, s)
+    }
+
+    fn expect(&self, found: bool, what: &str) -> Result<()> {
+        if found {
             Ok(())
         } else {
-            Err(self.no(&format!("expected {s}")))
+            Err(self.no(&format!("expected {what}")))
         }
     }
 
