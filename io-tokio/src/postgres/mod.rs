@@ -18,6 +18,10 @@
 //! - **Connection loss**: work in flight fails with retryable `ConnectionLost` errors
 //!   and the pool opens new connections; while none can be opened, waiting work fails
 //!   at once with a retryable error that says why.
+//! - **Transactions**: `Database.Begin` pins a connection to the program until its
+//!   `Commit` or `Rollback`; a program that ends first (returns, fails, is aborted,
+//!   passes its deadline) has the transaction rolled back, and the connection goes
+//!   back to the pool only once the server says it is out of any transaction.
 //! - **Secrets**: the password is in no `Debug` output, error or log line.
 //!
 //! ```no_run
