@@ -1,19 +1,21 @@
 //! The Database contract (`effectful_test::contract::check_database`) on the tokio
 //! runtime, against the real PostgreSQL interpreter (a fresh schema per case) and
 //! against the in-memory backend (the same fake the simulator uses): one behaviour,
-//! two implementations.
+//! two implementations. Beside it, what only PostgreSQL shows: a connection pinned
+//! by a transaction its program abandoned comes back clean and is reused.
 
 mod pg_support;
 
 use std::time::Duration;
 
-use effectful::ProgramError;
+use effectful::effect::{Begin, Execute, Query, SqlValue};
 use effectful::memory::Services;
+use effectful::{EngineConfig, Fx, ProgramError};
 use effectful_test::contract::{ContractProgram, DatabaseDriver, check_database};
-use effectful_tokio::Runtime;
 use effectful_tokio::memory::MemoryWorld;
 use effectful_tokio::postgres::PgDatabase;
-use pg_support::Schema;
+use effectful_tokio::{Runtime, RuntimeBuilder};
+use pg_support::{Schema, psql};
 
 fn run_on(runtime: &Runtime, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
     runtime.block_on(async {
@@ -26,35 +28,86 @@ fn run_on(runtime: &Runtime, program: ContractProgram) -> Result<Vec<String>, Pr
     })
 }
 
+fn builder(deadline: Option<Duration>) -> RuntimeBuilder {
+    Runtime::builder().shards(1).engine(EngineConfig {
+        program_timeout: deadline,
+        ..EngineConfig::default()
+    })
+}
+
+/// Runs `programs` in turn on a fresh schema with a pool of `min..=max` connections.
+fn on_postgres(
+    case: &str,
+    pool: (usize, usize),
+    deadline: Option<Duration>,
+    programs: Vec<ContractProgram>,
+) -> Vec<Result<Vec<String>, ProgramError>> {
+    let schema = Schema::new(&format!("contract_{case}"));
+    let db = PgDatabase::start(schema.config().pool_size(pool.0, pool.1)).expect("started");
+    let runtime = db.register(builder(deadline)).build().expect("runtime");
+    let results = programs.into_iter().map(|p| run_on(&runtime, p)).collect();
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+    results
+}
+
 struct Postgres;
 
 impl DatabaseDriver for Postgres {
     fn run(&mut self, case: &str, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
-        let schema = Schema::new(&format!("contract_{case}"));
-        let db = PgDatabase::start(schema.config().pool_size(1, 4)).expect("started");
-        let runtime = db
-            .register(Runtime::builder().shards(1))
-            .build()
-            .expect("runtime");
-        let result = run_on(&runtime, program);
-        runtime.shutdown(Duration::from_secs(1));
-        db.shutdown(Duration::from_secs(5));
-        result
+        on_postgres(case, (1, 4), None, vec![program]).remove(0)
+    }
+
+    fn run_in_turn(
+        &mut self,
+        case: &str,
+        deadline: Duration,
+        programs: Vec<ContractProgram>,
+    ) -> Vec<Result<Vec<String>, ProgramError>> {
+        on_postgres(case, (1, 4), Some(deadline), programs)
     }
 }
 
 struct InMemory;
 
+impl InMemory {
+    fn run_all(
+        deadline: Option<Duration>,
+        programs: Vec<ContractProgram>,
+    ) -> Vec<Result<Vec<String>, ProgramError>> {
+        let world = MemoryWorld::with_services(Services::new(3));
+        let runtime = world.register(builder(deadline)).build().expect("runtime");
+        let results = programs
+            .into_iter()
+            .map(|p| {
+                let result = run_on(&runtime, p);
+                // The in-memory world does not hear of programs' ends yet: roll back
+                // what the program left open, as the PostgreSQL interpreter does.
+                world.with(|services| {
+                    for tx in services.database.open_transactions() {
+                        services.database.end_transaction(tx);
+                    }
+                });
+                result
+            })
+            .collect();
+        runtime.shutdown(Duration::from_secs(1));
+        results
+    }
+}
+
 impl DatabaseDriver for InMemory {
     fn run(&mut self, _case: &str, program: ContractProgram) -> Result<Vec<String>, ProgramError> {
-        let world = MemoryWorld::with_services(Services::new(3));
-        let runtime = world
-            .register(Runtime::builder().shards(1))
-            .build()
-            .expect("runtime");
-        let result = run_on(&runtime, program);
-        runtime.shutdown(Duration::from_secs(1));
-        result
+        InMemory::run_all(None, vec![program]).remove(0)
+    }
+
+    fn run_in_turn(
+        &mut self,
+        _case: &str,
+        deadline: Duration,
+        programs: Vec<ContractProgram>,
+    ) -> Vec<Result<Vec<String>, ProgramError>> {
+        InMemory::run_all(Some(deadline), programs)
     }
 }
 
@@ -66,4 +119,149 @@ fn the_postgres_interpreter_keeps_the_database_contract() {
 #[test]
 fn the_in_memory_backend_keeps_the_same_database_contract() {
     check_database(&mut InMemory);
+}
+
+fn program<F, Fut>(f: F) -> ContractProgram
+where
+    F: FnOnce(Fx) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<String>> + 'static,
+{
+    Box::new(move |fx: Fx| Box::pin(f(fx)))
+}
+
+async fn backend_pid(fx: &Fx, tx: Option<effectful::effect::Transaction>) -> i64 {
+    let mut query = Query::new("SELECT pg_backend_pid()::int8 AS pid", vec![]);
+    query.tx = tx;
+    let rows = fx.perform(query).await.expect("the backend's pid");
+    rows.row(0).expect("a row").get("pid").expect("an int")
+}
+
+/// With one connection in the pool, a program that passes its deadline inside a
+/// transaction, and one that returns without committing, leave the connection out
+/// of any transaction: the next program gets the same backend, sees none of their
+/// rows, and the server shows no session idle in a transaction.
+#[test]
+fn an_abandoned_transaction_gives_its_connection_back_clean_and_it_is_reused() {
+    let schema = Schema::new("abandoned_tx");
+    let name = schema.name.clone();
+    let db = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
+    let runtime = db
+        .register(builder(Some(Duration::from_millis(400))))
+        .build()
+        .expect("runtime");
+    let setup = program(|fx| async move {
+        fx.perform(Execute::new(
+            "CREATE TABLE t (a bigint PRIMARY KEY, pid bigint)",
+            vec![],
+        ))
+        .await
+        .expect("created");
+        vec![backend_pid(&fx, None).await.to_string()]
+    });
+    let first = run_on(&runtime, setup).expect("setup ran");
+    for (i, end_by_deadline) in [(1i64, true), (2, false)] {
+        let abandon = program(move |fx| async move {
+            let tx = fx.perform(Begin {}).await.expect("began");
+            let pid = backend_pid(&fx, Some(tx)).await;
+            fx.perform(
+                Execute::new(
+                    "INSERT INTO t (a, pid) VALUES ($1, $2)",
+                    vec![SqlValue::Int(i), SqlValue::Int(pid)],
+                )
+                .within(tx),
+            )
+            .await
+            .expect("inserted");
+            if end_by_deadline {
+                fx.sleep(Duration::from_secs(3600)).await;
+            }
+            vec![pid.to_string()]
+        });
+        let ended = run_on(&runtime, abandon);
+        match (end_by_deadline, &ended) {
+            (true, Err(ProgramError::DeadlineExceeded { .. })) => {}
+            (false, Ok(pid)) => assert_eq!(
+                pid, &first,
+                "the transaction ran on the pool's one connection"
+            ),
+            other => panic!("unexpected end: {other:?}"),
+        }
+        let check = program(|fx| async move {
+            let rows = fx
+                .perform(Query::new("SELECT a FROM t", vec![]))
+                .await
+                .expect("read");
+            // The same backend: had its transaction stayed open, this session would
+            // see its own uncommitted row.
+            vec![
+                backend_pid(&fx, None).await.to_string(),
+                format!("rows left behind: {}", rows.len()),
+            ]
+        });
+        let seen = run_on(&runtime, check).expect("the check ran");
+        assert_eq!(
+            seen,
+            vec![first[0].clone(), "rows left behind: 0".to_string(),],
+            "after the program that ended {}",
+            if end_by_deadline {
+                "at its deadline"
+            } else {
+                "by returning"
+            }
+        );
+        let idle_in_tx = psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}' AND state LIKE 'idle in transaction%'"
+        ));
+        assert_eq!(
+            idle_in_tx, "0",
+            "no session of the pool is left in a transaction"
+        );
+    }
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+/// Two migrators at once (on two connections) apply each migration once: the
+/// advisory lock makes the second wait, and it then finds them recorded.
+#[test]
+fn concurrent_migrators_apply_each_migration_once() {
+    use effectful::effect::{Migrate, SqlMigration};
+    let migrations = vec![
+        SqlMigration {
+            version: 1,
+            name: "counter".into(),
+            sql: "CREATE TABLE counter (n bigint NOT NULL)".into(),
+        },
+        SqlMigration {
+            version: 2,
+            name: "one row".into(),
+            sql: "INSERT INTO counter (n) VALUES (1)".into(),
+        },
+    ];
+    let both = program(move |fx| async move {
+        let (a, b) = effectful::join(
+            fx.perform(Migrate {
+                migrations: migrations.clone(),
+            }),
+            fx.perform(Migrate { migrations }),
+        )
+        .await;
+        let mut applied = vec![format!("{a:?}"), format!("{b:?}")];
+        applied.sort();
+        let rows = fx
+            .perform(Query::new("SELECT n FROM counter", vec![]))
+            .await
+            .expect("read");
+        applied.push(format!("rows: {}", rows.len()));
+        applied
+    });
+    let seen = on_postgres("concurrent_migrate", (2, 4), None, vec![both]).remove(0);
+    assert_eq!(
+        seen,
+        Ok(vec![
+            "Ok([1, 2])".to_string(),
+            "Ok([])".to_string(),
+            "rows: 1".to_string()
+        ])
+    );
 }

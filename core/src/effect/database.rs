@@ -1,5 +1,7 @@
 //! Database: users and chat messages (PostgreSQL tables `users` and `chat_messages`),
-//! and the chat room (tables `chat_users` and `chat_room_messages`).
+//! the chat room (tables `chat_users` and `chat_room_messages`), and users' own SQL
+//! on their own tables ([`Query`], [`Execute`], [`Batch`], [`Begin`], [`Migrate`]:
+//! see the `sql` section below).
 //!
 //! # The chat room
 //! The chat application's one room has a total order: each stored message gets a
@@ -35,6 +37,9 @@ use uuid::Uuid;
 
 use super::family;
 use crate::time::Timestamp;
+
+mod sql;
+pub use sql::*;
 
 /// A user row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,5 +397,12 @@ family! {
         PostRoomMessage => Box<RoomMessage>,
         RoomHistory => Vec<RoomMessage>,
         WaitRoomMessages => Vec<RoomMessage>,
+        Query [boxed] => Rows,
+        Execute [boxed] => u64,
+        Batch => Vec<u64>,
+        Begin => Transaction,
+        Commit => (),
+        Rollback => (),
+        Migrate => Vec<i64>,
     }
 }

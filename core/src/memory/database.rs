@@ -7,13 +7,17 @@ use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
     ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage, RoomMessage,
-    SaveChatMessage, UpdateUser, User, UserLookup, WaitRoomMessages, room_page_size,
+    Rows, SaveChatMessage, SqlValue, Transaction, UpdateUser, User, UserLookup, WaitRoomMessages,
+    room_page_size,
 };
 use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{DEFAULT_WALL_EPOCH, wall_time};
+
+mod sql;
+use sql::{SqlFailure, SqlTables};
 
 #[derive(Clone, Debug)]
 struct UserRow {
@@ -82,6 +86,8 @@ pub struct FakeDatabase {
     room_waiters: Vec<(EffectId, WaitRoomMessages)>,
     /// Room messages handed to waiters, not yet pulled by the driver.
     room_handed: VecDeque<(EffectId, Vec<RoomMessage>)>,
+    /// Users' own tables (`Query`, `Execute`, `Batch`, transactions, `Migrate`).
+    sql: SqlTables,
 }
 
 impl FakeDatabase {
@@ -101,6 +107,7 @@ impl FakeDatabase {
             room_ids: FxHashMap::default(),
             room_waiters: Vec::new(),
             room_handed: VecDeque::new(),
+            sql: SqlTables::default(),
         }
     }
 
@@ -146,7 +153,98 @@ impl FakeDatabase {
             DatabaseRequest::WaitRoomMessages(r) => {
                 DatabaseResponse::WaitRoomMessages(self.room_after(r.after_seq, r.limit).to_vec())
             }
+            request => return self.handle_sql(now, request),
         })
+    }
+
+    /// Users' own SQL (see the module `sql` for the subset it knows).
+    fn handle_sql(
+        &mut self,
+        now: Time,
+        request: DatabaseRequest,
+    ) -> Result<DatabaseResponse, EffectError> {
+        let effect = request.name();
+        let now = wall_time(self.wall_epoch, now);
+        let refuse = |sql: &str| {
+            crate::effect::is_transaction_control(sql).then(|| {
+                EffectError::new(
+                    effect,
+                    ErrorKind::Protocol,
+                    "transaction control is refused here: use Database.Begin or Database.Batch",
+                )
+                .with_retryable(false)
+            })
+        };
+        let failed = |e: SqlFailure| sql_error(effect, e);
+        Ok(match request {
+            DatabaseRequest::Query(q) => {
+                if let Some(e) = refuse(&q.sql) {
+                    return Err(e);
+                }
+                let out = self.sql.run(now, &q.sql, &q.params, q.tx).map_err(failed)?;
+                DatabaseResponse::Query(Rows {
+                    columns: out.columns,
+                    rows: out.rows,
+                })
+            }
+            DatabaseRequest::Execute(q) => {
+                if let Some(e) = refuse(&q.sql) {
+                    return Err(e);
+                }
+                let out = self.sql.run(now, &q.sql, &q.params, q.tx).map_err(failed)?;
+                DatabaseResponse::Execute(out.affected)
+            }
+            DatabaseRequest::Batch(b) => {
+                if let Some(e) = b.statements.iter().find_map(|s| refuse(&s.sql)) {
+                    return Err(e);
+                }
+                let total = b.statements.len();
+                let statements: Vec<(String, Vec<SqlValue>)> = b
+                    .statements
+                    .into_iter()
+                    .map(|s| (s.sql, s.params))
+                    .collect();
+                let affected = self.sql.batch(now, &statements).map_err(|(i, e)| {
+                    failed(SqlFailure {
+                        code: e.code,
+                        message: format!("statement {} of {total}: {}", i + 1, e.message),
+                    })
+                })?;
+                DatabaseResponse::Batch(affected)
+            }
+            DatabaseRequest::Begin(_) => DatabaseResponse::Begin(self.sql.begin()),
+            DatabaseRequest::Commit(c) => {
+                self.sql.commit(c.tx).map_err(failed)?;
+                DatabaseResponse::Commit(())
+            }
+            DatabaseRequest::Rollback(r) => {
+                self.sql.rollback(r.tx).map_err(failed)?;
+                DatabaseResponse::Rollback(())
+            }
+            DatabaseRequest::Migrate(m) => {
+                DatabaseResponse::Migrate(self.sql.migrate(now, &m.migrations).map_err(failed)?)
+            }
+            other => {
+                return Err(EffectError::new(
+                    other.name(),
+                    ErrorKind::Protocol,
+                    "not a request of users' own SQL",
+                )
+                .with_retryable(false));
+            }
+        })
+    }
+
+    /// The interactive transactions still open (`Database.Begin` without its
+    /// `Commit` or `Rollback`).
+    pub fn open_transactions(&self) -> Vec<Transaction> {
+        self.sql.open_transactions()
+    }
+
+    /// Rolls back `tx` if it is still open, as a driver does when the program that
+    /// began it ends. Returns whether it was open.
+    pub fn end_transaction(&mut self, tx: Transaction) -> bool {
+        self.sql.rollback(tx).is_ok()
     }
 
     /// Finds the chat user named `name`, or creates it (as `JoinChat` does).
@@ -549,6 +647,23 @@ impl FakeDatabase {
         messages.insert(at, message.clone());
         Ok(message)
     }
+}
+
+/// A failed statement as the PostgreSQL interpreter reports it: its SQLSTATE, not
+/// retryable unless PostgreSQL says trying again may work.
+fn sql_error(effect: &'static str, e: SqlFailure) -> EffectError {
+    let retryable = matches!(
+        e.code,
+        crate::effect::sqlstate::SERIALIZATION_FAILURE | crate::effect::sqlstate::DEADLOCK_DETECTED
+    );
+    EffectError::new(
+        effect,
+        ErrorKind::Service {
+            code: Some(e.code.to_owned()),
+        },
+        e.message,
+    )
+    .with_retryable(retryable)
 }
 
 #[cfg(test)]

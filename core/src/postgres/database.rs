@@ -257,6 +257,8 @@ pub enum Decode {
         /// The page size asked for.
         limit: u32,
     },
+    /// Users' own SQL: planned by [`super::sql::SqlPlan`], never here.
+    NotPlannedHere,
 }
 
 impl Decode {
@@ -328,6 +330,11 @@ const ROOM_HISTORY: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.cre
 const ROOM_AFTER: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.created_at \
     FROM chat_room_messages m JOIN chat_users u ON u.id = m.user_id \
     WHERE m.seq > $1 ORDER BY m.seq LIMIT $2";
+
+/// What [`plan`] gives for users' own SQL, which [`super::sql::SqlPlan`] plans: a
+/// statement the server refuses.
+const NOT_PLANNED_HERE: &str =
+    "SELECT 'users'' own SQL is planned by effectful::postgres::sql::SqlPlan'::int";
 
 /// The channel a room post notifies (in its transaction), for waiting readers.
 pub const ROOM_CHANNEL: &str = "effectful_chat_room";
@@ -430,6 +437,15 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
             vec![Value::Int8(i64::from(room_page_size(r.limit)))],
             Decode::RoomHistory,
         ),
+        // Users' own SQL is planned by `super::sql::SqlPlan`; here it is a statement
+        // that fails, so a plan of it can never run as something else.
+        DatabaseRequest::Query(_)
+        | DatabaseRequest::Execute(_)
+        | DatabaseRequest::Batch(_)
+        | DatabaseRequest::Begin(_)
+        | DatabaseRequest::Commit(_)
+        | DatabaseRequest::Rollback(_)
+        | DatabaseRequest::Migrate(_) => (NOT_PLANNED_HERE, Vec::new(), Decode::NotPlannedHere),
         DatabaseRequest::WaitRoomMessages(r) => (
             ROOM_AFTER,
             vec![
@@ -635,6 +651,12 @@ impl DatabasePlan {
                     .map_err(bad)?;
                 messages.reverse();
                 DatabaseResponse::RoomHistory(messages)
+            }
+            Decode::NotPlannedHere => {
+                return Err(protocol(
+                    effect,
+                    "users' own SQL is planned by effectful::postgres::sql::SqlPlan".into(),
+                ));
             }
             Decode::RoomAfter { .. } => DatabaseResponse::WaitRoomMessages(
                 set.rows

@@ -39,6 +39,7 @@ mod room;
 mod row;
 mod scram;
 mod service;
+pub mod sql;
 pub mod storage;
 mod types;
 mod value;

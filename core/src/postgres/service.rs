@@ -21,9 +21,12 @@ use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
 use super::room::Room;
 use super::scram::NONCE_ENTROPY_LEN;
+use super::sql::SqlPlan;
 use super::storage::{self, StoragePlan};
 use crate::effect::{DatabaseRequest, DatabaseResponse, StorageRequest, StorageResponse};
 use crate::{EffectError, ErrorKind, Time, Timestamp};
+
+mod pinned;
 
 /// What a [`PgService`] runs.
 #[derive(Clone, Debug)]
@@ -35,12 +38,17 @@ pub enum Work {
     Storage(StoragePlan),
     /// `SELECT 1` on a pool connection (a health check).
     Ping,
+    /// Users' own SQL (`Query`, `Execute`, `Batch`, transactions, `Migrate`).
+    Sql(SqlPlan),
 }
 
 impl Work {
     /// The work for one Database request.
     pub fn database(request: &DatabaseRequest) -> Work {
-        Work::Database(database::plan(request))
+        match SqlPlan::new(request) {
+            Some(plan) => Work::Sql(plan),
+            None => Work::Database(database::plan(request)),
+        }
     }
 
     /// The work for one Storage request performed at wall-clock time `now`, or the
@@ -54,6 +62,7 @@ impl Work {
             Work::Database(plan) => plan.effect(),
             Work::Storage(plan) => plan.effect(),
             Work::Ping => "Database.Ping",
+            Work::Sql(plan) => plan.effect(),
         }
     }
 
@@ -61,7 +70,7 @@ impl Work {
     fn room_wait(&self) -> Option<(u64, u32)> {
         match self {
             Work::Database(plan) => plan.decode().room_wait(),
-            Work::Storage(_) | Work::Ping => None,
+            Work::Storage(_) | Work::Ping | Work::Sql(_) => None,
         }
     }
 }
@@ -189,6 +198,8 @@ enum Role<K> {
     Reset,
     Migrate,
     Listen,
+    /// A query of work that holds its connection alone.
+    Pinned(pinned::Step<K>),
 }
 
 /// The connection that listens on the room's channel, held alone while any room
@@ -272,6 +283,8 @@ pub struct PgService<K> {
     outputs: VecDeque<Output<K>>,
     migrated: bool,
     migrating: Option<ConnId>,
+    /// Transactions, batches and users' migrations, each holding a connection.
+    pinned: pinned::Pinned<K>,
     now: Time,
 }
 
@@ -306,6 +319,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             listener: Listener::Idle,
             room: Room::default(),
             room_leaders: HashMap::new(),
+            pinned: pinned::Pinned::default(),
             now,
         };
         service.drain_pool();
@@ -362,6 +376,14 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             });
             return;
         }
+        let work = match work {
+            Work::Sql(plan) if plan.is_pinned() => {
+                self.submit_pinned(key, plan);
+                self.drain_pool();
+                return;
+            }
+            work => work,
+        };
         if work.room_wait().is_some() {
             if !self.is_listening() {
                 self.held.push((key, work));
@@ -449,7 +471,11 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 }
                 true
             }
-            None => false,
+            None => {
+                let dropped = self.cancel_pinned(key);
+                self.drain_pool();
+                dropped
+            }
         }
     }
 
@@ -549,6 +575,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         self.parked.clear();
         self.riders.clear();
         self.room_leaders.clear();
+        self.close_pinned();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in ids {
             match self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
@@ -629,6 +656,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 }
                 PoolEvent::Acquired { acquire, conn } => self.start(acquire, conn),
                 PoolEvent::TimedOut { acquire } => {
+                    self.pinned_acquire_timed_out(acquire);
                     if self.listener == Listener::Acquiring(acquire) {
                         self.listener = Listener::Idle;
                         self.ensure_listener();
@@ -653,6 +681,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     fn start(&mut self, acquire: AcquireId, conn: ConnId) {
         if self.listener == Listener::Acquiring(acquire) {
             self.start_listener(acquire, conn);
+            return;
+        }
+        if self.is_pinned_acquire(acquire) {
+            self.start_pinned(acquire, conn);
             return;
         }
         let Some(key) = self.acquires.remove(&acquire) else {
@@ -686,6 +718,12 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             (Some(pg), Work::Database(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
             (Some(pg), Work::Storage(plan)) => pg.execute(self.now, plan.sql(), plan.params()),
             (Some(pg), Work::Ping) => pg.execute(self.now, "SELECT 1", &[]),
+            (Some(pg), Work::Sql(SqlPlan::Statement { statement, .. })) => {
+                pg.execute(self.now, &statement.sql, &statement.params)
+            }
+            (Some(_), Work::Sql(_)) => Err(PgError::protocol(
+                "pinned work reached a shared connection".to_owned(),
+            )),
             (None, _) => Err(PgError::Closed(super::error::ClosedReason::ServerHungUp)),
         };
         match sent {
@@ -746,6 +784,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
                         Some(Role::Migrate) => self.on_migrated(conn, result),
                         Some(Role::Listen) => self.on_listening(conn, result.is_ok()),
+                        Some(Role::Pinned(step)) => self.on_pinned_done(conn, step, result),
                         None => {}
                     }
                 }
@@ -1010,7 +1049,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             let leader_work = work.clone();
             let found = match work {
                 Work::Database(plan) => plan.finish(result).map(Reply::Database),
-                Work::Storage(_) | Work::Ping => return,
+                Work::Storage(_) | Work::Ping | Work::Sql(_) => return,
             };
             let mut nothing_yet = false;
             if let Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(read))) = &found {
@@ -1067,6 +1106,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             Work::Ping => result
                 .map(|_| Reply::Pong)
                 .map_err(|e| e.to_effect_error(effect)),
+            Work::Sql(plan) => super::sql::finish(plan, result).map(Reply::Database),
         };
         self.outputs.push_back(Output::Answer { key, result });
     }
@@ -1094,6 +1134,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             }
         }
         self.outputs.push_back(Output::Disconnect { conn });
+        self.pinned_conn_closed(conn);
         if c.opened {
             self.pool.handle_closed(self.now, conn);
         } else {

@@ -1,9 +1,12 @@
 //! The Database contract: the same cases on the fake and on PostgreSQL.
 
+use std::time::Duration;
+
 use effectful::effect::{
-    CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, GetUserById, JoinChat,
-    ListMessagesForUser, ListUsers, PostRoomMessage, RoomHistory, RoomMessage, SaveChatMessage,
-    UpdateUser, User, UserLookup, WaitRoomMessages,
+    Batch, Begin, Commit, CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, Execute,
+    FromRow, GetUserById, JoinChat, ListMessagesForUser, ListUsers, Migrate, PostRoomMessage,
+    Query, Rollback, RoomHistory, RoomMessage, RowError, RowRef, Rows, SaveChatMessage,
+    SqlMigration, SqlValue, Statement, UpdateUser, User, UserLookup, WaitRoomMessages,
 };
 use effectful::{EffectError, ErrorKind, Fx, ProgramError};
 use uuid::Uuid;
@@ -15,6 +18,16 @@ pub trait DatabaseDriver {
     /// Runs `program` against a fresh, empty database (the Database family only) and
     /// returns its result. `case` names the case (for a schema name, a log line).
     fn run(&mut self, case: &str, program: ContractProgram) -> Result<Vec<String>, ProgramError>;
+
+    /// Runs `programs` one after another (each once the previous one has ended) on
+    /// one fresh, empty database, each with `deadline` as its program deadline, and
+    /// returns their results in order.
+    fn run_in_turn(
+        &mut self,
+        case: &str,
+        deadline: Duration,
+        programs: Vec<ContractProgram>,
+    ) -> Vec<Result<Vec<String>, ProgramError>>;
 }
 
 /// An error as the contract sees it: kind, code, retryable (not the message, whose
@@ -393,6 +406,529 @@ fn room() -> ContractProgram {
     })
 }
 
+/// A row of the `points` table, decoded by the program's own type.
+#[derive(Debug, PartialEq)]
+struct Points {
+    user_name: String,
+    total: i64,
+    note: Option<String>,
+}
+
+impl FromRow for Points {
+    fn from_row(row: RowRef<'_>) -> Result<Self, RowError> {
+        Ok(Points {
+            user_name: row.get("user_name")?,
+            total: row.get("total")?,
+            note: row.get("note")?,
+        })
+    }
+}
+
+const POINTS_TABLE: &str = "CREATE TABLE points (user_name text PRIMARY KEY, \
+    total bigint NOT NULL, note text, ratio double precision, ok boolean, \
+    id uuid UNIQUE, seen timestamptz)";
+
+const INSERT_POINTS: &str = "INSERT INTO points (user_name, total) VALUES ($1, $2)";
+
+/// The statement that gives `name` a row of `total` points.
+fn insert_points(name: &str, total: i64) -> Execute {
+    Execute::new(INSERT_POINTS, vec![name.into(), total.into()])
+}
+
+fn sql<'a>(fx: &'a Fx, sql: &str, params: Vec<SqlValue>) -> effectful::Perform<'a, Query> {
+    fx.perform(Query::new(sql, params))
+}
+
+fn exec<'a>(fx: &'a Fx, sql: &str, params: Vec<SqlValue>) -> effectful::Perform<'a, Execute> {
+    fx.perform(Execute::new(sql, params))
+}
+
+fn totals(rows: &Result<Rows, EffectError>) -> String {
+    match rows {
+        Ok(rows) => match rows.decode::<Points>() {
+            Ok(points) => points
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}={}{}",
+                        p.user_name,
+                        p.total,
+                        p.note
+                            .as_deref()
+                            .map(|n| format!("({n})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(e) => format!("decode: {e}"),
+        },
+        Err(e) => error(e),
+    }
+}
+
+async fn all_points(fx: &Fx) -> String {
+    totals(
+        &sql(
+            fx,
+            "SELECT user_name, total, note FROM points ORDER BY user_name",
+            vec![],
+        )
+        .await,
+    )
+}
+
+fn count(result: &Result<u64, EffectError>) -> String {
+    match result {
+        Ok(n) => format!("{n} rows"),
+        Err(e) => error(e),
+    }
+}
+
+/// Users' own SQL: typed parameters and NULLs, rows decoded by `FromRow`, rows
+/// affected, constraint violations as SQLSTATEs.
+fn sql_queries() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        seen.push(count(&exec(&fx, POINTS_TABLE, vec![]).await));
+        let id = Uuid::from_u128(0xabc);
+        let at = effectful::Timestamp::from_unix_micros(1_700_000_000_000_000);
+        let insert = "INSERT INTO points (user_name, total, note, ratio, ok, id, seen) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        seen.push(count(
+            &exec(
+                &fx,
+                insert,
+                vec![
+                    "ada".into(),
+                    10i64.into(),
+                    SqlValue::Null,
+                    0.5f64.into(),
+                    true.into(),
+                    id.into(),
+                    at.into(),
+                ],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(
+                &fx,
+                "INSERT INTO points (user_name, total, note) VALUES ($1, $2, $3), ($4, $5, $6)",
+                vec![
+                    "bob".into(),
+                    3i64.into(),
+                    "new ✓".into(),
+                    "cy".into(),
+                    7i64.into(),
+                    None::<String>.into(),
+                ],
+            )
+            .await,
+        ));
+        seen.push(all_points(&fx).await);
+        let typed = sql(
+            &fx,
+            "SELECT ratio, ok, id, seen, note FROM points WHERE user_name = $1",
+            vec!["ada".into()],
+        )
+        .await;
+        seen.push(match typed {
+            Ok(rows) => format!(
+                "columns {:?}, values {:?}",
+                rows.columns,
+                rows.rows.first().map(|r| r
+                    == &vec![
+                        SqlValue::Float(0.5),
+                        SqlValue::Bool(true),
+                        SqlValue::Uuid(id),
+                        SqlValue::Timestamp(at),
+                        SqlValue::Null,
+                    ])
+            ),
+            Err(e) => error(&e),
+        });
+        seen.push(count(
+            &exec(
+                &fx,
+                "UPDATE points SET total = total + $1 WHERE total >= $2",
+                vec![5i64.into(), 7i64.into()],
+            )
+            .await,
+        ));
+        seen.push(totals(
+            &sql(
+                &fx,
+                "SELECT user_name, total, note FROM points WHERE note IS NULL ORDER BY total DESC LIMIT $1",
+                vec![1i64.into()],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(
+                &fx,
+                "DELETE FROM points WHERE user_name = $1",
+                vec!["cy".into()],
+            )
+            .await,
+        ));
+        // A NULL parameter matches nothing: `= NULL` is unknown, never true.
+        seen.push(totals(
+            &sql(
+                &fx,
+                "SELECT user_name, total, note FROM points WHERE note = $1",
+                vec![SqlValue::Null],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(
+                &fx,
+                insert,
+                vec![
+                    "ada".into(),
+                    1i64.into(),
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Null,
+                ],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(
+                &fx,
+                "INSERT INTO points (user_name, total, id) VALUES ($1, $2, $3)",
+                vec!["dee".into(), 1i64.into(), id.into()],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(
+                &fx,
+                "INSERT INTO points (user_name) VALUES ($1)",
+                vec!["eve".into()],
+            )
+            .await,
+        ));
+        seen.push(count(
+            &exec(&fx, "DELETE FROM nowhere WHERE a = $1", vec![1i64.into()]).await,
+        ));
+        seen.push(
+            match sql(&fx, "SELECT count(*) FROM points", vec![]).await {
+                Ok(rows) => format!("count {:?}", rows.row(0).map(|r| r.get::<i64>("count"))),
+                Err(e) => error(&e),
+            },
+        );
+        seen.push(match sql(&fx, "BEGIN", vec![]).await {
+            Ok(_) => "BEGIN ran as a query".into(),
+            Err(e) => format!(
+                "{} retryable={}",
+                match e.kind {
+                    ErrorKind::Protocol => "refused",
+                    _ => "other",
+                },
+                e.retryable
+            ),
+        });
+        Ok(seen)
+    })
+}
+
+/// A batch is all or nothing, and its error names the statement that failed.
+fn sql_batch() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        exec(&fx, POINTS_TABLE, vec![])
+            .await
+            .map_err(|e| error(&e))?;
+        let add = |name: &str, total: i64| {
+            let Execute { sql, params, .. } = insert_points(name, total);
+            Statement { sql, params }
+        };
+        let failing = fx
+            .perform(Batch {
+                statements: vec![add("ada", 1), add("bob", 2), add("ada", 3)],
+            })
+            .await;
+        seen.push(match failing {
+            Ok(n) => format!("committed {n:?}"),
+            Err(e) => format!(
+                "{}, names the statement: {}",
+                error(&e),
+                e.message.starts_with("statement 3 of 3:")
+            ),
+        });
+        seen.push(format!(
+            "after the failed batch: [{}]",
+            all_points(&fx).await
+        ));
+        let ok = fx
+            .perform(Batch {
+                statements: vec![
+                    add("ada", 1),
+                    add("bob", 2),
+                    Statement::new("UPDATE points SET total = total + $1", vec![10i64.into()]),
+                ],
+            })
+            .await;
+        seen.push(match ok {
+            Ok(n) => format!("committed, rows affected {n:?}"),
+            Err(e) => error(&e),
+        });
+        seen.push(format!("after: [{}]", all_points(&fx).await));
+        Ok(seen)
+    })
+}
+
+/// Interactive transactions: commit, rollback, and a failed statement that makes the
+/// commit fail and roll back.
+fn sql_transactions() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        exec(&fx, POINTS_TABLE, vec![])
+            .await
+            .map_err(|e| error(&e))?;
+        let insert = insert_points;
+        let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
+        seen.push(count(&fx.perform(insert("ada", 1).within(tx)).await));
+        seen.push(totals(
+            &fx.perform(Query::new("SELECT user_name, total, note FROM points", vec![]).within(tx))
+                .await,
+        ));
+        seen.push(match fx.perform(Commit { tx }).await {
+            Ok(()) => "committed".into(),
+            Err(e) => error(&e),
+        });
+        seen.push(format!("after commit: [{}]", all_points(&fx).await));
+        seen.push(count(&fx.perform(insert("late", 1).within(tx)).await));
+
+        let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
+        seen.push(count(&fx.perform(insert("bob", 2).within(tx)).await));
+        seen.push(match fx.perform(Rollback { tx }).await {
+            Ok(()) => "rolled back".into(),
+            Err(e) => error(&e),
+        });
+        seen.push(format!("after rollback: [{}]", all_points(&fx).await));
+
+        let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
+        seen.push(count(&fx.perform(insert("cy", 3).within(tx)).await));
+        seen.push(count(&fx.perform(insert("ada", 4).within(tx)).await));
+        seen.push(count(&fx.perform(insert("dee", 5).within(tx)).await));
+        seen.push(match fx.perform(Commit { tx }).await {
+            Ok(()) => "committed".into(),
+            Err(e) => error(&e),
+        });
+        seen.push(format!(
+            "after a failed transaction: [{}]",
+            all_points(&fx).await
+        ));
+        Ok(seen)
+    })
+}
+
+fn migration(version: i64, name: &str, sql: &str) -> SqlMigration {
+    SqlMigration {
+        version,
+        name: name.into(),
+        sql: sql.into(),
+    }
+}
+
+/// Users' migrations: applied once each, in order, recorded; a failing one leaves
+/// nothing of its call behind.
+fn sql_migrations() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut seen = Vec::new();
+        let first = vec![
+            migration(
+                2,
+                "seed",
+                "INSERT INTO points (user_name, total) VALUES ('ada', 1)",
+            ),
+            migration(
+                1,
+                "points",
+                "CREATE TABLE points (user_name text PRIMARY KEY, total bigint NOT NULL, note text);",
+            ),
+        ];
+        let migrate = |migrations: Vec<SqlMigration>| fx.perform(Migrate { migrations });
+        let show = |r: Result<Vec<i64>, EffectError>| match r {
+            Ok(v) => format!("applied {v:?}"),
+            Err(e) => format!(
+                "{}, names it: {}",
+                error(&e),
+                e.message.contains("migration 4 (broken)")
+            ),
+        };
+        seen.push(show(migrate(first.clone()).await));
+        seen.push(show(migrate(first.clone()).await));
+        let mut more = first.clone();
+        more.push(migration(3, "bob", "INSERT INTO points (user_name, total) VALUES ('bob', 2); UPDATE points SET total = total + 1"));
+        seen.push(show(migrate(more.clone()).await));
+        let mut broken = more.clone();
+        broken.push(migration(4, "broken", "INSERT INTO points (user_name, total) VALUES ('cy', 3); INSERT INTO points (user_name, total) VALUES ('ada', 9)"));
+        broken.push(migration(
+            5,
+            "never",
+            "INSERT INTO points (user_name, total) VALUES ('dee', 4)",
+        ));
+        seen.push(show(migrate(broken).await));
+        seen.push(format!("points: [{}]", all_points(&fx).await));
+        seen.push(
+            match sql(
+                &fx,
+                "SELECT version, name FROM effectful_user_migrations ORDER BY version",
+                vec![],
+            )
+            .await
+            {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}:{}",
+                            r.get::<i64>("version").unwrap_or(-1),
+                            r.get::<String>("name").unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => error(&e),
+            },
+        );
+        Ok(seen)
+    })
+}
+
+/// The SQL cases: their names, programs and observations.
+pub fn sql_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>)> {
+    vec![
+        (
+            "sql_queries",
+            sql_queries(),
+            vec![
+                "0 rows",
+                "1 rows",
+                "2 rows",
+                "ada=10 bob=3(new ✓) cy=7",
+                "columns [\"ratio\", \"ok\", \"id\", \"seen\", \"note\"], values Some(true)",
+                "2 rows",
+                "ada=15",
+                "1 rows",
+                "",
+                "error service 23505 retryable=false effect=Database.Execute",
+                "error service 23505 retryable=false effect=Database.Execute",
+                "error service 23502 retryable=false effect=Database.Execute",
+                "error service 42P01 retryable=false effect=Database.Execute",
+                "count Some(Ok(2))",
+                "refused retryable=false",
+            ],
+        ),
+        (
+            "sql_batch",
+            sql_batch(),
+            vec![
+                "error service 23505 retryable=false effect=Database.Batch, names the statement: true",
+                "after the failed batch: []",
+                "committed, rows affected [1, 1, 2]",
+                "after: [ada=11 bob=12]",
+            ],
+        ),
+        (
+            "sql_transactions",
+            sql_transactions(),
+            vec![
+                "1 rows",
+                "ada=1",
+                "committed",
+                "after commit: [ada=1]",
+                "error service 25P02 retryable=false effect=Database.Execute",
+                "1 rows",
+                "rolled back",
+                "after rollback: [ada=1]",
+                "1 rows",
+                "error service 23505 retryable=false effect=Database.Execute",
+                "error service 25P02 retryable=false effect=Database.Execute",
+                "error service 25P02 retryable=false effect=Database.Commit",
+                "after a failed transaction: [ada=1]",
+            ],
+        ),
+        (
+            "sql_migrations",
+            sql_migrations(),
+            vec![
+                "applied [1, 2]",
+                "applied []",
+                "applied [3]",
+                "error service 23505 retryable=false effect=Database.Migrate, names it: true",
+                "points: [ada=2 bob=3]",
+                "1:points 2:seed 3:bob",
+            ],
+        ),
+    ]
+}
+
+/// A program that ends inside a transaction (returning, or cancelled at its
+/// deadline) leaves nothing, and the next program can write the same rows.
+pub fn abandoned_transaction_programs() -> (Vec<ContractProgram>, Vec<&'static str>) {
+    let setup = boxed(|fx| async move {
+        exec(&fx, POINTS_TABLE, vec![])
+            .await
+            .map_err(|e| error(&e))?;
+        Ok(vec!["created".into()])
+    });
+    let insert = |name: &'static str| insert_points(name, 1);
+    let returns = boxed(move |fx| async move {
+        let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
+        let n = fx
+            .perform(insert("ada").within(tx))
+            .await
+            .map_err(|e| error(&e))?;
+        Ok(vec![format!("inserted {n}, returning without a commit")])
+    });
+    let cancelled = boxed(move |fx| async move {
+        let tx = fx.perform(Begin {}).await.map_err(|e| error(&e))?;
+        fx.perform(insert("bob").within(tx))
+            .await
+            .map_err(|e| error(&e))?;
+        fx.sleep(Duration::from_secs(3600)).await;
+        Ok(vec!["outlived its deadline".into()])
+    });
+    let check = boxed(move |fx| async move {
+        let mut seen = vec![format!("left behind: [{}]", all_points(&fx).await)];
+        for name in ["ada", "bob"] {
+            seen.push(count(&fx.perform(insert(name)).await));
+        }
+        Ok(seen)
+    });
+    (
+        vec![setup, returns, cancelled, check],
+        vec![
+            "created",
+            "inserted 1, returning without a commit",
+            "deadline exceeded",
+            "left behind: []",
+            "1 rows",
+            "1 rows",
+        ],
+    )
+}
+
+/// Flattens the results of [`DatabaseDriver::run_in_turn`] for comparison.
+fn flatten(results: Vec<Result<Vec<String>, ProgramError>>) -> Vec<String> {
+    results
+        .into_iter()
+        .flat_map(|r| match r {
+            Ok(seen) => seen,
+            Err(ProgramError::DeadlineExceeded { .. }) => vec!["deadline exceeded".into()],
+            Err(e) => vec![format!("program failed: {e}")],
+        })
+        .collect()
+}
+
 /// Every case: its name, its program, what it must observe.
 pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>)> {
     let not_retryable = |code: &'static str, effect: &'static str| -> &'static str {
@@ -494,13 +1030,22 @@ pub fn database_cases() -> Vec<(&'static str, ContractProgram, Vec<&'static str>
 /// Runs every case of the Database contract on `driver`; panics with the first case
 /// whose observations differ, naming it.
 pub fn check_database(driver: &mut impl DatabaseDriver) {
-    for (name, program, expected) in database_cases() {
+    for (name, program, expected) in database_cases().into_iter().chain(sql_cases()) {
         let seen = driver
             .run(name, program)
             .unwrap_or_else(|e| panic!("case {name}: the program failed: {e}"));
         assert_eq!(seen, expected, "case {name}: the observations differ");
     }
+    let (programs, expected) = abandoned_transaction_programs();
+    let seen = flatten(driver.run_in_turn("sql_abandoned", ABANDONED_DEADLINE, programs));
+    assert_eq!(
+        seen, expected,
+        "case sql_abandoned: the observations differ"
+    );
 }
+
+/// The program deadline of the abandoned-transaction case.
+pub const ABANDONED_DEADLINE: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
@@ -512,13 +1057,14 @@ mod tests {
     /// The fake, answering each effect at once in virtual time.
     struct Fake;
 
-    impl DatabaseDriver for Fake {
-        fn run(
-            &mut self,
-            _case: &str,
-            program: ContractProgram,
-        ) -> Result<Vec<String>, ProgramError> {
-            let mut services = Services::new(11);
+    /// Runs `program` on `services` with `config`, then rolls back what it left open
+    /// (as a driver does when a program ends).
+    fn run_on(
+        services: &mut Services,
+        config: EngineConfig,
+        program: ContractProgram,
+    ) -> Result<Vec<String>, ProgramError> {
+        let result = {
             let mut handler = |request: Request| -> Result<Response, EffectError> {
                 match services.handle(Time::ZERO, request) {
                     Handled::Done(result) => result,
@@ -534,7 +1080,38 @@ mod tests {
                     _ => Err(EffectError::unhandled("contract", vec!["Database".into()])),
                 }
             };
-            run_async(program, EngineConfig::default(), &mut handler)
+            run_async(program, config, &mut handler)
+        };
+        for tx in services.database.open_transactions() {
+            services.database.end_transaction(tx);
+        }
+        result
+    }
+
+    impl DatabaseDriver for Fake {
+        fn run(
+            &mut self,
+            _case: &str,
+            program: ContractProgram,
+        ) -> Result<Vec<String>, ProgramError> {
+            run_on(&mut Services::new(11), EngineConfig::default(), program)
+        }
+
+        fn run_in_turn(
+            &mut self,
+            _case: &str,
+            deadline: Duration,
+            programs: Vec<ContractProgram>,
+        ) -> Vec<Result<Vec<String>, ProgramError>> {
+            let mut services = Services::new(11);
+            let config = EngineConfig {
+                program_timeout: Some(deadline),
+                ..EngineConfig::default()
+            };
+            programs
+                .into_iter()
+                .map(|p| run_on(&mut services, config.clone(), p))
+                .collect()
         }
     }
 

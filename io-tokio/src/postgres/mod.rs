@@ -21,6 +21,10 @@
 //! - **Connection loss**: work in flight fails with retryable `ConnectionLost` errors
 //!   and the pool opens new connections; while none can be opened, waiting work fails
 //!   at once with a retryable error that says why.
+//! - **Transactions**: `Database.Begin` pins a connection to the program until its
+//!   `Commit` or `Rollback`; a program that ends first (returns, fails, is aborted,
+//!   passes its deadline) has the transaction rolled back, and the connection goes
+//!   back to the pool only once the server says it is out of any transaction.
 //! - **Secrets**: the password is in no `Debug` output, error or log line.
 //!
 //! ```no_run
@@ -36,12 +40,13 @@ mod connect;
 mod driver;
 mod url;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use effectful::effect::Request;
+use effectful::effect::{DatabaseRequest, Request};
 use effectful::postgres::database::{self, Migration};
 use effectful::postgres::{PoolConfig, PoolStatus, ServiceConfig, Work};
-use effectful::{EffectError, EffectId, Std};
+use effectful::{EffectError, EffectId, ProgramId, Std};
 use tokio::sync::{mpsc, oneshot};
 
 pub use connect::{ConnectError, PgConnector, PgStream};
@@ -216,7 +221,10 @@ where
 
     /// One shard's interpreter (they all share this pool).
     pub fn interpreter(&self) -> PgInterpreter<F> {
-        PgInterpreter { db: self.clone() }
+        PgInterpreter {
+            db: self.clone(),
+            begins: HashMap::new(),
+        }
     }
 
     /// Runs `SELECT 1` on a pool connection.
@@ -261,11 +269,18 @@ where
 }
 
 /// Serves the Database and Storage families on one shard from a [`PgDatabase`].
+///
+/// It remembers each program's `Database.Begin` effects and, when the program ends,
+/// cancels them once more: the pool then rolls back any transaction one of them
+/// opened that is still open, and the connection goes back clean.
 pub struct PgInterpreter<F: SplitStd = Std>
 where
     F::Response: Send,
 {
     db: PgDatabase<F>,
+    /// Each running program's `Begin` effects (one entry per `Begin` until the
+    /// program ends).
+    begins: HashMap<ProgramId, Vec<EffectId>>,
 }
 
 impl<F: SplitStd> Interpreter<F> for PgInterpreter<F>
@@ -275,7 +290,12 @@ where
     fn perform(&mut self, cx: &mut ShardCx<'_, F>, id: EffectId, request: F::Request) {
         let name = F::request_name(&request);
         let work = match F::split_request(request) {
-            Ok(Request::Database(r)) => Work::database(&r),
+            Ok(Request::Database(r)) => {
+                if matches!(r, DatabaseRequest::Begin(_)) {
+                    self.begins.entry(id.program()).or_default().push(id);
+                }
+                Work::database(&r)
+            }
             // The wall clock of the write's `last_modified`, read when it is performed.
             Ok(Request::Storage(r)) => match Work::storage(&r, crate::entropy::wall_clock()) {
                 Ok(work) => work,
@@ -320,6 +340,14 @@ where
             shard: cx.shard(),
             id,
         });
+    }
+
+    fn program_finished(&mut self, cx: &mut ShardCx<'_, F>, program: ProgramId) {
+        // The pool keeps a transaction under the key of the Begin that opened it:
+        // cancelling that key rolls back whatever is still open.
+        for id in self.begins.remove(&program).unwrap_or_default() {
+            self.cancel(cx, id);
+        }
     }
 }
 
