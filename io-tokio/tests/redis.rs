@@ -13,7 +13,7 @@ use effectful::effect::{CacheLookup, GetCachedValue, InvalidateCache, MissReason
 use effectful::redis::{Command, RedisUrl};
 use effectful::{EffectError, ErrorKind};
 use effectful_tokio::Runtime;
-use effectful_tokio::redis::{PoolConfig, RedisBackend};
+use effectful_tokio::redis::{PoolConfig, RedisBackend, RedisPool};
 
 const SHARED: &str = "redis://127.0.0.1:6379/0";
 const START: &str = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" \
@@ -498,6 +498,56 @@ fn a_paused_server_times_effects_out_retryably_and_the_connection_goes_on() {
         }
     );
     runtime.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn the_pools_status_counts_commands_in_flight_and_the_connections_they_hold() {
+    let server = Throwaway::start();
+    let mut config = PoolConfig::new(server.url());
+    config.max_connections = 2;
+    let pool = RedisPool::start(config).expect("a pool");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    client.block_on(async {
+        pool.call(Command::new("PING")).await.expect("connected");
+        pool.call(Command::new("PING"))
+            .await
+            .expect("both connected");
+        let idle = pool.status();
+        assert_eq!((idle.busy, idle.in_flight, idle.utilisation), (0, 0, 0.0));
+        // Another client pauses every client: these three wait on the server.
+        let mut side = TcpStream::connect(("127.0.0.1", server.port)).expect("side connection");
+        std::io::Write::write_all(
+            &mut side,
+            b"*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n$3\r\n500\r\n$3\r\nALL\r\n",
+        )
+        .expect("CLIENT PAUSE");
+        let mut ok = [0u8; 5];
+        std::io::Read::read_exact(&mut side, &mut ok).expect("+OK");
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.call(Command::new("PING")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let paused = pool.status();
+        assert_eq!(
+            (paused.max_connections, paused.busy, paused.in_flight),
+            (2, 2, 3),
+            "{paused:?}"
+        );
+        assert_eq!(paused.utilisation, 1.0);
+        for answered in waiting {
+            answered
+                .await
+                .expect("joined")
+                .expect("answered after the pause");
+        }
+        assert_eq!(pool.status().in_flight, 0);
+    });
 }
 
 #[test]

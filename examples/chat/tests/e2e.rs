@@ -254,10 +254,11 @@ async fn two_instances_share_one_room_and_every_client_sees_each_message_once() 
             ("bob", "message 4")
         ]
     );
-    // /metrics: the sessions open and the PostgreSQL pool's share in use.
-    wait_for("/metrics to show the pool", || {
+    // /metrics: the sessions open and the PostgreSQL and Redis pools' shares in use.
+    wait_for("/metrics to show the pools", || {
         one.get("/metrics").is_some_and(|m| {
             m.contains("effectful_pool_utilization{pool=\"database\"}")
+                && m.contains("effectful_pool_utilization{pool=\"redis\"}")
                 && m.contains("effectful_websocket_sessions_open 2")
         })
     });

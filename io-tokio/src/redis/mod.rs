@@ -80,7 +80,7 @@ pub use auth::JwtSecret;
 
 pub use pool::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, Job, OnReply, PoolConfig, PoolError,
-    RedisPool, RedisTls,
+    RedisPool, RedisPoolStatus, RedisTls,
 };
 
 use crate::interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd, misrouted};

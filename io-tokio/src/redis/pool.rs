@@ -218,8 +218,32 @@ pub struct RedisPool {
 
 struct Inner {
     slots: Vec<mpsc::UnboundedSender<Job>>,
+    /// Commands handed to each connection and not answered (or dropped) yet.
+    in_flight: Vec<Arc<AtomicUsize>>,
     next: AtomicUsize,
     target: String,
+}
+
+/// The pool's figures, for `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RedisPoolStatus {
+    /// How many connections it may open.
+    pub max_connections: usize,
+    /// Connections with at least one command in flight.
+    pub busy: usize,
+    /// Commands in flight, over every connection.
+    pub in_flight: usize,
+    /// `busy / max_connections`, 0 to 1.
+    pub utilisation: f64,
+}
+
+/// One command in flight on a connection, until its reply is called or dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for RedisPool {
@@ -283,6 +307,7 @@ impl RedisPool {
             })?;
         Ok(RedisPool {
             inner: Arc::new(Inner {
+                in_flight: (0..slots.len()).map(|_| Arc::default()).collect(),
                 slots,
                 next: AtomicUsize::new(0),
                 target,
@@ -300,9 +325,37 @@ impl RedisPool {
         self.inner.slots.len()
     }
 
+    /// The pool's figures now.
+    pub fn status(&self) -> RedisPoolStatus {
+        let counts = self
+            .inner
+            .in_flight
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed));
+        let (busy, in_flight) = counts.fold((0, 0), |(busy, all), n| {
+            (busy + usize::from(n > 0), all + n)
+        });
+        let max_connections = self.inner.slots.len();
+        RedisPoolStatus {
+            max_connections,
+            busy,
+            in_flight,
+            utilisation: busy as f64 / max_connections.max(1) as f64,
+        }
+    }
+
     /// Hands `job` to a connection (round robin).
-    pub fn submit(&self, job: Job) {
+    pub fn submit(&self, mut job: Job) {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
+        let counter = &self.inner.in_flight[i];
+        counter.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(counter.clone());
+        let reply = job.reply;
+        job.reply = Box::new(move |result| {
+            // Counted out before the reply, so whoever it wakes sees it answered.
+            drop(in_flight);
+            reply(result);
+        });
         if let Err(mpsc::error::SendError(job)) = self.inner.slots[i].send(job) {
             (job.reply)(Err(PoolError::Lost {
                 reason: "the Redis pool's thread has stopped".to_owned(),

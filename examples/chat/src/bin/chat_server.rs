@@ -200,16 +200,22 @@ fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(settings.bind_addr).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "chat_server listening: open http://{addr}/");
-        if let Some(db) = database.clone() {
-            // /metrics: the PostgreSQL pool's share in use, every second.
+        // /metrics: the PostgreSQL and Redis pools' shares in use, every second.
+        let (db, pool) = (database.clone(), redis.as_ref().map(|r| r.pool().clone()));
+        if db.is_some() || pool.is_some() {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
                 loop {
                     every.tick().await;
-                    let Some(status) = db.status().await else {
-                        break;
-                    };
-                    metrics.set_pool_utilization("database", status.utilisation);
+                    if let Some(db) = &db {
+                        let Some(status) = db.status().await else {
+                            break;
+                        };
+                        metrics.set_pool_utilization("database", status.utilisation);
+                    }
+                    if let Some(pool) = &pool {
+                        metrics.set_pool_utilization("redis", pool.status().utilisation);
+                    }
                 }
             });
         }
