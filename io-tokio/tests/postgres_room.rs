@@ -99,10 +99,11 @@ impl Room {
     }
 
     /// The backend that listens on the room's channel: its last statement is the
-    /// `LISTEN`, or a room wait's query (they run on the listener's connection).
+    /// `LISTEN` (`effectful_listen_room()`), or a room wait's query (they run on the
+    /// listener's connection).
     fn listener_filter(&self) -> String {
         format!(
-            "application_name = '{}' AND (query LIKE 'LISTEN%' OR query LIKE '%WHERE m.seq > $1%')",
+            "application_name = '{}' AND (query LIKE 'SELECT effectful_listen_room()%' OR query LIKE '%WHERE m.seq > $1%')",
             self.schema.name
         )
     }

@@ -364,17 +364,20 @@ pub struct RoomHistory {
 /// default per-effect timeout does not apply (see `Request::waits_by_nature`); a
 /// program that wants a bound sets one. A cancelled wait leaves nothing behind.
 ///
-/// On PostgreSQL: the interpreter keeps one connection that has run `LISTEN
-/// chat_room`. A wait first runs `SELECT .. WHERE m.seq > $after_seq ORDER BY m.seq
-/// LIMIT $limit`; if that is empty it parks until a notification whose payload
-/// (the new `seq`) is above `after_seq`, then runs the query again. Since a message
-/// is committed before its notification is delivered, and commit order is `seq`
-/// order, the query by `seq` finds every message the wait is owed; a notification
-/// lost with a dropped listener connection only delays the answer until the
-/// interpreter reconnects, `LISTEN`s again and re-runs the query for every parked
-/// wait (it must, as notifications sent while it was away are gone). If the
-/// connection cannot be restored, the wait fails with a retryable error and the
-/// program asks again from its last `seq`.
+/// On PostgreSQL: the interpreter keeps one connection listening on the room's
+/// channel (one per schema). A wait is answered from the room's latest messages
+/// when the interpreter has already read them; otherwise it runs
+/// `SELECT .. WHERE m.seq > $after_seq ORDER BY m.seq LIMIT $limit` on that
+/// connection (waits for the same `seq` share one query); if that is empty it parks
+/// until the channel notifies, then runs again. A wait for messages after the newest
+/// one the interpreter knows of parks at once. Since a message is committed before
+/// its notification is delivered, and commit order is `seq` order, the query by
+/// `seq` finds every message the wait is owed; a notification lost with a dropped
+/// listener connection only delays the answer until the interpreter reconnects,
+/// listens again and re-runs the query for every parked wait (it must, as
+/// notifications sent while it was away are gone). If the connection cannot be
+/// restored, the wait fails with a retryable error and the program asks again from
+/// its last `seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitRoomMessages {
     /// Only messages with a larger `seq`.

@@ -180,6 +180,54 @@ $fn$;",
         name: "storage: effectful_objects, effectful_object_versions",
         sql: super::storage::MIGRATION_SQL,
     },
+    // Rooms in different schemas of one database were one room to LISTEN/NOTIFY and
+    // to the posters' lock: each schema's room now has a channel and a lock of its own.
+    Migration {
+        version: 4,
+        name: "chat room: a channel and a post lock per schema",
+        sql: "CREATE OR REPLACE FUNCTION effectful_room_channel() RETURNS text
+LANGUAGE sql STABLE AS $fn$
+    SELECT 'effectful_chat_room_' || left(md5(current_schema()), 16)
+$fn$;
+CREATE OR REPLACE FUNCTION effectful_listen_room() RETURNS text
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    channel text := effectful_room_channel();
+BEGIN
+    EXECUTE format('LISTEN %I', channel);
+    RETURN channel;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION effectful_post_room_message(p_user uuid, p_text text, p_id uuid)
+RETURNS TABLE (seq bigint, id uuid, user_id uuid, name text, text text, created_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    stored chat_room_messages%ROWTYPE;
+BEGIN
+    -- One poster per room (schema) at a time until commit: seq order is commit
+    -- order, so a reader that has seen seq n and asks for seq > n never misses a
+    -- later commit.
+    PERFORM pg_advisory_xact_lock(730691614, hashtext(current_schema()));
+    SELECT * INTO stored FROM chat_room_messages m WHERE m.id = p_id;
+    IF FOUND THEN
+        IF stored.user_id <> p_user OR stored.text <> p_text THEN
+            RAISE unique_violation USING
+                MESSAGE = format('duplicate key value violates unique constraint \"chat_room_messages_id_key\": Key (id)=(%s) already exists.', p_id),
+                CONSTRAINT = 'chat_room_messages_id_key';
+        END IF;
+    ELSE
+        INSERT INTO chat_room_messages AS m (seq, id, user_id, text)
+        VALUES ((SELECT COALESCE(max(c.seq), 0) + 1 FROM chat_room_messages c),
+                COALESCE(p_id, gen_random_uuid()), p_user, p_text)
+        RETURNING * INTO stored;
+        PERFORM pg_notify(effectful_room_channel(), stored.seq::text);
+    END IF;
+    RETURN QUERY SELECT stored.seq, stored.id, stored.user_id, u.name, stored.text, stored.created_at
+        FROM chat_users u WHERE u.id = stored.user_id;
+END
+$fn$;",
+    },
 ];
 
 /// The advisory-lock key (`pg_advisory_xact_lock`) that serialises migrations across
@@ -336,8 +384,13 @@ const ROOM_AFTER: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.creat
 const NOT_PLANNED_HERE: &str =
     "SELECT 'users'' own SQL is planned by effectful::postgres::sql::SqlPlan'::int";
 
-/// The channel a room post notifies (in its transaction), for waiting readers.
-pub const ROOM_CHANNEL: &str = "effectful_chat_room";
+/// The start of the channel a room post notifies (in its transaction), for waiting
+/// readers: the rest names the room's schema (`effectful_room_channel()`).
+pub const ROOM_CHANNEL: &str = "effectful_chat_room_";
+
+/// Listens on the room's channel (the schema's own), from the connection's
+/// `search_path`.
+pub const LISTEN_ROOM: &str = "SELECT effectful_listen_room()";
 
 /// The statement that performs `request`.
 pub fn plan(request: &DatabaseRequest) -> DatabasePlan {

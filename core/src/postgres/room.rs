@@ -8,9 +8,12 @@
 //!   learns stays true for as long as the service runs.
 //! - **The horizon**: a `seq` such that every message after it was committed after
 //!   the listener's `LISTEN` took effect, so its notification will come. It holds
-//!   only while that listener listens: it is forgotten when listening starts or
-//!   stops, and an answer teaches it only if listening held from before its query
-//!   was sent (the `epoch` says so).
+//!   only until something happens on the room's channel: it is forgotten when
+//!   listening starts or stops and at every notification, and an answer teaches it
+//!   only if nothing happened between its query's sending and its answer (the
+//!   `epoch` says so). Notifications are not trusted to say more than "something
+//!   changed": the channel is one per database, so another schema's room, or anyone's
+//!   `NOTIFY`, speaks on it too.
 
 use std::collections::VecDeque;
 
@@ -30,25 +33,17 @@ pub(super) struct Room {
 }
 
 impl Room {
-    /// Bumped whenever listening starts or stops.
+    /// Bumped whenever listening starts or stops, and at every notification.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
     }
 
-    /// Listening started or stopped: the horizon no longer holds.
+    /// Listening started or stopped, or the channel notified (a post committed, ours
+    /// or another room's): the horizon no longer holds, and answers to queries sent
+    /// before now teach it nothing.
     pub(super) fn forget_horizon(&mut self) {
         self.horizon = None;
         self.epoch += 1;
-    }
-
-    /// A post committed and notified: its payload is its `seq`. Anything else on the
-    /// channel (someone else's `NOTIFY`) teaches nothing, so the horizon is dropped
-    /// and every parked wait runs again.
-    pub(super) fn notified(&mut self, payload: &str) {
-        match payload.parse::<u64>() {
-            Ok(seq) => self.raise_horizon(seq),
-            Err(_) => self.horizon = None,
-        }
     }
 
     fn raise_horizon(&mut self, seq: u64) {
@@ -82,7 +77,8 @@ impl Room {
     }
 
     /// A query for "after `after`, at most `limit`" answered `read`; `listening_held`:
-    /// it was sent in the current epoch and the listener still listens.
+    /// it was sent in the current epoch (the listener listened, and nothing notified,
+    /// from its sending to its answer).
     pub(super) fn learn(
         &mut self,
         after: u64,
@@ -196,19 +192,9 @@ mod tests {
         full.learn(5, 50, &messages(6..=8), true);
         assert!(full.must_park(8) && !full.must_park(7));
         room.learn(5, 50, &messages(6..=8), true);
-        room.notified("12");
-        assert!(!room.must_park(8) && room.must_park(12));
+        assert!(room.must_park(8));
         room.forget_horizon();
-        assert!(!room.must_park(12));
-    }
-
-    #[test]
-    fn a_foreign_notification_drops_the_horizon() {
-        let mut room = Room::default();
-        room.notified("4");
-        assert!(room.must_park(4));
-        room.notified("hello");
-        assert!(!room.must_park(4));
+        assert!(!room.must_park(8) && !room.must_park(100));
     }
 
     #[test]

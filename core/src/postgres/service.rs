@@ -258,10 +258,10 @@ struct Conn<K> {
 ///   keeps the room's latest messages as its queries read them (stored messages never
 ///   change) and answers a wait they cover at once; while it listens it keeps a
 ///   *horizon*, a `seq` after which every message notifies, and a wait after the
-///   horizon parks at once, without a query. The horizon rises with each
-///   notification (its payload is the post's `seq`) and each complete answer of a
-///   query sent while listening; it is forgotten when the listener is lost. A wait
-///   that finds nothing although a later post notified meanwhile runs again.
+///   horizon parks at once, without a query. The horizon is learnt from complete
+///   answers of queries during which nothing notified, and forgotten at every
+///   notification and when the listener is lost; a wait whose empty answer comes
+///   from before a notification runs again.
 pub struct PgService<K> {
     config: ServiceConfig,
     pool: Pool,
@@ -798,8 +798,8 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     self.on_closed(conn, &error);
                     break;
                 }
-                Event::Notification(n) if n.channel == database::ROOM_CHANNEL => {
-                    self.on_room_notified(&n.payload)
+                Event::Notification(n) if n.channel.starts_with(database::ROOM_CHANNEL) => {
+                    self.on_room_notified()
                 }
                 // No TLS here (the driver asks for none); notices and other
                 // notifications carry nothing the Database family answers with.
@@ -818,12 +818,12 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     }
 
     fn start_listener(&mut self, acquire: AcquireId, conn: ConnId) {
-        let sql = format!("LISTEN {}", database::ROOM_CHANNEL);
+        let sql = database::LISTEN_ROOM;
         let sent = self
             .conns
             .get_mut(&conn)
             .and_then(|c| {
-                let id = c.pg.as_mut()?.query(self.now, &sql).ok()?;
+                let id = c.pg.as_mut()?.query(self.now, sql).ok()?;
                 c.queries.insert(id, Role::Listen);
                 Some(())
             })
@@ -865,10 +865,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         matches!(self.listener, Listener::Listening { .. })
     }
 
-    /// A post committed and notified (its payload is its `seq`): the parked waits run
-    /// again.
-    fn on_room_notified(&mut self, payload: &str) {
-        self.room.notified(payload);
+    /// Something committed on the room's channel (a post, ours or another room's in
+    /// the same database): the parked waits run again.
+    fn on_room_notified(&mut self) {
+        self.room.forget_horizon();
         self.wake_room();
     }
 
