@@ -227,7 +227,10 @@ impl TraceRecord {
     /// [`TraceRecord::OwnRequest`].
     pub fn of_family_output<O: fmt::Debug, F: SimFamily>(output: Output<O, F>) -> TraceRecord {
         match output {
-            Output::Request { id, request } => TraceRecord::of_request::<F>(id, request).0,
+            Output::Request { id, request } => match F::split_request(request) {
+                Ok(request) => TraceRecord::Request { id, request },
+                Err(own) => TraceRecord::own_request(id, &own),
+            },
             Output::Cancel { id } => TraceRecord::Cancel { id },
             Output::Finished { program, result } => TraceRecord::Finished {
                 program,
@@ -236,27 +239,11 @@ impl TraceRecord {
         }
     }
 
-    /// The record of a request of family `F`, and the request split into a built-in
-    /// one or the family's own.
-    pub(crate) fn of_request<F: SimFamily>(
-        id: EffectId,
-        request: F::Request,
-    ) -> (TraceRecord, Result<Request, F::Request>) {
-        match F::split_request(request) {
-            Ok(request) => {
-                let record = TraceRecord::Request {
-                    id,
-                    request: request.clone(),
-                };
-                (record, Ok(request))
-            }
-            Err(own) => {
-                let record = TraceRecord::OwnRequest {
-                    id,
-                    request: to_json(&own),
-                };
-                (record, Err(own))
-            }
+    /// The record of one of a custom family's own requests.
+    pub(crate) fn own_request<T: Serialize>(id: EffectId, request: &T) -> TraceRecord {
+        TraceRecord::OwnRequest {
+            id,
+            request: to_json(request),
         }
     }
 }

@@ -417,16 +417,21 @@ where
             match output {
                 Output::Request { id, request } => {
                     self.report.effects += 1;
-                    let request = if self.trace.on {
-                        let (record, request) = TraceRecord::of_request::<F>(id, request);
-                        self.trace.records.push(record);
-                        request
-                    } else {
-                        F::split_request(request)
-                    };
-                    match request {
-                        Ok(request) => self.perform(id, request),
-                        Err(own) => self.perform_own(id, own),
+                    match F::split_request(request) {
+                        Ok(request) => {
+                            if self.trace.on {
+                                let record = TraceRecord::Request {
+                                    id,
+                                    request: request.clone(),
+                                };
+                                self.trace.records.push(record);
+                            }
+                            self.perform(id, request)
+                        }
+                        Err(own) => {
+                            self.trace.record(|| TraceRecord::own_request(id, &own));
+                            self.perform_own(id, own)
+                        }
                     }
                 }
                 Output::Cancel { id } => {
