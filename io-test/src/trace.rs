@@ -15,10 +15,13 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, BufRead, Read, Write};
 
-use effectful::effect::{Request, Response};
+use effectful::effect::{Request, Response, Std};
 use effectful::{
     Delivery, EffectError, EffectId, Engine, EngineConfig, Excerpt, Fx, Output, ProgramId, Time,
 };
+
+use crate::sim::SimFamily;
+use crate::sim::family::to_json;
 use serde::{Deserialize, Serialize};
 
 /// The longest trace line [`read_trace`] accepts by default: 16 MiB.
@@ -85,6 +88,25 @@ pub enum TraceRecord {
         id: EffectId,
         /// What it asked for.
         request: Request,
+    },
+    /// Output: the engine asked for one of a custom family's own effects
+    /// ([`SimFamily`]).
+    OwnRequest {
+        /// The effect's id.
+        id: EffectId,
+        /// What it asked for, as the family's request serializes.
+        request: serde_json::Value,
+    },
+    /// Input: an answer to one of a custom family's own effects.
+    OwnResponse {
+        /// When it arrived.
+        at: Time,
+        /// The effect.
+        id: EffectId,
+        /// The answer, as the family's response serializes.
+        result: Result<serde_json::Value, EffectError>,
+        /// Whether the engine took it (`false`: stale, the program had moved on).
+        delivered: bool,
     },
     /// Output: the engine cancelled an effect.
     Cancel {
@@ -169,6 +191,7 @@ impl TraceRecord {
                 | TraceRecord::SpawnJob { .. }
                 | TraceRecord::Abort { .. }
                 | TraceRecord::Response { .. }
+                | TraceRecord::OwnResponse { .. }
                 | TraceRecord::Timeout { .. }
         )
     }
@@ -177,7 +200,10 @@ impl TraceRecord {
     pub fn is_output(&self) -> bool {
         matches!(
             self,
-            TraceRecord::Request { .. } | TraceRecord::Cancel { .. } | TraceRecord::Finished { .. }
+            TraceRecord::Request { .. }
+                | TraceRecord::OwnRequest { .. }
+                | TraceRecord::Cancel { .. }
+                | TraceRecord::Finished { .. }
         )
     }
 
@@ -193,6 +219,31 @@ impl TraceRecord {
                 program: *program,
                 result: format!("{result:?}"),
             },
+        }
+    }
+
+    /// The record of one engine output of a program of family `F`: a built-in
+    /// request as [`TraceRecord::Request`], one of the family's own as
+    /// [`TraceRecord::OwnRequest`].
+    pub fn of_family_output<O: fmt::Debug, F: SimFamily>(output: Output<O, F>) -> TraceRecord {
+        match output {
+            Output::Request { id, request } => match F::split_request(request) {
+                Ok(request) => TraceRecord::Request { id, request },
+                Err(own) => TraceRecord::own_request(id, &own),
+            },
+            Output::Cancel { id } => TraceRecord::Cancel { id },
+            Output::Finished { program, result } => TraceRecord::Finished {
+                program,
+                result: format!("{result:?}"),
+            },
+        }
+    }
+
+    /// The record of one of a custom family's own requests.
+    pub(crate) fn own_request<T: Serialize>(id: EffectId, request: &T) -> TraceRecord {
+        TraceRecord::OwnRequest {
+            id,
+            request: to_json(request),
         }
     }
 }
@@ -434,7 +485,7 @@ where
     O: fmt::Debug + 'static,
     Fut: Future<Output = O> + 'static,
 {
-    replay_hosts(records, program, None)
+    replay_hosts::<O, Fut, Std>(records, program, None)
 }
 
 /// [`replay`] for a simulation that also spawned jobs: `job(job_index, fx)` makes
@@ -443,34 +494,65 @@ where
 pub fn replay_with_jobs<O, Fut, JobFut>(
     records: &[TraceRecord],
     program: impl FnMut(u32, Fx) -> Fut,
-    mut job: impl FnMut(u32, Fx) -> JobFut,
+    job: impl FnMut(u32, Fx) -> JobFut,
 ) -> Result<ReplayStats, ReplayError>
 where
     O: fmt::Debug + 'static,
     Fut: Future<Output = O> + 'static,
     JobFut: Future<Output = O> + 'static,
 {
-    let mut boxed = |index: u32, fx: Fx| -> BoxedProgram<O> { Box::pin(job(index, fx)) };
+    replay_family_with_jobs::<O, Fut, JobFut, Std>(records, program, job)
+}
+
+/// [`replay`] for programs of a custom family `F`
+/// ([`SimFamily`]): the recorded answers to the family's own
+/// effects are parsed back into its responses.
+pub fn replay_family<O, Fut, F>(
+    records: &[TraceRecord],
+    program: impl FnMut(u32, Fx<F>) -> Fut,
+) -> Result<ReplayStats, ReplayError>
+where
+    O: fmt::Debug + 'static,
+    Fut: Future<Output = O> + 'static,
+    F: SimFamily,
+{
+    replay_hosts(records, program, None)
+}
+
+/// [`replay_with_jobs`] for programs of a custom family `F`.
+pub fn replay_family_with_jobs<O, Fut, JobFut, F>(
+    records: &[TraceRecord],
+    program: impl FnMut(u32, Fx<F>) -> Fut,
+    mut job: impl FnMut(u32, Fx<F>) -> JobFut,
+) -> Result<ReplayStats, ReplayError>
+where
+    O: fmt::Debug + 'static,
+    Fut: Future<Output = O> + 'static,
+    JobFut: Future<Output = O> + 'static,
+    F: SimFamily,
+{
+    let mut boxed = |index: u32, fx: Fx<F>| -> BoxedProgram<O> { Box::pin(job(index, fx)) };
     replay_hosts(records, program, Some(&mut boxed))
 }
 
 /// A job's program, boxed so that replay takes any job maker.
 type BoxedProgram<O> = std::pin::Pin<Box<dyn Future<Output = O>>>;
 
-fn replay_hosts<O, Fut>(
+fn replay_hosts<O, Fut, F>(
     records: &[TraceRecord],
-    mut program: impl FnMut(u32, Fx) -> Fut,
-    mut job: Option<&mut dyn FnMut(u32, Fx) -> BoxedProgram<O>>,
+    mut program: impl FnMut(u32, Fx<F>) -> Fut,
+    mut job: Option<&mut dyn FnMut(u32, Fx<F>) -> BoxedProgram<O>>,
 ) -> Result<ReplayStats, ReplayError>
 where
     O: fmt::Debug + 'static,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     let Some(TraceRecord::Start { engine: config, .. }) = records.first() else {
         return Err(ReplayError::NoStart);
     };
     check_complete(records)?;
-    let mut engine: Engine<O> = Engine::new(config.clone());
+    let mut engine: Engine<O, F> = Engine::new(config.clone());
     let mut pending: std::collections::VecDeque<TraceRecord> = std::collections::VecDeque::new();
     let mut stats = ReplayStats {
         inputs: 0,
@@ -531,7 +613,28 @@ where
                 result,
                 delivered,
             } => {
-                let delivery = engine.handle_response(*at, *id, result.clone());
+                let result = result.clone().map(F::embed_response);
+                let delivery = engine.handle_response(*at, *id, result);
+                if (delivery == Delivery::Delivered) != *delivered {
+                    return Err(mismatch(format!("the answer was {delivery:?}")));
+                }
+            }
+            TraceRecord::OwnResponse {
+                at,
+                id,
+                result,
+                delivered,
+            } => {
+                let result = match result {
+                    Ok(answer) => match serde_json::from_value::<F::Response>(answer.clone()) {
+                        Ok(answer) => Ok(answer),
+                        Err(e) => {
+                            return Err(mismatch(format!("an answer that does not parse: {e}")));
+                        }
+                    },
+                    Err(error) => Err(error.clone()),
+                };
+                let delivery = engine.handle_response(*at, *id, result);
                 if (delivery == Delivery::Delivered) != *delivered {
                     return Err(mismatch(format!("the answer was {delivery:?}")));
                 }
@@ -540,7 +643,7 @@ where
             _ => {}
         }
         while let Some(output) = engine.poll_output() {
-            pending.push_back(TraceRecord::of_output(&output));
+            pending.push_back(TraceRecord::of_family_output(output));
         }
     }
     if let Some(extra) = pending.pop_front() {

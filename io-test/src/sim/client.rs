@@ -17,8 +17,8 @@ use effectful::policy::{self, Disconnect};
 use effectful::{EffectError, EffectId, Fx, ProgramError, ProgramId, Time};
 use serde::{Deserialize, Serialize};
 
-use super::Simulation;
 use super::queue::Event;
+use super::{SimFamily, Simulation};
 use crate::trace::{ClientEvent, TraceRecord};
 
 /// One client session: a WebSocket connection, and the program that serves it.
@@ -142,11 +142,12 @@ impl ConnectionSim {
     }
 }
 
-impl<O, P, Fut> Simulation<O, P>
+impl<O, P, Fut, F> Simulation<O, P, F>
 where
     O: fmt::Debug + 'static,
-    P: FnMut(u32, Fx) -> Fut,
+    P: FnMut(u32, Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     pub(super) fn connect(&mut self, connection: u32) {
         let now = self.now;

@@ -12,17 +12,18 @@ use std::time::Duration;
 use effectful::effect::{AckOutcome, MessagingRequest, MessagingResponse, Request, Response};
 use effectful::{EffectError, EffectId, Fx};
 
-use super::Simulation;
 use super::client::ConnectionState;
 use super::queue::Event;
+use super::{SimFamily, Simulation};
 use crate::fault::{Latency, Service};
 use crate::trace::{Fault, TraceRecord};
 
-impl<O, P, Fut> Simulation<O, P>
+impl<O, P, Fut, F> Simulation<O, P, F>
 where
     O: fmt::Debug + 'static,
-    P: FnMut(u32, Fx) -> Fut,
+    P: FnMut(u32, Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     /// Whether the plan fails `request` before it is sent (never for WebSocket
     /// effects, whose failures are dropped connections); if so, the effect is never
@@ -262,7 +263,7 @@ where
     }
 
     /// Counts and records a fault injected into effect `id`.
-    fn injected(&mut self, id: EffectId, fault: Fault) {
+    pub(super) fn injected(&mut self, id: EffectId, fault: Fault) {
         self.report.faults += 1;
         let kinds = &mut self.report.fault_kinds;
         match fault {

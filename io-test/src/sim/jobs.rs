@@ -5,22 +5,23 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use effectful::{Fx, ProgramError, ProgramId, Time};
+use effectful::effect::Std;
+use effectful::{Family, Fx, ProgramError, ProgramId, Time};
 
-use super::Simulation;
 use super::queue::Event;
+use super::{SimFamily, Simulation};
 use crate::trace::TraceRecord;
 
 /// What makes a job's program: called once, when its spawn time comes.
-type MakeJob<O> = Box<dyn FnOnce(Fx) -> Pin<Box<dyn Future<Output = O>>>>;
+type MakeJob<O, F> = Box<dyn FnOnce(Fx<F>) -> Pin<Box<dyn Future<Output = O>>>>;
 
 /// The connection program of a simulation without connections
 /// ([`Simulation::without_connections`]); it is never called.
-pub type NoConnections<O> = fn(u32, Fx) -> Pin<Box<dyn Future<Output = O>>>;
+pub type NoConnections<O, F = Std> = fn(u32, Fx<F>) -> Pin<Box<dyn Future<Output = O>>>;
 
 /// One job as the simulator runs it.
-pub(super) struct JobSim<O> {
-    make: Option<MakeJob<O>>,
+pub(super) struct JobSim<O, F: Family> {
+    make: Option<MakeJob<O, F>>,
     pub(super) program: Option<ProgramId>,
     record: Job,
 }
@@ -40,9 +41,10 @@ pub struct Job {
     pub finished: Option<Time>,
 }
 
-impl<O> Simulation<O, NoConnections<O>>
+impl<O, F> Simulation<O, NoConnections<O, F>, F>
 where
     O: fmt::Debug + 'static,
+    F: SimFamily,
 {
     /// A simulation with no WebSocket connections: add its programs with
     /// [`spawn_at`](Simulation::spawn_at).
@@ -64,33 +66,34 @@ where
     /// assert!(matches!(sim.job_results()[2], Some(Ok(Ok(2)))));
     /// ```
     pub fn without_connections(config: super::SimConfig) -> Self {
-        Simulation::new(config, Vec::new(), no_connection::<O>)
+        Simulation::new(config, Vec::new(), no_connection::<O, F>)
     }
 }
 
 /// The program of a connection in a simulation without connections: there are none,
 /// so it is never called.
-fn no_connection<O: 'static>(_: u32, _: Fx) -> Pin<Box<dyn Future<Output = O>>> {
+fn no_connection<O: 'static, F: Family>(_: u32, _: Fx<F>) -> Pin<Box<dyn Future<Output = O>>> {
     Box::pin(std::future::pending())
 }
 
-impl<O, P, Fut> Simulation<O, P>
+impl<O, P, Fut, F> Simulation<O, P, F>
 where
     O: fmt::Debug + 'static,
-    P: FnMut(u32, Fx) -> Fut,
+    P: FnMut(u32, Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     /// Adds a program with no connection, spawned at simulated time `at` (or at once if
     /// the run is already past it); returns its job index, which indexes
     /// [`jobs`](Self::jobs) and [`job_results`](Self::job_results) and is what traces
     /// record. The engine's program deadline applies to it as to every program.
-    pub fn spawn_at<F, JobFut>(&mut self, at: Time, name: impl Into<String>, make: F) -> u32
+    pub fn spawn_at<Mk, JobFut>(&mut self, at: Time, name: impl Into<String>, make: Mk) -> u32
     where
-        F: FnOnce(Fx) -> JobFut + 'static,
+        Mk: FnOnce(Fx<F>) -> JobFut + 'static,
         JobFut: Future<Output = O> + 'static,
     {
         let index = self.jobs.len() as u32;
-        let make: MakeJob<O> = Box::new(move |fx| Box::pin(make(fx)));
+        let make: MakeJob<O, F> = Box::new(move |fx| Box::pin(make(fx)));
         self.jobs.push(JobSim {
             make: Some(make),
             program: None,

@@ -21,10 +21,13 @@
 //! were sent.
 //!
 //! # Families
-//! The simulator hosts programs of the built-in family ([`effectful::Std`]), which its
-//! fakes answer; traces record built-in requests and responses. A program of a custom
-//! family is unit-tested with [`Script`](crate::script::Script), which is generic over
-//! the family.
+//! The simulator hosts programs of the built-in family ([`effectful::Std`], the
+//! default) or of a custom family that embeds it ([`SimFamily`]). The built-in fakes
+//! answer the built-in effects; a fake the user supplies
+//! ([`Simulation::set_family_fake`], a [`FamilyFake`]) answers the family's own, with
+//! the simulator's latency and faults applied as to a service's. Traces record the
+//! family's own requests and answers as JSON, and
+//! [`replay_family`](crate::trace::replay_family) replays them.
 //!
 //! # Stepping
 //! [`Simulation::run`] runs to the end; [`Simulation::step`] handles one event (or
@@ -52,6 +55,7 @@
 //!   [`FakeBroker`](crate::fake::FakeBroker));
 //! - `jobs.rs`: programs with no connection, spawned at chosen times
 //!   ([`Simulation::spawn_at`]);
+//! - `family.rs`: custom families and the user's fake for their own effects;
 //! - `faults.rs`: fault injection from the [`FaultPlan`](crate::fault::FaultPlan),
 //!   rates and faults over time (outages, latency spikes, restarts, disconnect storms);
 //! - `recorder.rs`: the trace.
@@ -89,7 +93,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use effectful::effect::{MessagingRequest, Request, Response};
+use effectful::effect::{MessagingRequest, Request, Response, Std};
 use effectful::{
     Delivery, EffectError, EffectId, Engine, EngineConfig, Fx, Output, ProgramError, ProgramId,
     ProgramMap, Rng, Time,
@@ -102,6 +106,7 @@ use crate::trace::TraceRecord;
 
 mod client;
 mod config;
+pub(crate) mod family;
 mod faults;
 mod jobs;
 mod queue;
@@ -110,8 +115,10 @@ mod services;
 
 pub use client::{Connection, ConnectionEnd, ConnectionState, Transcript};
 pub use config::{FaultCounts, SimConfig, SimReport, WsLimits};
+pub use family::{FamilyFake, SimFamily};
 pub use jobs::{Job, NoConnections};
 
+use family::OwnEffects;
 use jobs::JobSim;
 
 use client::ConnectionSim;
@@ -125,9 +132,9 @@ use recorder::Recorder;
 /// `program(connection_index, fx)`; a simulation of background programs alone needs
 /// no connections ([`Simulation::without_connections`]). Every program has its own
 /// result ([`Simulation::results`] by connection, [`Simulation::job_results`] by job).
-pub struct Simulation<O, P> {
+pub struct Simulation<O, P, F: SimFamily = Std> {
     config: SimConfig,
-    engine: Engine<O>,
+    engine: Engine<O, F>,
     services: Services,
     program: P,
     rng: Rng,
@@ -142,19 +149,22 @@ pub struct Simulation<O, P> {
     unapplied: FxHashMap<EffectId, u32>,
     results: Vec<Option<Result<O, ProgramError>>>,
     /// Programs spawned at chosen times, by job index.
-    jobs: Vec<JobSim<O>>,
+    jobs: Vec<JobSim<O, F>>,
     /// The job each running job program is.
     job_by_program: ProgramMap<u32>,
     job_results: Vec<Option<Result<O, ProgramError>>>,
+    /// The custom family's own effects and their fake (none for [`Std`]).
+    own: OwnEffects<F>,
     trace: Recorder,
     report: SimReport,
 }
 
-impl<O, P, Fut> Simulation<O, P>
+impl<O, P, Fut, F> Simulation<O, P, F>
 where
     O: fmt::Debug + 'static,
-    P: FnMut(u32, Fx) -> Fut,
+    P: FnMut(u32, Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     /// A simulation that has not started; seed the services through
     /// [`Simulation::services_mut`] before [`Simulation::run`].
@@ -178,6 +188,7 @@ where
             jobs: Vec::new(),
             job_by_program: ProgramMap::new(),
             job_results: Vec::new(),
+            own: OwnEffects::default(),
             trace: Recorder::new(&config, engine_config),
             report: SimReport {
                 seed: config.seed,
@@ -361,6 +372,11 @@ where
                 self.apply(id, request, response_leg);
             }
             Event::Deliver { id, result } => self.deliver(id, result),
+            Event::ApplyOwn { id, response_leg } => {
+                self.unapplied.remove(&id);
+                self.apply_own(id, response_leg);
+            }
+            Event::DeliverOwn(id) => self.deliver_own(id),
             Event::ConsumeDeadline(id) => self.consume_deadline(id),
             Event::AckTimeout { message_id } => self.ack_timeout(message_id),
             Event::BrokerWake => self.wake_broker(),
@@ -375,7 +391,8 @@ where
         let now = self.now;
         let handed_over = services::handed_over(&result);
         let delivery = if self.trace.on {
-            let delivery = self.engine.handle_response(now, id, result.clone());
+            let answer = result.clone().map(F::embed_response);
+            let delivery = self.engine.handle_response(now, id, answer);
             self.trace.records.push(TraceRecord::Response {
                 at: now,
                 id,
@@ -384,7 +401,8 @@ where
             });
             delivery
         } else {
-            self.engine.handle_response(now, id, result)
+            self.engine
+                .handle_response(now, id, result.map(F::embed_response))
         };
         if let (Delivery::Stale, Some(message_id)) = (delivery, handed_over) {
             self.return_to_broker(&message_id);
@@ -396,16 +414,37 @@ where
     /// results are kept.
     fn drain(&mut self) {
         while let Some(output) = self.engine.poll_output() {
-            if self.trace.on {
-                self.trace.records.push(TraceRecord::of_output(&output));
-            }
             match output {
                 Output::Request { id, request } => {
                     self.report.effects += 1;
-                    self.perform(id, request);
+                    match F::split_request(request) {
+                        Ok(request) => {
+                            if self.trace.on {
+                                let record = TraceRecord::Request {
+                                    id,
+                                    request: request.clone(),
+                                };
+                                self.trace.records.push(record);
+                            }
+                            self.perform(id, request)
+                        }
+                        Err(own) => {
+                            self.trace.record(|| TraceRecord::own_request(id, &own));
+                            self.perform_own(id, own)
+                        }
+                    }
                 }
-                Output::Cancel { id } => self.cancel(id),
-                Output::Finished { program, result } => self.finished(program, result),
+                Output::Cancel { id } => {
+                    self.trace.record(|| TraceRecord::Cancel { id });
+                    self.cancel(id)
+                }
+                Output::Finished { program, result } => {
+                    self.trace.record(|| TraceRecord::Finished {
+                        program,
+                        result: format!("{result:?}"),
+                    });
+                    self.finished(program, result)
+                }
             }
         }
     }
@@ -426,6 +465,7 @@ where
         // service never applies it (and never answers).
         if let Some(slot) = self.unapplied.remove(&id) {
             self.queue.withdraw(slot);
+            self.own.cancel(id);
         }
         self.stop_receiving(id);
         self.services.broker.stop_waiting(id);

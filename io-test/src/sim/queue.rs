@@ -34,6 +34,14 @@ pub(super) enum Event {
         id: EffectId,
         result: Result<Response, EffectError>,
     },
+    /// One of a custom family's own requests reaches its fake (its request is kept
+    /// beside the queue, as the event cannot name the family's types).
+    ApplyOwn {
+        id: EffectId,
+        response_leg: Duration,
+    },
+    /// The fake's answer to one of a custom family's own requests reaches the engine.
+    DeliverOwn(EffectId),
     /// A parked consumer's `timeout_ms` has passed.
     ConsumeDeadline(EffectId),
     /// The ack timeout of one delivered message whose acknowledgement was lost.

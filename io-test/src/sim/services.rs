@@ -23,16 +23,17 @@ use effectful::effect::{
 };
 use effectful::{EffectError, EffectId, Fx};
 
-use super::Simulation;
 use super::queue::Event;
+use super::{SimFamily, Simulation};
 use crate::fake::{Consumed, Handled};
 use crate::fault::Latency;
 
-impl<O, P, Fut> Simulation<O, P>
+impl<O, P, Fut, F> Simulation<O, P, F>
 where
     O: fmt::Debug + 'static,
-    P: FnMut(u32, Fx) -> Fut,
+    P: FnMut(u32, Fx<F>) -> Fut,
     Fut: Future<Output = O> + 'static,
+    F: SimFamily,
 {
     /// Sends `request` on its way to its service: one latency draw, split into the
     /// way there and the way back.
