@@ -384,6 +384,21 @@ const ROOM_AFTER: &str = "SELECT m.seq, m.id, m.user_id, u.name, m.text, m.creat
 const NOT_PLANNED_HERE: &str =
     "SELECT 'users'' own SQL is planned by effectful::postgres::sql::SqlPlan'::int";
 
+/// The one result set an extended query gives, or a protocol error saying how many
+/// the server sent instead.
+pub(super) fn one_result(
+    effect: &'static str,
+    mut sets: Vec<ResultSet>,
+) -> Result<ResultSet, EffectError> {
+    match sets.len() {
+        1 => Ok(sets.remove(0)),
+        n => Err(protocol(
+            effect,
+            format!("expected one result, the server sent {n}"),
+        )),
+    }
+}
+
 /// The start of the channel a room post notifies (in its transaction), for waiting
 /// readers: the rest names the room's schema (`effectful_room_channel()`).
 pub const ROOM_CHANNEL: &str = "effectful_chat_room_";
@@ -556,13 +571,7 @@ impl DatabasePlan {
     ) -> Result<DatabaseResponse, EffectError> {
         let effect = self.effect;
         let set = match outcome {
-            Ok(mut sets) if sets.len() == 1 => sets.remove(0),
-            Ok(sets) => {
-                return Err(protocol(
-                    effect,
-                    format!("expected one result, the server sent {}", sets.len()),
-                ));
-            }
+            Ok(sets) => one_result(effect, sets)?,
             Err(e) => {
                 if let Decode::Created { email } = &self.decode {
                     let db = e.as_db();
@@ -722,7 +731,9 @@ impl DatabasePlan {
     }
 }
 
-fn protocol(effect: &'static str, message: String) -> EffectError {
+/// A protocol error (the server answered what the statement cannot give): never
+/// retryable.
+pub(crate) fn protocol(effect: &'static str, message: String) -> EffectError {
     EffectError::new(effect, ErrorKind::Protocol, message).with_retryable(false)
 }
 

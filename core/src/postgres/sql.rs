@@ -321,9 +321,7 @@ pub fn migration_step_sql(m: &SqlMigration) -> String {
     )
 }
 
-pub(crate) fn protocol(effect: &'static str, message: String) -> EffectError {
-    EffectError::new(effect, ErrorKind::Protocol, message).with_retryable(false)
-}
+pub(crate) use super::database::protocol;
 
 /// The error for a transaction that is not open (never begun here, already ended,
 /// or ended with its program).

@@ -42,12 +42,13 @@
 
 use std::collections::BTreeMap;
 
+use super::database::{one_result, protocol};
 use super::error::{PgError, TypeError};
 use super::row::{ResultSet, Row};
 use super::types::Type;
 use super::value::Value;
 use crate::effect::{ObjectLookup, PutOutcome, StorageRequest, StorageResponse, StoredObject};
-use crate::{EffectError, ErrorKind, Timestamp};
+use crate::{EffectError, Timestamp};
 
 /// The most keys one `ListObjects` answers, whatever `max_keys` asks (S3's limit,
 /// and the fake's).
@@ -249,13 +250,7 @@ impl StoragePlan {
     ) -> Result<StorageResponse, EffectError> {
         let effect = self.effect;
         let set = match outcome {
-            Ok(mut sets) if sets.len() == 1 => sets.remove(0),
-            Ok(sets) => {
-                return Err(protocol(
-                    effect,
-                    format!("expected one result, the server sent {}", sets.len()),
-                ));
-            }
+            Ok(sets) => one_result(effect, sets)?,
             Err(e) => return Err(e.to_effect_error(effect)),
         };
         let bad = |e: TypeError| protocol(effect, format!("an unexpected row: {e}"));
@@ -309,13 +304,10 @@ fn object(row: &Row, bucket: String, key: String) -> Result<StoredObject, TypeEr
     })
 }
 
-fn protocol(effect: &'static str, message: String) -> EffectError {
-    EffectError::new(effect, ErrorKind::Protocol, message).with_retryable(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
     use crate::effect::{ListObjects, PutObject};
 
     fn list(prefix: Option<&str>, max_keys: u32) -> StoragePlan {
