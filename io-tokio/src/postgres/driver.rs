@@ -250,7 +250,14 @@ fn start_io<S: AsyncRead + AsyncWrite + 'static>(
     let writer_io = io.clone();
     tokio::task::spawn_local(async move {
         while let Some(bytes) = rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            // `write_all` may leave the tail in the stream's own buffer (TLS records
+            // that did not fit the socket yet): flush, or the server waits for the
+            // rest of a message that never comes until the next write.
+            let written = match write.write_all(&bytes).await {
+                Ok(()) if rx.is_empty() => write.flush().await,
+                other => other,
+            };
+            if written.is_err() {
                 let _ = writer_io.send(Io::Eof(conn));
                 return;
             }
@@ -258,4 +265,37 @@ fn start_io<S: AsyncRead + AsyncWrite + 'static>(
         let _ = write.shutdown().await;
     });
     let _ = io.send(Io::Connected(conn, tx, reader.abort_handle()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream that keeps what is written until it is flushed (as a TLS stream
+    /// keeps records the socket could not take yet): the writer must flush, or
+    /// the server never sees the end of a large message.
+    #[test]
+    fn what_is_written_is_flushed_out_of_the_streams_own_buffer() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let received = local.block_on(&runtime, async {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+            let (io_tx, mut io_rx) = mpsc::unbounded_channel();
+            start_io(ConnId(0), tokio::io::BufWriter::new(ours), io_tx);
+            let Some(Io::Connected(_, writer, _)) = io_rx.recv().await else {
+                panic!("the connection was not reported");
+            };
+            writer.send(Bytes::from_static(b"a message")).expect("sent");
+            let mut got = [0u8; 9];
+            tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
+                .await
+                .expect("the bytes reached the other end within 5 s")
+                .expect("read");
+            got
+        });
+        assert_eq!(&received, b"a message");
+    }
 }

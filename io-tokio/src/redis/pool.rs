@@ -528,6 +528,12 @@ enum Ended {
     Closed(ConnectionError),
 }
 
+/// Writes `bytes` and flushes them out of the stream's own buffers.
+async fn write_flushed<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// Serves jobs on one connection until it closes.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     clock: &Clock,
@@ -549,7 +555,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         out.clear();
         while conn.poll_transmit(&mut out).is_some() {}
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+        // Flushed too: a TLS stream may keep the tail of what it accepted.
+        if !out.is_empty() && write_flushed(&mut stream, &out).await.is_err() {
             conn.handle_disconnect(clock.now());
         }
         while let Some(event) = conn.poll_event() {
