@@ -42,7 +42,7 @@ use effectful::effect::{
     MessagingResponse, MetricsRequest, MetricsResponse, NegativeAcknowledge, QueryMetrics, Request,
     Response, WaitRoomMessages,
 };
-use effectful::memory::{Handled, Services};
+use effectful::memory::{Handled, Performer, Services};
 use effectful::{EffectId, Family, ProgramId, Std, Time};
 use rustc_hash::FxHashMap;
 
@@ -272,6 +272,11 @@ impl<F: SplitStd> MemoryInterpreter<F>
 where
     F::Response: Send,
 {
+    /// This shard, as the services tell programs of different shards apart.
+    fn engine(&self) -> u32 {
+        u32::try_from(self.shard).unwrap_or(u32::MAX)
+    }
+
     /// Wakes waiting consumers at `at` (a redelivery comes due), from a task of this
     /// shard.
     fn wake_at(&self, at: Time) {
@@ -345,7 +350,8 @@ where
             let answer = self.query_metrics(&world, query);
             return cx.answer(id, Ok(F::embed_response(answer)));
         }
-        match world.services.handle(now, request) {
+        let performer = Performer::of(self.engine(), id);
+        match world.services.handle_from(now, performer, request) {
             Handled::Done(result) => {
                 cx.answer(id, result.map(F::embed_response));
                 if wakes {
@@ -434,6 +440,16 @@ where
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: ProgramId) {
+        if self.database {
+            // An interactive transaction it left open is rolled back, as the
+            // PostgreSQL interpreter does.
+            let performer = Performer {
+                engine: self.engine(),
+                program,
+            };
+            self.world.lock().services.program_ended(performer);
+            return;
+        }
         if !self.messaging {
             return;
         }

@@ -79,17 +79,9 @@ impl InMemory {
         let runtime = world.register(builder(deadline)).build().expect("runtime");
         let results = programs
             .into_iter()
-            .map(|p| {
-                let result = run_on(&runtime, p);
-                // The in-memory world does not hear of programs' ends yet: roll back
-                // what the program left open, as the PostgreSQL interpreter does.
-                world.with(|services| {
-                    for tx in services.database.open_transactions() {
-                        services.database.end_transaction(tx);
-                    }
-                });
-                result
-            })
+            // What a program leaves open the world rolls back when it hears of the
+            // program's end, as the PostgreSQL interpreter does.
+            .map(|p| run_on(&runtime, p))
             .collect();
         runtime.shutdown(Duration::from_secs(1));
         results

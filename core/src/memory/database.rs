@@ -14,7 +14,7 @@ use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, T
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{DEFAULT_WALL_EPOCH, wall_time};
+use super::{DEFAULT_WALL_EPOCH, Performer, wall_time};
 
 mod sql;
 use sql::{SqlFailure, SqlTables};
@@ -117,10 +117,41 @@ impl FakeDatabase {
         self
     }
 
-    /// Answers one Database request at simulated time `now`.
+    /// Answers one Database request at simulated time `now`. A transaction begun
+    /// here belongs to no program: only its `Commit` or `Rollback` (or
+    /// [`end_transaction`](Self::end_transaction)) ends it; drivers use
+    /// [`handle_from`](Self::handle_from).
     pub fn handle(
         &mut self,
         now: Time,
+        request: DatabaseRequest,
+    ) -> Result<DatabaseResponse, EffectError> {
+        self.answer(now, None, request)
+    }
+
+    /// Answers one Database request of `performer`'s program at simulated time
+    /// `now`: an interactive transaction it begins is rolled back by
+    /// [`program_ended`](Self::program_ended) if the program ends first, as the
+    /// PostgreSQL interpreter rolls back a pinned connection's transaction.
+    pub fn handle_from(
+        &mut self,
+        now: Time,
+        performer: Performer,
+        request: DatabaseRequest,
+    ) -> Result<DatabaseResponse, EffectError> {
+        self.answer(now, Some(performer), request)
+    }
+
+    /// `performer`'s program ended: the interactive transactions it began and left
+    /// open are rolled back (returned, oldest first).
+    pub fn program_ended(&mut self, performer: Performer) -> Vec<Transaction> {
+        self.sql.end_program(performer)
+    }
+
+    fn answer(
+        &mut self,
+        now: Time,
+        performer: Option<Performer>,
         request: DatabaseRequest,
     ) -> Result<DatabaseResponse, EffectError> {
         Ok(match request {
@@ -153,7 +184,7 @@ impl FakeDatabase {
             DatabaseRequest::WaitRoomMessages(r) => {
                 DatabaseResponse::WaitRoomMessages(self.room_after(r.after_seq, r.limit).to_vec())
             }
-            request => return self.handle_sql(now, request),
+            request => return self.handle_sql(now, performer, request),
         })
     }
 
@@ -161,6 +192,7 @@ impl FakeDatabase {
     fn handle_sql(
         &mut self,
         now: Time,
+        performer: Option<Performer>,
         request: DatabaseRequest,
     ) -> Result<DatabaseResponse, EffectError> {
         let effect = request.name();
@@ -212,7 +244,7 @@ impl FakeDatabase {
                 })?;
                 DatabaseResponse::Batch(affected)
             }
-            DatabaseRequest::Begin(_) => DatabaseResponse::Begin(self.sql.begin()),
+            DatabaseRequest::Begin(_) => DatabaseResponse::Begin(self.sql.begin(performer)),
             DatabaseRequest::Commit(c) => {
                 self.sql.commit(c.tx).map_err(failed)?;
                 DatabaseResponse::Commit(())
@@ -673,6 +705,44 @@ mod tests {
 
     fn db() -> FakeDatabase {
         FakeDatabase::new(Rng::from_seed(42))
+    }
+
+    fn performer(engine: u32, index: u32) -> Performer {
+        Performer {
+            engine,
+            program: crate::ProgramId {
+                index,
+                generation: 0,
+            },
+        }
+    }
+
+    fn begin(db: &mut FakeDatabase, owner: Option<Performer>) -> Transaction {
+        let request = DatabaseRequest::Begin(crate::effect::Begin {});
+        let answer = match owner {
+            Some(owner) => db.handle_from(Time::ZERO, owner, request),
+            None => db.handle(Time::ZERO, request),
+        };
+        match answer {
+            Ok(DatabaseResponse::Begin(tx)) => tx,
+            other => panic!("expected a transaction, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_programs_end_rolls_back_only_the_transactions_that_program_left_open() {
+        let mut db = db();
+        let (ended, same_index_other_shard) = (performer(0, 1), performer(1, 1));
+        let first = begin(&mut db, Some(ended));
+        let committed = begin(&mut db, Some(ended));
+        let second = begin(&mut db, Some(ended));
+        let others = begin(&mut db, Some(same_index_other_shard));
+        let unowned = begin(&mut db, None);
+        let commit = DatabaseRequest::Commit(crate::effect::Commit { tx: committed });
+        assert!(db.handle_from(Time::ZERO, ended, commit).is_ok());
+        assert_eq!(db.program_ended(ended), vec![first, second]);
+        assert_eq!(db.open_transactions(), vec![others, unowned]);
+        assert_eq!(db.program_ended(ended), vec![]);
     }
 
     fn create(db: &mut FakeDatabase, email: &str) -> User {

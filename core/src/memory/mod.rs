@@ -30,9 +30,10 @@
 //! chat room message, WebSocket effects, which go to the program's client, and
 //! `WaitForShutdown`, which waits for the driver's shutdown.
 
+use crate::effect::Transaction;
 use crate::effect::{ConsumeMessage, WaitRoomMessages, WebSocketRequest};
 use crate::effect::{DatabaseRequest, MessagingRequest, Request, Response, SystemRequest};
-use crate::{EffectError, Rng, Time, Timestamp};
+use crate::{EffectError, EffectId, ProgramId, Rng, Time, Timestamp};
 
 mod auth;
 mod cache;
@@ -58,6 +59,28 @@ pub const DEFAULT_WALL_EPOCH: Timestamp = Timestamp::from_unix_secs(1_767_225_60
 /// The wall-clock instant of simulated time `now`: `wall_epoch + now`, saturating.
 pub fn wall_time(wall_epoch: Timestamp, now: Time) -> Timestamp {
     wall_epoch.saturating_add(now.since_epoch())
+}
+
+/// The program that performed a request, as a driver names it: for what must end
+/// with that program (an interactive transaction). `engine` tells apart programs of
+/// different engines sharing one set of services (a tokio runtime's shards); a
+/// driver with one engine passes 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Performer {
+    /// The engine the program runs on.
+    pub engine: u32,
+    /// The program.
+    pub program: ProgramId,
+}
+
+impl Performer {
+    /// The program that asked for effect `id`, on engine `engine`.
+    pub fn of(engine: u32, id: EffectId) -> Performer {
+        Performer {
+            engine,
+            program: id.program(),
+        }
+    }
 }
 
 /// What [`Services::handle`] made of a request.
@@ -156,8 +179,29 @@ impl Services {
     }
 
     /// Answers `request` at simulated time `now`, or hands it back to the simulator
-    /// (see [`Handled`]).
+    /// (see [`Handled`]). Performed by no program: a transaction it begins stays
+    /// open until its `Commit` or `Rollback`; drivers use
+    /// [`handle_from`](Self::handle_from).
     pub fn handle(&mut self, now: Time, request: Request) -> Handled {
+        self.answer(now, None, request)
+    }
+
+    /// Answers `request` of `performer`'s program at simulated time `now`, or hands
+    /// it back (see [`Handled`]); what must end with the program (an interactive
+    /// transaction) ends when the driver calls
+    /// [`program_ended`](Self::program_ended).
+    pub fn handle_from(&mut self, now: Time, performer: Performer, request: Request) -> Handled {
+        self.answer(now, Some(performer), request)
+    }
+
+    /// `performer`'s program ended, however it ended: the interactive transactions
+    /// it left open are rolled back (as the PostgreSQL interpreter rolls back a
+    /// pinned connection's transaction) and returned.
+    pub fn program_ended(&mut self, performer: Performer) -> Vec<Transaction> {
+        self.database.program_ended(performer)
+    }
+
+    fn answer(&mut self, now: Time, performer: Option<Performer>, request: Request) -> Handled {
         let response = match request {
             Request::WebSocket(request) => return Handled::WebSocket(request),
             Request::Messaging(MessagingRequest::ConsumeMessage(consume)) => {
@@ -169,9 +213,11 @@ impl Services {
             Request::Database(DatabaseRequest::WaitRoomMessages(wait)) => {
                 return Handled::WaitRoom(wait);
             }
-            Request::Database(request) => {
-                self.database.handle(now, request).map(Response::Database)
+            Request::Database(request) => match performer {
+                Some(performer) => self.database.handle_from(now, performer, request),
+                None => self.database.handle(now, request),
             }
+            .map(Response::Database),
             Request::Cache(request) => self.cache.handle(now, request).map(Response::Cache),
             Request::Storage(request) => self.storage.handle(now, request).map(Response::Storage),
             Request::Auth(request) => Ok(Response::Auth(self.auth.handle(

@@ -100,7 +100,7 @@ use effectful::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::fake::Services;
+use crate::fake::{self, Services};
 use crate::fault::Latency;
 use crate::trace::TraceRecord;
 
@@ -450,6 +450,9 @@ where
     }
 
     fn finished(&mut self, program: ProgramId, result: Result<O, ProgramError>) {
+        // What the program left open ends with it (an interactive transaction).
+        self.services
+            .program_ended(fake::Performer { engine: 0, program });
         let Some(connection) = self.by_program.remove(program) else {
             if let Some(job) = self.job_by_program.remove(program) {
                 self.job_finished(job, result);

@@ -25,7 +25,7 @@ use effectful::{EffectError, EffectId, Fx};
 
 use super::queue::Event;
 use super::{SimFamily, Simulation};
-use crate::fake::{Consumed, Handled};
+use crate::fake::{Consumed, Handled, Performer};
 use crate::fault::Latency;
 
 impl<O, P, Fut, F> Simulation<O, P, F>
@@ -59,7 +59,10 @@ where
         let lost_rate = self.config.faults.lost_answer_rate.for_request(&request);
         let messaging = matches!(request, Request::Messaging(_));
         let database = matches!(request, Request::Database(_));
-        match self.services.handle(now, request) {
+        match self
+            .services
+            .handle_from(now, Performer::of(0, id), request)
+        {
             Handled::Done(result) => {
                 if !self.lose_answer(id, lost_rate) {
                     self.schedule(now + response_leg, Event::Deliver { id, result });

@@ -141,3 +141,67 @@ fn stepping_reaches_the_same_end_as_running() {
     assert_eq!(stepped.run(), report);
     assert_eq!(first_divergence(run.trace(), stepped.trace()), None);
 }
+
+/// A job that begins a transaction, inserts `name` in it and ends without a commit:
+/// by returning, or by panicking.
+async fn abandons(name: &'static str, panics: bool, fx: Fx) -> Result<u64, EffectError> {
+    let tx = fx.perform(Begin {}).await?;
+    let inserted = fx
+        .perform(
+            Execute::new(
+                "INSERT INTO points (name) VALUES ($1)",
+                vec![SqlValue::Text(name.into())],
+            )
+            .within(tx),
+        )
+        .await?;
+    assert!(!panics, "{name} panics inside its transaction");
+    Ok(inserted)
+}
+
+#[test]
+fn a_transaction_left_open_is_rolled_back_when_its_program_ends_however_it_ends() {
+    let mut sim = Simulation::without_connections(SimConfig::new(4));
+    sim.spawn_at(Time::ZERO, "setup", |fx: Fx| async move {
+        fx.perform(Execute::new(
+            "CREATE TABLE points (name text PRIMARY KEY)",
+            vec![],
+        ))
+        .await
+    });
+    sim.spawn_at(Time::from_secs(1), "returns", |fx| {
+        abandons("ada", false, fx)
+    });
+    sim.spawn_at(Time::from_secs(2), "panics", |fx| abandons("bob", true, fx));
+    // Were either left open, this insert would meet its uncommitted write.
+    let check = sim.spawn_at(Time::from_secs(3), "check", |fx: Fx| async move {
+        fx.perform(Execute::new(
+            "INSERT INTO points (name) VALUES ('ada'), ('bob')",
+            vec![],
+        ))
+        .await?;
+        let rows = fx
+            .perform(Query::new("SELECT count(*) FROM points", vec![]))
+            .await?;
+        match rows.rows.as_slice() {
+            [row] => match row.as_slice() {
+                [SqlValue::Int(n)] => Ok(*n as u64),
+                other => panic!("count(*) gave {other:?}"),
+            },
+            other => panic!("count(*) gave {other:?}"),
+        }
+    });
+    let report = sim.run();
+    assert_eq!(report.unfinished, 0);
+    assert!(matches!(sim.job_results()[1], Some(Ok(Ok(1)))));
+    assert!(matches!(
+        sim.job_results()[2],
+        Some(Err(ProgramError::Panicked { .. }))
+    ));
+    assert!(
+        matches!(sim.job_results()[check as usize], Some(Ok(Ok(2)))),
+        "the check: {:?}",
+        sim.job_results()[check as usize]
+    );
+    assert!(sim.services().database.open_transactions().is_empty());
+}

@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 
 use crate::effect::sqlstate::{NOT_NULL_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{SqlMigration, SqlValue, Transaction, USER_MIGRATIONS_TABLE};
+use crate::memory::Performer;
 use crate::{Excerpt, Timestamp};
 
 /// `feature_not_supported`: what the simulator answers outside its subset.
@@ -125,6 +126,8 @@ struct OpenTx {
     /// Each table written, as it was before (`None`: it did not exist).
     saved: BTreeMap<String, Option<Table>>,
     failed: bool,
+    /// Who began it (an interactive one): it is rolled back when that program ends.
+    owner: Option<Performer>,
 }
 
 /// Users' own tables, their open transactions and the migrations ledger.
@@ -170,11 +173,32 @@ impl SqlTables {
         result
     }
 
-    /// Begins an interactive transaction.
-    pub(crate) fn begin(&mut self) -> Transaction {
+    /// Begins a transaction, owned by `owner` when a program began it.
+    pub(crate) fn begin(&mut self, owner: Option<Performer>) -> Transaction {
         self.next_tx += 1;
-        self.open.insert(self.next_tx, OpenTx::default());
+        let open = OpenTx {
+            owner,
+            ..OpenTx::default()
+        };
+        self.open.insert(self.next_tx, open);
         Transaction(self.next_tx)
+    }
+
+    /// Rolls back every transaction `owner` began and left open (its program
+    /// ended): they are the ones returned.
+    pub(crate) fn end_program(&mut self, owner: Performer) -> Vec<Transaction> {
+        let ended: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, t)| t.owner == Some(owner))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ended {
+            if let Some(open) = self.open.remove(&id) {
+                self.restore(open);
+            }
+        }
+        ended.into_iter().map(Transaction).collect()
     }
 
     /// Commits `tx`; a failed one rolls back and fails.
@@ -215,7 +239,7 @@ impl SqlTables {
         now: Timestamp,
         statements: &[(String, Vec<SqlValue>)],
     ) -> std::result::Result<Vec<u64>, (usize, SqlFailure)> {
-        let tx = self.begin();
+        let tx = self.begin(None);
         let mut affected = Vec::with_capacity(statements.len());
         for (i, (sql, params)) in statements.iter().enumerate() {
             match self.run(now, sql, params, Some(tx)) {
@@ -244,7 +268,7 @@ impl SqlTables {
                 format!("two migrations have version {}", w[0].version),
             ));
         }
-        let tx = self.begin();
+        let tx = self.begin(None);
         let result = self.migrate_within(now, tx, &ordered);
         match &result {
             Ok(_) => self.commit(tx)?,
@@ -1684,7 +1708,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, OUT_OF_RANGE);
-        let tx = db.begin();
+        let tx = db.begin(None);
         db.run(
             at(),
             "INSERT INTO t (name) VALUES ($1)",
@@ -1707,7 +1731,7 @@ mod tests {
     #[test]
     fn a_table_written_by_an_open_transaction_is_off_limits_to_others() {
         let mut db = table();
-        let tx = db.begin();
+        let tx = db.begin(None);
         db.run(
             at(),
             "INSERT INTO t (name) VALUES ($1)",
