@@ -43,6 +43,7 @@ pub mod entropy;
 pub mod interpreter;
 #[cfg(feature = "memory")]
 pub mod memory;
+mod migrations;
 mod offload;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -59,6 +60,9 @@ pub mod tls;
 
 pub use clock::Clock;
 pub use interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd};
+pub use migrations::{
+    MAX_MIGRATION_FILE_BYTES, MAX_MIGRATION_FILES, MigrationDirError, migrations_from_dir,
+};
 pub use offload::{CpuPool, Offloaded};
 pub use runtime::{
     BuildError, Handle, JoinHandle, Runtime, RuntimeBuilder, ShutdownReport, SpawnError,

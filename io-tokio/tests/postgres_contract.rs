@@ -257,3 +257,64 @@ fn concurrent_migrators_apply_each_migration_once() {
         ])
     );
 }
+
+/// Migrations read from a directory of SQL files apply once, in version order, on
+/// PostgreSQL and on the in-memory database alike; a file added later applies on
+/// the next run.
+#[test]
+fn migrations_from_a_directory_apply_once_on_postgres_and_in_memory() {
+    let dir = std::env::temp_dir().join(format!("effectful-migrate-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let write = |name: &str, sql: &str| std::fs::write(dir.join(name), sql).expect("written");
+    write(
+        "0001_points.sql",
+        "CREATE TABLE points (name text PRIMARY KEY, total bigint NOT NULL);",
+    );
+    write(
+        "0002_seed.sql",
+        "INSERT INTO points (name, total) VALUES ('ada', 1);\n\
+         INSERT INTO points (name, total) VALUES ('bob', 2);",
+    );
+    write("README.md", "How to add a migration: not SQL, left alone.");
+    let first = effectful_tokio::migrations_from_dir(&dir).expect("read");
+    write(
+        "0003_more.sql",
+        "UPDATE points SET total = total + 10 WHERE name = 'ada';",
+    );
+    let later = effectful_tokio::migrations_from_dir(&dir).expect("read again");
+    std::fs::remove_dir_all(&dir).expect("removed");
+    let migrating = move || {
+        let (first, later) = (first.clone(), later.clone());
+        program(move |fx| async move {
+            let mut seen = Vec::new();
+            for migrate in [first.clone(), first, later.clone(), later] {
+                let applied = fx.perform(migrate).await.expect("migrated");
+                seen.push(format!("applied {applied:?}"));
+            }
+            let rows = fx
+                .perform(Query::new(
+                    "SELECT name, total FROM points ORDER BY name",
+                    vec![],
+                ))
+                .await
+                .expect("the points");
+            for row in rows.rows {
+                seen.push(format!("{row:?}"));
+            }
+            seen
+        })
+    };
+    let expected = vec![
+        "applied [1, 2]",
+        "applied []",
+        "applied [3]",
+        "applied []",
+        "[Text(\"ada\"), Int(11)]",
+        "[Text(\"bob\"), Int(2)]",
+    ];
+    let on_postgres = on_postgres("migrate_dir", (1, 2), None, vec![migrating()]);
+    assert_eq!(on_postgres[0].as_ref().expect("ran"), &expected);
+    let in_memory = InMemory::run_all(None, vec![migrating()]);
+    assert_eq!(in_memory[0].as_ref().expect("ran"), &expected);
+}

@@ -293,6 +293,118 @@ pub struct SqlMigration {
     pub sql: String,
 }
 
+impl SqlMigration {
+    /// The migration in file `file_name` (its name only, not a path) holding `sql`:
+    /// `0002_add_points.sql` is version 2, named `add_points`. The name is a version
+    /// (decimal digits, leading zeros allowed), `_`, a non-empty description, and
+    /// `.sql`.
+    ///
+    /// ```
+    /// use effectful::effect::SqlMigration;
+    ///
+    /// let m = SqlMigration::from_file("0002_add_points.sql", "ALTER TABLE ...").unwrap();
+    /// assert_eq!((m.version, m.name.as_str()), (2, "add_points"));
+    /// assert!(SqlMigration::from_file("add_points.sql", "").is_err());
+    /// ```
+    pub fn from_file(
+        file_name: &str,
+        sql: impl Into<String>,
+    ) -> Result<SqlMigration, MigrationFileError> {
+        let bad = |why: &'static str| MigrationFileError::BadName {
+            file: file_name.to_owned(),
+            why,
+        };
+        let stem = file_name
+            .strip_suffix(".sql")
+            .ok_or_else(|| bad("it does not end with .sql"))?;
+        let (version, name) = stem
+            .split_once('_')
+            .ok_or_else(|| bad("write VERSION_DESCRIPTION.sql, e.g. 0002_add_points.sql"))?;
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(
+                "it does not start with a version number, e.g. 0002_add_points.sql",
+            ));
+        }
+        if name.is_empty() {
+            return Err(bad(
+                "the description after the version is empty, e.g. 0002_add_points.sql",
+            ));
+        }
+        let version = version
+            .parse::<i64>()
+            .map_err(|_| bad("its version is too large (at most 9223372036854775807)"))?;
+        Ok(SqlMigration {
+            version,
+            name: name.to_owned(),
+            sql: sql.into(),
+        })
+    }
+}
+
+impl Migrate {
+    /// The migrations in `files`, each a file name (not a path) and its SQL, as
+    /// [`SqlMigration::from_file`] reads them; two files of one version are refused.
+    pub fn from_files<N, S>(
+        files: impl IntoIterator<Item = (N, S)>,
+    ) -> Result<Migrate, MigrationFileError>
+    where
+        N: AsRef<str>,
+        S: Into<String>,
+    {
+        let mut named: Vec<(String, SqlMigration)> = Vec::new();
+        for (file, sql) in files {
+            let file = file.as_ref();
+            named.push((file.to_owned(), SqlMigration::from_file(file, sql)?));
+        }
+        named.sort_by(|a, b| (a.1.version, &a.0).cmp(&(b.1.version, &b.0)));
+        if let Some(w) = named.windows(2).find(|w| w[0].1.version == w[1].1.version) {
+            return Err(MigrationFileError::SameVersion {
+                version: w[0].1.version,
+                files: [w[0].0.clone(), w[1].0.clone()],
+            });
+        }
+        Ok(Migrate {
+            migrations: named.into_iter().map(|(_, m)| m).collect(),
+        })
+    }
+}
+
+/// Why migration files were refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MigrationFileError {
+    /// A file's name is not `VERSION_DESCRIPTION.sql`.
+    BadName {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Two files have one version.
+    SameVersion {
+        /// The version.
+        version: i64,
+        /// The two files.
+        files: [String; 2],
+    },
+}
+
+impl fmt::Display for MigrationFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrationFileError::BadName { file, why } => {
+                write!(f, "migration file {file:?}: {why}")
+            }
+            MigrationFileError::SameVersion { version, files } => write!(
+                f,
+                "migration files {:?} and {:?} both have version {version}; versions are never reused",
+                files[0], files[1]
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MigrationFileError {}
+
 /// Applies the migrations not applied yet, in version order, each once, recorded
 /// in the table `effectful_user_migrations` (version, name, applied_at). Output: the
 /// versions applied by this call (empty when all were applied before).
@@ -521,6 +633,48 @@ pub fn is_transaction_control(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migration_files_are_read_by_name_and_bad_names_say_what_is_wrong() {
+        let m = SqlMigration::from_file("0010_add_points_table.sql", "CREATE TABLE p ()").unwrap();
+        assert_eq!(
+            (m.version, m.name.as_str(), m.sql.as_str()),
+            (10, "add_points_table", "CREATE TABLE p ()")
+        );
+        for (file, says) in [
+            ("0001_points.SQL", "does not end with .sql"),
+            ("0001-points.sql", "VERSION_DESCRIPTION"),
+            ("points_0001.sql", "does not start with a version"),
+            ("_points.sql", "does not start with a version"),
+            ("+1_points.sql", "does not start with a version"),
+            ("0001_.sql", "description after the version is empty"),
+            ("99999999999999999999_big.sql", "too large"),
+        ] {
+            let error = SqlMigration::from_file(file, "").unwrap_err().to_string();
+            assert!(
+                error.contains(file) && error.contains(says),
+                "{file}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_from_files_orders_by_version_and_refuses_a_version_twice() {
+        let migrate =
+            Migrate::from_files([("0002_b.sql", "B"), ("0001_a.sql", "A"), ("10_c.sql", "C")])
+                .unwrap();
+        let versions: Vec<i64> = migrate.migrations.iter().map(|m| m.version).collect();
+        assert_eq!(versions, vec![1, 2, 10]);
+        let error = Migrate::from_files([("0002_b.sql", "B"), ("2_again.sql", "B2")]).unwrap_err();
+        assert_eq!(
+            error,
+            MigrationFileError::SameVersion {
+                version: 2,
+                files: ["0002_b.sql".into(), "2_again.sql".into()],
+            }
+        );
+        assert!(error.to_string().contains("both have version 2"));
+    }
 
     #[test]
     fn a_row_reads_by_name_and_position_and_names_a_mismatch() {
