@@ -1,7 +1,7 @@
 //! The prepared-statement cache: one named statement per (SQL, parameter types), kept
 //! on the server and reused, the least recently used closed to make room.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use super::row::Column;
@@ -59,8 +59,8 @@ pub(crate) struct StatementCache {
 impl StatementCache {
     pub(crate) fn new(capacity: usize) -> StatementCache {
         StatementCache {
-            by_name: HashMap::new(),
-            by_sql: HashMap::new(),
+            by_name: HashMap::default(),
+            by_sql: HashMap::default(),
             capacity,
             next_name: 0,
             clock: 0,

@@ -7,7 +7,9 @@
 //! first connection to start runs the [migrations](super::database::MIGRATIONS)
 //! before any work is handed out.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::Hash;
 
 use bytes::Bytes;
@@ -309,16 +311,16 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             config,
             pool,
             conns: BTreeMap::new(),
-            jobs: HashMap::new(),
-            acquires: HashMap::new(),
+            jobs: HashMap::default(),
+            acquires: HashMap::default(),
             outputs: VecDeque::new(),
             migrating: None,
             parked: Vec::new(),
-            riders: HashMap::new(),
+            riders: HashMap::default(),
             held: Vec::new(),
             listener: Listener::Idle,
             room: Room::default(),
-            room_leaders: HashMap::new(),
+            room_leaders: HashMap::default(),
             pinned: pinned::Pinned::default(),
             now,
         };
@@ -624,7 +626,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                             pg: None,
                             opened: false,
                             parked: false,
-                            queries: HashMap::new(),
+                            queries: HashMap::default(),
                             timed_out: Vec::new(),
                         },
                     );

@@ -3,7 +3,9 @@
 
 mod config;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 
 pub use config::PoolConfig;
 
@@ -189,7 +191,7 @@ impl Pool {
             config,
             slots: BTreeMap::new(),
             waiters: VecDeque::new(),
-            grants: HashMap::new(),
+            grants: HashMap::default(),
             events: VecDeque::new(),
             next_conn: 0,
             next_acquire: 0,

@@ -8,7 +8,7 @@
 //! every `Begin` of the program), and a transaction still open then is rolled back
 //! before its connection goes back to the pool.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::Hash;
 
 use super::{Output, PgService, Reply, Role};
@@ -37,10 +37,10 @@ impl<K> Default for Pinned<K> {
     fn default() -> Self {
         Pinned {
             next_tx: 0,
-            waiting: HashMap::new(),
-            txs: HashMap::new(),
-            begins: HashMap::new(),
-            sessions: HashMap::new(),
+            waiting: HashMap::default(),
+            txs: HashMap::default(),
+            begins: HashMap::default(),
+            sessions: HashMap::default(),
         }
     }
 }
