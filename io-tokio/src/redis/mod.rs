@@ -7,8 +7,9 @@
 //! One [`RedisBackend`] per process holds the pool (at most `REDIS_MAX_CONNECTIONS`
 //! pipelined connections, default 10, on an IO thread of their own) and the adapter.
 //! [`RedisBackend::register`] gives every shard a [`RedisInterpreter`] sharing them:
-//! each effect becomes one command, handed to a connection round robin; its reply
-//! comes back to the effect's shard through the shard's [`Replier`].
+//! each effect becomes one command (a Cache read: one `GET`), and the commands of one
+//! engine drain go to one connection together (round robin), in one write; each
+//! reply comes back to the effect's shard through the shard's [`Replier`].
 //!
 //! # Failures
 //! - A command not answered within the operation timeout (default 5 s) fails its
