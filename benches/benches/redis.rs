@@ -2,12 +2,12 @@
 //!
 //! - `redis/pipelined_get/effectful`: 64 `GetCachedValue` effects in flight at once
 //!   from one program, the whole way a user's effects go: engine, shard, the Cache
-//!   adapter (one `EVAL` per effect: the read script that tells expired from not
-//!   found), the pool (one connection), the connection's pipelining, and back;
+//!   adapter (one `GET` per effect, the value behind its expiry header), the pool
+//!   (one connection), the connection's pipelining, and back;
 //! - `redis/pipelined_get/effectful_pool`: 64 plain `GET`s in flight through the same
-//!   pool directly (no engine, no script): the client's own cost;
+//!   pool directly (no engine, no adapter): the client's own cost;
 //! - `redis/pipelined_get/redis_rs`: 64 `GET`s in flight on one redis-rs multiplexed
-//!   connection (tokio);
+//!   connection (tokio), of the same keys;
 //! - `redis/decode/*`: the replies of 64 GETs (100-byte values) decoded by the core's
 //!   scanner and decoder, beside the bare `redis-protocol` RESP2 decoder.
 //!
@@ -153,9 +153,9 @@ fn pipelined_get(c: &mut Criterion) {
     group.finish();
 
     let mut del = redis::cmd("DEL");
-    for k in &raw_keys {
-        del.arg(k);
-        del.arg(backend.cache().marker_key(&k[prefix().len()..]));
+    for k in &keys {
+        del.arg(backend.cache().redis_key(k));
+        del.arg(backend.cache().marker_key(k));
     }
     let _: Result<i64, _> = io.block_on(del.query_async(&mut conn));
     runtime.shutdown(Duration::from_secs(1));

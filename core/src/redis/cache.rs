@@ -2,18 +2,33 @@
 //! and its reply becomes the [`CacheResponse`], with the fake's semantics
 //! ([`FakeCache`](crate::memory::FakeCache)).
 //!
-//! # Keys
-//! A key `k` of the effects lives at `{prefix}k` (profiles at
-//! `{prefix}profile:{id}`, as [`profile_key`] names them). Its *expiry marker* lives at
-//! `{prefix}~expired:k`: user keys starting with `~expired:` are reserved.
+//! # Keys and values
+//! The value of a key `k` of the effects lives at `{prefix}~v1:k` (profiles under
+//! the key `profile:{id}`, as [`profile_key`] names them), stored behind a short
+//! header: `{expiry},{ttl}:` (the expiry instant in Unix milliseconds of the
+//! server's clock, the time to live in milliseconds), or `:` for a value without a
+//! time to live. Its *expiry marker* lives at `{prefix}~expired:k`. The two
+//! namespaces cannot meet, so every user key is allowed.
+//!
+//! Values written by the layout before this one (raw, at `{prefix}k`) are never
+//! read: they read as `NotFound` (a cache miss, so cache-aside reloads them), and
+//! those with a time to live expire on their own.
+//!
+//! # Reads: one `GET`
+//! A read is a plain `GET` of the value key, so a hit costs the server no more than
+//! any `GET` (no script). The remaining time to live comes from the header, judged
+//! at the effect's time (the `now` given to [`response`](CacheAdapter::response)),
+//! clamped to the value's time to live and rounded up to whole seconds (a live key
+//! never reports 0); it is exact while the driver's clock and the server's agree.
 //!
 //! # Not found, expired, evicted
 //! Redis forgets a key when its time to live runs out, so it cannot tell "expired"
 //! from "never stored" by itself. A write with a time to live also writes the marker,
 //! holding the value's expiry instant (server time, in milliseconds), with a time to
 //! live [`expired_memory`](CacheAdapter::expired_memory) longer than the value's. A
-//! read runs one Lua script, atomically: the value and its `PTTL` if it is there;
-//! otherwise it takes the marker away (`GETDEL`) and answers
+//! `GET` that finds nothing is followed by one Lua script that decides, atomically:
+//! the value if it is there now (written meanwhile); otherwise it takes the marker
+//! away (`GETDEL`) and answers
 //! - [`MissReason::Expired`] if the marker's instant has passed (so an expired key
 //!   reads once as `Expired`, then as `NotFound`, as in the fake);
 //! - [`MissReason::Evicted`] if it has not (the server dropped the value early:
@@ -29,20 +44,27 @@
 //! A time to live of 0 is refused before anything is sent, as `SET ... EX 0` is
 //! (`Service { code: "ERR" }`, not retryable), and so is one over
 //! [`MAX_TTL_SECONDS`]. Server errors keep their code; a timeout and a lost
-//! connection are retryable ([`command_error`]).
+//! connection are retryable ([`command_error`]). A value that is not in the format
+//! above (written under the key by something else) is a protocol error naming it.
 //!
 //! ```
+//! use effectful::Timestamp;
 //! use effectful::effect::{CacheRequest, CacheResponse, CacheLookup, GetCachedValue};
-//! use effectful::redis::{CacheAdapter, Value};
+//! use effectful::redis::{CacheAdapter, CacheStep, Value};
 //!
 //! let cache = CacheAdapter::new("app:");
 //! let request = CacheRequest::GetCachedValue(GetCachedValue { key: "greeting".into() });
 //! let (command, pending) = cache.command(&request).unwrap();
-//! assert_eq!(command.name(), b"EVAL");
-//! let reply = Value::Array(vec![Value::Bulk(b"hi".to_vec()), Value::Int(1500)]);
+//! assert_eq!(command.name(), b"GET");
+//! // Stored at 1 000 000 ms with a 10 s time to live; read 8.5 s later.
+//! let reply = Value::Bulk(b"1010000,10000:hi".to_vec());
+//! let now = Timestamp::from_unix_micros(1_001_500_000);
 //! assert_eq!(
-//!     cache.response(pending, Ok(reply)).unwrap(),
-//!     CacheResponse::GetCachedValue(CacheLookup::Hit { value: b"hi".to_vec(), ttl_remaining: Some(2) }),
+//!     cache.response(pending, Ok(reply), now),
+//!     CacheStep::Answer(Ok(CacheResponse::GetCachedValue(CacheLookup::Hit {
+//!         value: b"hi".to_vec(),
+//!         ttl_remaining: Some(9),
+//!     }))),
 //! );
 //! ```
 
@@ -57,13 +79,13 @@ use crate::effect::{
     CacheLookup, CacheRequest, CacheResponse, CommandReply, EXPIRED_MEMORY_SECONDS,
     GetCachedProfile, MAX_TTL_SECONDS, MissReason, ProfileData, profile_key,
 };
-use crate::{EffectError, ErrorKind};
+use crate::{EffectError, ErrorKind, Timestamp};
 
-/// Reads a value: `{value, pttl}` on a hit, else 0 (not found), 1 (expired),
-/// 2 (evicted). KEYS: value, marker.
-const GET_SCRIPT: &str = "\
+/// After a `GET` found nothing: the stored value if it is there now, else 0 (not
+/// found), 1 (expired), 2 (evicted). KEYS: value, marker.
+const MISS_SCRIPT: &str = "\
 local v = redis.call('GET', KEYS[1])
-if v then return {v, redis.call('PTTL', KEYS[1])} end
+if v then return v end
 local m = redis.call('GETDEL', KEYS[2])
 if not m then return 0 end
 local t = redis.call('TIME')
@@ -71,19 +93,20 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now >= tonumber(m) then return 1 end
 return 2";
 
-/// Writes a value. KEYS: value, marker. ARGV: value, ttl in ms ('' for none), how
-/// long the marker outlives the value in ms.
+/// Writes a value behind its header. KEYS: value, marker. ARGV: value, ttl in ms
+/// ('' for none), how long the marker outlives the value in ms.
 const PUT_SCRIPT: &str = "\
 if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[1], ':' .. ARGV[1])
   redis.call('DEL', KEYS[2])
   return 1
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], string.format('%d', now + ttl), 'PX', string.format('%d', ttl + tonumber(ARGV[3])))
+local at = string.format('%d', now + ttl)
+redis.call('SET', KEYS[1], at .. ',' .. ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], at, 'PX', string.format('%d', ttl + tonumber(ARGV[3])))
 return 1";
 
 /// Forgets a value and its marker; answers whether the value was there.
@@ -93,8 +116,13 @@ local n = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
 return n";
 
+/// What the value key of `k` is called, after the prefix (the version of the value
+/// format: values of another layout are never read as this one's).
+const VALUE: &str = "~v1:";
 /// What the marker key of `k` is called, after the prefix.
 const MARKER: &str = "~expired:";
+/// The longest header: two decimal `i64`s, a comma and a colon.
+const MAX_HEADER: usize = 20 + 1 + 20 + 1;
 
 /// Turns Cache effects into Redis commands and replies into answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,13 +141,31 @@ pub struct CachePending {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
-    GetProfile(Uuid),
-    GetValue(String),
+    /// `fallback`: the reply is the miss script's, not the `GET`'s.
+    GetProfile {
+        user_id: Uuid,
+        fallback: bool,
+    },
+    GetValue {
+        key: String,
+        fallback: bool,
+    },
     PutProfile,
     PutValue,
     DeleteProfile,
     Invalidate,
     Command,
+}
+
+/// What to do with a reply: answer the effect, or send one more command (a read
+/// that found nothing asks the server why) and read its reply the same way.
+#[derive(Debug, PartialEq)]
+pub enum CacheStep {
+    /// The effect's answer.
+    Answer(Result<CacheResponse, EffectError>),
+    /// Send this command for the same effect; its reply goes to
+    /// [`CacheAdapter::response`] with this pending.
+    Send(Command, CachePending),
 }
 
 impl CachePending {
@@ -156,10 +202,11 @@ impl CacheAdapter {
         &self.prefix
     }
 
-    /// The Redis key of the effects' key `key`.
+    /// The Redis key of the effects' key `key` (its value, behind the header).
     pub fn redis_key(&self, key: &str) -> String {
-        let mut out = String::with_capacity(self.prefix.len() + key.len());
+        let mut out = String::with_capacity(self.prefix.len() + VALUE.len() + key.len());
         out.push_str(&self.prefix);
+        out.push_str(VALUE);
         out.push_str(key);
         out
     }
@@ -180,12 +227,18 @@ impl CacheAdapter {
         let pending = |op| CachePending { effect, op };
         Ok(match request {
             CacheRequest::GetCachedProfile(r) => (
-                self.script(GET_SCRIPT, &profile_key(r.user_id)),
-                pending(Op::GetProfile(r.user_id)),
+                self.get(&profile_key(r.user_id)),
+                pending(Op::GetProfile {
+                    user_id: r.user_id,
+                    fallback: false,
+                }),
             ),
             CacheRequest::GetCachedValue(r) => (
-                self.script(GET_SCRIPT, &r.key),
-                pending(Op::GetValue(r.key.clone())),
+                self.get(&r.key),
+                pending(Op::GetValue {
+                    key: r.key.clone(),
+                    fallback: false,
+                }),
             ),
             CacheRequest::PutCachedProfile(r) => {
                 let json = serde_json::to_vec(&r.profile).map_err(|e| {
@@ -222,14 +275,103 @@ impl CacheAdapter {
         })
     }
 
-    /// The answer to the request `pending` came from, given its command's reply.
+    /// What to do with the reply to the command of `pending`: the effect's answer,
+    /// or one more command to send (after a read that found nothing). `now` is the
+    /// effect's time on the driver's wall clock: a hit's remaining time to live is
+    /// judged at it.
     pub fn response(
         &self,
         pending: CachePending,
         reply: Result<Value, CommandError>,
+        now: Timestamp,
+    ) -> CacheStep {
+        match pending.op {
+            Op::GetValue { key, fallback } => {
+                match self.lookup(pending.effect, &key, fallback, reply, now) {
+                    Lookup::Done(lookup) => {
+                        CacheStep::Answer(lookup.map(CacheResponse::GetCachedValue))
+                    }
+                    Lookup::Ask(command) => CacheStep::Send(
+                        command,
+                        CachePending {
+                            effect: pending.effect,
+                            op: Op::GetValue {
+                                key,
+                                fallback: true,
+                            },
+                        },
+                    ),
+                }
+            }
+            Op::GetProfile { user_id, fallback } => {
+                let key = profile_key(user_id);
+                match self.lookup(pending.effect, &key, fallback, reply, now) {
+                    Lookup::Done(lookup) => CacheStep::Answer(
+                        lookup
+                            .and_then(|l| profile(l, &key))
+                            .map(CacheResponse::GetCachedProfile),
+                    ),
+                    Lookup::Ask(command) => CacheStep::Send(
+                        command,
+                        CachePending {
+                            effect: pending.effect,
+                            op: Op::GetProfile {
+                                user_id,
+                                fallback: true,
+                            },
+                        },
+                    ),
+                }
+            }
+            op => CacheStep::Answer(self.other_response(pending.effect, op, reply)),
+        }
+    }
+
+    /// A read's reply: the lookup, or the miss script to send after a `GET` that
+    /// found nothing.
+    fn lookup(
+        &self,
+        effect: &'static str,
+        key: &str,
+        fallback: bool,
+        reply: Result<Value, CommandError>,
+        now: Timestamp,
+    ) -> Lookup {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => return Lookup::Done(Err(command_error(effect, &e))),
+        };
+        let reason = match (reply, fallback) {
+            (Value::Bulk(stored), _) => {
+                return Lookup::Done(stored_value(stored, now).ok_or_else(|| {
+                    EffectError::new(
+                        effect,
+                        ErrorKind::Protocol,
+                        format!("the value under {key} is not in the cache's format"),
+                    )
+                    .with_retryable(false)
+                }));
+            }
+            (Value::Nil, false) => return Lookup::Ask(self.script(MISS_SCRIPT, key)),
+            (Value::Int(0), true) => MissReason::NotFound,
+            (Value::Int(1), true) => MissReason::Expired,
+            (Value::Int(2), true) => MissReason::Evicted,
+            (other, _) => return Lookup::Done(Err(unexpected(effect, &other))),
+        };
+        Lookup::Done(Ok(CacheLookup::Miss {
+            key: key.to_owned(),
+            reason,
+        }))
+    }
+
+    /// The answer to a request other than a read.
+    fn other_response(
+        &self,
+        effect: &'static str,
+        op: Op,
+        reply: Result<Value, CommandError>,
     ) -> Result<CacheResponse, EffectError> {
-        let effect = pending.effect;
-        if pending.op == Op::Command {
+        if op == Op::Command {
             return match reply {
                 Ok(value) => Ok(CacheResponse::RedisCommand(command_reply(value))),
                 Err(CommandError::Server(e)) if !e.is_retryable() => Ok(
@@ -239,67 +381,38 @@ impl CacheAdapter {
             };
         }
         let reply = reply.map_err(|e| command_error(effect, &e))?;
-        let unexpected = || {
-            EffectError::new(
-                effect,
-                ErrorKind::Protocol,
-                format!("unexpected reply from Redis: {}", describe(&reply)),
-            )
-            .with_retryable(false)
-        };
-        Ok(match pending.op {
-            Op::GetValue(key) => {
-                CacheResponse::GetCachedValue(read_lookup(&reply, key, unexpected)?)
-            }
-            Op::GetProfile(user_id) => {
-                let lookup = read_lookup(&reply, profile_key(user_id), unexpected)?;
-                CacheResponse::GetCachedProfile(match lookup {
-                    CacheLookup::Miss { key, reason } => CacheLookup::Miss { key, reason },
-                    CacheLookup::Hit {
-                        value,
-                        ttl_remaining,
-                    } => match serde_json::from_slice::<ProfileData>(&value) {
-                        Ok(value) => CacheLookup::Hit {
-                            value,
-                            ttl_remaining,
-                        },
-                        Err(e) => {
-                            return Err(EffectError::new(
-                                <GetCachedProfile as crate::Effect<crate::Std>>::NAME,
-                                ErrorKind::Protocol,
-                                format!(
-                                    "the value under {} is not a profile: {e}",
-                                    profile_key(user_id)
-                                ),
-                            ));
-                        }
-                    },
-                })
-            }
+        Ok(match op {
             Op::PutProfile | Op::PutValue => {
                 if reply.as_int() != Some(1) {
-                    return Err(unexpected());
+                    return Err(unexpected(effect, &reply));
                 }
-                if matches!(pending.op, Op::PutProfile) {
+                if op == Op::PutProfile {
                     CacheResponse::PutCachedProfile(())
                 } else {
                     CacheResponse::PutCachedValue(())
                 }
             }
-            // Answered above, before errors become effect errors.
-            Op::Command => return Err(unexpected()),
             Op::DeleteProfile | Op::Invalidate => {
                 let deleted = match reply.as_int() {
                     Some(n @ 0..=1) => n == 1,
-                    _ => return Err(unexpected()),
+                    _ => return Err(unexpected(effect, &reply)),
                 };
-                if matches!(pending.op, Op::DeleteProfile) {
+                if op == Op::DeleteProfile {
                     CacheResponse::DeleteCachedProfile(deleted)
                 } else {
                     CacheResponse::InvalidateCache(deleted)
                 }
             }
+            // Reads and commands are answered above.
+            Op::GetValue { .. } | Op::GetProfile { .. } | Op::Command => {
+                return Err(unexpected(effect, &reply));
+            }
         })
+    }
+
+    /// `GET {value key}`.
+    fn get(&self, key: &str) -> Command {
+        Command::new("GET").arg(self.redis_key(key))
     }
 
     /// `EVAL script 2 {value key} {marker key}`.
@@ -384,35 +497,71 @@ pub fn command_error(effect: &'static str, error: &CommandError) -> EffectError 
     }
 }
 
-/// A reply of the read script.
-fn read_lookup(
-    reply: &Value,
-    key: String,
-    unexpected: impl Fn() -> EffectError,
-) -> Result<CacheLookup<Vec<u8>>, EffectError> {
-    let reason = match reply {
-        Value::Int(0) => MissReason::NotFound,
-        Value::Int(1) => MissReason::Expired,
-        Value::Int(2) => MissReason::Evicted,
-        Value::Array(items) => match items.as_slice() {
-            [value, Value::Int(pttl)] => {
-                let value = value.as_bytes().ok_or_else(&unexpected)?.to_vec();
-                let ttl_remaining = match *pttl {
-                    // -1: no expiry. The key is there, so -2 cannot be.
-                    ms if ms < 0 => None,
-                    // Whole seconds, rounded up: a live key never reports 0.
-                    ms => Some((ms.unsigned_abs().div_ceil(1000)).max(1)),
-                };
-                return Ok(CacheLookup::Hit {
-                    value,
-                    ttl_remaining,
-                });
-            }
-            _ => return Err(unexpected()),
-        },
-        _ => return Err(unexpected()),
+/// What a read's reply leads to.
+enum Lookup {
+    Done(Result<CacheLookup<Vec<u8>>, EffectError>),
+    Ask(Command),
+}
+
+fn unexpected(effect: &'static str, reply: &Value) -> EffectError {
+    EffectError::new(
+        effect,
+        ErrorKind::Protocol,
+        format!("unexpected reply from Redis: {}", describe(reply)),
+    )
+    .with_retryable(false)
+}
+
+/// A hit on a stored value (`{expiry},{ttl}:value` or `:value`), its time to live
+/// judged at `now`; `None` if it is not in that format.
+fn stored_value(mut stored: Vec<u8>, now: Timestamp) -> Option<CacheLookup<Vec<u8>>> {
+    let head = &stored[..stored.len().min(MAX_HEADER)];
+    let colon = memchr::memchr(b':', head)?;
+    let ttl_remaining = if colon == 0 {
+        None
+    } else {
+        let (at, ttl) = std::str::from_utf8(&head[..colon]).ok()?.split_once(',')?;
+        let at: i64 = at.parse().ok()?;
+        let ttl: i64 = ttl.parse().ok()?;
+        if ttl <= 0 {
+            return None;
+        }
+        // The server still holds it, so it is live: at least 1 ms, at most its ttl
+        // (whatever the clocks' skew); whole seconds, rounded up.
+        let left = at.saturating_sub(now.unix_micros().div_euclid(1000));
+        Some(left.clamp(1, ttl).unsigned_abs().div_ceil(1000))
     };
-    Ok(CacheLookup::Miss { key, reason })
+    stored.drain(..=colon);
+    Some(CacheLookup::Hit {
+        value: stored,
+        ttl_remaining,
+    })
+}
+
+/// A read of a profile: its JSON parsed.
+fn profile(
+    lookup: CacheLookup<Vec<u8>>,
+    key: &str,
+) -> Result<CacheLookup<ProfileData>, EffectError> {
+    Ok(match lookup {
+        CacheLookup::Miss { key, reason } => CacheLookup::Miss { key, reason },
+        CacheLookup::Hit {
+            value,
+            ttl_remaining,
+        } => match serde_json::from_slice::<ProfileData>(&value) {
+            Ok(value) => CacheLookup::Hit {
+                value,
+                ttl_remaining,
+            },
+            Err(e) => {
+                return Err(EffectError::new(
+                    <GetCachedProfile as crate::Effect<crate::Std>>::NAME,
+                    ErrorKind::Protocol,
+                    format!("the value under {key} is not a profile: {e}"),
+                ));
+            }
+        },
+    })
 }
 
 /// A short description of an unexpected reply (never the whole value).
@@ -432,7 +581,7 @@ pub(super) fn describe(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effect::{InvalidateCache, PutCachedValue};
+    use crate::effect::{GetCachedValue, InvalidateCache, PutCachedValue};
     use crate::redis::ServerError;
 
     fn adapter() -> CacheAdapter {
@@ -444,6 +593,19 @@ mod tests {
             .parts()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect()
+    }
+
+    const NOW: Timestamp = Timestamp::from_unix_micros(1_000_000_000);
+
+    fn get(key: &str) -> CacheRequest {
+        CacheRequest::GetCachedValue(GetCachedValue { key: key.into() })
+    }
+
+    fn answer(step: CacheStep) -> Result<CacheResponse, EffectError> {
+        match step {
+            CacheStep::Answer(answer) => answer,
+            CacheStep::Send(command, _) => panic!("asked to send {command:?}"),
+        }
     }
 
     #[test]
@@ -458,7 +620,7 @@ mod tests {
         assert_eq!(p[0], "EVAL");
         assert_eq!(
             &p[2..],
-            ["2", "t:k", "t:~expired:k", "v", "7000", "3600000"]
+            ["2", "t:~v1:k", "t:~expired:k", "v", "7000", "3600000"]
         );
     }
 
@@ -483,44 +645,92 @@ mod tests {
     }
 
     #[test]
+    fn a_read_is_one_get_and_only_a_miss_asks_the_server_why() {
+        let a = adapter();
+        let (command, pending) = a.command(&get("k")).expect("a command");
+        assert_eq!(parts(&command), ["GET", "t:~v1:k"]);
+        let CacheStep::Send(why, pending) = a.response(pending, Ok(Value::Nil), NOW) else {
+            panic!("a miss asks why");
+        };
+        assert_eq!(parts(&why)[0], "EVAL");
+        assert_eq!(&parts(&why)[2..], ["2", "t:~v1:k", "t:~expired:k"]);
+        // The script's own answer is final, whatever it is.
+        let e = answer(a.response(pending, Ok(Value::Nil), NOW)).expect_err("odd");
+        assert_eq!(e.kind, ErrorKind::Protocol);
+    }
+
+    #[test]
     fn misses_are_told_apart_and_odd_replies_are_protocol_errors() {
         let a = adapter();
-        let get = CacheRequest::GetCachedValue(crate::effect::GetCachedValue { key: "k".into() });
+        let after_a_miss = || {
+            let (_, pending) = a.command(&get("k")).expect("a command");
+            match a.response(pending, Ok(Value::Nil), NOW) {
+                CacheStep::Send(_, pending) => pending,
+                CacheStep::Answer(a) => panic!("answered {a:?}"),
+            }
+        };
         for (code, reason) in [
             (0, MissReason::NotFound),
             (1, MissReason::Expired),
             (2, MissReason::Evicted),
         ] {
-            let (_, pending) = a.command(&get).expect("a command");
             assert_eq!(
-                a.response(pending, Ok(Value::Int(code)))
-                    .expect("an answer"),
+                answer(a.response(after_a_miss(), Ok(Value::Int(code)), NOW)).expect("an answer"),
                 CacheResponse::GetCachedValue(CacheLookup::Miss {
                     key: "k".into(),
                     reason
                 })
             );
         }
-        let (_, pending) = a.command(&get).expect("a command");
-        let e = a.response(pending, Ok(Value::Int(9))).expect_err("odd");
+        // Written between the GET and the script: a hit.
+        assert_eq!(
+            answer(a.response(after_a_miss(), Ok(Value::Bulk(b":v".to_vec())), NOW)),
+            Ok(CacheResponse::GetCachedValue(CacheLookup::Hit {
+                value: b"v".to_vec(),
+                ttl_remaining: None
+            }))
+        );
+        let e = answer(a.response(after_a_miss(), Ok(Value::Int(9)), NOW)).expect_err("odd");
         assert_eq!(e.kind, ErrorKind::Protocol);
         assert!(e.message.contains("Int(9)"), "{}", e.message);
     }
 
     #[test]
-    fn a_hit_without_expiry_has_no_ttl_and_a_live_key_never_reports_zero() {
+    fn a_hit_without_expiry_has_no_ttl_and_a_live_key_never_reports_zero_or_more_than_its_ttl() {
         let a = adapter();
-        let get = CacheRequest::GetCachedValue(crate::effect::GetCachedValue { key: "k".into() });
-        for (pttl, ttl) in [(-1, None), (1, Some(1)), (1000, Some(1)), (1001, Some(2))] {
-            let (_, pending) = a.command(&get).expect("a command");
-            let reply = Value::Array(vec![Value::Bulk(b"v".to_vec()), Value::Int(pttl)]);
+        let now_ms = NOW.unix_micros() / 1000;
+        for (stored, ttl) in [
+            (":v".to_owned(), None),
+            (format!("{},5000:v", now_ms + 1), Some(1)),
+            (format!("{},5000:v", now_ms + 1000), Some(1)),
+            (format!("{},5000:v", now_ms + 1001), Some(2)),
+            // The server still has it, though our clock says it is over.
+            (format!("{},5000:v", now_ms - 10), Some(1)),
+            // Our clock behind the server's: never more than the ttl.
+            (format!("{},5000:v", now_ms + 60_000), Some(5)),
+        ] {
+            let (_, pending) = a.command(&get("k")).expect("a command");
+            let reply = Value::Bulk(stored.clone().into_bytes());
             assert_eq!(
-                a.response(pending, Ok(reply)).expect("an answer"),
-                CacheResponse::GetCachedValue(CacheLookup::Hit {
+                answer(a.response(pending, Ok(reply), NOW)),
+                Ok(CacheResponse::GetCachedValue(CacheLookup::Hit {
                     value: b"v".to_vec(),
                     ttl_remaining: ttl
-                })
+                })),
+                "{stored}"
             );
+        }
+    }
+
+    #[test]
+    fn a_value_not_in_the_cache_format_is_a_protocol_error_naming_its_key() {
+        let a = adapter();
+        for stored in [&b"raw"[..], b"12:x", b"1,0:x", b"a,b:x", b"1,-5:x", b""] {
+            let (_, pending) = a.command(&get("k")).expect("a command");
+            let e = answer(a.response(pending, Ok(Value::Bulk(stored.to_vec())), NOW))
+                .expect_err("not ours");
+            assert_eq!((e.kind, e.retryable), (ErrorKind::Protocol, false));
+            assert!(e.message.contains("under k "), "{}", e.message);
         }
     }
 
@@ -529,12 +739,12 @@ mod tests {
         let a = adapter();
         let inv = CacheRequest::InvalidateCache(InvalidateCache { key: "k".into() });
         let (_, pending) = a.command(&inv).expect("a command");
-        let e = a
-            .response(
-                pending,
-                Err(CommandError::Server(ServerError::parse("LOADING loading"))),
-            )
-            .expect_err("an error");
+        let e = answer(a.response(
+            pending,
+            Err(CommandError::Server(ServerError::parse("LOADING loading"))),
+            NOW,
+        ))
+        .expect_err("an error");
         assert_eq!(
             e.kind,
             ErrorKind::Service {
@@ -543,9 +753,27 @@ mod tests {
         );
         assert!(e.retryable);
         let (_, pending) = a.command(&inv).expect("a command");
-        let e = a
-            .response(pending, Err(CommandError::ConnectionClosed { sent: true }))
-            .expect_err("an error");
+        let e = answer(a.response(
+            pending,
+            Err(CommandError::ConnectionClosed { sent: true }),
+            NOW,
+        ))
+        .expect_err("an error");
         assert_eq!((e.kind, e.retryable), (ErrorKind::ConnectionLost, true));
+        let (_, pending) = a.command(&get("k")).expect("a command");
+        let e = answer(a.response(
+            pending,
+            Err(CommandError::Server(ServerError::parse(
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ))),
+            NOW,
+        ))
+        .expect_err("an error");
+        assert_eq!(
+            e.kind,
+            ErrorKind::Service {
+                code: Some("WRONGTYPE".into())
+            }
+        );
     }
 }

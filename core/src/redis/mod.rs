@@ -50,7 +50,7 @@ mod scan;
 mod url;
 mod value;
 
-pub use cache::{CacheAdapter, CachePending, command_error};
+pub use cache::{CacheAdapter, CachePending, CacheStep, command_error};
 pub use command::{Command, Parts};
 pub use config::{Password, Protocol, RedisConfig};
 pub use connection::{Event, RedisConnection, RequestId, ServerHello};

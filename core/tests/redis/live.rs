@@ -470,10 +470,21 @@ fn cache_call(
     cache: &effectful::redis::CacheAdapter,
     request: effectful::effect::CacheRequest,
 ) -> Result<effectful::effect::CacheResponse, effectful::EffectError> {
-    let (command, pending) = cache.command(&request)?;
-    let id = live.send(&command);
-    let reply = live.reply(id);
-    cache.response(pending, reply)
+    let (mut command, mut pending) = cache.command(&request)?;
+    loop {
+        let id = live.send(&command);
+        let reply = live.reply(id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        let now = effectful::Timestamp::from_unix_micros(now.as_micros() as i64);
+        match cache.response(pending, reply, now) {
+            effectful::redis::CacheStep::Answer(answer) => return answer,
+            effectful::redis::CacheStep::Send(next, next_pending) => {
+                (command, pending) = (next, next_pending);
+            }
+        }
+    }
 }
 
 fn cache_adapter_on_a_real_server(protocol: Protocol) {

@@ -7,8 +7,9 @@
 //! One [`RedisBackend`] per process holds the pool (at most `REDIS_MAX_CONNECTIONS`
 //! pipelined connections, default 10, on an IO thread of their own) and the adapter.
 //! [`RedisBackend::register`] gives every shard a [`RedisInterpreter`] sharing them:
-//! each effect becomes one command, handed to a connection round robin; its reply
-//! comes back to the effect's shard through the shard's [`Replier`].
+//! each effect becomes one command (a Cache read: one `GET`), and the commands of one
+//! engine drain go to one connection together (round robin), in one write; each
+//! reply comes back to the effect's shard through the shard's [`Replier`].
 //!
 //! # Failures
 //! - A command not answered within the operation timeout (default 5 s) fails its
@@ -66,13 +67,17 @@ mod auth;
 mod messaging;
 mod pool;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use effectful::effect::{
     AuthRequest, AuthResponse, MessagingRequest, MessagingResponse, Request, Response,
 };
-use effectful::redis::{CacheAdapter, Command, MessagingAdapter, MessagingPlan};
+use effectful::redis::{
+    CacheAdapter, CachePending, CacheStep, Command, MessagingAdapter, MessagingPlan,
+};
 use effectful::{EffectError, EffectId, Family, Std, Timestamp};
 use rustc_hash::FxHashMap;
 
@@ -223,6 +228,7 @@ impl RedisBackend {
             consuming: FxHashMap::default(),
             prune_at: 64,
             wall_epoch,
+            outbox: Outbox::default(),
         }
     }
 
@@ -280,6 +286,74 @@ pub struct RedisInterpreter<F: Family = Std> {
     /// Consumers waiting (or answered, not yet ended) through this interpreter.
     consuming: FxHashMap<EffectId, ()>,
     wall_epoch: Timestamp,
+    /// Commands of this drain, not handed to the pool yet.
+    outbox: Outbox,
+}
+
+/// The jobs one shard makes while the engine drains, handed to the pool together
+/// once the shard's thread yields: one wake of the pool's thread, one write.
+#[derive(Default)]
+struct Outbox(Rc<RefCell<Vec<Job>>>);
+
+impl Outbox {
+    fn push(&self, pool: &RedisPool, job: Job) {
+        let mut jobs = self.0.borrow_mut();
+        if jobs.is_empty() {
+            let (outbox, pool) = (self.0.clone(), pool.clone());
+            tokio::task::spawn_local(async move {
+                let jobs = std::mem::take(&mut *outbox.borrow_mut());
+                pool.submit_all(jobs);
+            });
+        }
+        jobs.push(job);
+    }
+}
+
+/// One Cache effect on its way: its command, and the one that follows a read that
+/// found nothing ([`CacheStep::Send`]), under the same cancel flag.
+struct CacheRead<F: Family> {
+    pool: RedisPool,
+    cache: Arc<CacheAdapter>,
+    replier: Replier<F>,
+    id: EffectId,
+    cancelled: Arc<AtomicBool>,
+    /// The effect's time on the wall clock: a hit's time to live is judged at it.
+    now: Timestamp,
+}
+
+impl<F: SplitStd> CacheRead<F>
+where
+    F::Response: Send,
+{
+    fn job(self, command: Command, pending: CachePending) -> Job {
+        Job {
+            command,
+            cancelled: Some(self.cancelled.clone()),
+            reply: Box::new(move |reply| self.on_reply(pending, reply)),
+        }
+    }
+
+    fn on_reply(self, pending: CachePending, reply: Result<effectful::redis::Value, PoolError>) {
+        let reply = match reply {
+            Ok(value) => Ok(value),
+            Err(PoolError::Command(e)) => Err(e),
+            Err(e) => {
+                let e = e.effect_error(pending.effect());
+                self.replier.answer(self.id, Err(e));
+                return;
+            }
+        };
+        match self.cache.response(pending, reply, self.now) {
+            CacheStep::Answer(answer) => {
+                let answer = answer.map(|r| F::embed_response(Response::Cache(r)));
+                self.replier.answer(self.id, answer);
+            }
+            CacheStep::Send(command, pending) => {
+                let pool = self.pool.clone();
+                pool.submit(self.job(command, pending));
+            }
+        }
+    }
 }
 
 enum Cancel {
@@ -422,13 +496,14 @@ where
         let flag = Arc::new(AtomicBool::new(false));
         self.unsent.insert(id, flag.clone());
         let replier = self.replier.clone();
-        self.backend.pool.submit(Job {
+        let job = Job {
             command,
             cancelled: Some(flag),
             reply: Box::new(move |reply| {
                 replier.answer(id, answer(reply));
             }),
-        });
+        };
+        self.outbox.push(&self.backend.pool, job);
     }
 }
 
@@ -447,20 +522,22 @@ where
             }
             Err(own) => return cx.answer(id, Err(misrouted::<F>("Redis", &own))),
         };
-        let cache = self.backend.cache.clone();
-        let (command, pending) = match cache.command(&request) {
+        let (command, pending) = match self.backend.cache.command(&request) {
             Ok(planned) => planned,
             Err(e) => return cx.answer(id, Err(e)),
         };
-        self.submit(id, command, move |reply| {
-            let effect = pending.effect();
-            let answer = match reply {
-                Ok(value) => cache.response(pending, Ok(value)),
-                Err(PoolError::Command(e)) => cache.response(pending, Err(e)),
-                Err(e) => Err(e.effect_error(effect)),
-            };
-            answer.map(|r| F::embed_response(Response::Cache(r)))
-        });
+        let flag = Arc::new(AtomicBool::new(false));
+        self.unsent.insert(id, flag.clone());
+        let read = CacheRead {
+            pool: self.backend.pool.clone(),
+            cache: self.backend.cache.clone(),
+            replier: self.replier.clone(),
+            id,
+            cancelled: flag,
+            now: self.wall_epoch.saturating_add(cx.now().since_epoch()),
+        };
+        self.outbox
+            .push(&self.backend.pool, read.job(command, pending));
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {

@@ -20,7 +20,6 @@ use effectful::redis::{
     RedisConnection, RedisUrl, RequestId, SendError, Value,
 };
 use effectful::{EffectError, ErrorKind, Rng, Schedule, Time};
-use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -216,8 +215,14 @@ pub struct RedisPool {
     inner: Arc<Inner>,
 }
 
+/// What a connection's task is handed: one job, or a batch to write at once.
+enum Work {
+    One(Job),
+    Many(Vec<Job>),
+}
+
 struct Inner {
-    slots: Vec<mpsc::UnboundedSender<Job>>,
+    slots: Vec<mpsc::UnboundedSender<Work>>,
     /// Commands handed to each connection and not answered (or dropped) yet.
     in_flight: Vec<Arc<AtomicUsize>>,
     next: AtomicUsize,
@@ -235,15 +240,6 @@ pub struct RedisPoolStatus {
     pub in_flight: usize,
     /// `busy / max_connections`, 0 to 1.
     pub utilisation: f64,
-}
-
-/// One command in flight on a connection, until its reply is called or dropped.
-struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl fmt::Debug for RedisPool {
@@ -280,10 +276,11 @@ impl RedisPool {
         });
         let mut slots = Vec::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
-        for _ in 0..n {
+        let in_flight: Vec<Arc<AtomicUsize>> = (0..n).map(|_| Arc::default()).collect();
+        for counter in &in_flight {
             let (tx, rx) = mpsc::unbounded_channel();
             slots.push(tx);
-            receivers.push(rx);
+            receivers.push((rx, counter.clone()));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -295,9 +292,13 @@ impl RedisPool {
                     let tasks: Vec<_> = receivers
                         .into_iter()
                         .enumerate()
-                        .map(|(i, rx)| {
+                        .map(|(i, (rx, counter))| {
                             let rng = Rng::from_seed(seed.wrapping_add(i as u64));
-                            tokio::spawn(run_slot(shared.clone(), rx, rng))
+                            let jobs = Jobs {
+                                rx,
+                                in_flight: counter,
+                            };
+                            tokio::spawn(run_slot(shared.clone(), jobs, rng))
                         })
                         .collect();
                     for task in tasks {
@@ -307,7 +308,7 @@ impl RedisPool {
             })?;
         Ok(RedisPool {
             inner: Arc::new(Inner {
-                in_flight: (0..slots.len()).map(|_| Arc::default()).collect(),
+                in_flight,
                 slots,
                 next: AtomicUsize::new(0),
                 target,
@@ -345,22 +346,31 @@ impl RedisPool {
     }
 
     /// Hands `job` to a connection (round robin).
-    pub fn submit(&self, mut job: Job) {
+    pub fn submit(&self, job: Job) {
+        self.hand(1, Work::One(job));
+    }
+
+    /// Hands `jobs` to one connection (the next, round robin), which writes them
+    /// pipelined, in one write when it can.
+    pub fn submit_all(&self, mut jobs: Vec<Job>) {
+        match jobs.len() {
+            0 => {}
+            1 => self.submit(jobs.remove(0)),
+            n => self.hand(n, Work::Many(jobs)),
+        }
+    }
+
+    fn hand(&self, n: usize, work: Work) {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
-        let counter = &self.inner.in_flight[i];
-        counter.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(counter.clone());
-        let reply = job.reply;
-        job.reply = Box::new(move |result| {
-            // Counted out before the reply, so whoever it wakes sees it answered.
-            drop(in_flight);
-            reply(result);
-        });
-        if let Err(mpsc::error::SendError(job)) = self.inner.slots[i].send(job) {
-            (job.reply)(Err(PoolError::Lost {
+        // Counted in here, counted out by the connection just before each reply.
+        self.inner.in_flight[i].fetch_add(n, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(work)) = self.inner.slots[i].send(work) {
+            self.inner.in_flight[i].fetch_sub(n, Ordering::Relaxed);
+            let lost = PoolError::Lost {
                 reason: "the Redis pool's thread has stopped".to_owned(),
                 retryable: false,
-            }));
+            };
+            work.for_each(|job| (job.reply)(Err(lost.clone())));
         }
     }
 
@@ -380,6 +390,35 @@ impl RedisPool {
                 retryable: true,
             })
         })
+    }
+}
+
+impl Work {
+    fn for_each(self, mut f: impl FnMut(Job)) {
+        match self {
+            Work::One(job) => f(job),
+            Work::Many(jobs) => jobs.into_iter().for_each(f),
+        }
+    }
+}
+
+/// A connection's queue, and its count of commands handed to it and not answered.
+struct Jobs {
+    rx: mpsc::UnboundedReceiver<Work>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Jobs {
+    /// Answers `job`, counting it out first (so whoever it wakes sees it answered).
+    fn answer(&self, reply: OnReply, result: Result<Value, PoolError>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        reply(result);
+    }
+
+    /// Drops `job` unanswered (cancelled before it was sent).
+    fn drop_job(&self, job: Job) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(job);
     }
 }
 
@@ -410,14 +449,14 @@ impl Clock {
 /// One connection of the pool, for as long as the pool lives: connects when a job
 /// comes, serves it pipelined, reconnects with backoff after a failure (answering
 /// jobs that come meanwhile at once with a retryable error).
-async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rng) {
+async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
     let clock = Clock(Instant::now());
     let mut reconnect = Reconnect::new(clock.now(), slot.schedule.clone(), rng);
     let mut queued: VecDeque<Job> = VecDeque::new();
     let mut last_error = String::new();
     // Nothing to do until the first job.
-    match rx.recv().await {
-        Some(job) => queued.push_back(job),
+    match jobs.rx.recv().await {
+        Some(work) => work.for_each(|job| queued.push_back(job)),
         None => return,
     }
     loop {
@@ -430,10 +469,10 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
                     retryable: false,
                 };
                 for job in queued.drain(..) {
-                    (job.reply)(Err(lost.clone()));
+                    jobs.answer(job.reply, Err(lost.clone()));
                 }
-                while let Some(job) = rx.recv().await {
-                    (job.reply)(Err(lost.clone()));
+                while let Some(work) = jobs.rx.recv().await {
+                    work.for_each(|job| jobs.answer(job.reply, Err(lost.clone())));
                 }
                 return;
             }
@@ -444,15 +483,17 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
                     retryable: true,
                 };
                 for job in queued.drain(..) {
-                    (job.reply)(Err(lost.clone()));
+                    jobs.answer(job.reply, Err(lost.clone()));
                 }
                 let at = reconnect.poll_timeout().unwrap_or_else(|| clock.now());
                 let sleep = tokio::time::sleep_until(clock.instant(at));
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {
-                        job = rx.recv() => match job {
-                            Some(job) => (job.reply)(Err(lost.clone())),
+                        work = jobs.rx.recv() => match work {
+                            Some(work) => {
+                                work.for_each(|job| jobs.answer(job.reply, Err(lost.clone())));
+                            }
                             None => return,
                         },
                         () = &mut sleep => break,
@@ -474,9 +515,11 @@ async fn run_slot(slot: Arc<Slot>, mut rx: mpsc::UnboundedReceiver<Job>, rng: Rn
         let conn = RedisConnection::new(slot.redis.clone(), clock.now());
         let ended = match connected {
             Connected::Plain(s) => {
-                serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await
+                serve(&clock, s, conn, &mut queued, &mut jobs, &mut reconnect).await
             }
-            Connected::Tls(s) => serve(&clock, s, conn, &mut queued, &mut rx, &mut reconnect).await,
+            Connected::Tls(s) => {
+                serve(&clock, s, conn, &mut queued, &mut jobs, &mut reconnect).await
+            }
         };
         match ended {
             Ended::Dropped => return,
@@ -534,23 +577,38 @@ async fn write_flushed<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> s
     stream.flush().await
 }
 
+/// The replies awaited on one connection, in the order their commands were sent
+/// (which is the order replies come in: a connection answers in order).
+#[derive(Default)]
+struct Waiting(VecDeque<(RequestId, OnReply)>);
+
+impl Waiting {
+    fn take(&mut self, id: RequestId) -> Option<OnReply> {
+        if self.0.front().is_some_and(|(first, _)| *first == id) {
+            return self.0.pop_front().map(|(_, reply)| reply);
+        }
+        let at = self.0.iter().position(|(each, _)| *each == id)?;
+        self.0.remove(at).map(|(_, reply)| reply)
+    }
+}
+
 /// Serves jobs on one connection until it closes.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     clock: &Clock,
     mut stream: S,
     mut conn: RedisConnection,
     queued: &mut VecDeque<Job>,
-    rx: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut Jobs,
     reconnect: &mut Reconnect,
 ) -> Ended {
-    let mut waiting: FxHashMap<RequestId, OnReply> = FxHashMap::default();
+    let mut waiting = Waiting::default();
     // Replies that said "closed": answered with the reason once `Closed` says it.
     let mut orphans: Vec<(OnReply, bool)> = Vec::new();
     let mut out = Vec::with_capacity(16 * 1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = true;
     for job in queued.drain(..) {
-        send(clock, &mut conn, &mut waiting, job);
+        send(clock, &mut conn, &mut waiting, jobs, job);
     }
     loop {
         out.clear();
@@ -563,15 +621,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             match event {
                 Event::Ready { .. } => reconnect.handle_connected(clock.now()),
                 Event::Reply { id, result } => {
-                    let Some(reply) = waiting.remove(&id) else {
+                    let Some(reply) = waiting.take(id) else {
                         continue;
                     };
                     match result {
                         Err(CommandError::ConnectionClosed { sent }) => {
                             orphans.push((reply, sent));
                         }
-                        Ok(value) => reply(Ok(value)),
-                        Err(e) => reply(Err(PoolError::Command(e))),
+                        Ok(value) => jobs.answer(reply, Ok(value)),
+                        Err(e) => jobs.answer(reply, Err(PoolError::Command(e))),
                     }
                 }
                 Event::Closed(e) => {
@@ -584,10 +642,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                 "the command was never sent"
                             }
                         );
-                        reply(Err(PoolError::Lost {
-                            reason,
-                            retryable: e.is_retryable() || !sent,
-                        }));
+                        jobs.answer(
+                            reply,
+                            Err(PoolError::Lost {
+                                reason,
+                                retryable: e.is_retryable() || !sent,
+                            }),
+                        );
                     }
                     return if open {
                         Ended::Closed(e)
@@ -600,12 +661,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let deadline = conn.poll_timeout();
         tokio::select! {
-            job = rx.recv(), if open => match job {
-                Some(job) => {
-                    send(clock, &mut conn, &mut waiting, job);
+            work = jobs.rx.recv(), if open => match work {
+                Some(work) => {
+                    work.for_each(|job| send(clock, &mut conn, &mut waiting, jobs, job));
                     // Take what else is queued now, so it goes in one write.
-                    while let Ok(job) = rx.try_recv() {
-                        send(clock, &mut conn, &mut waiting, job);
+                    while let Ok(work) = jobs.rx.try_recv() {
+                        work.for_each(|job| send(clock, &mut conn, &mut waiting, jobs, job));
                     }
                 }
                 None => {
@@ -629,19 +690,12 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn send(
-    clock: &Clock,
-    conn: &mut RedisConnection,
-    waiting: &mut FxHashMap<RequestId, OnReply>,
-    job: Job,
-) {
+fn send(clock: &Clock, conn: &mut RedisConnection, waiting: &mut Waiting, jobs: &Jobs, job: Job) {
     if job.is_cancelled() {
-        return;
+        return jobs.drop_job(job);
     }
     match conn.send(clock.now(), &job.command) {
-        Ok(id) => {
-            waiting.insert(id, job.reply);
-        }
-        Err(e) => (job.reply)(Err(PoolError::Send(e))),
+        Ok(id) => waiting.0.push_back((id, job.reply)),
+        Err(e) => jobs.answer(job.reply, Err(PoolError::Send(e))),
     }
 }
