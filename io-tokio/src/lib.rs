@@ -58,7 +58,7 @@ mod system;
 pub mod tls;
 
 pub use clock::Clock;
-pub use interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd};
+pub use interpreter::{Interpreter, LocalReplier, Replier, ShardContext, ShardCx, SplitStd};
 pub use offload::{CpuPool, Offloaded};
 pub use runtime::{
     BuildError, Handle, JoinHandle, Runtime, RuntimeBuilder, ShutdownReport, SpawnError,
