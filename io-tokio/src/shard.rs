@@ -188,11 +188,10 @@ impl<F: Family> Shard<F> {
                 }
                 // The shard holds a sender itself: the inbox never ends while it runs.
                 // Everything queued (up to a batch) comes out in one call.
-                if self
-                    .inbox
-                    .poll_recv_many(cx, &mut batch, INBOX_BATCH)
-                    .is_ready()
-                {
+                if matches!(
+                    self.inbox.poll_recv_many(cx, &mut batch, INBOX_BATCH),
+                    Poll::Ready(n) if n > 0
+                ) {
                     return Poll::Ready(Woken::Inbox);
                 }
                 // The sleep keeps this task's waker from its last poll: poll it again
