@@ -2,8 +2,11 @@
 //! same work, in the same run.
 //!
 //! - `tokio/step/effectful`: one effect round trip of a program on a shard, answered by
-//!   an interpreter from its own task, as a network interpreter would: the request
-//!   crosses to that task and the answer crosses back (two handoffs);
+//!   an interpreter from its own task on the shard's thread, as a network interpreter
+//!   would: the request crosses to that task and the answer crosses back through a
+//!   `LocalReplier` (two handoffs);
+//! - `tokio/step/effectful_replier`: the same, the answer crossing back through the
+//!   `Send` `Replier` (the shard's inbox channel), as from another thread;
 //! - `tokio/step/tokio_oneshot`: the same two handoffs as a hand-written tokio service
 //!   would write them: task A sends the request over an `mpsc` channel to task B and
 //!   awaits a `oneshot` reply (same current-thread runtime);
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use effectful::EffectId;
 use effectful::effect::{GenerateUuid, Request, Response, SystemResponse};
-use effectful_tokio::{Interpreter, Replier, Runtime, ShardCx};
+use effectful_tokio::{Interpreter, LocalReplier, Replier, Runtime, ShardCx};
 use tokio::sync::{mpsc, oneshot};
 
 fn uuid_answer() -> Response {
@@ -35,19 +38,35 @@ impl Interpreter for Inline {
     }
 }
 
-/// Hands each request to a service task on the shard, which answers through a
-/// [`Replier`].
+/// How a service task hands its answer back to the shard.
+trait Answers: 'static {
+    fn answer(&self, id: EffectId, response: Response) -> bool;
+}
+
+impl Answers for Replier {
+    fn answer(&self, id: EffectId, response: Response) -> bool {
+        Replier::answer(self, id, Ok(response))
+    }
+}
+
+impl Answers for LocalReplier {
+    fn answer(&self, id: EffectId, response: Response) -> bool {
+        LocalReplier::answer(self, id, Ok(response))
+    }
+}
+
+/// Hands each request to a service task on the shard, which answers through `replier`.
 struct InTask {
     to_service: mpsc::UnboundedSender<(EffectId, Request)>,
 }
 
 impl InTask {
-    fn start(replier: Replier) -> InTask {
+    fn start(replier: impl Answers) -> InTask {
         let (to_service, mut requests) = mpsc::unbounded_channel::<(EffectId, Request)>();
         tokio::task::spawn_local(async move {
             while let Some((id, request)) = requests.recv().await {
                 black_box(&request);
-                replier.answer(id, Ok(uuid_answer()));
+                replier.answer(id, uuid_answer());
             }
         });
         InTask { to_service }
@@ -85,10 +104,21 @@ fn step(c: &mut Criterion) {
     let in_task = Runtime::builder()
         .shards(1)
         .seed(1)
-        .interpreter("System", |shard| InTask::start(shard.replier()))
+        .interpreter("System", |shard| InTask::start(shard.local_replier()))
         .build()
         .expect("runtime");
     group.bench_function("effectful", |b| {
+        b.iter_custom(|iters| effect_loop(&in_task, iters))
+    });
+    in_task.shutdown(Duration::ZERO);
+
+    let in_task = Runtime::builder()
+        .shards(1)
+        .seed(1)
+        .interpreter("System", |shard| InTask::start(shard.replier()))
+        .build()
+        .expect("runtime");
+    group.bench_function("effectful_replier", |b| {
         b.iter_custom(|iters| effect_loop(&in_task, iters))
     });
     in_task.shutdown(Duration::ZERO);

@@ -41,7 +41,10 @@
 //! ```
 //! Register it with [`RuntimeBuilder::interpreter`](crate::RuntimeBuilder::interpreter).
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::Waker;
 
 use effectful::effect::Request;
 use effectful::{EffectError, EffectId, EmbedStd, Family, ProgramError, ProgramId, Std, Time};
@@ -137,12 +140,107 @@ impl<F: Family> Replier<F> {
     }
 }
 
+/// Answers queued on the shard's own thread for its loop, with no channel between:
+/// the shard drains them before its inbox, and sleeps on `waker` while both are empty.
+pub(crate) struct LocalInbox<F: Family> {
+    pub(crate) answers: RefCell<VecDeque<Answer<F>>>,
+    /// The shard's task, registered while it waits.
+    waker: RefCell<Option<Waker>>,
+    /// The shard waits (registered `waker` and found `answers` empty): wake it once.
+    waiting: Cell<bool>,
+    /// The shard has stopped: answers are dropped.
+    closed: Cell<bool>,
+}
+
+impl<F: Family> LocalInbox<F> {
+    pub(crate) fn new() -> Rc<LocalInbox<F>> {
+        Rc::new(LocalInbox {
+            answers: RefCell::new(VecDeque::new()),
+            waker: RefCell::new(None),
+            waiting: Cell::new(false),
+            closed: Cell::new(false),
+        })
+    }
+
+    /// Whether answers are queued; if none, registers `waker` to be woken by the next.
+    pub(crate) fn poll_ready(&self, waker: &Waker) -> bool {
+        if !self.answers.borrow().is_empty() {
+            return true;
+        }
+        let mut registered = self.waker.borrow_mut();
+        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *registered = Some(waker.clone());
+        }
+        self.waiting.set(true);
+        false
+    }
+
+    pub(crate) fn pop(&self) -> Option<Answer<F>> {
+        self.answers.borrow_mut().pop_front()
+    }
+
+    /// The shard stopped: later answers are refused, queued ones dropped.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        self.answers.borrow_mut().clear();
+        self.waker.borrow_mut().take();
+    }
+}
+
+/// Answers effects of one shard from a task on that shard's thread (one spawned with
+/// `tokio::task::spawn_local` by the interpreter): the answer is queued for the shard's
+/// loop directly, without the cross-thread channel of [`Replier`], so a round trip
+/// through a service task costs two task wakes and nothing else. Not `Send`; from
+/// other threads use a [`Replier`].
+pub struct LocalReplier<F: Family = Std> {
+    inbox: Rc<LocalInbox<F>>,
+}
+
+impl<F: Family> Clone for LocalReplier<F> {
+    fn clone(&self) -> Self {
+        LocalReplier {
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
+impl<F: Family> std::fmt::Debug for LocalReplier<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalReplier")
+    }
+}
+
+impl<F: Family> LocalReplier<F> {
+    pub(crate) fn new(inbox: &Rc<LocalInbox<F>>) -> LocalReplier<F> {
+        LocalReplier {
+            inbox: inbox.clone(),
+        }
+    }
+
+    /// Hands the answer to `id` to the shard. Returns `false` if the shard has
+    /// stopped (the answer is dropped, as a stale one would be).
+    pub fn answer(&self, id: EffectId, result: Result<F::Response, EffectError>) -> bool {
+        let inbox = &*self.inbox;
+        if inbox.closed.get() {
+            return false;
+        }
+        inbox.answers.borrow_mut().push_back((id, result));
+        if inbox.waiting.replace(false) {
+            if let Some(waker) = inbox.waker.borrow().as_ref() {
+                waker.wake_by_ref();
+            }
+        }
+        true
+    }
+}
+
 /// What an interpreter may do while the driver calls it.
 pub struct ShardCx<'a, F: Family = Std> {
     pub(crate) now: Time,
     pub(crate) shard: usize,
     pub(crate) inline: &'a mut VecDeque<Answer<F>>,
     pub(crate) replier: &'a Replier<F>,
+    pub(crate) local: &'a Rc<LocalInbox<F>>,
     pub(crate) pool: &'a CpuPool,
 }
 
@@ -165,6 +263,11 @@ impl<F: Family> ShardCx<'_, F> {
     /// A [`Replier`] to answer later.
     pub fn replier(&self) -> Replier<F> {
         self.replier.clone()
+    }
+
+    /// A [`LocalReplier`] to answer later from a task on this shard's thread.
+    pub fn local_replier(&self) -> LocalReplier<F> {
+        LocalReplier::new(self.local)
     }
 
     /// Computes the answer to `id` on the process's CPU pool, off this shard's
@@ -200,6 +303,7 @@ pub struct ShardContext<F: Family = Std> {
     pub(crate) shards: usize,
     pub(crate) clock: Clock,
     pub(crate) replier: Replier<F>,
+    pub(crate) local: Rc<LocalInbox<F>>,
     pub(crate) pool: CpuPool,
     pub(crate) stats: RuntimeStats,
 }
@@ -223,6 +327,12 @@ impl<F: Family> ShardContext<F> {
     /// A [`Replier`] for this shard, for tasks the interpreter starts.
     pub fn replier(&self) -> Replier<F> {
         self.replier.clone()
+    }
+
+    /// A [`LocalReplier`] for this shard, for tasks the interpreter starts on the
+    /// shard's thread (`spawn_local`): cheaper than a [`Replier`], not `Send`.
+    pub fn local_replier(&self) -> LocalReplier<F> {
+        LocalReplier::new(&self.local)
     }
 
     /// The process's CPU pool.

@@ -59,7 +59,7 @@ mod system;
 pub mod tls;
 
 pub use clock::Clock;
-pub use interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd};
+pub use interpreter::{Interpreter, LocalReplier, Replier, ShardContext, ShardCx, SplitStd};
 pub use migrations::{
     MAX_MIGRATION_FILE_BYTES, MAX_MIGRATION_FILES, MigrationDirError, migrations_from_dir,
 };

@@ -17,7 +17,7 @@ use effectful::{
 use tokio::sync::{Semaphore, TryAcquireError, oneshot};
 
 use crate::clock::Clock;
-use crate::interpreter::{Factory, Interpreter, Replier, ShardContext};
+use crate::interpreter::{Factory, Interpreter, LocalInbox, Replier, ShardContext};
 use crate::offload::CpuPool;
 use crate::shard::{Inbox, Report, Shard, ShardReport, SpawnJob};
 use crate::stats::{RuntimeStats, ShardCounters};
@@ -250,11 +250,13 @@ where
                     };
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&runtime, async move {
+                        let local_inbox = LocalInbox::new();
                         let context = ShardContext {
                             shard: index,
                             shards,
                             clock,
                             replier: replier.clone(),
+                            local: local_inbox.clone(),
                             pool: pool.clone(),
                             stats,
                         };
@@ -264,6 +266,7 @@ where
                             clock,
                             families,
                             replier,
+                            local_inbox,
                             inbox,
                             admission,
                             counters,

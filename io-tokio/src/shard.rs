@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{Level, Span};
 
 use crate::clock::Clock;
-use crate::interpreter::{Answer, Interpreter, Replier, ShardCx};
+use crate::interpreter::{Answer, Interpreter, LocalInbox, Replier, ShardCx};
 use crate::offload::CpuPool;
 use crate::stats::{self, EffectOutcome, ShardCounters, UNHANDLED};
 
@@ -81,6 +81,8 @@ pub(crate) struct Shard<F: Family> {
     pub(crate) families: Arc<[&'static str]>,
     pub(crate) interpreters: Vec<Box<dyn Interpreter<F>>>,
     pub(crate) replier: Replier<F>,
+    /// Answers from tasks on this thread ([`crate::LocalReplier`]), taken before the inbox.
+    local: Rc<LocalInbox<F>>,
     pub(crate) inbox: mpsc::UnboundedReceiver<Inbox<F>>,
     /// Permits for programs waiting in the inbox (the bound of the queue).
     pub(crate) admission: Arc<Semaphore>,
@@ -97,6 +99,16 @@ pub(crate) struct Shard<F: Family> {
 /// At most this many inbox items are taken in one wake before timers get a turn.
 const INBOX_BATCH: usize = 256;
 
+/// What woke the shard's loop.
+enum Woken {
+    /// Answers from tasks on the shard's thread.
+    Local,
+    /// Items in the inbox (taken into the batch).
+    Inbox,
+    /// The sleep until the engine's deadline or the grace period's end.
+    Timer,
+}
+
 impl<F: Family> Shard<F> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -105,6 +117,7 @@ impl<F: Family> Shard<F> {
         clock: Clock,
         families: Arc<[&'static str]>,
         replier: Replier<F>,
+        local: Rc<LocalInbox<F>>,
         inbox: mpsc::UnboundedReceiver<Inbox<F>>,
         admission: Arc<Semaphore>,
         counters: Arc<ShardCounters>,
@@ -117,6 +130,7 @@ impl<F: Family> Shard<F> {
             families,
             interpreters: Vec::new(),
             replier,
+            local,
             inbox,
             admission,
             counters,
@@ -135,43 +149,79 @@ impl<F: Family> Shard<F> {
             self.clock.instant(Time::MAX).into(),
         ));
         let mut armed: Option<Time> = None;
+        // Whether `sleep` was reset since it was last polled (and so must be polled to
+        // register this task's waker); otherwise it is polled only once it has elapsed.
+        let mut sleep_unpolled = false;
+        let mut batch: Vec<Inbox<F>> = Vec::with_capacity(INBOX_BATCH);
         loop {
             if self.grace.is_some() && self.engine.programs() == 0 {
                 break;
             }
-            let want = match (self.engine.poll_timeout(), self.grace) {
+            // Re-arm only for an earlier deadline. Every effect moves the engine's
+            // deadline on by its time limit (30 s by default), and resetting tokio's
+            // timer on each would cost more than the round trip itself; a sleep armed
+            // too early wakes the loop once, `handle_timeout` does nothing yet, and
+            // the sleep is re-armed for what is then due. `timer_bound` is a cheap
+            // lower bound of `poll_timeout`: when it is no earlier than the armed
+            // sleep, neither is the deadline, and the engine need not be asked.
+            let bound = match (self.engine.timer_bound(), self.grace) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if want != armed {
+            if bound.is_some_and(|bound| armed.is_none_or(|armed| bound < armed)) {
+                let want = match (self.engine.poll_timeout(), self.grace) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if let Some(at) = want {
-                    sleep.as_mut().reset(self.clock.instant(at).into());
+                    if armed.is_none_or(|armed| at < armed) {
+                        sleep.as_mut().reset(self.clock.instant(at).into());
+                        armed = want;
+                        sleep_unpolled = true;
+                    }
                 }
-                armed = want;
             }
             let woken_by = poll_fn(|cx| {
-                // The shard holds a sender itself: the inbox never ends while it runs.
-                if let Poll::Ready(Some(item)) = self.inbox.poll_recv(cx) {
-                    return Poll::Ready(Some(item));
+                // Answers from this thread first: they cost no channel.
+                if self.local.poll_ready(cx.waker()) {
+                    return Poll::Ready(Woken::Local);
                 }
-                if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                // The shard holds a sender itself: the inbox never ends while it runs.
+                // Everything queued (up to a batch) comes out in one call.
+                if matches!(
+                    self.inbox.poll_recv_many(cx, &mut batch, INBOX_BATCH),
+                    Poll::Ready(n) if n > 0
+                ) {
+                    return Poll::Ready(Woken::Inbox);
+                }
+                // The sleep keeps this task's waker from its last poll: poll it again
+                // only after a reset or once it has fired.
+                if armed.is_some() && (sleep_unpolled || sleep.is_elapsed()) {
+                    sleep_unpolled = false;
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woken::Timer);
+                    }
                 }
                 Poll::Pending
             })
             .await;
             match woken_by {
-                Some(item) => {
+                Woken::Local => {
                     let now = self.clock.now();
-                    self.take(now, item);
-                    for _ in 1..INBOX_BATCH {
-                        let Ok(item) = self.inbox.try_recv() else {
+                    for _ in 0..INBOX_BATCH {
+                        let Some(answer) = self.local.pop() else {
                             break;
                         };
+                        self.take(now, Inbox::Answer(answer));
+                    }
+                }
+                Woken::Inbox => {
+                    let now = self.clock.now();
+                    for item in batch.drain(..) {
                         self.take(now, item);
                     }
                 }
-                None => {
+                Woken::Timer => {
                     armed = None;
                     let now = self.clock.now();
                     if self.grace.is_some_and(|grace| now >= grace) {
@@ -182,6 +232,7 @@ impl<F: Family> Shard<F> {
                 }
             }
         }
+        self.local.close();
         // Nothing more gets in; what is still queued is refused or, for answers, stale.
         self.inbox.close();
         while let Ok(item) = self.inbox.try_recv() {
@@ -434,6 +485,7 @@ impl<F: Family> Shard<F> {
             interpreters,
             inline,
             replier,
+            local,
             pool,
             index: shard,
             ..
@@ -443,6 +495,7 @@ impl<F: Family> Shard<F> {
             shard: *shard,
             inline,
             replier,
+            local,
             pool,
         };
         let interpreter = &mut *interpreters[family];

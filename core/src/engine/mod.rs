@@ -101,23 +101,19 @@ pub enum Delivery {
     Stale,
 }
 
-/// What wakes a hosted program: an event for a hand-written one, or word that a
-/// completion is stored in its mailbox for an async one to take.
-enum Wake<F: Family> {
-    Event(Event<F>),
-    Stored,
-}
-
 /// The engine's view of one hosted program, whichever way it was written.
 trait Host<O, F: Family> {
-    /// Runs the program for one wake at `now`. Returns its poll, whether it is
-    /// stuck (waiting with nothing that could ever wake it), and whether it armed
-    /// timers the engine must collect.
+    /// Runs the program for one wake at `now`: `event` for a hand-written one, which
+    /// takes it; an async one takes the completion stored in its mailbox and leaves
+    /// `event` as `None`. The event is lent, not moved, so its payload is copied once
+    /// on its way from the driver's answer to the program, not at every call.
+    /// Returns its poll, whether it is stuck (waiting with nothing that could ever
+    /// wake it), and whether it armed timers the engine must collect.
     fn resume(
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        wake: Wake<F>,
+        event: &mut Option<Event<F>>,
     ) -> (Poll<O>, Stuck, bool);
 }
 
@@ -139,12 +135,12 @@ impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        wake: Wake<F>,
+        event: &mut Option<Event<F>>,
     ) -> (Poll<O>, Stuck, bool) {
         let mut mailbox = mailbox.borrow_mut();
         mailbox.now = now;
         // Hand-written programs never store completions: every wake is an event.
-        let Wake::Event(event) = wake else {
+        let Some(event) = event.take() else {
             return (Poll::Pending, Stuck::No, false);
         };
         let poll = self.0.resume(
@@ -170,7 +166,7 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
         &mut self,
         mailbox: &RefCell<Mailbox<F>>,
         now: Time,
-        _wake: Wake<F>,
+        _event: &mut Option<Event<F>>,
     ) -> (Poll<O>, Stuck, bool) {
         {
             let mut mailbox = mailbox.borrow_mut();
@@ -332,7 +328,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     {
         let (index, generation, mailbox) = self.reserve(now, false);
         self.install(index, Box::new(Handwritten(program)), mailbox);
-        self.resume(index, Wake::Event(Event::Start));
+        self.resume(index, &mut Some(Event::Start));
         ProgramId { index, generation }
     }
 
@@ -346,7 +342,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let (index, generation, mailbox) = self.reserve(now, true);
         let fut = make(Fx::new(mailbox.clone()));
         self.install(index, Box::new(Async(Box::pin(fut))), mailbox);
-        self.resume(index, Wake::Stored);
+        self.resume(index, &mut None);
         ProgramId { index, generation }
     }
 
@@ -428,11 +424,26 @@ impl<O: 'static, F: Family> Engine<O, F> {
         result: Result<F::Response, EffectError>,
     ) -> Delivery {
         self.advance(now);
-        if self.complete(id, Kind::Effect, |_| Completion::Response(result)) {
-            Delivery::Delivered
-        } else {
-            Delivery::Stale
+        // `complete` written out for the hot path: the answer moves straight into the
+        // event or the slot, with no closure and no intermediate `Completion`.
+        let Some(live) = self.live_entry(id.program) else {
+            return Delivery::Stale;
+        };
+        let mut mailbox = live.mailbox.borrow_mut();
+        if !mailbox.is_waiting(id, Kind::Effect) {
+            return Delivery::Stale;
         }
+        let mut event = if mailbox.stores_completions {
+            mailbox.store(id, Completion::Response(result));
+            None
+        } else {
+            mailbox.settle(id);
+            Some(Event::Response { id, result })
+        };
+        drop(mailbox);
+        self.leave_limit_queue(id, Kind::Effect);
+        self.resume(id.program.index, &mut event);
+        Delivery::Delivered
     }
 
     /// Fires every timer due at `now`: program timers, effect time limits and
@@ -505,26 +516,31 @@ impl<O: 'static, F: Family> Engine<O, F> {
             return false;
         }
         let completion = completion(&mut mailbox);
-        let wake = if mailbox.stores_completions {
+        let mut event = if mailbox.stores_completions {
             // Async programs take the stored completion themselves.
             mailbox.store(id, completion);
-            Wake::Stored
+            None
         } else {
             mailbox.settle(id);
-            Wake::Event(match completion {
+            Some(match completion {
                 Completion::Response(result) => Event::Response { id, result },
                 Completion::Timer => Event::Timer { id },
             })
         };
         drop(mailbox);
-        // Effects answered in the order they were asked (one program at a time, the
-        // common case) leave the limit queue here, without a lookup; the others are
-        // shed when the queue's front or the whole queue is next looked at.
+        self.leave_limit_queue(id, kind);
+        self.resume(id.program.index, &mut event);
+        true
+    }
+
+    /// Effects answered in the order they were asked (one program at a time, the
+    /// common case) leave the limit queue here, without a lookup; the others are
+    /// shed when the queue's front or the whole queue is next looked at.
+    #[inline]
+    fn leave_limit_queue(&mut self, id: EffectId, kind: Kind) {
         if kind == Kind::Effect && self.limits.front().is_some_and(|&(_, front)| front == id) {
             self.limits.pop_front();
         }
-        self.resume(id.program.index, wake);
-        true
     }
 
     /// The next thing the driver must do, if any.
@@ -669,14 +685,14 @@ impl<O: 'static, F: Family> Engine<O, F> {
 
     /// Runs one program for one wake and collects what it asked for.
     #[inline(always)]
-    fn resume(&mut self, index: u32, wake: Wake<F>) {
+    fn resume(&mut self, index: u32, event: &mut Option<Event<F>>) {
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
         };
         let now = self.now;
         // A panicking program ends alone: the others on this engine keep running.
         let resumed = panic::catch_unwind(AssertUnwindSafe(|| {
-            live.host.resume(&live.mailbox, now, wake)
+            live.host.resume(&live.mailbox, now, event)
         }));
         let (poll, stuck, armed) = match resumed {
             Ok(resumed) => resumed,
