@@ -542,18 +542,22 @@ impl Checker {
                 .get(&m.name)
                 .is_some_and(|texts| texts.contains(&m.text));
             let in_order = m.seq == i as u64 + 1;
-            self.check(Invariant::RoomStoredOnce, in_order && count == 1 && said, || {
-                if !in_order {
-                    format!("room message {} has seq {}", i + 1, m.seq)
-                } else if count != 1 {
-                    format!("{}: message {:?} stored {count} times", m.name, m.text)
-                } else {
-                    format!(
-                        "room message {} ({:?} by {}) was never sent by that client",
-                        m.seq, m.text, m.name
-                    )
-                }
-            });
+            self.check(
+                Invariant::RoomStoredOnce,
+                in_order && count == 1 && said,
+                || {
+                    if !in_order {
+                        format!("room message {} has seq {}", i + 1, m.seq)
+                    } else if count != 1 {
+                        format!("{}: message {:?} stored {count} times", m.name, m.text)
+                    } else {
+                        format!(
+                            "room message {} ({:?} by {}) was never sent by that client",
+                            m.seq, m.text, m.name
+                        )
+                    }
+                },
+            );
         }
     }
 
@@ -594,7 +598,8 @@ impl Checker {
                 }
                 Frame::Message => {
                     let m = stored(&self.by_id, room, &frame);
-                    let ok = matches!((last, m), (Some(previous), Some(m)) if m.seq == previous + 1);
+                    let ok =
+                        matches!((last, m), (Some(previous), Some(m)) if m.seq == previous + 1);
                     self.check(Invariant::LiveInOrder, ok, || match (last, m) {
                         (None, _) => format!("client {client}: a message before joining at {at}"),
                         (_, None) => format!(
@@ -654,8 +659,9 @@ impl Checker {
             .iter()
             .find(|(_, line)| line.contains("\"join\""))
             .map(|(asked, _)| wall_time(DEFAULT_WALL_EPOCH, *asked));
-        let before =
-            asked.map_or(0, |asked| room.partition_point(|m| m.created_at < asked) as u64);
+        let before = asked.map_or(0, |asked| {
+            room.partition_point(|m| m.created_at < asked) as u64
+        });
         let ok = as_stored && newest && end >= before;
         self.check(Invariant::JoinHistory, ok, || {
             if !as_stored {

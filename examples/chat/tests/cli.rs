@@ -228,7 +228,11 @@ fn the_report_names_each_invariant_with_its_checks_and_the_faults_by_kind() {
         .unwrap_or_default();
     let by_kind: u64 = kinds.values().filter_map(|v| v.as_u64()).sum();
     assert!(by_kind > 0, "{report}");
-    assert_eq!(report["faults_injected"].as_u64(), Some(by_kind), "{report}");
+    assert_eq!(
+        report["faults_injected"].as_u64(),
+        Some(by_kind),
+        "{report}"
+    );
     assert!(
         report["definitions"]["acknowledged"]
             .as_str()
@@ -352,10 +356,7 @@ fn ctrl_c_prints_the_report_of_the_seeds_done_and_exits_130() {
                 "{report}"
             );
         } else {
-            assert!(
-                out.contains("of 100000000, interrupted by Ctrl-C"),
-                "{out}"
-            );
+            assert!(out.contains("of 100000000, interrupted by Ctrl-C"), "{out}");
             assert!(out.contains("invariants checked:"), "{out}");
         }
     }
@@ -401,7 +402,7 @@ fn merged_shard_reports_equal_the_unsharded_report() {
     let merged = simulate(&merge_args);
     assert_eq!(merged.status.code(), Some(0), "{}", stderr(&merged));
     let (merged, whole) = (json(&merged), json(&whole));
-    assert!(whole["effects"].as_u64() > Some(1000), "{whole}");
+    assert!(whole["effects"].as_u64() > Some(500), "{whole}");
     assert_eq!(without_wall_time(merged), without_wall_time(whole));
 
     let text = simulate(&[&["--merge"][..], &merge_args[2..]].concat());
@@ -412,7 +413,11 @@ fn merged_shard_reports_equal_the_unsharded_report() {
 #[test]
 fn merge_refuses_other_settings_overlaps_and_what_is_not_a_report() {
     let run = |extra: &[&str], name: &str| {
-        let args = [&["--clients", "2", "--duration", "10s", "--json"][..], extra].concat();
+        let args = [
+            &["--clients", "2", "--duration", "10s", "--json"][..],
+            extra,
+        ]
+        .concat();
         let output = simulate(&args);
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         let path = scratch(name);
@@ -421,7 +426,15 @@ fn merge_refuses_other_settings_overlaps_and_what_is_not_a_report() {
     };
     let a = run(&["--seeds", "0..4"], "refuse-a.json");
     let other_clients = {
-        let args = ["--clients", "3", "--duration", "10s", "--seeds", "4..8", "--json"];
+        let args = [
+            "--clients",
+            "3",
+            "--duration",
+            "10s",
+            "--seeds",
+            "4..8",
+            "--json",
+        ];
         let path = scratch("refuse-clients.json");
         std::fs::write(&path, simulate(&args).stdout).expect("written");
         path.to_string_lossy().into_owned()
@@ -438,7 +451,8 @@ fn merge_refuses_other_settings_overlaps_and_what_is_not_a_report() {
     // A report whose counts add to more than a u64 holds.
     let a_text = std::fs::read_to_string(&a).expect("read");
     let mut big: serde_json::Value = serde_json::from_str(&a_text).expect("JSON");
-    big["effects"] = serde_json::json!(u64::MAX);
+    // Every seed makes checks, so this cannot be added to another report's.
+    big["invariants"][0]["checks"] = serde_json::json!(u64::MAX);
     big["seeds"] = serde_json::json!({"start": 4, "end": 8, "run": 4});
     let overflow = scratch("refuse-overflow.json");
     std::fs::write(&overflow, big.to_string()).expect("written");
@@ -449,13 +463,19 @@ fn merge_refuses_other_settings_overlaps_and_what_is_not_a_report() {
 
     let p = |path: &std::path::PathBuf| path.to_string_lossy().into_owned();
     for (files, says) in [
-        (vec![a.clone(), other_clients], "only shards of one sweep merge"),
+        (
+            vec![a.clone(), other_clients],
+            "only shards of one sweep merge",
+        ),
         (vec![a.clone(), faults], "only shards of one sweep merge"),
         (vec![a.clone(), overlapping], "overlap"),
         (vec![a.clone(), a.clone()], "overlap"),
         (vec![a.clone(), p(&huge)], "larger than 64 KiB"),
         (vec![a.clone(), "/dev/zero".into()], "larger than 64 KiB"),
-        (vec![a.clone(), p(&garbage)], "not a report of simulate --json"),
+        (
+            vec![a.clone(), p(&garbage)],
+            "not a report of simulate --json",
+        ),
         (vec![a.clone(), p(&deep)], "not a report of simulate --json"),
         (vec![a.clone(), p(&overflow)], "overflow"),
         (vec![a.clone(), p(&lies)], "cannot have run 40"),
@@ -465,8 +485,17 @@ fn merge_refuses_other_settings_overlaps_and_what_is_not_a_report() {
             .chain(files.iter().map(String::as_str))
             .collect();
         let output = simulate(&args);
-        assert_eq!(output.status.code(), Some(2), "{files:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains(says), "{files:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{files:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{files:?}: {}",
+            stderr(&output)
+        );
         assert!(stdout(&output).is_empty(), "{files:?}");
     }
     for (args, says) in [

@@ -151,7 +151,9 @@ fn parse() -> Result<Parsed, String> {
                     }
                 }
                 if files.is_empty() {
-                    return Err("--merge needs the report files to merge, e.g. --merge shard-*.json".into());
+                    return Err(
+                        "--merge needs the report files to merge, e.g. --merge shard-*.json".into(),
+                    );
                 }
                 return Ok(Parsed::Merge(files, args.json));
             }
@@ -364,6 +366,9 @@ fn main() -> ExitCode {
     let mut progress = Progress::new(total);
     let go_on = || !interrupted.load(Ordering::Relaxed);
     for seed in args.seeds.clone() {
+        if !go_on() {
+            break;
+        }
         let mut config = if args.swarm {
             ChatSimConfig::swarm(seed, args.clients, args.duration)
         } else {
@@ -445,7 +450,9 @@ fn main() -> ExitCode {
     progress.finish();
     let stopped = interrupted.load(Ordering::Relaxed);
     if stopped {
-        eprintln!("interrupted by Ctrl-C after {seeds_run} of {total} seeds; the report covers those");
+        eprintln!(
+            "interrupted by Ctrl-C after {seeds_run} of {total} seeds; the report covers those"
+        );
     }
     let report = Report {
         seeds: Seeds {
@@ -484,7 +491,10 @@ fn main() -> ExitCode {
 }
 
 /// One seed, checked; `None` if `go_on` said to stop before it ended.
-fn run_seed(config: &ChatSimConfig, go_on: impl FnMut() -> bool) -> Option<effectful_chat::sim::ChatRun> {
+fn run_seed(
+    config: &ChatSimConfig,
+    go_on: impl FnMut() -> bool,
+) -> Option<effectful_chat::sim::ChatRun> {
     let mut chat = ChatSim::new(config);
     let report = chat.run_while(go_on)?;
     Some(chat.check(report))

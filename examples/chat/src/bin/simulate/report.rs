@@ -187,17 +187,27 @@ impl Report {
         );
         let mode = match self.faults.as_str() {
             "none" => "off",
-            "chaos" => "on, the chaos plan (errors, lost answers and acks, latency spikes, dropped connections)",
+            "chaos" => {
+                "on, the chaos plan (errors, lost answers and acks, latency spikes, dropped connections)"
+            }
             _ => "on, each seed draws its own (rates, outages, restarts, disconnect storms)",
         };
-        line("faults:", format!("{mode}; {} injected", self.faults_injected));
+        line(
+            "faults:",
+            format!("{mode}; {} injected", self.faults_injected),
+        );
         if self.faults != "none" {
             let k = self.fault_kinds;
             line(
                 "  by kind:",
                 format!(
                     "{} errors, {} lost answers, {} lost acks, {} refused in outages, {} lost in restarts, {} dropped connections",
-                    k.errors, k.lost_answers, k.lost_acks, k.outages, k.restarts, k.dropped_connections
+                    k.errors,
+                    k.lost_answers,
+                    k.lost_acks,
+                    k.outages,
+                    k.restarts,
+                    k.dropped_connections
                 ),
             );
         }
@@ -283,7 +293,11 @@ impl Report {
         if names != expected {
             return Err(format!(
                 "invariants {:?}, where this simulate checks {expected:?}: a report of another version",
-                names.iter().take(10).map(|n| n.chars().take(40).collect::<String>()).collect::<Vec<_>>()
+                names
+                    .iter()
+                    .take(10)
+                    .map(|n| n.chars().take(40).collect::<String>())
+                    .collect::<Vec<_>>()
             ));
         }
         let failed = self
