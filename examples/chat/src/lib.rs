@@ -4,7 +4,7 @@
 //!
 //! - [`session`]: one WebSocket chat session, as an async program.
 //! - [`sim`]: N clients over a simulated duration under faults, and the invariants
-//!   checked at the end.
+//!   checked as each session ends.
 //!
 //! The `simulate` binary runs many seeds of [`sim`] from the command line:
 //! `cargo run --release -p effectful-chat --bin simulate -- --help`.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::queue::Event;
 use super::{SimFamily, Simulation};
+use crate::fake::Services;
 use crate::trace::{ClientEvent, TraceRecord};
 
 /// One client session: a WebSocket connection, and the program that serves it.
@@ -97,6 +98,22 @@ pub struct Transcript {
     pub finished: Option<Time>,
 }
 
+impl Transcript {
+    /// The transcript without its texts.
+    fn clone_times(&self) -> Transcript {
+        Transcript {
+            client: self.client,
+            connected_at: self.connected_at,
+            program: self.program,
+            sent: Vec::new(),
+            received: Vec::new(),
+            state: self.state,
+            closed_at: self.closed_at,
+            finished: self.finished,
+        }
+    }
+}
+
 /// One connection as the simulator runs it: the client's script and state.
 pub(super) struct ConnectionSim {
     script: Connection,
@@ -113,6 +130,10 @@ pub(super) struct ConnectionSim {
     stalled: bool,
     unread: VecDeque<String>,
     unread_bytes: usize,
+    /// Frames on their way to the client: the transcript is whole only once none is.
+    in_flight: u32,
+    /// The transcript went to the sink ([`Simulation::on_transcript`]).
+    handed_over: bool,
 }
 
 impl ConnectionSim {
@@ -138,7 +159,15 @@ impl ConnectionSim {
             stalled: false,
             unread: VecDeque::new(),
             unread_bytes: 0,
+            in_flight: 0,
+            handed_over: false,
         }
+    }
+
+    /// Whether nothing more can happen to the transcript: the program ended (so the
+    /// connection is closed) and every frame sent to the client has arrived.
+    fn transcript_whole(&self) -> bool {
+        !self.handed_over && self.transcript.finished.is_some() && self.in_flight == 0
     }
 }
 
@@ -390,6 +419,7 @@ where
         // Strictly after the previous frame, so equal draws cannot swap them.
         let arrives = drawn.max(conn.last_arrival + Duration::from_nanos(1));
         conn.last_arrival = arrives;
+        conn.in_flight += 1;
         self.schedule(arrives, Event::ClientReceive { connection, text });
     }
 
@@ -431,6 +461,7 @@ where
     /// read it).
     pub(super) fn client_receive(&mut self, connection: u32, text: String) {
         let conn = &mut self.connections[connection as usize];
+        conn.in_flight -= 1;
         if conn.state == ConnectionState::Open
             || matches!(conn.state, ConnectionState::ClosedByServer(_))
         {
@@ -445,6 +476,38 @@ where
             }
             conn.transcript.received.push((now, text));
         }
+        self.hand_over_if_whole(connection);
+    }
+
+    /// Sets where whole transcripts go: once a connection's program has ended and
+    /// every frame sent to its client has arrived, `sink` gets the connection's index,
+    /// its [`Transcript`] and the services as they are at that moment, and the
+    /// simulation keeps only the transcript's times and state (its `sent` and
+    /// `received` are emptied in [`transcripts`](Self::transcripts)). So a long run's
+    /// memory holds the connections still open, not every frame ever sent: check
+    /// each transcript as it comes (the chat checker does) instead of all at the end.
+    ///
+    /// Without a sink, every transcript stays whole until the simulation is dropped.
+    pub fn on_transcript(&mut self, sink: impl FnMut(u32, Transcript, &Services) + 'static) {
+        self.transcript_sink = Some(Box::new(sink));
+    }
+
+    /// Gives `connection`'s transcript to the sink if it is whole and there is one.
+    pub(super) fn hand_over_if_whole(&mut self, connection: u32) {
+        let Some(sink) = self.transcript_sink.as_mut() else {
+            return;
+        };
+        let conn = &mut self.connections[connection as usize];
+        if !conn.transcript_whole() {
+            return;
+        }
+        conn.handed_over = true;
+        let kept = conn.transcript.clone_times();
+        let transcript = std::mem::replace(&mut conn.transcript, kept);
+        // The script's texts were taken as they were sent; what is left is spent.
+        conn.script.messages = Vec::new();
+        conn.inbox = VecDeque::new();
+        sink(connection, transcript, &self.services);
     }
 
     /// The program serving `connection` ended with `result`: if the connection is

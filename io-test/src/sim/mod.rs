@@ -157,7 +157,12 @@ pub struct Simulation<O, P, F: SimFamily = Std> {
     own: OwnEffects<F>,
     trace: Recorder,
     report: SimReport,
+    /// Where whole transcripts go ([`Simulation::on_transcript`]); none: they stay.
+    transcript_sink: Option<TranscriptSink>,
 }
+
+/// What [`Simulation::on_transcript`] is given.
+type TranscriptSink = Box<dyn FnMut(u32, Transcript, &Services)>;
 
 impl<O, P, Fut, F> Simulation<O, P, F>
 where
@@ -195,6 +200,7 @@ where
                 ..SimReport::default()
             },
             config,
+            transcript_sink: None,
         };
         for script in connections {
             sim.add_connection(script);
@@ -222,7 +228,8 @@ where
         &self.services
     }
 
-    /// What each connection's client sent and saw, by connection index.
+    /// What each connection's client sent and saw, by connection index (without the
+    /// texts of those already handed to [`on_transcript`](Self::on_transcript)'s sink).
     pub fn transcripts(&self) -> Vec<&Transcript> {
         self.connections.iter().map(|c| &c.transcript).collect()
     }
@@ -461,6 +468,7 @@ where
         };
         self.program_ended(connection, &result);
         self.results[connection as usize] = Some(result);
+        self.hand_over_if_whole(connection);
     }
 
     fn cancel(&mut self, id: EffectId) {

@@ -26,6 +26,7 @@ mod faults;
 mod jobs;
 mod messaging;
 mod scheduler;
+mod streaming;
 mod timed_faults;
 mod traces;
 mod websocket;

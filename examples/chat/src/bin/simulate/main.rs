@@ -10,18 +10,25 @@
 //! `--help` lists every flag. Everything is checked before the first seed runs: a bad
 //! flag, `--clients 0`, `--duration 0s`, `--faults` with `--swarm`, a trace file that
 //! exists (without `--overwrite`) or cannot be created exits with status 2 at once.
-//! Exits 1 on any invariant violation.
+//! Exits 1 on any invariant violation, 130 when Ctrl-C stopped it (after printing the
+//! report of the seeds done). `--merge` adds up the `--json` reports of shards.
+
+mod report;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use effectful_chat::sim::{ChatSimConfig, run_chat};
+use effectful_chat::sim::{ChatSim, ChatSimConfig, Checks, Invariant};
 use effectful_test::fault::FaultPlan;
 use effectful_test::seed;
 use effectful_test::sim::FaultCounts;
 use effectful_test::trace::{first_divergence, write_trace};
+use indicatif::{ProgressBar, ProgressStyle};
+use report::{Definitions, Report, Seeds, invariant_rows};
 
 struct Args {
     clients: u32,
@@ -61,19 +68,29 @@ FLAGS:
     --overwrite           let --trace replace an existing file
     --check-determinism   run each seed twice and compare the traces
     --json                print the report as one JSON object on stdout
+    --merge FILE...       add up the --json reports of shards of one sweep into one report
+                          (with --json, as JSON); reports of different settings or
+                          overlapping seeds are refused
     -h, --help            print this help and exit
 
 A run too large for the machine's free memory is refused, saying how much it needs.
-Progress goes to stderr. Exit status: 0 all invariants held, 1 a violation, 2 bad flags.
-\"acknowledged messages\" counts chat messages that came back to their own sender once
-stored; \"deliveries\" counts room messages delivered live to joined clients. The
-checker verifies each is stored exactly once, as sent, and arrives in the room's order
-with no gap and no repeat.
+Progress goes to stderr: a bar on a terminal, a line every 2 s otherwise. Ctrl-C stops
+the run and prints the report of the seeds done (a second Ctrl-C quits at once).
+Exit status: 0 all invariants held, 1 a violation, 2 bad flags or reports, 130 Ctrl-C.
+
+The report names each invariant with how many checks it made and how many failed,
+whether faults were on and how many of each kind were injected.
+\"acknowledged messages\" counts chat messages that came back to their own sender
+through the room once stored (the sender's acknowledgement); \"deliveries\" counts room
+messages delivered live to joined clients. The checker verifies each is stored exactly
+once, as sent, and arrives in the room's order with no gap and no repeat.
 ";
 
 /// What `parse` asks `main` to do.
 enum Parsed {
     Run(Args),
+    /// Merge these reports; print JSON if the flag says so.
+    Merge(Vec<String>, bool),
     Help,
 }
 
@@ -120,6 +137,26 @@ fn parse() -> Result<Parsed, String> {
             "--json" => args.json = true,
             "--shard" => args.shard = Some(parse_shard(&value("--shard")?)?),
             "--help" | "-h" => return Ok(Parsed::Help),
+            "--merge" => {
+                let mut files = Vec::new();
+                for arg in it.by_ref() {
+                    match arg.as_str() {
+                        "--json" => args.json = true,
+                        flag if flag.starts_with("--") => {
+                            return Err(format!(
+                                "--merge takes report files (and --json), not {flag}"
+                            ));
+                        }
+                        _ => files.push(arg),
+                    }
+                }
+                if files.is_empty() {
+                    return Err(
+                        "--merge needs the report files to merge, e.g. --merge shard-*.json".into(),
+                    );
+                }
+                return Ok(Parsed::Merge(files, args.json));
+            }
             other => return Err(format!("unknown flag {other}; try --help")),
         }
     }
@@ -219,6 +256,82 @@ fn open_trace(path: &str, overwrite: bool) -> Result<File, String> {
     })
 }
 
+/// Where the run stands, shown on stderr as it goes.
+enum Progress {
+    /// A bar, when stderr is a terminal.
+    Bar(ProgressBar),
+    /// A line every few seconds otherwise.
+    Lines { last: Instant },
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines {
+                last: Instant::now(),
+            };
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} seeds, {msg} [{elapsed_precise}, about {eta} left]",
+        );
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        bar.set_message("0 violations");
+        Progress::Bar(bar)
+    }
+
+    /// One more seed is done.
+    fn seed_done(&mut self, done: u64, total: u64, violations: u64, started: Instant) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{violations} violations"));
+            }
+            Progress::Lines { last } => {
+                if last.elapsed() >= Duration::from_secs(2) {
+                    *last = Instant::now();
+                    eprintln!(
+                        "progress: {done}/{total} seeds, {violations} violations, {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prints `text` on stderr without tearing the bar.
+    fn say(&self, text: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| eprintln!("{text}")),
+            Progress::Lines { .. } => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Set by Ctrl-C: the run stops and reports the seeds done. A second Ctrl-C quits at
+/// once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if set.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not print the report so far: {e}");
+    }
+    flag
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(Parsed::Run(args)) => args,
@@ -226,6 +339,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::Merge(files, json)) => return merge(&files, json),
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
@@ -239,17 +353,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let interrupted = interrupt_flag();
     let started = Instant::now();
-    let (mut effects, mut simulated, mut violations, mut seeds_run, mut acked, mut faults) =
-        (0u64, Duration::ZERO, 0usize, 0u64, 0usize, 0u64);
+    let (mut effects, mut simulated, mut seeds_run, mut acked, mut faults) =
+        (0u64, Duration::ZERO, 0u64, 0u64, 0u64);
     let mut failed_seeds = 0u64;
-    let mut deliveries = 0usize;
+    let mut deliveries = 0u64;
+    let mut checks = Checks::default();
     let mut fault_kinds = FaultCounts::default();
     let mut trace_written = None;
     let total = args.seeds.end - args.seeds.start;
-    let terminal = std::io::stderr().is_terminal();
-    let mut last_progress = Instant::now();
+    let mut progress = Progress::new(total);
+    let go_on = || !interrupted.load(Ordering::Relaxed);
     for seed in args.seeds.clone() {
+        if !go_on() {
+            break;
+        }
         let mut config = if args.swarm {
             ChatSimConfig::swarm(seed, args.clients, args.duration)
         } else {
@@ -259,10 +378,19 @@ fn main() -> ExitCode {
             config.faults = FaultPlan::chaos();
         }
         config.record_trace = args.trace.is_some() || args.check_determinism;
-        let mut run = run_chat(&config);
+        // A seed Ctrl-C cut short is not counted: the report is of the seeds done.
+        let Some(mut run) = run_seed(&config, go_on) else {
+            break;
+        };
         if args.check_determinism {
             // The same seed again must give the very same trace.
-            if let Some(divergence) = first_divergence(&run.trace, &run_chat(&config).trace) {
+            let Some(again) = run_seed(&config, go_on) else {
+                break;
+            };
+            let divergence = first_divergence(&run.trace, &again.trace);
+            run.checks
+                .record(Invariant::Deterministic, divergence.is_none());
+            if let Some(divergence) = divergence {
                 run.violations
                     .push(format!("seed {seed} is not deterministic: {divergence}"));
             }
@@ -270,11 +398,12 @@ fn main() -> ExitCode {
         seeds_run += 1;
         effects += run.report.effects;
         simulated += run.report.simulated;
-        acked += run.acked;
-        deliveries += run.deliveries;
+        acked += run.acked as u64;
+        deliveries += run.deliveries as u64;
         faults += run.report.faults;
         fault_kinds += run.report.fault_kinds;
-        let failed = !run.violations.is_empty();
+        checks += run.checks;
+        let failed = run.checks.failures() > 0;
         let last = seed + 1 == args.seeds.end;
         if let (Some(path), Some(file)) = (&args.trace, &trace_file) {
             if (failed || last) && trace_written.is_none() {
@@ -284,32 +413,16 @@ fn main() -> ExitCode {
                     .and_then(|f| write_trace(f, &run.trace));
                 match written {
                     Ok(()) => trace_written = Some(path.clone()),
-                    Err(e) => eprintln!("could not write the trace to {path}: {e}"),
+                    Err(e) => progress.say(&format!("could not write the trace to {path}: {e}")),
                 }
                 trace_file = None;
             }
         }
-        if last_progress.elapsed() >= Duration::from_secs(2) || (terminal && last) {
-            last_progress = Instant::now();
-            let line = format!(
-                "progress: {seeds_run}/{total} seeds, {violations} violations, {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            if terminal {
-                eprint!("\r{line}");
-                if last {
-                    eprintln!();
-                }
-            } else {
-                eprintln!("{line}");
-            }
-        }
         if failed {
             failed_seeds += 1;
-            violations += run.violations.len();
-            eprintln!("{}", run.report);
+            let mut text = run.report.to_string();
             for v in run.violations.iter().take(20) {
-                eprintln!("  violation: {v}");
+                text.push_str(&format!("\n  violation: {v}"));
             }
             let flags = format!(
                 "--clients {} --duration {}ms{}{}{}",
@@ -323,88 +436,103 @@ fn main() -> ExitCode {
                     ""
                 }
             );
-            eprintln!(
-                "{}",
-                seed::reproduce_message(
-                    seed,
-                    &format!(
-                        "cargo run --release -p effectful-chat --bin simulate -- --seed {seed} {flags} --trace seed-{seed}.trace.jsonl"
-                    )
-                )
-            );
+            text.push('\n');
+            text.push_str(&seed::reproduce_message(
+                seed,
+                &format!(
+                    "cargo run --release -p effectful-chat --bin simulate -- --seed {seed} {flags} --trace seed-{seed}.trace.jsonl"
+                ),
+            ));
+            progress.say(&text);
         }
+        progress.seed_done(seeds_run, total, checks.failures(), started);
     }
-    let wall = started.elapsed();
-    let fault_mode = if args.swarm {
-        "swarm (each seed draws its own)"
-    } else if args.faults {
-        "chaos"
-    } else {
-        "none"
-    };
-    if args.json {
-        let trace = trace_written
-            .as_deref()
-            .map_or("null".to_owned(), |p| format!("{p:?}"));
-        println!(
-            "{{\"seeds\":{{\"start\":{},\"end\":{},\"run\":{seeds_run}}},\"clients\":{},\"swarm\":{},\"faults\":{:?},\"faults_injected\":{faults},\"fault_kinds\":{{\"errors\":{},\"lost_answers\":{},\"lost_acks\":{},\"outages\":{},\"restarts\":{},\"dropped_connections\":{}}},\"effects\":{effects},\"acknowledged\":{acked},\"deliveries\":{deliveries},\"simulated_s\":{:.3},\"wall_s\":{:.3},\"failed_seeds\":{failed_seeds},\"violations\":{violations},\"trace\":{trace}}}",
-            args.seeds.start,
-            args.seeds.end,
-            args.clients,
-            args.swarm,
-            fault_mode,
-            fault_kinds.errors,
-            fault_kinds.lost_answers,
-            fault_kinds.lost_acks,
-            fault_kinds.outages,
-            fault_kinds.restarts,
-            fault_kinds.dropped_connections,
-            simulated.as_secs_f64(),
-            wall.as_secs_f64(),
+    progress.finish();
+    let stopped = interrupted.load(Ordering::Relaxed);
+    if stopped {
+        eprintln!(
+            "interrupted by Ctrl-C after {seeds_run} of {total} seeds; the report covers those"
         );
-        return if violations > 0 {
-            ExitCode::FAILURE
+    }
+    let report = Report {
+        seeds: Seeds {
+            start: args.seeds.start,
+            end: args.seeds.end,
+            run: seeds_run,
+        },
+        clients: args.clients,
+        duration_ms: args.duration.as_millis() as u64,
+        swarm: args.swarm,
+        faults: if args.swarm {
+            "swarm"
+        } else if args.faults {
+            "chaos"
         } else {
-            ExitCode::SUCCESS
-        };
+            "none"
+        }
+        .to_owned(),
+        check_determinism: args.check_determinism,
+        interrupted: stopped,
+        faults_injected: faults,
+        fault_kinds: fault_kinds.into(),
+        invariants: invariant_rows(&checks, args.check_determinism),
+        effects,
+        acknowledged: acked,
+        deliveries,
+        definitions: Definitions::default(),
+        simulated_ns: simulated.as_nanos() as u64,
+        wall_s: started.elapsed().as_secs_f64(),
+        failed_seeds,
+        violations: checks.failures(),
+        trace: trace_written,
+    };
+    print_report(&report, args.json);
+    exit_status(&report)
+}
+
+/// One seed, checked; `None` if `go_on` said to stop before it ended.
+fn run_seed(
+    config: &ChatSimConfig,
+    go_on: impl FnMut() -> bool,
+) -> Option<effectful_chat::sim::ChatRun> {
+    let mut chat = ChatSim::new(config);
+    let report = chat.run_while(go_on)?;
+    Some(chat.check(report))
+}
+
+fn print_report(report: &Report, json: bool) {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
     }
-    println!(
-        "seeds run:                 {seeds_run} ({}..{})",
-        args.seeds.start, args.seeds.end
-    );
-    println!(
-        "clients per seed:          {}{}",
-        args.clients,
-        if args.swarm { " (at most; swarm)" } else { "" }
-    );
-    println!("faults:                    {fault_mode}, {faults} injected");
-    if faults > 0 {
-        println!("  by kind:                 {fault_kinds}");
-    }
-    println!("simulated effects:         {effects}");
-    println!(
-        "acknowledged messages:     {acked} (seen by their sender once stored; each checked stored once)"
-    );
-    println!(
-        "deliveries:                {deliveries} (room messages to joined clients, each checked)"
-    );
-    println!("wall time:                 {:.3} s", wall.as_secs_f64());
-    println!(
-        "simulated effects / s:     {:.0}",
-        effects as f64 / wall.as_secs_f64().max(1e-9)
-    );
-    println!(
-        "simulated time / wall:     {:.0}x",
-        simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
-    );
-    println!("failed seeds:              {failed_seeds}");
-    println!("invariant violations:      {violations}");
-    if let Some(path) = trace_written {
-        println!("trace:                     {path}");
-    }
-    if violations > 0 {
+}
+
+/// 130 if interrupted (as a shell reports Ctrl-C), 1 on a violation, 0 otherwise.
+fn exit_status(report: &Report) -> ExitCode {
+    if report.interrupted {
+        ExitCode::from(130)
+    } else if report.violations > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--merge`: one report from the reports of a sweep's shards.
+fn merge(files: &[String], json: bool) -> ExitCode {
+    match report::merge(files) {
+        Ok(report) => {
+            print_report(&report, json);
+            if report.violations > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
     }
 }
