@@ -323,13 +323,7 @@ where
         };
         let Some(&connection) = self.by_program.get(id.program()) else {
             let error = EffectError::websocket_closed(name, 1006, "no connection for this program");
-            self.schedule(
-                self.now,
-                Event::Deliver {
-                    id,
-                    result: Err(error),
-                },
-            );
+            self.deliver_at(self.now, id, Err(error));
             return;
         };
         let now = self.now;
@@ -343,24 +337,16 @@ where
             )
         {
             if let Some(text) = self.connections[connection as usize].inbox.pop_front() {
-                self.schedule(
+                self.deliver_at(
                     now,
-                    Event::Deliver {
-                        id,
-                        result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
-                    },
+                    id,
+                    Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
                 );
                 return;
             }
         }
         if state != ConnectionState::Open {
-            self.schedule(
-                now,
-                Event::Deliver {
-                    id,
-                    result: Err(closed_error(name, state)),
-                },
-            );
+            self.deliver_at(now, id, Err(closed_error(name, state)));
             return;
         }
         match request {
@@ -383,29 +369,25 @@ where
                     conn.unread.push_back(send.text);
                     Ok(Response::WebSocket(WebSocketResponse::SendText(())))
                 };
-                self.schedule(now, Event::Deliver { id, result });
+                self.deliver_at(now, id, result);
             }
             WebSocketRequest::ReceiveText(_) => {
                 let conn = &mut self.connections[connection as usize];
                 match conn.inbox.pop_front() {
-                    Some(text) => self.schedule(
+                    Some(text) => self.deliver_at(
                         now,
-                        Event::Deliver {
-                            id,
-                            result: Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
-                        },
+                        id,
+                        Ok(Response::WebSocket(WebSocketResponse::ReceiveText(text))),
                     ),
                     None => conn.waiting = Some(id),
                 }
             }
             WebSocketRequest::Close(close) => {
                 self.server_close(connection, close.reason.code());
-                self.schedule(
+                self.deliver_at(
                     now,
-                    Event::Deliver {
-                        id,
-                        result: Ok(Response::WebSocket(WebSocketResponse::Close(()))),
-                    },
+                    id,
+                    Ok(Response::WebSocket(WebSocketResponse::Close(()))),
                 );
             }
         }
@@ -447,12 +429,10 @@ where
         // close ends that wait. (Scheduled, not delivered at once: the engine's
         // outputs may still be being drained.)
         if let Some(waiting) = waiting {
-            self.schedule(
+            self.deliver_at(
                 now,
-                Event::Deliver {
-                    id: waiting,
-                    result: Err(closed_error("WebSocket.ReceiveText", state)),
-                },
+                waiting,
+                Err(closed_error("WebSocket.ReceiveText", state)),
             );
         }
     }

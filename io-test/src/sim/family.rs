@@ -119,13 +119,7 @@ where
         let name = F::request_name(&request);
         let Some(fake) = &self.own.fake else {
             let error = EffectError::unhandled(name, vec!["the built-in families".into()]);
-            self.schedule(
-                self.now,
-                Event::Deliver {
-                    id,
-                    result: Err(error),
-                },
-            );
+            self.deliver_at(self.now, id, Err(error));
             return;
         };
         let (latency, error_rate) = (fake.latency(), fake.error_rate());
@@ -136,13 +130,7 @@ where
                 "injected fault: connection reset before the request was sent",
             );
             let at = self.now + self.latency(latency);
-            self.schedule(
-                at,
-                Event::Deliver {
-                    id,
-                    result: Err(error),
-                },
-            );
+            self.deliver_at(at, id, Err(error));
             return;
         }
         let latency = self.latency(latency);

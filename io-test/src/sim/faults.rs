@@ -71,13 +71,7 @@ where
             AckOutcome::Acknowledged,
         ));
         let at = self.now + self.latency(latency);
-        self.schedule(
-            at,
-            Event::Deliver {
-                id,
-                result: Ok(answer),
-            },
-        );
+        self.deliver_at(at, id, Ok(answer));
         true
     }
 
@@ -155,13 +149,7 @@ where
     fn refuse(&mut self, id: EffectId, request: &Request, latency: Latency, why: &'static str) {
         let error = EffectError::connection_lost(request.name(), why);
         let at = self.now + self.latency(latency);
-        self.schedule(
-            at,
-            Event::Deliver {
-                id,
-                result: Err(error),
-            },
-        );
+        self.deliver_at(at, id, Err(error));
     }
 
     /// The extra latency of the plan's latency spikes for `request` issued now.
@@ -210,13 +198,7 @@ where
                 name,
                 "injected restart: the service restarted before it applied the request",
             );
-            self.schedule(
-                self.now + response_leg,
-                Event::Deliver {
-                    id,
-                    result: Err(error),
-                },
-            );
+            self.deliver_at(self.now + response_leg, id, Err(error));
         }
         match service {
             Service::Cache => self.services.cache.restart(),
@@ -234,13 +216,7 @@ where
                         "injected restart: the database dropped the listener connection",
                     );
                     let at = self.now + self.latency(self.config.faults.latency.database);
-                    self.schedule(
-                        at,
-                        Event::Deliver {
-                            id,
-                            result: Err(error),
-                        },
-                    );
+                    self.deliver_at(at, id, Err(error));
                 }
             }
             _ => {}

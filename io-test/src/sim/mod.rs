@@ -393,6 +393,18 @@ where
         }
     }
 
+    /// Answers `id` with `result` at simulated time `at`, as an event of its own:
+    /// never from inside the drain that asked (the engine's outputs may still be
+    /// being taken).
+    pub(super) fn deliver_at(
+        &mut self,
+        at: Time,
+        id: EffectId,
+        result: Result<Response, EffectError>,
+    ) {
+        self.schedule(at, Event::Deliver { id, result });
+    }
+
     /// Hands an answer to the engine, and drains what it does next.
     fn deliver(&mut self, id: EffectId, result: Result<Response, EffectError>) {
         let now = self.now;

@@ -65,7 +65,7 @@ where
         {
             Handled::Done(result) => {
                 if !self.lose_answer(id, lost_rate) {
-                    self.schedule(now + response_leg, Event::Deliver { id, result });
+                    self.deliver_at(now + response_leg, id, result);
                 }
                 // A publish or a negative acknowledgement may have served a waiting
                 // consumer, or asked for a wake when a redelivery's time comes.
@@ -80,7 +80,7 @@ where
             Handled::WaitRoom(wait) => {
                 if let Some(messages) = self.services.database.wait_room(id, wait) {
                     let result = Ok(room_answer(messages));
-                    self.schedule(now + response_leg, Event::Deliver { id, result });
+                    self.deliver_at(now + response_leg, id, result);
                 }
             }
             // `perform` handles these at issue time; kept for completeness.
@@ -156,7 +156,7 @@ where
         while let Some((id, messages)) = self.services.database.poll_room_handed_over() {
             let at = self.now + self.latency(self.config.faults.latency.database);
             let result = Ok(room_answer(messages));
-            self.schedule(at, Event::Deliver { id, result });
+            self.deliver_at(at, id, result);
         }
     }
 
@@ -166,13 +166,7 @@ where
             ConsumeOutcome::Message(envelope.into()),
         ));
         let at = self.now + self.latency(self.config.faults.latency.messaging);
-        self.schedule(
-            at,
-            Event::Deliver {
-                id,
-                result: Ok(answer),
-            },
-        );
+        self.deliver_at(at, id, Ok(answer));
     }
 }
 
