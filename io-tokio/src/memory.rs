@@ -44,7 +44,7 @@ use effectful::effect::{
 };
 use effectful::memory::{Handled, Performer, Services};
 use effectful::{EffectId, Family, ProgramId, Std, Time};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Clock;
 use crate::entropy::{self, EntropyError};
@@ -172,6 +172,7 @@ where
             world: self.clone(),
             messaging: family == "Messaging",
             database: family == "Database",
+            began: FxHashSet::default(),
             shard: shard.shard(),
             clock: shard.clock(),
             stats: shard.stats().clone(),
@@ -194,6 +195,9 @@ pub struct MemoryInterpreter<F: Family = Std> {
     messaging: bool,
     /// The Database instance also keeps the books of waits for room messages.
     database: bool,
+    /// Programs of this shard that began an interactive transaction: only their end
+    /// takes the world's lock to roll back what they left open.
+    began: FxHashSet<ProgramId>,
     shard: usize,
     clock: Clock,
     stats: RuntimeStats,
@@ -342,6 +346,9 @@ where
             }
             _ => (false, None),
         };
+        if let Request::Database(DatabaseRequest::Begin(_)) = &request {
+            self.began.insert(id.program());
+        }
         let posts = matches!(
             request,
             Request::Database(DatabaseRequest::PostRoomMessage(_))
@@ -443,11 +450,13 @@ where
         if self.database {
             // An interactive transaction it left open is rolled back, as the
             // PostgreSQL interpreter does.
-            let performer = Performer {
-                engine: self.engine(),
-                program,
-            };
-            self.world.lock().services.program_ended(performer);
+            if self.began.remove(&program) {
+                let performer = Performer {
+                    engine: self.engine(),
+                    program,
+                };
+                self.world.lock().services.program_ended(performer);
+            }
             return;
         }
         if !self.messaging {
