@@ -137,6 +137,26 @@ impl fmt::Display for Timestamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
+        if (0..=9999).contains(&y) {
+            // The common case, by hand: `write!` with six padded fields cost the chat
+            // server about 3 % of a shard's time, one timestamp per delivered message.
+            let mut out = *b"0000-00-00T00:00:00.000000Z";
+            let mut put = |at: usize, width: usize, mut value: u64| {
+                for i in (at..at + width).rev() {
+                    out[i] = b'0' + (value % 10) as u8;
+                    value /= 10;
+                }
+            };
+            put(0, 4, y as u64);
+            put(5, 2, u64::from(m));
+            put(8, 2, u64::from(d));
+            put(11, 2, (rem / 3600) as u64);
+            put(14, 2, (rem % 3600 / 60) as u64);
+            put(17, 2, (rem % 60) as u64);
+            put(20, 6, micros as u64);
+            // Only ASCII digits went in.
+            return f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?);
+        }
         write!(
             f,
             "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
@@ -191,5 +211,33 @@ mod tests {
             Timestamp::from_unix_secs(951_782_400).to_string(),
             "2000-02-29T00:00:00.000000Z"
         );
+        // Outside years 0 to 9999 the general path prints the year as it is.
+        assert_eq!(
+            Timestamp::from_unix_secs(253_402_300_800).to_string(),
+            "10000-01-01T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn the_hand_written_timestamp_matches_the_formatted_one() {
+        let reference = |t: Timestamp| {
+            let micros = t.0.rem_euclid(1_000_000);
+            let secs = t.0.div_euclid(1_000_000);
+            let rem = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        };
+        // Year 0 to 9999, in steps that cross every field's boundaries.
+        let mut micros = -62_167_219_200_000_000i64;
+        while micros < 253_402_300_800_000_000 {
+            let t = Timestamp::from_unix_micros(micros);
+            assert_eq!(t.to_string(), reference(t));
+            micros += 3_999_999_999_937;
+        }
     }
 }
