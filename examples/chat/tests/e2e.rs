@@ -2,7 +2,8 @@
 //! sockets, PostgreSQL and Redis. Two instances share one room through PostgreSQL;
 //! clients on each see every message once, in one order; history on join; malformed
 //! frames; the program timeout's 1008; Redis restarted mid-conversation (a throwaway
-//! server) without a stored message missed. Each test keeps to a schema of its own.
+//! server) without a stored message missed; `chat_load`'s report of a short run. Each
+//! test keeps to a schema of its own.
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -352,4 +353,52 @@ async fn a_redis_restart_mid_conversation_loses_no_stored_message() {
     .map(str::to_owned)
     .collect();
     assert_eq!(stored, expected);
+}
+
+/// `chat_load`, the tool behind the load figures, against a server on PostgreSQL and
+/// Redis: its report counts every delivery of a short run, none missing, no errors,
+/// and latencies for each delivery after the warm-up.
+#[test]
+fn chat_load_counts_every_delivery_of_a_short_run() {
+    let schema = Schema::new("load");
+    let redis = Redis::start();
+    let server = Server::start(&[("DATABASE_URL", schema.url()), ("REDIS_URL", redis.url())]);
+    let output = Command::new(env!("CARGO_BIN_EXE_chat_load"))
+        .args(["--url", &server.url(), "--clients", "20", "--rate", "20"])
+        .args(["--duration", "2s", "--warmup", "1s", "--json"])
+        .output()
+        .expect("run chat_load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "chat_load failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert_eq!(report["connected"], 20, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["deliveries_missing"], 0, "{report}");
+    let sent = report["messages_sent"].as_u64().expect("messages_sent");
+    // 20 a second for 3 s, give or take the first and last tick and a busy machine.
+    assert!((30..=70).contains(&sent), "{report}");
+    // Every client gets every message, its own included.
+    assert_eq!(report["deliveries"].as_u64(), Some(sent * 20), "{report}");
+    let latency = &report["latency_ms"];
+    let samples = latency["samples"].as_u64().expect("samples");
+    assert!(
+        samples > 0 && samples < sent * 20,
+        "only after the warm-up: {report}"
+    );
+    let (p50, p99, max) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p99"].as_f64().unwrap(),
+        latency["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    // The stored messages are the ones it sent, once each.
+    let stored = psql(&format!(
+        "SELECT count(*) FROM {}.chat_room_messages",
+        schema.name
+    ));
+    assert_eq!(stored.parse::<u64>().ok(), Some(sent), "{report}");
 }
