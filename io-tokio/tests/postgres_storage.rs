@@ -180,6 +180,7 @@ fn keys_sort_by_code_point_even_where_the_database_collation_would_not() {
                     bucket: "b".into(),
                     prefix: Some(String::new()),
                     max_keys: 10,
+                    start_after: None,
                 })
                 .await
                 .expect("listed")

@@ -1,6 +1,8 @@
 //! Messaging on Redis Streams at scale, against the shared Redis on 127.0.0.1:6379
-//! (keys under `effectful-msg-<pid>:`): waiting consumers hold no connection, and a
-//! wait given up while its read was on its way leaves no message stuck.
+//! (keys under `effectful-msg-<pid>:`): waiting consumers hold no connection, a
+//! wait given up while its read was on its way leaves no message stuck, and two
+//! backends (two processes) hear each other's publishes through the wake channel
+//! at once, with no reads while nothing happens, across a killed subscription.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -18,13 +20,18 @@ use effectful_tokio::redis::{PoolConfig, RedisBackend};
 const START: &str = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" \
      --appendonly no";
 
+fn prefix(name: &str) -> String {
+    format!("effectful-msg-{}:{name}:", std::process::id())
+}
+
 /// A backend on the shared Redis with `connections` connections, serving Messaging
-/// under a prefix of this test's own, with `ack_timeout`.
+/// under a prefix of this test's own, with `ack_timeout`. Two backends of one name
+/// share their keys: they are two processes of one application.
 fn backend(name: &str, connections: usize, ack_timeout: Duration) -> RedisBackend {
     if TcpStream::connect("127.0.0.1:6379").is_err() {
         panic!("Redis is not running on 127.0.0.1:6379; start it with: {START}");
     }
-    let prefix = format!("effectful-msg-{}:{name}:", std::process::id());
+    let prefix = prefix(name);
     let mut config = PoolConfig::new(RedisUrl::parse("redis://127.0.0.1:6379/0").expect("a URL"));
     config.max_connections = connections;
     let adapter = MessagingAdapter::new(prefix.clone()).with_ack_timeout(ack_timeout);
@@ -255,4 +262,218 @@ fn waits_given_up_while_their_read_is_on_its_way_hand_their_message_back() {
     });
     assert_eq!(left, 0, "nothing is left pending");
     runtime.shutdown(Duration::from_secs(1));
+}
+
+/// The lines of `CLIENT LIST` for the wake-channel connections of the backends named
+/// `name` (each process has one, named after the prefix).
+async fn wake_clients(backend: &RedisBackend, name: &str) -> Vec<String> {
+    let reply = backend
+        .pool()
+        .call(Command::new("CLIENT").arg("LIST"))
+        .await
+        .expect("CLIENT LIST");
+    let text = String::from_utf8_lossy(reply.as_bytes().expect("text")).into_owned();
+    let wanted = format!(" name=effectful-wake:{} ", prefix(name));
+    text.lines()
+        .filter(|line| line.contains(&wanted) && line.contains(" sub=1 "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (up to 10 s) until `count` wake connections of `name` are subscribed.
+async fn until_listening(backend: &RedisBackend, name: &str, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let clients = wake_clients(backend, name).await;
+        if clients.len() == count {
+            return clients;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{count} wake connections expected, found {clients:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two processes of one application named `name`: their own pools, consumers and
+/// wake connections, one prefix; the publisher's backend, the consumer's, and their
+/// runtimes.
+fn two_processes(name: &str) -> (RedisBackend, RedisBackend, Runtime, Runtime) {
+    let publisher = backend(name, 2, Duration::from_secs(60));
+    let consumer = backend(name, 2, Duration::from_secs(60));
+    let (a, b) = (runtime(&publisher), runtime(&consumer));
+    (publisher, consumer, a, b)
+}
+
+/// Makes `subscription`'s group with a consume that does not wait, so that it
+/// receives what is published from now on.
+async fn create_group(runtime: &Runtime, subscription: &'static str) {
+    let first = runtime
+        .handle()
+        .spawn(move |fx| async move { fx.perform(consume(subscription, 0)).await })
+        .await
+        .expect("spawned");
+    assert_eq!(
+        first.await.expect("ran").expect("answered"),
+        ConsumeOutcome::Timeout
+    );
+}
+
+/// The payload a consumer of `subscription` on `runtime` gets, and when it got it.
+async fn waiting_consumer(
+    runtime: &Runtime,
+    subscription: &'static str,
+) -> effectful_tokio::JoinHandle<Result<(String, Instant), EffectError>> {
+    runtime
+        .handle()
+        .spawn(move |fx| async move {
+            match fx.perform(consume(subscription, 30_000)).await? {
+                ConsumeOutcome::Message(m) => {
+                    let at = Instant::now();
+                    fx.perform(AcknowledgeMessage {
+                        message_id: m.message_id,
+                    })
+                    .await?;
+                    Ok((String::from_utf8_lossy(&m.payload).into_owned(), at))
+                }
+                ConsumeOutcome::Timeout => Ok(("timeout".to_owned(), Instant::now())),
+            }
+        })
+        .await
+        .expect("spawned")
+}
+
+/// Publishes `payload` to `topic` through `runtime`; when the publish began.
+async fn publish_through(runtime: &Runtime, topic: &'static str, payload: &str) -> Instant {
+    let payload = payload.to_owned();
+    let started = Instant::now();
+    let h = runtime
+        .handle()
+        .spawn(move |fx| async move { fx.perform(publish(topic, payload)).await })
+        .await
+        .expect("spawned");
+    match h.await.expect("ran").expect("published") {
+        PublishOutcome::Published { .. } => started,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_consumer_waiting_in_one_process_hears_another_process_publish_at_once_and_reads_nothing_meanwhile()
+ {
+    const ROUNDS: usize = 15;
+    // No poll is configured (there is none any more).
+    let (_publisher, consumer, a, b) = two_processes("wake");
+    let (latencies, idle_reads) = b.block_on(async {
+        until_listening(&consumer, "wake", 2).await;
+        create_group(&b, "fast/g").await;
+        // A consumer waits a second: its first read, then nothing.
+        let waiting = waiting_consumer(&b, "fast/g").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = consumer.messaging_reads().expect("messaging");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_reads = consumer.messaging_reads().expect("messaging") - before;
+        let mut latencies = Vec::new();
+        let mut waiting = Some(waiting);
+        for round in 0..ROUNDS {
+            let h = match waiting.take() {
+                Some(h) => h,
+                None => {
+                    let h = waiting_consumer(&b, "fast/g").await;
+                    // Parked: its read came back empty long ago.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    h
+                }
+            };
+            let published = publish_through(&a, "fast", &format!("m{round}")).await;
+            let (payload, got) = h.await.expect("ran").expect("answered");
+            assert_eq!(payload, format!("m{round}"));
+            latencies.push(got.saturating_duration_since(published));
+        }
+        (latencies, idle_reads)
+    });
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let median = sorted[ROUNDS / 2];
+    eprintln!(
+        "publish in one process to delivery in another: median {median:?}, max {:?}; reads while a consumer waited idle for 1 s: {idle_reads}",
+        sorted[ROUNDS - 1]
+    );
+    // None expected; one if the wake connection happened to be made again meanwhile.
+    assert!(
+        idle_reads <= 1,
+        "a waiting consumer read {idle_reads} times while nothing happened"
+    );
+    // The old poll tick was 50 ms; a wake is one pub/sub hop (generous for a loaded machine).
+    assert!(
+        median < Duration::from_millis(20),
+        "median publish-to-delivery {median:?} ({latencies:?})"
+    );
+    assert!(
+        sorted[ROUNDS - 1] < Duration::from_secs(2),
+        "every delivery came by wake, not by timeout: {latencies:?}"
+    );
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_killed_wake_connection_comes_back_and_loses_no_wake_up() {
+    let (_publisher, consumer, a, b) = two_processes("killed");
+    b.block_on(async {
+        until_listening(&consumer, "killed", 2).await;
+        create_group(&b, "gone/g").await;
+        for round in 0..2 {
+            // The consumer parks; then its process's wake connection is killed...
+            let h = waiting_consumer(&b, "gone/g").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let clients = wake_clients(&consumer, "killed").await;
+            let ids: Vec<String> = clients
+                .iter()
+                .filter_map(|line| {
+                    Some(
+                        line.split_whitespace()
+                            .next()?
+                            .strip_prefix("id=")?
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(ids.len(), 2, "{clients:?}");
+            // (Either process's: which one is the consumer's does not matter to the
+            // contract, so kill both.)
+            for id in &ids {
+                consumer
+                    .pool()
+                    .call(Command::new("CLIENT").arg("KILL").arg("ID").arg(id))
+                    .await
+                    .expect("CLIENT KILL");
+            }
+            // ...and the publish comes while nobody listens (round 0), or after the
+            // connections are back (round 1).
+            if round == 1 {
+                let back = until_listening(&consumer, "killed", 2).await;
+                assert!(
+                    back.iter()
+                        .all(|line| ids.iter().all(|id| !line.starts_with(&format!("id={id} ")))),
+                    "new connections: {back:?}"
+                );
+            }
+            publish_through(&a, "gone", &format!("after kill {round}")).await;
+            let listening = wake_clients(&consumer, "killed").await.len();
+            eprintln!(
+                "round {round}: {listening} of 2 wake connections back when the publish was done"
+            );
+            let (payload, _) = tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("delivered within 10 s of a 30 s wait: by the wake on resubscription")
+                .expect("ran")
+                .expect("answered");
+            assert_eq!(payload, format!("after kill {round}"));
+        }
+        until_listening(&consumer, "killed", 2).await;
+    });
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
 }

@@ -218,7 +218,26 @@ pub struct DeleteObject {
     pub key: String,
 }
 
-/// List keys in a bucket in lexicographic order. Output: the keys.
+/// List keys in a bucket in lexicographic (code point) order. Output: the keys, at
+/// most `max_keys` and never more than a thousand (S3's limit).
+///
+/// # Pages
+/// A bucket with more keys is listed in pages, as S3's `ListObjectsV2` does with
+/// `StartAfter`: ask again with `start_after` set to the last key of the page before.
+/// A page with fewer keys than it could hold (`max_keys`, at most 1000) is the last;
+/// a full page may be followed by an empty one. Keys written or deleted between
+/// pages are seen or not depending on where they fall, as on S3; the others are
+/// listed exactly once.
+///
+/// ```
+/// use effectful::effect::ListObjects;
+///
+/// let first = ListObjects { bucket: "logs".into(), prefix: Some("2024/".into()), max_keys: 1000, start_after: None };
+/// // ... performed, answering `keys`; if `keys.len() == 1000`, the next page is:
+/// let keys = vec!["2024/0999".to_owned()];
+/// let next = ListObjects { start_after: keys.last().cloned(), ..first };
+/// assert_eq!(next.start_after.as_deref(), Some("2024/0999"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListObjects {
     /// The bucket.
@@ -228,6 +247,10 @@ pub struct ListObjects {
     /// At most this many keys (default 1000).
     #[serde(default = "default_max_keys")]
     pub max_keys: u32,
+    /// Only keys after this one (S3's `StartAfter`): the last key of the page
+    /// before. It need not exist, nor start with `prefix`.
+    #[serde(default)]
+    pub start_after: Option<String>,
 }
 
 impl StorageRequest {
@@ -244,7 +267,12 @@ impl StorageRequest {
             }
             StorageRequest::ListObjects(r) => {
                 check_text(effect, "bucket name", &r.bucket)?;
-                check_text(effect, "prefix", r.prefix.as_deref().unwrap_or_default())
+                check_text(effect, "prefix", r.prefix.as_deref().unwrap_or_default())?;
+                check_text(
+                    effect,
+                    "start_after key",
+                    r.start_after.as_deref().unwrap_or_default(),
+                )
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The Storage fake: S3-like buckets and objects in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use crate::effect::{
     ObjectLookup, PutFailureReason, PutObject, PutOutcome, StorageRequest, StorageResponse,
@@ -41,8 +42,9 @@ struct Bucket {
 ///   replaced object's if that is not earlier (as on PostgreSQL: an overwrite is
 ///   always later than what it replaced).
 /// - `ListObjects` answers keys in lexicographic (byte) order, only those starting
-///   with `prefix`, at most `max_keys` of them, and never more than
-///   [`MAX_KEYS_LIMIT`]; `max_keys == 0` answers nothing.
+///   with `prefix` and after `start_after`, at most `max_keys` of them, and never
+///   more than [`MAX_KEYS_LIMIT`]; `max_keys == 0` answers nothing. The next page
+///   starts after the last key of this one.
 /// - A bucket may have a quota in bytes ([`set_quota`](FakeStorage::set_quota)): a
 ///   write that would take the current objects' total size over it fails with
 ///   [`PutFailureReason::QuotaExceeded`].
@@ -210,10 +212,15 @@ impl FakeStorage {
             StorageRequest::ListObjects(r) => {
                 let limit = usize::try_from(r.max_keys.min(MAX_KEYS_LIMIT)).unwrap_or(0);
                 let prefix = r.prefix.unwrap_or_default();
+                // From the prefix, or just after `start_after` if that is further.
+                let from = match r.start_after {
+                    Some(after) if after >= prefix => Bound::Excluded(after),
+                    _ => Bound::Included(prefix.clone()),
+                };
                 let keys = match self.buckets.get(&r.bucket) {
                     Some(bucket) => bucket
                         .objects
-                        .range(prefix.clone()..)
+                        .range((from, Bound::Unbounded))
                         .map(|(key, _)| key)
                         .take_while(|key| key.starts_with(&prefix))
                         .take(limit)
@@ -344,6 +351,7 @@ mod tests {
             bucket: bucket.into(),
             prefix: prefix.map(Into::into),
             max_keys,
+            start_after: None,
         };
         match storage.handle(Time::ZERO, StorageRequest::ListObjects(request)) {
             Ok(StorageResponse::ListObjects(keys)) => keys,
@@ -625,6 +633,7 @@ mod tests {
             bucket: "b".into(),
             prefix: Some("\0".into()),
             max_keys: 1,
+            start_after: None,
         });
         assert!(storage.handle(Time::ZERO, list).is_err());
     }

@@ -25,9 +25,10 @@
 //! - `last_modified` is the driver's wall clock when the write was performed (an
 //!   input of [`plan`], as time is everywhere in the core), or a microsecond after
 //!   the replaced object's if that is not earlier.
-//! - `ListObjects` reads keys in `[prefix, upper)`, `upper` the least string above
-//!   every key with the prefix ([`prefix_upper_bound`]), so the primary key's index
-//!   bounds the scan on both sides; at most [`MAX_KEYS_LIMIT`] keys.
+//! - `ListObjects` reads keys in `[prefix, upper)` and after `start_after` (the
+//!   next page: after the last key of the page before), `upper` the least string
+//!   above every key with the prefix ([`prefix_upper_bound`]), so the primary key's
+//!   index bounds the scan on both sides; at most [`MAX_KEYS_LIMIT`] keys.
 //!
 //! ```
 //! use effectful::effect::{GetObject, StorageRequest};
@@ -96,11 +97,15 @@ const PUT: &str = "WITH v AS (INSERT INTO effectful_object_versions AS v (bucket
 
 const DELETE: &str = "DELETE FROM effectful_objects WHERE bucket = $1 AND key = $2";
 
+/// Keys from the prefix `$2` and after `$4` (`start_after`, or the empty string,
+/// which no key is: both lower bounds are on the index, which scans from the
+/// tighter).
 const LIST: &str = "SELECT key FROM effectful_objects \
-    WHERE bucket = $1 AND key >= $2 ORDER BY key LIMIT $3";
+    WHERE bucket = $1 AND key >= $2 AND key > $4 ORDER BY key LIMIT $3";
 
+/// [`LIST`] below the prefix's upper bound `$5`.
 const LIST_BELOW: &str = "SELECT key FROM effectful_objects \
-    WHERE bucket = $1 AND key >= $2 AND key < $4 ORDER BY key LIMIT $3";
+    WHERE bucket = $1 AND key >= $2 AND key > $4 AND key < $5 ORDER BY key LIMIT $3";
 
 /// How to read a statement's result back into a response, with what the request
 /// said that the answer needs.
@@ -179,6 +184,7 @@ pub fn plan(request: &StorageRequest, now: Timestamp) -> Result<StoragePlan, Eff
                 Value::Text(r.bucket.clone()),
                 Value::Text(prefix),
                 Value::Int8(i64::from(r.max_keys.min(MAX_KEYS_LIMIT))),
+                Value::Text(r.start_after.clone().unwrap_or_default()),
             ];
             let sql = match upper {
                 Some(upper) => {
@@ -315,6 +321,7 @@ mod tests {
             bucket: "b".into(),
             prefix: prefix.map(Into::into),
             max_keys,
+            start_after: None,
         });
         plan(&request, Timestamp::from_unix_secs(0)).expect("a valid listing")
     }
@@ -337,10 +344,11 @@ mod tests {
         let bounded = list(Some("logs/"), u32::MAX);
         assert_eq!(bounded.sql(), LIST_BELOW);
         assert_eq!(bounded.params()[2], Value::Int8(1000));
-        assert_eq!(bounded.params()[3], Value::Text("logs0".into()));
+        assert_eq!(bounded.params()[3], Value::Text(String::new()));
+        assert_eq!(bounded.params()[4], Value::Text("logs0".into()));
         let everything = list(None, 7);
         assert_eq!(everything.sql(), LIST);
-        assert_eq!(everything.params().len(), 3);
+        assert_eq!(everything.params().len(), 4);
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! - `dedup:{topic length}:{topic}:{key}`: the entry id a deduplication key got
 //!   (`SET` in the same script as the `XADD`, so a retried publish answers the first
 //!   id and stores nothing).
+//! - the pub/sub channel `wake` ([`MessagingAdapter::wake_channel`], not a key): the
+//!   publish script `PUBLISH`es `t{topic}` on it after its `XADD`, the negative
+//!   acknowledgement script `s{subscription}` after its `ZADD`.
 //!
 //! # Deliveries and counts
 //! Every delivery is owned by the group's consumer `live`; a negatively acknowledged
@@ -29,14 +32,28 @@
 //! An envelope's id is `{entry id}@{subscription}`; acknowledge (`XACK`, and out of
 //! the delayed set) and negatively acknowledge with it.
 //!
-//! # Waiting without a connection
+//! # Waiting without a connection, and without polling
 //! A blocked `XREADGROUP` holds its connection and cannot be cancelled, so consumers
 //! never block at the server: a consumer that finds nothing parks in [`Consumers`],
-//! which keeps at most one read in flight per subscription, and reads again when
-//! woken (a publish or negative acknowledgement through this process,
-//! [`Consumers::wake_topic`]) or at each poll tick (every
-//! [`poll_interval`](MessagingAdapter::poll_interval) while consumers wait: it sees
-//! other processes' publishes, delays coming due and ack timeouts). A read's message
+//! which keeps at most one read in flight per subscription and reads again only when
+//! something may have become available:
+//! - **woken** by a notification on the wake channel, from any process
+//!   ([`Consumers::handle_notification`]): each process keeps one pub/sub
+//!   connection subscribed to it (not a pool connection). A notification that comes
+//!   while the subscription's read is in flight makes it read once more afterwards
+//!   (that read may have run before the publish). When that connection is lost,
+//!   notifications are lost with it, so on every (re)subscription every waiting
+//!   subscription reads once ([`Consumers::handle_listening`]); meanwhile a publish
+//!   or negative acknowledgement through this process wakes its own consumers
+//!   directly ([`Consumers::handle_published`]).
+//! - **when time itself is the event**: a read that finds nothing answers when time
+//!   alone may change that, and the subscription reads again then: when its soonest
+//!   delayed entry comes due, and, while entries are delivered and not acknowledged,
+//!   when the oldest of them reaches the ack timeout (at most half an ack timeout
+//!   ahead, since another delivery may reach it sooner). With nothing in flight and
+//!   nothing delayed, a waiting subscription sends nothing until it is woken.
+//!
+//! A read's message
 //! goes to the subscription's first consumer still waiting; if none is left (each
 //! gave up while the read was on its way), it is **handed back at once** by the
 //! negative-acknowledge script with no delay (to the delayed set, due now), which the
@@ -46,9 +63,13 @@
 //! ([`MessagingAdapter::hand_back`]).
 //!
 //! # Differences from the fake
-//! - Times are the server's: a delay or an ack timeout runs on Redis's clock, and a
-//!   waiting consumer sees a delay come due, another process's publish or an ack
-//!   timeout at the next poll tick (up to `poll_interval` late).
+//! - Times are the server's: a delay or an ack timeout runs on Redis's clock. A
+//!   waiting consumer hears a publish or a negative acknowledgement from any process
+//!   one pub/sub hop after it (while the wake subscription is up; after it was lost,
+//!   when it is back), a delay coming due when it is due (by this process's clock,
+//!   counted from the server's answer), and a delivery reaching its ack timeout up
+//!   to half an ack timeout late when another delivery of the subscription was
+//!   handed out more recently.
 //! - A Redis restart without persistence loses every stream, group, delayed set and
 //!   deduplication key (the next consume recreates the group at `$`; acknowledging a
 //!   delivery from before answers `UnknownMessage`). With `appendonly yes` a restart
@@ -70,22 +91,27 @@ use crate::effect::{
 };
 use crate::{EffectError, ErrorKind, Time, Timestamp};
 
-/// Publishes. KEYS: stream, [dedup key]. ARGV: payload, then property field/value
-/// pairs. Answers the entry id (the first one's, for a key seen before).
+/// Publishes. KEYS: stream, [dedup key]. ARGV: wake channel, wake notification,
+/// payload, then property field/value pairs. Answers the entry id (the first one's,
+/// for a key seen before, which stores and notifies nothing).
 const PUBLISH_SCRIPT: &str = "\
 if KEYS[2] then
   local first = redis.call('GET', KEYS[2])
   if first then return first end
 end
 local t = redis.call('TIME')
-local fields = {'payload', ARGV[1], 'time', t[1] .. string.format('%06d', tonumber(t[2]))}
-for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {'payload', ARGV[3], 'time', t[1] .. string.format('%06d', tonumber(t[2]))}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 if KEYS[2] then redis.call('SET', KEYS[2], id) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return id";
 
 /// Takes one delivery. KEYS: stream, delayed set. ARGV: group, ack timeout (ms).
-/// Answers `{id, fields, deliveries}`, or 0 when nothing is available.
+/// Answers `{id, fields, deliveries}`; when nothing is available, the milliseconds
+/// (at least 1) until time alone may make something available (the soonest delayed
+/// entry coming due; an entry of `live` reaching the ack timeout, judged by the
+/// oldest one and at most half an ack timeout ahead), or 0 if nothing is in flight.
 const CONSUME_SCRIPT: &str = "\
 local s, g = KEYS[1], ARGV[1]
 redis.pcall('XGROUP', 'CREATE', s, g, '$', 'MKSTREAM')
@@ -108,7 +134,16 @@ if idle[1] then
 end
 local r = redis.call('XREADGROUP', 'GROUP', g, 'live', 'COUNT', 1, 'STREAMS', s, '>')
 if r and r[1] and r[1][2][1] then return {r[1][2][1][1], r[1][2][1][2], 1} end
-return 0";
+local wait = 0
+local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if d[2] then wait = math.max(tonumber(d[2]) - now, 1) end
+local p = redis.call('XPENDING', s, g, '-', '+', 1, 'live')
+if p[1] then
+  local ack = tonumber(ARGV[2])
+  local w = math.max(math.min(ack - p[1][3], math.floor(ack / 2)), 1)
+  if wait == 0 or w < wait then wait = w end
+end
+return wait";
 
 /// Acknowledges. KEYS: stream, delayed set. ARGV: group, entry id. Answers 1 if it
 /// was delivered and not acknowledged, else 0 (unknown group or id, malformed id).
@@ -118,8 +153,10 @@ if type(n) ~= 'number' then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 return n";
 
-/// Hands a delivery of `live` back, due again after a delay. KEYS: stream, delayed
-/// set. ARGV: group, entry id, delay (ms). Answers 1, or 0 if it is not in flight.
+/// Hands a delivery of `live` back, due again after a delay, and notifies the
+/// subscription's waiting consumers. KEYS: stream, delayed set. ARGV: group, entry
+/// id, delay (ms), wake channel, wake notification. Answers 1, or 0 if it is not in
+/// flight.
 const NACK_SCRIPT: &str = "\
 local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, 'live')
 if type(p) ~= 'table' or p.err or not p[1] then return 0 end
@@ -127,6 +164,7 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], 'delayed', 0, ARGV[2], 'JUSTID')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1";
 
 /// The default largest payload: 5 MiB, the fake broker's (Pulsar's `maxMessageSize`).
@@ -139,15 +177,11 @@ pub const MAX_PROPERTIES: usize = 1024;
 /// consumer.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The default interval between reads while consumers wait.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
-
 /// Turns Messaging effects into Redis commands and replies into answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessagingAdapter {
     prefix: String,
     ack_timeout: Duration,
-    poll_interval: Duration,
     max_payload_bytes: usize,
 }
 
@@ -184,13 +218,12 @@ pub enum MessagingPlan {
 }
 
 impl MessagingAdapter {
-    /// Keys under `prefix` (may be empty), with the default ack timeout (30 s), poll
-    /// interval (50 ms) and payload limit (5 MiB, the fake's).
+    /// Keys under `prefix` (may be empty), with the default ack timeout (30 s) and
+    /// payload limit (5 MiB, the fake's).
     pub fn new(prefix: impl Into<String>) -> MessagingAdapter {
         MessagingAdapter {
             prefix: prefix.into(),
             ack_timeout: DEFAULT_ACK_TIMEOUT,
-            poll_interval: DEFAULT_POLL_INTERVAL,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
@@ -199,12 +232,6 @@ impl MessagingAdapter {
     /// acknowledged within `ack_timeout` (at least 1 ms).
     pub fn with_ack_timeout(mut self, ack_timeout: Duration) -> MessagingAdapter {
         self.ack_timeout = ack_timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The same adapter reading every `interval` (at least 1 ms) while consumers wait.
-    pub fn with_poll_interval(mut self, interval: Duration) -> MessagingAdapter {
-        self.poll_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -219,11 +246,6 @@ impl MessagingAdapter {
         self.ack_timeout
     }
 
-    /// How often waiting consumers read again.
-    pub fn poll_interval(&self) -> Duration {
-        self.poll_interval
-    }
-
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -232,6 +254,14 @@ impl MessagingAdapter {
     /// The Redis key of `topic`'s stream.
     pub fn stream_key(&self, topic: &str) -> String {
         format!("{}stream:{topic}", self.prefix)
+    }
+
+    /// The pub/sub channel on which publishes and negative acknowledgements notify
+    /// waiting consumers (every process's [`Consumers`] listens to it; hand each
+    /// message to [`Consumers::handle_notification`]). Not a key: channels have a
+    /// namespace of their own.
+    pub fn wake_channel(&self) -> String {
+        format!("{}wake", self.prefix)
     }
 
     fn delayed_key(&self, subscription: &str) -> String {
@@ -270,7 +300,11 @@ impl MessagingAdapter {
             MessagingRequest::NegativeAcknowledge(r) => {
                 match self.on_delivery(NACK_SCRIPT, &r.message_id) {
                     Some(command) => MessagingPlan::Send(
-                        command.arg_int(i64::try_from(r.delay_ms).unwrap_or(i64::MAX)),
+                        self.nack_tail(
+                            command,
+                            i64::try_from(r.delay_ms).unwrap_or(i64::MAX),
+                            &r.message_id,
+                        ),
                         pending(Op::Nack),
                     ),
                     None => unknown(MessagingResponse::NegativeAcknowledge),
@@ -282,7 +316,18 @@ impl MessagingAdapter {
     /// The command that hands the delivery `message_id` back at once (its consumer
     /// stopped waiting before the message reached it); its reply needs no reading.
     pub fn hand_back(&self, message_id: &str) -> Option<Command> {
-        Some(self.on_delivery(NACK_SCRIPT, message_id)?.arg("0"))
+        let command = self.on_delivery(NACK_SCRIPT, message_id)?;
+        Some(self.nack_tail(command, 0, message_id))
+    }
+
+    /// The negative-acknowledge script's last arguments: the delay, then the wake
+    /// channel and the subscription's notification.
+    fn nack_tail(&self, command: Command, delay_ms: i64, message_id: &str) -> Command {
+        let subscription = message_id.split_once('@').map_or("", |(_, s)| s);
+        command
+            .arg_int(delay_ms)
+            .arg(self.wake_channel())
+            .arg(format!("{WAKE_SUBSCRIPTION}{subscription}"))
     }
 
     /// The answer to the request `pending` came from, given its command's reply.
@@ -304,8 +349,8 @@ impl MessagingAdapter {
             Op::Consume { subscription } => {
                 MessagingResponse::ConsumeMessage(
                     match read_delivery(&reply, &subscription).ok_or_else(unexpected)? {
-                        Some(envelope) => ConsumeOutcome::Message(Box::new(envelope)),
-                        None => ConsumeOutcome::Timeout,
+                        Read::Message(envelope) => ConsumeOutcome::Message(Box::new(envelope)),
+                        Read::Nothing { .. } => ConsumeOutcome::Timeout,
                     },
                 )
             }
@@ -346,6 +391,8 @@ impl MessagingAdapter {
             }
             None => command = command.arg("1").arg(self.stream_key(&r.topic)),
         }
+        command.push(self.wake_channel());
+        command.push(format!("{WAKE_TOPIC}{}", r.topic));
         command.push(&r.payload);
         for (name, value) in &r.properties {
             command.push(format!("p:{name}"));
@@ -407,11 +454,24 @@ fn unexpected(effect: &'static str, reply: &Value) -> EffectError {
     .with_retryable(false)
 }
 
-/// The consume script's reply: `Some(None)` for nothing available, `None` if the
-/// reply is not one.
-fn read_delivery(reply: &Value, subscription: &str) -> Option<Option<Envelope>> {
-    if reply.as_int() == Some(0) {
-        return Some(None);
+/// What one read found.
+#[derive(Debug)]
+enum Read {
+    Message(Envelope),
+    /// Nothing; `due_in`: when time alone may make something available (a delayed
+    /// entry coming due, an ack timeout), if anything is in flight.
+    Nothing {
+        due_in: Option<Duration>,
+    },
+}
+
+/// The consume script's reply, or `None` if the reply is not one.
+fn read_delivery(reply: &Value, subscription: &str) -> Option<Read> {
+    if let Some(ms) = reply.as_int() {
+        let due_in = u64::try_from(ms).ok()?;
+        return Some(Read::Nothing {
+            due_in: (due_in > 0).then(|| Duration::from_millis(due_in)),
+        });
     }
     let [id, fields, deliveries] = reply.as_items()? else {
         return None;
@@ -445,8 +505,14 @@ fn read_delivery(reply: &Value, subscription: &str) -> Option<Option<Envelope>> 
             }
         }
     }
-    Some(Some(envelope))
+    Some(Read::Message(envelope))
 }
+
+/// A wake notification's first byte for a publish: the topic follows.
+const WAKE_TOPIC: char = 't';
+/// A wake notification's first byte for a negative acknowledgement: the
+/// subscription follows.
+const WAKE_SUBSCRIPTION: char = 's';
 
 /// The topic of a subscription named `"{topic}/{group}"` (the fake's rule).
 fn topic_of(subscription: &str) -> &str {
@@ -488,8 +554,12 @@ struct Subscription<W> {
     queue: VecDeque<W>,
     /// The read in flight, if any (at most one per subscription).
     reading: bool,
-    /// When it reads again if nothing wakes it sooner.
-    poll_at: Option<Time>,
+    /// Woken while its read was in flight: that read may have run before what woke
+    /// it, so it reads once more when the read comes back.
+    woken: bool,
+    /// When time alone may make something available (a delayed entry coming due, an
+    /// ack timeout): it reads then if nothing wakes it sooner.
+    recheck_at: Option<Time>,
 }
 
 /// One waiting consumer.
@@ -513,7 +583,11 @@ enum Sent {
 /// machine over [`MessagingAdapter`] (see the module docs for what it promises).
 ///
 /// Inputs: [`consume`](Self::consume), [`cancel`](Self::cancel),
-/// [`wake_topic`](Self::wake_topic), [`handle_reply`](Self::handle_reply),
+/// [`handle_notification`](Self::handle_notification) (a message on the
+/// [`wake_channel`](MessagingAdapter::wake_channel)),
+/// [`handle_listening`](Self::handle_listening) (that subscription is up or lost),
+/// [`handle_published`](Self::handle_published) (a publish or negative
+/// acknowledgement through this process), [`handle_reply`](Self::handle_reply),
 /// [`handle_timeout`](Self::handle_timeout) (harmless early). Outputs:
 /// [`poll_output`](Self::poll_output), then [`poll_timeout`](Self::poll_timeout).
 /// **Drain rule**: after each input, drain `poll_output` until `None`, then read
@@ -527,9 +601,12 @@ pub struct Consumers<W> {
     /// Past their deadline, waiting for their first read to come back.
     overdue: Vec<W>,
     subscriptions: FxHashMap<String, Subscription<W>>,
-    polls: BTreeSet<(Time, String)>,
+    rechecks: BTreeSet<(Time, String)>,
+    /// Whether the driver's subscription to the wake channel is up.
+    listening: bool,
     sent: FxHashMap<ReadToken, Sent>,
     next_token: ReadToken,
+    reads: u64,
     outputs: VecDeque<ConsumerOutput<W>>,
 }
 
@@ -542,9 +619,11 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             deadlines: BTreeSet::new(),
             overdue: Vec::new(),
             subscriptions: FxHashMap::new(),
-            polls: BTreeSet::new(),
+            rechecks: BTreeSet::new(),
+            listening: false,
             sent: FxHashMap::new(),
             next_token: 0,
+            reads: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -562,6 +641,12 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
     /// How many commands are in flight.
     pub fn in_flight(&self) -> usize {
         self.sent.len()
+    }
+
+    /// How many reads it has sent, ever (for metrics, and to see that waiting costs
+    /// nothing while nothing happens).
+    pub fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// The consumer `waiter` waits for a message of `request.subscription` until
@@ -586,7 +671,8 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             .or_insert_with(|| Subscription {
                 queue: VecDeque::new(),
                 reading: false,
-                poll_at: None,
+                woken: false,
+                recheck_at: None,
             });
         subscription.queue.push_back(waiter);
         self.read(&request.subscription);
@@ -605,10 +691,51 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
         true
     }
 
-    /// Something may be available to `topic`'s subscriptions now (a publish or a
-    /// negative acknowledgement through this process): each with consumers waiting
-    /// reads at once.
-    pub fn wake_topic(&mut self, topic: &str) {
+    /// A message on the [`wake_channel`](MessagingAdapter::wake_channel), from any
+    /// process: a publish wakes its topic's subscriptions, a negative
+    /// acknowledgement its subscription (each with consumers waiting reads at once,
+    /// or once more after the read in flight). Anything else is ignored.
+    pub fn handle_notification(&mut self, message: &[u8]) {
+        let Ok(message) = std::str::from_utf8(message) else {
+            return;
+        };
+        if let Some(topic) = message.strip_prefix(WAKE_TOPIC) {
+            self.wake_topic(topic);
+        } else if let Some(subscription) = message.strip_prefix(WAKE_SUBSCRIPTION) {
+            self.wake(subscription);
+        }
+    }
+
+    /// The driver's subscription to the wake channel is up (`true`: confirmed, after
+    /// every reconnection too) or lost (`false`). On coming up, every subscription
+    /// with consumers waiting reads once, for what was published while nobody
+    /// listened.
+    pub fn handle_listening(&mut self, listening: bool) {
+        self.listening = listening;
+        if listening {
+            let names: Vec<String> = self.subscriptions.keys().cloned().collect();
+            for name in names {
+                self.wake(&name);
+            }
+        }
+    }
+
+    /// A publish to `topic` or a negative acknowledgement of one of its deliveries
+    /// went through this process. While listening, its notification comes through
+    /// the wake channel and this does nothing; otherwise the topic's subscriptions
+    /// wake now, so this process's own consumers never wait for the subscription.
+    pub fn handle_published(&mut self, topic: &str) {
+        if !self.listening {
+            self.wake_topic(topic);
+        }
+    }
+
+    /// Whether the wake channel is listened to.
+    pub fn listening(&self) -> bool {
+        self.listening
+    }
+
+    fn wake_topic(&mut self, topic: &str) {
         let names: Vec<String> = self
             .subscriptions
             .keys()
@@ -616,7 +743,20 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             .cloned()
             .collect();
         for name in names {
-            self.read(&name);
+            self.wake(&name);
+        }
+    }
+
+    /// Something may be available to `name`: it reads now, or once more after the
+    /// read in flight.
+    fn wake(&mut self, name: &str) {
+        let Some(subscription) = self.subscriptions.get_mut(name) else {
+            return;
+        };
+        if subscription.reading {
+            subscription.woken = true;
+        } else {
+            self.read(name);
         }
     }
 
@@ -634,24 +774,20 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
                 }
             }
         }
-        let pending = MessagingPending {
-            effect: CONSUME_EFFECT,
-            op: Op::Consume {
-                subscription: name.clone(),
-            },
-        };
-        match reply.and_then(|value| self.adapter.response(pending, Ok(value))) {
-            Ok(MessagingResponse::ConsumeMessage(ConsumeOutcome::Message(envelope))) => {
-                match self.first_waiter(&name) {
-                    Some(waiter) => {
-                        self.end_wait(waiter, Ok(ConsumeOutcome::Message(envelope)));
-                        // There may be more: the next consumer reads at once.
-                        self.read(&name);
-                    }
-                    None => self.send_hand_back(&envelope.message_id),
+        let read = reply.and_then(|value| {
+            read_delivery(&value, &name).ok_or_else(|| unexpected(CONSUME_EFFECT, &value))
+        });
+        let mut due_in = None;
+        match read {
+            Ok(Read::Message(envelope)) => match self.first_waiter(&name) {
+                Some(waiter) => {
+                    self.end_wait(waiter, Ok(ConsumeOutcome::Message(Box::new(envelope))));
+                    // There may be more: the next consumer reads at once.
+                    self.read(&name);
                 }
-            }
-            Ok(_) => {}
+                None => self.send_hand_back(&envelope.message_id),
+            },
+            Ok(Read::Nothing { due_in: due }) => due_in = due,
             Err(e) => {
                 while let Some(waiter) = self.first_waiter(&name) {
                     self.end_wait(waiter, Err(e.clone()));
@@ -659,12 +795,17 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             }
         }
         self.handle_timeout(now);
-        self.poll_later(now, &name);
+        if self.subscriptions.get(&name).is_some_and(|s| s.woken) {
+            self.read(&name);
+        } else if let Some(due_in) = due_in {
+            self.recheck_at(now.saturating_add(due_in), &name);
+        }
         self.forget_if_idle(&name);
     }
 
     /// Time `now` has come: consumers past their deadline hear `Timeout`; waiting
-    /// subscriptions whose poll is due read again.
+    /// subscriptions whose recheck is due (a delay coming due, an ack timeout) read
+    /// again.
     pub fn handle_timeout(&mut self, now: Time) {
         while let Some(&(deadline, waiter)) = self.deadlines.first() {
             if deadline > now {
@@ -697,15 +838,15 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
                 }
             }
         }
-        while let Some((at, _)) = self.polls.first() {
+        while let Some((at, _)) = self.rechecks.first() {
             if *at > now {
                 break;
             }
-            let Some((_, name)) = self.polls.pop_first() else {
+            let Some((_, name)) = self.rechecks.pop_first() else {
                 break;
             };
             if let Some(subscription) = self.subscriptions.get_mut(&name) {
-                subscription.poll_at = None;
+                subscription.recheck_at = None;
             }
             self.read(&name);
             self.forget_if_idle(&name);
@@ -720,8 +861,8 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Time> {
         let deadline = self.deadlines.first().map(|(at, _)| *at);
-        let poll = self.polls.first().map(|(at, _)| *at);
-        match (deadline, poll) {
+        let recheck = self.rechecks.first().map(|(at, _)| *at);
+        match (deadline, recheck) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -736,10 +877,12 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             return;
         }
         subscription.reading = true;
-        if let Some(at) = subscription.poll_at.take() {
-            self.polls.remove(&(at, name.to_owned()));
+        subscription.woken = false;
+        if let Some(at) = subscription.recheck_at.take() {
+            self.rechecks.remove(&(at, name.to_owned()));
         }
         let command = self.adapter.read(name);
+        self.reads += 1;
         self.send(Sent::Read(name.to_owned()), command);
     }
 
@@ -757,16 +900,22 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             .push_back(ConsumerOutput::Send { token, command });
     }
 
-    fn poll_later(&mut self, now: Time, name: &str) {
+    /// `name` reads at `at` (or sooner) unless a read is in flight or nobody waits.
+    fn recheck_at(&mut self, at: Time, name: &str) {
         let Some(subscription) = self.subscriptions.get_mut(name) else {
             return;
         };
-        if subscription.queue.is_empty() || subscription.reading || subscription.poll_at.is_some() {
+        if subscription.queue.is_empty() || subscription.reading {
             return;
         }
-        let at = now.saturating_add(self.adapter.poll_interval);
-        subscription.poll_at = Some(at);
-        self.polls.insert((at, name.to_owned()));
+        if let Some(before) = subscription.recheck_at {
+            if before <= at {
+                return;
+            }
+            self.rechecks.remove(&(before, name.to_owned()));
+        }
+        subscription.recheck_at = Some(at);
+        self.rechecks.insert((at, name.to_owned()));
     }
 
     fn first_waiter(&self, name: &str) -> Option<W> {
@@ -801,10 +950,11 @@ impl<W: Copy + Ord + std::fmt::Debug> Consumers<W> {
             .is_some_and(|s| s.queue.is_empty() && !s.reading);
         if idle {
             if let Some(Subscription {
-                poll_at: Some(at), ..
+                recheck_at: Some(at),
+                ..
             }) = self.subscriptions.remove(name)
             {
-                self.polls.remove(&(at, name.to_owned()));
+                self.rechecks.remove(&(at, name.to_owned()));
             }
         }
     }
@@ -898,13 +1048,77 @@ mod tests {
             answers(out),
             [(0, "1-0@t/g x 0 {\"kind\": \"k\"}".to_owned())]
         );
-        // Nothing more: the two left wait for the poll tick.
+        // Nothing more, and nothing in flight: the two left send nothing until woken.
         consumers.handle_reply(Time::from_millis(2), 1, Ok(Value::Int(0)));
         assert!(outputs(&mut consumers).is_empty());
-        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(52)));
-        consumers.handle_timeout(Time::from_millis(52));
+        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(1000)));
+        consumers.handle_notification(b"tother");
+        consumers.handle_notification(b"t/g");
+        consumers.handle_notification(b"x");
+        consumers.handle_notification(&[0xff]);
+        assert!(outputs(&mut consumers).is_empty(), "not their topic");
+        consumers.handle_notification(b"tt");
         assert_eq!(sent(&outputs(&mut consumers)), [(2, true)]);
         assert_eq!(consumers.waiting(), 2);
+    }
+
+    #[test]
+    fn a_wake_during_a_read_reads_once_more_and_time_events_are_read_when_due() {
+        let mut consumers = Consumers::new(MessagingAdapter::new("p:"));
+        consumers.consume(Time::ZERO, 1, &request("t/g", 10_000));
+        assert_eq!(sent(&outputs(&mut consumers)), [(0, true)]);
+        // Two wakes while the read is on its way: one more read, after it.
+        consumers.handle_notification(b"tt");
+        consumers.handle_notification(b"st/g");
+        assert!(outputs(&mut consumers).is_empty(), "one read in flight");
+        consumers.handle_reply(Time::from_millis(1), 0, Ok(Value::Int(0)));
+        assert_eq!(sent(&outputs(&mut consumers)), [(1, true)]);
+        // Nothing, but a delayed entry is due in 400 ms: read then, not before.
+        consumers.handle_reply(Time::from_millis(2), 1, Ok(Value::Int(400)));
+        assert!(outputs(&mut consumers).is_empty());
+        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(402)));
+        consumers.handle_timeout(Time::from_millis(401));
+        assert!(outputs(&mut consumers).is_empty(), "not yet");
+        consumers.handle_timeout(Time::from_millis(402));
+        assert_eq!(sent(&outputs(&mut consumers)), [(2, true)]);
+        // A wake before the recheck reads at once and drops the recheck.
+        consumers.handle_reply(Time::from_millis(403), 2, Ok(Value::Int(5000)));
+        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(5403)));
+        consumers.handle_notification(b"st/g");
+        assert_eq!(sent(&outputs(&mut consumers)), [(3, true)]);
+        assert_eq!(consumers.poll_timeout(), Some(Time::from_millis(10_000)));
+    }
+
+    #[test]
+    fn local_publishes_wake_only_while_not_listening_and_listening_again_wakes_all() {
+        let mut consumers = Consumers::new(MessagingAdapter::new("p:"));
+        consumers.consume(Time::ZERO, 1, &request("a/g", 10_000));
+        consumers.consume(Time::ZERO, 2, &request("b/g", 10_000));
+        let out = outputs(&mut consumers);
+        for (token, _) in sent(&out) {
+            consumers.handle_reply(Time::from_millis(1), token, Ok(Value::Int(0)));
+        }
+        assert!(!consumers.listening());
+        consumers.handle_published("a");
+        assert_eq!(sent(&outputs(&mut consumers)), [(2, true)]);
+        consumers.handle_reply(Time::from_millis(2), 2, Ok(Value::Int(0)));
+        consumers.handle_listening(true);
+        assert_eq!(
+            sent(&outputs(&mut consumers)).len(),
+            2,
+            "every waiting subscription reads once"
+        );
+        consumers.handle_reply(Time::from_millis(3), 3, Ok(Value::Int(0)));
+        consumers.handle_reply(Time::from_millis(3), 4, Ok(Value::Int(0)));
+        consumers.handle_published("a");
+        assert!(
+            outputs(&mut consumers).is_empty(),
+            "the notification will come"
+        );
+        consumers.handle_listening(false);
+        assert!(outputs(&mut consumers).is_empty());
+        consumers.handle_published("b");
+        assert_eq!(sent(&outputs(&mut consumers)), [(5, true)]);
     }
 
     #[test]
@@ -942,7 +1156,7 @@ mod tests {
             answers(outputs(&mut consumers)),
             [(1, "timeout".to_owned())]
         );
-        consumers.handle_timeout(Time::from_millis(51));
+        consumers.handle_notification(b"tt");
         let out = outputs(&mut consumers);
         let token = sent(&out)[0].0;
         let lost = EffectError::connection_lost(CONSUME_EFFECT, "gone");
@@ -970,7 +1184,9 @@ mod tests {
         };
         let text = format!("{command:?}");
         assert!(
-            text.contains("p:stream:t") && text.contains("p:dedup:1:t:k"),
+            text.contains("p:stream:t")
+                && text.contains("p:dedup:1:t:k")
+                && text.contains("\"p:wake\" \"tt\""),
             "{text}"
         );
         assert_eq!(

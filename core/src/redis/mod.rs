@@ -61,8 +61,8 @@ pub use error::{
 };
 pub use limits::Limits;
 pub use messaging::{
-    CONSUME_EFFECT, ConsumerOutput, Consumers, DEFAULT_ACK_TIMEOUT, DEFAULT_POLL_INTERVAL,
-    MAX_PROPERTIES, MessagingAdapter, MessagingPending, MessagingPlan, ReadToken,
+    CONSUME_EFFECT, ConsumerOutput, Consumers, DEFAULT_ACK_TIMEOUT, MAX_PROPERTIES,
+    MessagingAdapter, MessagingPending, MessagingPlan, ReadToken,
 };
 pub use pubsub::{Message, SubscriptionChange, SubscriptionKind, Subscriptions};
 pub use reconnect::{Reconnect, ReconnectAction};

@@ -114,6 +114,7 @@ async fn list(fx: &Fx, bucket: &str, prefix: Option<&str>, max_keys: u32) -> Str
             bucket: bucket.into(),
             prefix: prefix.map(Into::into),
             max_keys,
+            start_after: None,
         })
         .await
     {
@@ -258,6 +259,7 @@ fn listing() -> ContractProgram {
                 bucket: "many".into(),
                 prefix: None,
                 max_keys: u32::MAX,
+                start_after: None,
             })
             .await
             .map_err(|e| refusal(&e))?;
@@ -268,6 +270,95 @@ fn listing() -> ContractProgram {
             all.first(),
             all.last()
         ));
+        Ok(seen_)
+    })
+}
+
+/// Lists `prefix` of `bucket` page by page (`start_after` the last key of the page
+/// before) until a page is not full: the keys, and each page's size.
+async fn list_pages(
+    fx: &Fx,
+    bucket: &str,
+    prefix: Option<&str>,
+    max_keys: u32,
+) -> Result<(Vec<String>, Vec<usize>), String> {
+    let (mut keys, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let page = fx
+            .perform(ListObjects {
+                bucket: bucket.into(),
+                prefix: prefix.map(Into::into),
+                max_keys,
+                start_after: keys.last().cloned(),
+            })
+            .await
+            .map_err(|e| refusal(&e))?;
+        pages.push(page.len());
+        let full = page.len() == usize::try_from(max_keys.min(1000)).unwrap_or(0);
+        keys.extend(page);
+        if !full || pages.len() > 10 {
+            return Ok((keys, pages));
+        }
+    }
+}
+
+/// More keys than one listing answers, listed in pages after the last key of the
+/// page before: none lost or repeated, the prefix respected, `start_after` anywhere.
+fn pages() -> ContractProgram {
+    boxed(|fx| async move {
+        let mut expected: Vec<String> = (0..2500).map(|i| format!("p/{i:05}")).collect();
+        let others = ["p", "o/1", "q", "p.", "p0"];
+        let writes: Vec<PutObject> = expected
+            .iter()
+            .map(String::as_str)
+            .chain(others)
+            .map(|key| request("pages", key, b""))
+            .collect();
+        let stored = fx.perform_all(writes).await;
+        let mut seen_ = vec![format!(
+            "2505 stored: {}",
+            stored
+                .iter()
+                .all(|s| matches!(s, Ok(PutOutcome::Stored { .. })))
+        )];
+        for max_keys in [1000, 700, u32::MAX] {
+            let (keys, pages) = list_pages(&fx, "pages", Some("p/"), max_keys).await?;
+            seen_.push(format!(
+                "max_keys {max_keys}: pages {pages:?}, every key once in order: {}",
+                keys == expected
+            ));
+        }
+        let (keys, pages) = list_pages(&fx, "pages", None, 1000).await?;
+        expected.extend(others.iter().map(|k| k.to_string()));
+        expected.sort();
+        seen_.push(format!(
+            "no prefix: pages {pages:?}, every key once in order: {}",
+            keys == expected
+        ));
+        for after in ["a", "p/", "p/01234", "p/01234x", "p/02499", "p/~", "z", ""] {
+            let page = fx
+                .perform(ListObjects {
+                    bucket: "pages".into(),
+                    prefix: Some("p/".into()),
+                    max_keys: 2,
+                    start_after: Some(after.into()),
+                })
+                .await
+                .map_err(|e| refusal(&e))?;
+            seen_.push(format!("after {after:?}: {page:?}"));
+        }
+        match fx
+            .perform(ListObjects {
+                bucket: "pages".into(),
+                prefix: None,
+                max_keys: 1,
+                start_after: Some("nul\0".into()),
+            })
+            .await
+        {
+            Ok(keys) => seen_.push(format!("{keys:?}")),
+            Err(e) => seen_.push(refusal(&e)),
+        }
         Ok(seen_)
     })
 }
@@ -463,6 +554,27 @@ pub fn storage_cases() -> Vec<(&'static str, ContractProgram, Vec<String>)> {
                 "1001 stored: true".into(),
                 "max_keys 4294967295 answers 1000 keys, first Some(\"k0000\"), last Some(\"k0999\")"
                     .into(),
+            ],
+        ),
+        (
+            "pages",
+            pages(),
+            vec![
+                "2505 stored: true".into(),
+                "max_keys 1000: pages [1000, 1000, 500], every key once in order: true".into(),
+                "max_keys 700: pages [700, 700, 700, 400], every key once in order: true".into(),
+                "max_keys 4294967295: pages [1000, 1000, 500], every key once in order: true"
+                    .into(),
+                "no prefix: pages [1000, 1000, 505], every key once in order: true".into(),
+                "after \"a\": [\"p/00000\", \"p/00001\"]".into(),
+                "after \"p/\": [\"p/00000\", \"p/00001\"]".into(),
+                "after \"p/01234\": [\"p/01235\", \"p/01236\"]".into(),
+                "after \"p/01234x\": [\"p/01235\", \"p/01236\"]".into(),
+                "after \"p/02499\": []".into(),
+                "after \"p/~\": []".into(),
+                "after \"z\": []".into(),
+                "after \"\": [\"p/00000\", \"p/00001\"]".into(),
+                "refused InvalidArgument retryable=false by Storage.ListObjects".into(),
             ],
         ),
         (

@@ -1,9 +1,12 @@
 //! The Messaging family on Redis Streams: publishes, acknowledgements and negative
 //! acknowledgements are one pooled command each; waiting consumers park in one
 //! [`Consumers`] machine per process, driven by a thread of its own, so a thousand
-//! waiting programs hold no connection (see `effectful::redis::Consumers`).
+//! waiting programs hold no connection (see `effectful::redis::Consumers`). One
+//! pub/sub connection per process, outside the pool, listens on the adapter's wake
+//! channel and hands what it hears to the machine, which decides who reads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use effectful::redis::{
 };
 use effectful::{EffectError, EffectId, ProgramId, Time};
 
-use super::pool::{Job, PoolError, RedisPool};
+use super::pool::{Heard, Job, PoolError, RedisPool, Subscriber};
 
 /// A waiting consumer: the interpreter it came through and its effect.
 pub(super) type Waiter = (u64, EffectId);
@@ -31,7 +34,9 @@ enum Input {
     Cancel(Waiter),
     ProgramEnded(u64, ProgramId),
     Reply(ReadToken, Result<Value, EffectError>),
-    WakeTopic(String),
+    /// A publish or negative acknowledgement through this process, on this topic.
+    Published(String),
+    Heard(Heard),
 }
 
 /// The process's waiting consumers (cheap to clone).
@@ -39,6 +44,8 @@ enum Input {
 pub(super) struct ConsumerHub {
     tx: mpsc::Sender<Input>,
     adapter: Arc<MessagingAdapter>,
+    /// Reads sent for waiting consumers, ever.
+    reads: Arc<AtomicU64>,
     /// The thread ends (dropping its clone of the pool) once every handle is gone
     /// and no command of its own is in flight.
     _alive: Arc<()>,
@@ -53,7 +60,18 @@ impl ConsumerHub {
         let (tx, rx) = mpsc::channel();
         let adapter = Arc::new(adapter);
         let alive = Arc::new(());
+        let heard = tx.clone();
+        let subscriber = pool.subscribe(
+            adapter.wake_channel(),
+            super::subscriber::client_name(adapter.prefix()),
+            Box::new(move |h| {
+                let _ = heard.send(Input::Heard(h));
+            }),
+        );
+        let reads = Arc::new(AtomicU64::new(0));
         let hub = Hub {
+            _subscriber: subscriber,
+            reads: reads.clone(),
             alive: Arc::downgrade(&alive),
             consumers: Consumers::new((*adapter).clone()),
             answers: HashMap::new(),
@@ -68,12 +86,18 @@ impl ConsumerHub {
         Ok(ConsumerHub {
             tx,
             adapter,
+            reads,
             _alive: alive,
         })
     }
 
     pub(super) fn adapter(&self) -> &Arc<MessagingAdapter> {
         &self.adapter
+    }
+
+    /// Reads sent for waiting consumers so far.
+    pub(super) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// `waiter` waits for a message; `answer` hears the outcome once.
@@ -95,9 +119,9 @@ impl ConsumerHub {
         self.send(Input::ProgramEnded(interpreter, program));
     }
 
-    /// Something may be available to `topic`'s waiting consumers.
-    pub(super) fn wake_topic(&self, topic: String) {
-        self.send(Input::WakeTopic(topic));
+    /// A publish or negative acknowledgement on `topic` went through this process.
+    pub(super) fn published(&self, topic: String) {
+        self.send(Input::Published(topic));
     }
 
     fn send(&self, input: Input) {
@@ -116,12 +140,15 @@ impl ConsumerHub {
                 )
         );
         if let (true, Some(topic)) = (woke, topic) {
-            self.wake_topic(topic);
+            self.published(topic);
         }
     }
 }
 
 struct Hub {
+    /// The wake channel's connection, ended with the hub.
+    _subscriber: Subscriber,
+    reads: Arc<AtomicU64>,
     consumers: Consumers<Waiter>,
     answers: HashMap<Waiter, AnswerFn>,
     /// Messages answered to a consumer whose program may not have read them yet: if
@@ -184,11 +211,18 @@ impl Hub {
                     .retain(|(i, id), _| !(*i == interpreter && id.program() == program));
             }
             Input::Reply(token, reply) => self.consumers.handle_reply(now, token, reply),
-            Input::WakeTopic(topic) => self.consumers.wake_topic(&topic),
+            Input::Published(topic) => self.consumers.handle_published(&topic),
+            Input::Heard(Heard::Listening(listening)) => {
+                self.consumers.handle_listening(listening);
+            }
+            Input::Heard(Heard::Message(message)) => {
+                self.consumers.handle_notification(&message);
+            }
         }
     }
 
     fn drain(&mut self) {
+        self.reads.store(self.consumers.reads(), Ordering::Relaxed);
         while let Some(output) = self.consumers.poll_output() {
             match output {
                 ConsumerOutput::Send { token, command } => {
@@ -224,7 +258,7 @@ impl Hub {
                 reply: Box::new(move |reply: Result<Value, PoolError>| {
                     if reply.is_ok() {
                         if let Some(topic) = topic {
-                            let _ = tx.send(Input::WakeTopic(topic));
+                            let _ = tx.send(Input::Published(topic));
                         }
                     }
                 }),

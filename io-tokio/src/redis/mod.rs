@@ -39,8 +39,11 @@
 //! serves Messaging on Redis Streams: publishes, acknowledgements and negative
 //! acknowledgements are one pooled script each; waiting consumers hold no connection
 //! (they park on one thread per process, which reads for them without `BLOCK`, see
-//! `effectful::redis::Consumers`); a message answered to a consumer whose effect was
-//! cancelled meanwhile goes back to its group at once.
+//! `effectful::redis::Consumers`), and do not poll: one pub/sub connection per process
+//! (outside the pool, named `effectful-wake:{prefix}` in `CLIENT LIST`) listens on the
+//! adapter's wake channel, where every process's publishes and negative
+//! acknowledgements announce themselves; a message answered to a consumer whose
+//! effect was cancelled meanwhile goes back to its group at once.
 //!
 //! # Commands of one's own
 //! `Cache.RedisCommand` sends the program's own command through the pool as it is
@@ -66,6 +69,7 @@
 mod auth;
 mod messaging;
 mod pool;
+mod subscriber;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -142,6 +146,13 @@ impl RedisBackend {
     pub fn with_messaging(mut self, adapter: MessagingAdapter) -> std::io::Result<RedisBackend> {
         self.messaging = Some(messaging::ConsumerHub::start(self.pool.clone(), adapter)?);
         Ok(self)
+    }
+
+    /// How many reads the process's waiting consumers have sent so far (`None`
+    /// without Messaging): they read when woken by a publish or a negative
+    /// acknowledgement, or when a delay or an ack timeout comes due, never on a tick.
+    pub fn messaging_reads(&self) -> Option<u64> {
+        self.messaging.as_ref().map(messaging::ConsumerHub::reads)
     }
 
     /// The Messaging adapter, if the backend serves Messaging.

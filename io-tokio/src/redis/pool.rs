@@ -223,6 +223,11 @@ enum Work {
 
 struct Inner {
     slots: Vec<mpsc::UnboundedSender<Work>>,
+    /// How connections are made, for connections of the pool's users' own
+    /// ([`subscribe`](RedisPool::subscribe)).
+    slot: Arc<Slot>,
+    /// The pool's IO thread, which runs those too.
+    io: tokio::runtime::Handle,
     /// Commands handed to each connection and not answered (or dropped) yet.
     in_flight: Vec<Arc<AtomicUsize>>,
     next: AtomicUsize,
@@ -285,6 +290,8 @@ impl RedisPool {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let io = runtime.handle().clone();
+        let slot = shared.clone();
         std::thread::Builder::new()
             .name("effectful-redis".to_owned())
             .spawn(move || {
@@ -310,6 +317,8 @@ impl RedisPool {
             inner: Arc::new(Inner {
                 in_flight,
                 slots,
+                slot,
+                io,
                 next: AtomicUsize::new(0),
                 target,
             }),
@@ -319,6 +328,28 @@ impl RedisPool {
     /// `host:port` of the server.
     pub fn target(&self) -> &str {
         &self.inner.target
+    }
+
+    /// Keeps one connection of its own, outside the pool, subscribed to `channel`
+    /// (RESP2 `SUBSCRIBE`, named `client_name` in `CLIENT LIST`) on the pool's IO
+    /// thread, reconnecting with the pool's backoff; `on` hears what it hears. It
+    /// ends when the [`Subscriber`] is dropped, or with the pool.
+    pub(super) fn subscribe(
+        &self,
+        channel: String,
+        client_name: String,
+        on: Box<dyn FnMut(Heard) + Send>,
+    ) -> Subscriber {
+        let slot = self.inner.slot.clone();
+        let seed = crate::entropy::seed().unwrap_or(0x5eed);
+        let task = self.inner.io.spawn(super::subscriber::run(
+            slot,
+            channel,
+            client_name,
+            Rng::from_seed(seed),
+            on,
+        ));
+        Subscriber(task.abort_handle())
     }
 
     /// How many connections it may open.
@@ -423,25 +454,45 @@ impl Jobs {
 }
 
 /// What every connection of the pool shares.
-struct Slot {
-    redis: RedisConfig,
+pub(super) struct Slot {
+    pub(super) redis: RedisConfig,
     /// For `rediss://`: TLS under the connection, verified for `host`.
     tls: Option<TlsClient>,
     host: String,
-    target: String,
+    pub(super) target: String,
     timeout: Duration,
-    schedule: Schedule,
+    pub(super) schedule: Schedule,
+}
+
+/// What a subscription connection ([`RedisPool::subscribe`]) hears.
+#[derive(Debug)]
+pub(super) enum Heard {
+    /// The subscription is confirmed (`true`: after every reconnection too), or its
+    /// connection is lost (`false`).
+    Listening(bool),
+    /// A message on the channel.
+    Message(Vec<u8>),
+}
+
+/// A subscription connection's task: ends when dropped.
+#[derive(Debug)]
+pub(super) struct Subscriber(tokio::task::AbortHandle);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The pool's own clock: only differences matter to a connection.
-struct Clock(Instant);
+pub(super) struct Clock(pub(super) Instant);
 
 impl Clock {
-    fn now(&self) -> Time {
+    pub(super) fn now(&self) -> Time {
         Time::from_nanos(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    fn instant(&self, t: Time) -> tokio::time::Instant {
+    pub(super) fn instant(&self, t: Time) -> tokio::time::Instant {
         (self.0 + t.since_epoch()).into()
     }
 }
@@ -533,14 +584,14 @@ async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
 }
 
 /// A connected socket, with TLS on it for `rediss://`.
-enum Connected {
+pub(super) enum Connected {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// Connects to the server (and runs the TLS handshake for `rediss://`) within the
 /// operation timeout; why not, without secrets.
-async fn open(slot: &Slot) -> Result<Connected, String> {
+pub(super) async fn open(slot: &Slot) -> Result<Connected, String> {
     let work = async {
         let stream = TcpStream::connect(&slot.target)
             .await
@@ -572,7 +623,10 @@ enum Ended {
 }
 
 /// Writes `bytes` and flushes them out of the stream's own buffers.
-async fn write_flushed<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_flushed<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
 }
@@ -683,7 +737,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
+pub(super) async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(clock.instant(at)).await,
         None => std::future::pending().await,
