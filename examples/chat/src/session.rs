@@ -114,18 +114,12 @@ struct ClientFrame {
     text: Option<String>,
 }
 
-/// A frame to the client.
+/// A frame to the client that is not made of room messages (those are put together
+/// from each message's memoised JSON: [`message_frame`], [`joined_frame`]).
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerFrame<'a> {
-    Joined {
-        user_id: Uuid,
-        history: Vec<MessageFrame<'a>>,
-    },
-    Message(MessageFrame<'a>),
-    Error {
-        error: &'a str,
-    },
+    Error { error: &'a str },
 }
 
 /// A room message as clients see it.
@@ -148,6 +142,73 @@ impl<'a> From<&'a RoomMessage> for MessageFrame<'a> {
             created_at: m.created_at.to_string(),
         }
     }
+}
+
+/// How many room messages' JSON the thread keeps (by `seq`, the newest win): more
+/// than a join's history, so a join and the live deliveries after it find theirs.
+const MEMO_SLOTS: usize = 256;
+
+thread_local! {
+    /// Room messages' JSON objects, memoised for the thread's sessions: every joined
+    /// session sends each message, and a join sends up to [`HISTORY_LENGTH`] at once,
+    /// so encoding one per delivery was most of a session's work. A slot is used only
+    /// for the very message it was made from (every field compared), so what a client
+    /// gets never depends on what other sessions sent before.
+    static MESSAGE_JSON: RefCell<Vec<Option<(RoomMessage, String)>>> =
+        RefCell::new(vec![None; MEMO_SLOTS]);
+}
+
+/// Calls `f` with `m` as a JSON object (`{"id":..,"user_id":..,"name":..,"text":..,
+/// "created_at":..}`), encoded once per message and thread.
+fn with_message_json<R>(m: &RoomMessage, f: impl FnOnce(&str) -> R) -> R {
+    MESSAGE_JSON.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let slot = &mut memo[(m.seq % MEMO_SLOTS as u64) as usize];
+        match slot {
+            Some((kept, json)) if kept == m => f(json),
+            _ => {
+                let json = encode(&MessageFrame::from(m));
+                f(&slot.insert((m.clone(), json)).1)
+            }
+        }
+    })
+}
+
+/// `{"type":"message",...}`: one room message, as every joined client gets it.
+fn message_frame(m: &RoomMessage) -> String {
+    with_message_json(m, |json| {
+        let mut frame = String::with_capacity(json.len() + 17);
+        frame.push_str("{\"type\":\"message\",");
+        // The object's fields, after its opening brace.
+        frame.push_str(&json[1..]);
+        frame
+    })
+}
+
+/// `{"type":"joined","user_id":"..","history":[..]}`.
+fn joined_frame(user_id: Uuid, history: &[RoomMessage]) -> String {
+    let mut frame = String::with_capacity(64 + 256 * history.len());
+    frame.push_str("{\"type\":\"joined\",\"user_id\":\"");
+    frame.push_str(
+        user_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
+    frame.push_str("\",\"history\":[");
+    for (i, m) in history.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        with_message_json(m, |json| frame.push_str(json));
+    }
+    frame.push_str("]}");
+    frame
+}
+
+/// `value` as JSON. Nothing the session encodes can fail (no maps with non-string
+/// keys, no failing `Serialize`).
+fn encode(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Runs one chat session.
@@ -249,7 +310,7 @@ impl Session<'_> {
                     if state.borrow().as_ref().is_none_or(|j| m.seq <= j.last_seq) {
                         continue;
                     }
-                    self.send(&ServerFrame::Message(m.into())).await?;
+                    self.send(message_frame(m)).await?;
                     if let Some(j) = state.borrow_mut().as_mut() {
                         j.last_seq = m.seq;
                     }
@@ -364,11 +425,7 @@ impl Session<'_> {
             Err(e) if e.retryable => return Ok(None),
             Err(e) => return Err(e),
         };
-        let frame = ServerFrame::Joined {
-            user_id: user.id,
-            history: history.iter().map(MessageFrame::from).collect(),
-        };
-        self.send(&frame).await?;
+        self.send(joined_frame(user.id, &history)).await?;
         let last_seq = history.last().map_or(0, |m| m.seq);
         Ok(Some(Joined { user, last_seq }))
     }
@@ -407,17 +464,10 @@ impl Session<'_> {
     }
 
     async fn error(&self, why: &str) -> Result<(), EffectError> {
-        self.send(&ServerFrame::Error { error: why }).await
+        self.send(encode(&ServerFrame::Error { error: why })).await
     }
 
-    async fn send(&self, frame: &ServerFrame<'_>) -> Result<(), EffectError> {
-        let text = serde_json::to_string(frame).map_err(|e| {
-            EffectError::new(
-                <SendText as Effect<effectful::Std>>::NAME,
-                ErrorKind::Protocol,
-                format!("could not encode a frame: {e}"),
-            )
-        })?;
+    async fn send(&self, text: String) -> Result<(), EffectError> {
         self.fx.perform(SendText { text }).await
     }
 
@@ -454,5 +504,72 @@ fn closed(error: EffectError) -> Result<SessionEnd, EffectError> {
     match error.kind {
         ErrorKind::WebSocketClosed { code, .. } => Ok(SessionEnd::Disconnected { code }),
         _ => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::Timestamp;
+
+    /// The frames as serde encodes them whole, as the session once did.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Whole<'a> {
+        Joined {
+            user_id: Uuid,
+            history: Vec<MessageFrame<'a>>,
+        },
+        Message(MessageFrame<'a>),
+    }
+
+    fn message(seq: u64, text: &str) -> RoomMessage {
+        RoomMessage {
+            seq,
+            id: Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0 + u128::from(seq)),
+            user_id: Uuid::from_u128(42),
+            name: "c7 \"the\" \\ one".into(),
+            text: text.into(),
+            created_at: Timestamp::from_unix_micros(1_764_000_000_123_456 + seq as i64),
+        }
+    }
+
+    #[test]
+    fn memoised_frames_are_the_bytes_serde_makes_of_the_whole_frame() {
+        let room: Vec<RoomMessage> = (1..=300)
+            .map(|seq| message(seq, &format!("hello #{seq}\n\t\u{1} \u{e9}\u{1f600} \"q\"")))
+            .collect();
+        // Twice: once encoding, once from the memo (and slots reused by later seqs).
+        for _ in 0..2 {
+            for m in &room {
+                assert_eq!(message_frame(m), encode(&Whole::Message(m.into())));
+            }
+            for end in [0usize, 1, 50, 300] {
+                let history = &room[end.saturating_sub(50)..end];
+                let whole = Whole::Joined {
+                    user_id: Uuid::from_u128(7),
+                    history: history.iter().map(MessageFrame::from).collect(),
+                };
+                assert_eq!(joined_frame(Uuid::from_u128(7), history), encode(&whole));
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_that_differs_in_any_field_from_the_memoised_one_gets_its_own_frame() {
+        let kept = message(5, "first");
+        assert!(message_frame(&kept).contains("\"text\":\"first\""));
+        let mut other = kept.clone();
+        other.text = "second".into();
+        assert!(message_frame(&other).contains("\"text\":\"second\""));
+        let mut later = other.clone();
+        later.created_at = Timestamp::from_unix_micros(0);
+        assert!(message_frame(&later).contains("\"created_at\":\"1970-01-01T00:00:00.000000Z\""));
+        let mut renamed = later.clone();
+        renamed.id = Uuid::from_u128(9);
+        assert_eq!(
+            message_frame(&renamed),
+            encode(&Whole::Message((&renamed).into()))
+        );
     }
 }

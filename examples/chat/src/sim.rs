@@ -24,6 +24,7 @@
 //!   answers again.
 
 use std::cell::RefCell;
+use std::io::{self, Seek, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ pub struct ChatRun {
     pub acked: usize,
     /// Room messages delivered live to clients (after their join), all checked.
     pub deliveries: usize,
-    /// The trace, when recorded.
+    /// The trace, when recorded in memory (not when streamed).
     pub trace: Vec<TraceRecord>,
 }
 
@@ -316,6 +317,17 @@ impl ChatSim {
             sim,
             checker: Rc::new(RefCell::new(checker)),
         }
+    }
+
+    /// Writes the trace to `out` as it is made instead of keeping it (see
+    /// [`Simulation::stream_trace`]); [`ChatRun::trace`] is then empty.
+    pub fn stream_trace(&mut self, out: impl Write + Seek + 'static) {
+        self.sim.stream_trace(out);
+    }
+
+    /// The first write of a streamed trace that failed, if one did.
+    pub fn trace_error(&self) -> Option<&io::Error> {
+        self.sim.trace_error()
     }
 
     /// Runs the simulation to its end.

@@ -448,7 +448,7 @@ where
             let now = self.now;
             if self.trace.on {
                 let event = ClientEvent::Receive(text.clone());
-                self.trace.records.push(TraceRecord::Client {
+                self.trace.push(TraceRecord::Client {
                     at: now,
                     connection,
                     event,

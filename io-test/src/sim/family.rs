@@ -165,7 +165,7 @@ where
         if self.trace.on {
             let recorded = result.as_ref().map(to_json).map_err(EffectError::clone);
             let delivery = self.engine.handle_response(now, id, result);
-            self.trace.records.push(TraceRecord::OwnResponse {
+            self.trace.push(TraceRecord::OwnResponse {
                 at: now,
                 id,
                 result: recorded,

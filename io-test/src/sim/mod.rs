@@ -91,6 +91,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::{self, Seek, Write};
 use std::time::Duration;
 
 use effectful::effect::{MessagingRequest, Request, Response, Std};
@@ -174,11 +175,7 @@ where
     /// A simulation that has not started; seed the services through
     /// [`Simulation::services_mut`] before [`Simulation::run`].
     pub fn new(config: SimConfig, connections: Vec<Connection>, program: P) -> Self {
-        let engine_config = EngineConfig {
-            seed: config.seed,
-            program_timeout: config.program_timeout,
-            ..EngineConfig::default()
-        };
+        let engine_config = engine_config(&config);
         let mut sim = Simulation {
             engine: Engine::new(engine_config.clone()),
             services: Services::new(config.seed),
@@ -239,10 +236,35 @@ where
         &self.results
     }
 
-    /// The recorded trace (empty unless `record_trace` was set). Once [`run`](Self::run)
-    /// has returned it ends with a [`TraceRecord::End`] record, which says it is whole.
+    /// The recorded trace (empty unless `record_trace` was set, and when it is
+    /// [streamed](Self::stream_trace)). Once [`run`](Self::run) has returned it ends
+    /// with a [`TraceRecord::End`] record, which says it is whole.
     pub fn trace(&self) -> &[TraceRecord] {
-        &self.trace.records
+        self.trace.records()
+    }
+
+    /// Writes the trace to `out` as it is made, one JSON line per record through a
+    /// buffer, instead of keeping it in memory (tracing is on from now on, whatever
+    /// `record_trace` said; records made so far are written first): a long run's
+    /// memory then does not grow with its trace. [`run`](Self::run) and
+    /// [`run_until`](Self::run_until) end it with its [`TraceRecord::End`] record and
+    /// flush it; a run that continues the trace writes over that record (hence
+    /// [`Seek`]). A run stopped before (a process killed, [`step`](Self::step)s
+    /// given up) leaves a trace without it, which [`trace::replay`](crate::trace::replay)
+    /// refuses as cut short, as it does after a failed write
+    /// ([`trace_error`](Self::trace_error)).
+    pub fn stream_trace(&mut self, out: impl Write + Seek + 'static) {
+        // The start record says the trace is recorded, as it is.
+        self.config.record_trace = true;
+        let (config, engine) = (&self.config, engine_config(&self.config));
+        self.trace
+            .stream_to(Box::new(out), || recorder::start_record(config, engine));
+    }
+
+    /// The first write of a [streamed](Self::stream_trace) trace that failed, if one
+    /// did: nothing was written after it.
+    pub fn trace_error(&self) -> Option<&io::Error> {
+        self.trace.error()
     }
 
     /// The simulated time now.
@@ -412,7 +434,7 @@ where
         let delivery = if self.trace.on {
             let answer = result.clone().map(F::embed_response);
             let delivery = self.engine.handle_response(now, id, answer);
-            self.trace.records.push(TraceRecord::Response {
+            self.trace.push(TraceRecord::Response {
                 at: now,
                 id,
                 result,
@@ -443,7 +465,7 @@ where
                                     id,
                                     request: request.clone(),
                                 };
-                                self.trace.records.push(record);
+                                self.trace.push(record);
                             }
                             self.perform(id, request)
                         }
@@ -516,5 +538,14 @@ where
 
     fn latency(&mut self, latency: Latency) -> Duration {
         latency.sample(&mut self.rng)
+    }
+}
+
+/// The engine's configuration for a simulation.
+fn engine_config(config: &SimConfig) -> EngineConfig {
+    EngineConfig {
+        seed: config.seed,
+        program_timeout: config.program_timeout,
+        ..EngineConfig::default()
     }
 }

@@ -237,3 +237,178 @@ fn a_second_run_moves_the_end_record_to_the_new_end() {
     assert_eq!(end_records(records), 1);
     replay(records, echo).expect("the continued trace replays");
 }
+
+/// A trace destination the test can read back once the simulation is done with it.
+#[derive(Clone, Default)]
+struct SharedFile(std::rc::Rc<RefCell<std::io::Cursor<Vec<u8>>>>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for SharedFile {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.borrow_mut().seek(to)
+    }
+}
+
+impl SharedFile {
+    fn bytes(&self) -> Vec<u8> {
+        self.0.borrow().get_ref().clone()
+    }
+}
+
+/// Connections of several kinds under chaos faults: a trace with every kind of record.
+fn chaos_connections() -> Vec<Connection> {
+    (0..12u32)
+        .map(|i| {
+            let end = match i % 3 {
+                0 => ConnectionEnd::Close { after: SEC },
+                1 => ConnectionEnd::Vanish { after: 2 * SEC },
+                _ => ConnectionEnd::Linger,
+            };
+            connection(
+                Time::from_secs(u64::from(i) * 3),
+                &[(MS, "a"), (SEC, "b"), (2 * SEC, "c")],
+                end,
+            )
+        })
+        .collect()
+}
+
+fn chaos(seed: u64) -> SimConfig {
+    SimConfig {
+        faults: FaultPlan::chaos(),
+        program_timeout: Some(20 * SEC),
+        ..SimConfig::new(seed)
+    }
+}
+
+fn json_lines(records: &[TraceRecord]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_trace(&mut bytes, records).expect("written to memory");
+    bytes
+}
+
+#[test]
+fn a_streamed_trace_is_the_kept_trace_byte_for_byte_and_replays() {
+    for seed in 0..6 {
+        let mut kept_config = chaos(seed);
+        kept_config.record_trace = true;
+        let mut kept = Simulation::new(kept_config, chaos_connections(), echo);
+        let kept_report = kept.run();
+        let file = SharedFile::default();
+        // Streaming turns tracing on: `record_trace` is off here.
+        let mut sim = Simulation::new(chaos(seed), chaos_connections(), echo);
+        sim.stream_trace(file.clone());
+        let report = sim.run();
+        assert_eq!(
+            report, kept_report,
+            "seed {seed}: streaming changes nothing"
+        );
+        assert!(
+            sim.trace().is_empty(),
+            "seed {seed}: nothing is kept in memory"
+        );
+        assert!(sim.trace_error().is_none());
+        let bytes = file.bytes();
+        assert_eq!(bytes, json_lines(kept.trace()), "seed {seed}");
+        let read = read_trace(bytes.as_slice(), DEFAULT_MAX_LINE).expect("whole lines");
+        assert!(read.len() > 100, "seed {seed}: {} records", read.len());
+        replay(&read, echo).expect("the streamed trace replays");
+    }
+}
+
+#[test]
+fn a_streamed_trace_continued_by_later_runs_writes_over_its_end_record() {
+    let mut kept_config = chaos(8);
+    kept_config.record_trace = true;
+    let mut kept = Simulation::new(kept_config, chaos_connections(), echo);
+    let file = SharedFile::default();
+    let mut sim = Simulation::new(chaos(8), chaos_connections(), echo);
+    sim.stream_trace(file.clone());
+    for sim in [&mut kept, &mut sim] {
+        sim.run_until(Time::from_secs(10));
+        sim.run_until(Time::from_secs(25));
+        sim.run();
+        sim.add_connection(quiet(Time::from_secs(200)));
+        sim.run();
+    }
+    let bytes = file.bytes();
+    assert_eq!(bytes, json_lines(kept.trace()));
+    let read = read_trace(bytes.as_slice(), DEFAULT_MAX_LINE).expect("whole lines");
+    assert_eq!(end_records(&read), 1);
+    replay(&read, echo).expect("the continued trace replays");
+}
+
+#[test]
+fn a_streamed_run_stopped_before_its_end_leaves_a_trace_replay_refuses_as_cut_short() {
+    let file = SharedFile::default();
+    let mut sim = Simulation::new(chaos(4), chaos_connections(), echo);
+    sim.stream_trace(file.clone());
+    for _ in 0..40 {
+        assert!(sim.step());
+    }
+    // Stopped here (Ctrl-C, a failure): the simulation goes, its buffer is written.
+    drop(sim);
+    let read = read_trace(file.bytes().as_slice(), DEFAULT_MAX_LINE).expect("whole lines");
+    assert!(read.len() > 40, "{} records", read.len());
+    match replay(&read, echo) {
+        Err(ReplayError::Truncated { records }) => assert_eq!(records, read.len()),
+        other => panic!("a trace stopped early replayed as {other:?}"),
+    }
+}
+
+/// Takes `room` bytes (the last write short), then fails every write.
+struct FullDisk {
+    inner: SharedFile,
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::other("no space left on device"));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        self.inner.write(&buf[..n])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for FullDisk {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+#[test]
+fn a_failed_trace_write_is_reported_and_the_trace_never_gets_its_end_record() {
+    let file = SharedFile::default();
+    let mut sim = Simulation::new(chaos(5), chaos_connections(), echo);
+    sim.stream_trace(FullDisk {
+        inner: file.clone(),
+        room: 10_000,
+    });
+    sim.run();
+    let error = sim.trace_error().expect("the write failed");
+    assert!(error.to_string().contains("no space left"), "{error}");
+    let bytes = file.bytes();
+    assert_eq!(bytes.len(), 10_000);
+    // The file ends mid-line; its whole lines are a trace replay refuses.
+    let cut = &bytes[..bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)];
+    let read = read_trace(cut, DEFAULT_MAX_LINE).expect("whole lines");
+    assert_eq!(end_records(&read), 0);
+    assert!(matches!(
+        replay(&read, echo),
+        Err(ReplayError::Truncated { .. })
+    ));
+}

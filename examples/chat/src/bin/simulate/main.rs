@@ -16,7 +16,7 @@
 mod report;
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal};
+use std::io::{BufWriter, IsTerminal, Seek};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +64,10 @@ FLAGS:
     --swarm               each seed draws its client count (up to N) and its own faults,
                           outages, restarts and disconnect storms included (not with --faults)
     --trace FILE          write the trace of the first failing seed, or of the last seed when
-                          all pass; FILE must not exist yet (see --overwrite)
+                          all pass; FILE must not exist yet (see --overwrite). Written as the
+                          seed runs (memory stays flat); a run stopped early leaves a trace
+                          that replay refuses as cut short. With --check-determinism the
+                          seed's two traces are held in memory to compare them
     --overwrite           let --trace replace an existing file
     --check-determinism   run each seed twice and compare the traces
     --json                print the report as one JSON object on stdout
@@ -377,14 +380,22 @@ fn main() -> ExitCode {
         if args.faults && !args.swarm {
             config.faults = FaultPlan::chaos();
         }
+        // Without --check-determinism (which compares two traces in memory), the
+        // trace goes to its file as it is made: a seed that passes and is not the
+        // last is then cut away, so the file holds the seed the help promises.
+        let streamed = match (&trace_file, args.check_determinism) {
+            (Some(file), false) => Some(file),
+            _ => None,
+        };
         config.record_trace = args.trace.is_some() || args.check_determinism;
-        // A seed Ctrl-C cut short is not counted: the report is of the seeds done.
-        let Some(mut run) = run_seed(&config, go_on) else {
+        // A seed Ctrl-C cut short is not counted: the report is of the seeds done. Its
+        // streamed trace stays without its end record: replay refuses it.
+        let Some((mut run, trace_error)) = run_seed(&config, streamed, go_on) else {
             break;
         };
         if args.check_determinism {
             // The same seed again must give the very same trace.
-            let Some(again) = run_seed(&config, go_on) else {
+            let Some((again, _)) = run_seed(&config, None, go_on) else {
                 break;
             };
             let divergence = first_divergence(&run.trace, &again.trace);
@@ -405,17 +416,29 @@ fn main() -> ExitCode {
         checks += run.checks;
         let failed = run.checks.failures() > 0;
         let last = seed + 1 == args.seeds.end;
-        if let (Some(path), Some(file)) = (&args.trace, &trace_file) {
-            if (failed || last) && trace_written.is_none() {
-                let written = file
-                    .try_clone()
-                    .map(BufWriter::new)
-                    .and_then(|f| write_trace(f, &run.trace));
+        if let (Some(path), Some(file)) = (&args.trace, &mut trace_file) {
+            if failed || last {
+                // A streamed trace is in the file already; a compared one goes now.
+                let written = match (trace_error, args.check_determinism) {
+                    (Some(e), _) => Err(e),
+                    (None, false) => Ok(()),
+                    (None, true) => file
+                        .try_clone()
+                        .map(BufWriter::new)
+                        .and_then(|f| write_trace(f, &run.trace))
+                        .map_err(|e| e.to_string()),
+                };
                 match written {
                     Ok(()) => trace_written = Some(path.clone()),
                     Err(e) => progress.say(&format!("could not write the trace to {path}: {e}")),
                 }
                 trace_file = None;
+            } else if !args.check_determinism {
+                // Cut the passing seed's trace away for the next seed's.
+                if let Err(e) = file.set_len(0).and_then(|()| file.rewind()) {
+                    progress.say(&format!("could not write the trace to {path}: {e}"));
+                    trace_file = None;
+                }
             }
         }
         if failed {
@@ -490,14 +513,26 @@ fn main() -> ExitCode {
     exit_status(&report)
 }
 
-/// One seed, checked; `None` if `go_on` said to stop before it ended.
+/// One seed, checked, with its trace written to `trace` as it is made if given (and
+/// the first write that failed); `None` if `go_on` said to stop before it ended.
 fn run_seed(
     config: &ChatSimConfig,
+    trace: Option<&File>,
     go_on: impl FnMut() -> bool,
-) -> Option<effectful_chat::sim::ChatRun> {
+) -> Option<(effectful_chat::sim::ChatRun, Option<String>)> {
     let mut chat = ChatSim::new(config);
+    if let Some(file) = trace {
+        match file.try_clone() {
+            Ok(file) => chat.stream_trace(file),
+            Err(e) => {
+                let report = chat.run_while(go_on)?;
+                return Some((chat.check(report), Some(e.to_string())));
+            }
+        }
+    }
     let report = chat.run_while(go_on)?;
-    Some(chat.check(report))
+    let error = chat.trace_error().map(|e| e.to_string());
+    Some((chat.check(report), error))
 }
 
 fn print_report(report: &Report, json: bool) {
