@@ -13,7 +13,7 @@ use effectful::effect::{Begin, Commit, GetUserById, Query, UserLookup};
 use effectful::{EffectError, ErrorKind};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
-use pg_support::{START_SERVER, Schema, psql};
+use pg_support::{START_SERVER, Schema, lookup, psql};
 
 fn runtime(db: &PgDatabase, shards: usize) -> Runtime {
     db.register(Runtime::builder().shards(shards))
@@ -46,9 +46,8 @@ fn the_process_wide_connection_limit_holds_across_two_shards() {
     let sampler = {
         let (peak, sampling, name) = (peak.clone(), sampling.clone(), schema.name.clone());
         std::thread::spawn(move || {
-            let count = format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"
-            );
+            let count =
+                format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'");
             while sampling.load(Ordering::Relaxed) {
                 let n: usize = psql(&count).parse().expect("a count");
                 peak.fetch_max(n, Ordering::Relaxed);
@@ -160,20 +159,7 @@ fn shutdown_closes_every_shards_connections() {
         0,
         "every shard's connections closed"
     );
-    let after = runtime.block_on(async {
-        runtime
-            .handle()
-            .spawn(|fx| async move {
-                fx.perform(GetUserById {
-                    user_id: uuid::Uuid::nil(),
-                })
-                .await
-            })
-            .await
-            .expect("spawned")
-            .await
-            .expect("finished")
-    });
+    let after = lookup(&runtime);
     match after {
         Err(EffectError {
             kind: ErrorKind::ConnectionLost,
@@ -208,20 +194,7 @@ fn a_ping_before_any_shard_runs_the_migrations_and_its_connection_goes_when_shar
     assert_eq!(migrated, "t", "the ping ran the migrations first");
     let runtime = runtime(&db, 1);
     // Once the shard's connection is up, the early one goes.
-    let answered = runtime.block_on(async {
-        runtime
-            .handle()
-            .spawn(|fx| async move {
-                fx.perform(GetUserById {
-                    user_id: uuid::Uuid::nil(),
-                })
-                .await
-            })
-            .await
-            .expect("spawned")
-            .await
-            .expect("finished")
-    });
+    let answered = lookup(&runtime);
     assert!(matches!(answered, Ok(UserLookup::NotFound { .. })));
     assert_eq!(backends_become(&schema, |n| n == 1), 1);
     caller
