@@ -237,8 +237,9 @@ where
                 .spawn(move || {
                     let mut builder = tokio::runtime::Builder::new_current_thread();
                     builder.enable_time();
-                    // WebSocket connections move to the shard serving them.
-                    #[cfg(feature = "server")]
+                    // WebSocket connections move to the shard serving them, and each
+                    // shard's PostgreSQL client owns its sockets.
+                    #[cfg(any(feature = "server", feature = "postgres"))]
                     builder.enable_io();
                     let runtime = match builder.build() {
                         Ok(runtime) => runtime,

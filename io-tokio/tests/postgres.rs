@@ -14,7 +14,7 @@ use effectful::postgres::database::MIGRATION_LOCK;
 use effectful::{EffectError, ErrorKind};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
-use pg_support::{START_SERVER, Schema, psql};
+use pg_support::{START_SERVER, Schema, lookup, psql};
 
 fn runtime(db: &PgDatabase, shards: usize) -> Runtime {
     db.register(Runtime::builder().shards(shards))
@@ -242,22 +242,6 @@ fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
     )
     .expect("started");
     let runtime = runtime(&db, 1);
-    let lookup = |runtime: &Runtime| {
-        runtime.block_on(async {
-            runtime
-                .handle()
-                .spawn(|fx| async move {
-                    fx.perform(GetUserById {
-                        user_id: uuid::Uuid::nil(),
-                    })
-                    .await
-                })
-                .await
-                .expect("spawned")
-                .await
-                .expect("finished")
-        })
-    };
     lookup(&runtime).expect("migrated and working");
     // Another session holds the table for 5 s: the lookup waits on the lock.
     let mut holder = background_psql(&format!(

@@ -109,11 +109,16 @@ impl Room {
     }
 
     fn listening(&self) -> bool {
+        self.listeners() > 0
+    }
+
+    /// How many shards listen (each shard's client has its own listener).
+    fn listeners(&self) -> usize {
         let count = psql(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE {}",
             self.listener_filter()
         ));
-        count.parse::<usize>().expect("a count") > 0
+        count.parse::<usize>().expect("a count")
     }
 }
 
@@ -260,14 +265,17 @@ fn waits_for_messages_already_read_are_answered_without_a_query() {
     for text in ["one", "two", "three"] {
         room.post("dora", text);
     }
-    let first = room.run(|fx| async move {
-        fx.perform(WaitRoomMessages {
-            after_seq: 0,
-            limit: 50,
-        })
-        .await
-    });
-    assert_eq!(texts(first), ["1:one", "2:two", "3:three"]);
+    // Each shard's client keeps what its own queries read: one read on each shard.
+    for _ in 0..2 {
+        let first = room.run(|fx| async move {
+            fx.perform(WaitRoomMessages {
+                after_seq: 0,
+                limit: 50,
+            })
+            .await
+        });
+        assert_eq!(texts(first), ["1:one", "2:two", "3:three"]);
+    }
     let answers = with_room_table_hidden(&room, || {
         let waiting = room.waiters(40, 1);
         room.runtime.block_on(async {
@@ -288,10 +296,11 @@ fn waits_for_messages_already_read_are_answered_without_a_query() {
 fn waits_after_the_newest_message_park_without_a_query() {
     let room = Room::new("horizon");
     room.post("erin", "first");
-    // This wait finds nothing after seq 1 while the listener listens: every later
-    // post will notify, so waits after seq 1 need not ask the server.
-    let first = room.waiters(1, 1);
-    wait_until("the wait listens", || room.listening());
+    // These waits (one per shard) find nothing after seq 1 while their shard's
+    // listener listens: every later post will notify, so waits after seq 1 need not
+    // ask the server.
+    let first = room.waiters(2, 1);
+    wait_until("both shards' waits listen", || room.listeners() == 2);
     std::thread::sleep(Duration::from_millis(100));
     let later = with_room_table_hidden(&room, || {
         let later = room.waiters(20, 1);

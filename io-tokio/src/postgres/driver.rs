@@ -1,57 +1,42 @@
-//! The process's PostgreSQL thread: one current-thread tokio runtime that owns the
-//! [`PgService`] (pool, connections, pending work) and its sockets, fed by every
-//! shard's interpreter through one channel.
+//! One thread's PostgreSQL client: a [`PgService`] (pool, connections, pending work)
+//! and its sockets as tasks on that thread's current-thread runtime.
+//!
+//! Each shard has one ([`PgClient::start`] from the interpreter's factory): a
+//! program's effect is submitted to it inside [`Interpreter::perform`](crate::Interpreter::perform)
+//! and answered through the shard's [`LocalReplier`], so neither crosses a thread. The
+//! handle's own work (`ping`, `status`, `shutdown`) reaches it through a control
+//! channel, the only thing that crosses threads.
 
-use rustc_hash::FxHashMap as HashMap;
-use std::time::{Duration, Instant};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use effectful::effect::Response;
 use effectful::postgres::{ConnId, Output, PgService, PoolStatus, Reply, ServiceConfig, Work};
 use effectful::{EffectError, EffectId, Time};
+use rustc_hash::FxHashMap as HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::connect::PgConnector;
-use crate::interpreter::{Replier, SplitStd};
+use crate::clock::Clock;
+use crate::interpreter::{LocalReplier, SplitStd};
 
-/// What shards and handles ask of the thread.
-pub(crate) enum Command<F: SplitStd> {
-    Perform {
-        shard: usize,
-        id: EffectId,
-        work: Work,
-        replier: Replier<F>,
-    },
-    Cancel {
-        shard: usize,
-        id: EffectId,
-    },
+/// What a handle asks of a thread's client, from any thread.
+pub(crate) enum Control {
     Ping(oneshot::Sender<Result<(), EffectError>>),
     Status(oneshot::Sender<PoolStatus>),
-    Shutdown,
+    /// Close every connection; `done` is told once they are closed.
+    Shutdown(Option<std::sync::mpsc::Sender<()>>),
+    /// Close once the pings in flight are answered (the fallback, once shards run).
+    Retire,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Effect(usize, EffectId),
+    Effect(EffectId),
     Ping(u64),
-}
-
-enum Target<F: SplitStd> {
-    Effect(Replier<F>),
-    Ping(oneshot::Sender<Result<(), EffectError>>),
-}
-
-enum Io {
-    Connected(
-        ConnId,
-        mpsc::UnboundedSender<Bytes>,
-        tokio::task::AbortHandle,
-    ),
-    ConnectFailed(ConnId, String),
-    Input(ConnId, Bytes),
-    Eof(ConnId),
 }
 
 struct Socket {
@@ -59,116 +44,244 @@ struct Socket {
     reader: tokio::task::AbortHandle,
 }
 
-/// Inputs of one kind handled in a row before outputs are drained: a burst of 64
-/// submissions becomes one pass over the service's outputs (and one write).
-const BURST: usize = 256;
-
-/// The thread's state between inputs.
-struct Driver<F: SplitStd> {
-    epoch: Instant,
-    service: PgService<Key>,
+/// A thread's client. Lives in an `Rc` shared by the thread's interpreters and its
+/// tasks; every borrow of `state` ends before an `.await`.
+pub(crate) struct PgClient<F: SplitStd> {
+    clock: Clock,
     connector: PgConnector,
-    io_tx: mpsc::UnboundedSender<Io>,
+    state: RefCell<State<F>>,
+    /// The timer task's deadline, and its wake when an earlier one is due.
+    armed: Cell<Option<Time>>,
+    rearm: Notify,
+    /// Notified once the client has stopped.
+    done: Notify,
+}
+
+struct State<F: SplitStd> {
+    service: PgService<Key>,
+    /// Where effects' answers go (`None` on the fallback thread, which has none).
+    replier: Option<LocalReplier<F>>,
     sockets: HashMap<ConnId, Socket>,
-    targets: HashMap<Key, Target<F>>,
+    pings: HashMap<u64, oneshot::Sender<Result<(), EffectError>>>,
     next_ping: u64,
     shutting_down: bool,
+    retiring: bool,
+    /// Told when the client has closed every connection.
+    closed: Vec<std::sync::mpsc::Sender<()>>,
+    /// Every connection is closed and nothing is pending: the tasks end.
+    stopped: bool,
 }
 
-/// Runs the thread's loop until `Shutdown` or every sender is gone.
-pub(crate) async fn run<F: SplitStd>(
-    config: ServiceConfig,
-    connector: PgConnector,
-    mut commands: mpsc::UnboundedReceiver<Command<F>>,
-) where
-    F::Response: Send,
-{
-    let epoch = Instant::now();
-    let (io_tx, mut io_rx) = mpsc::unbounded_channel::<Io>();
-    let mut driver = Driver::<F> {
-        epoch,
-        service: PgService::new(config, Time::ZERO),
-        connector,
-        io_tx,
-        sockets: HashMap::default(),
-        targets: HashMap::default(),
-        next_ping: 0,
-        shutting_down: false,
-    };
-    loop {
-        driver.drain_outputs();
-        if driver.shutting_down && driver.sockets.is_empty() && driver.service.pending() == 0 {
-            break;
-        }
-        let deadline = driver.service.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(t) => {
-                    let at = epoch + t.since_epoch();
-                    tokio::time::sleep_until(at.into()).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            io = io_rx.recv() => {
-                let Some(io) = io else { break };
-                driver.on_io(io);
-                for _ in 1..BURST {
-                    let Ok(io) = io_rx.try_recv() else { break };
-                    driver.on_io(io);
-                }
-            }
-            command = commands.recv(), if !driver.shutting_down => {
-                driver.on_command(command);
-                for _ in 1..BURST {
-                    if driver.shutting_down {
-                        break;
-                    }
-                    let Ok(command) = commands.try_recv() else { break };
-                    driver.on_command(Some(command));
-                }
-            }
-            () = sleep => {
-                let now = driver.now();
-                driver.service.handle_timeout(now);
-            }
-        }
-    }
+/// The error for work handed to a client that has stopped.
+pub(crate) fn stopped(effect: &'static str) -> EffectError {
+    EffectError::connection_lost(effect, "the PostgreSQL client has stopped")
 }
 
-impl<F: SplitStd> Driver<F>
+impl<F: SplitStd> PgClient<F>
 where
     F::Response: Send,
 {
-    fn now(&self) -> Time {
-        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    /// Starts a client on this thread (inside a `LocalSet`): it opens the pool's
+    /// `min_size` connections at once and serves `control` until it stops.
+    pub(crate) fn start(
+        config: ServiceConfig,
+        connector: PgConnector,
+        clock: Clock,
+        replier: Option<LocalReplier<F>>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Rc<PgClient<F>> {
+        let client = Rc::new(PgClient {
+            clock,
+            connector,
+            state: RefCell::new(State {
+                service: PgService::new(config, clock.now()),
+                replier,
+                sockets: HashMap::default(),
+                pings: HashMap::default(),
+                next_ping: 0,
+                shutting_down: false,
+                retiring: false,
+                closed: Vec::new(),
+                stopped: false,
+            }),
+            armed: Cell::new(None),
+            rearm: Notify::new(),
+            done: Notify::new(),
+        });
+        tokio::task::spawn_local(client.clone().timer());
+        tokio::task::spawn_local(client.clone().serve(control));
+        client.drain();
+        client
     }
 
-    /// Performs what the service asks for, until it asks for nothing more.
-    fn drain_outputs(&mut self) {
-        while let Some(output) = self.service.poll_output() {
+    /// Submits one effect's work; its answer reaches the shard's local inbox.
+    pub(crate) fn perform(self: &Rc<Self>, now: Time, id: EffectId, work: Work) -> bool {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.shutting_down {
+                return false;
+            }
+            state.service.submit(now, Key::Effect(id), work);
+        }
+        self.drain();
+        true
+    }
+
+    /// The program no longer wants `id`'s answer.
+    pub(crate) fn cancel(self: &Rc<Self>, now: Time, id: EffectId) {
+        self.state
+            .borrow_mut()
+            .service
+            .cancel(now, &Key::Effect(id));
+        self.drain();
+    }
+
+    /// Closes every connection (work still waiting fails with a retryable error).
+    pub(crate) fn close(self: &Rc<Self>) {
+        {
+            let mut state = self.state.borrow_mut();
+            if !state.shutting_down {
+                state.shutting_down = true;
+                let now = self.clock.now();
+                state.service.close(now);
+            }
+        }
+        self.drain();
+    }
+
+    /// Resolves once every connection is closed after a shutdown.
+    pub(crate) async fn stopped(&self) {
+        if !self.state.borrow().stopped {
+            self.done.notified().await;
+        }
+    }
+
+    /// Serves the handle's requests until the client stops.
+    async fn serve(self: Rc<Self>, mut control: mpsc::UnboundedReceiver<Control>) {
+        while let Some(request) = control.recv().await {
+            match request {
+                Control::Ping(tx) => {
+                    {
+                        let mut state = self.state.borrow_mut();
+                        if state.shutting_down {
+                            let _ = tx.send(Err(stopped("Database.Ping")));
+                            continue;
+                        }
+                        state.next_ping += 1;
+                        let ping = state.next_ping;
+                        state.pings.insert(ping, tx);
+                        let now = self.clock.now();
+                        state.service.submit(now, Key::Ping(ping), Work::Ping);
+                    }
+                    self.drain();
+                }
+                Control::Status(tx) => {
+                    let _ = tx.send(self.state.borrow().service.status());
+                }
+                Control::Shutdown(done) => {
+                    if let Some(done) = done {
+                        self.state.borrow_mut().closed.push(done);
+                    }
+                    self.close();
+                }
+                Control::Retire => {
+                    self.state.borrow_mut().retiring = true;
+                    self.drain();
+                }
+            }
+            if self.state.borrow().stopped {
+                return;
+            }
+        }
+        // Every handle is gone: nothing can reach this client any more but its shard.
+        if self.state.borrow().replier.is_none() {
+            self.close();
+        }
+    }
+
+    /// Calls `handle_timeout` when the service's deadline comes. A deadline armed too
+    /// early wakes it once for nothing; a later one never resets the sleep (every
+    /// query moves the command timeout on, and resetting tokio's timer each time
+    /// would cost more than the query).
+    async fn timer(self: Rc<Self>) {
+        let sleep = tokio::time::sleep_until(self.clock.instant(Time::MAX).into());
+        tokio::pin!(sleep);
+        loop {
+            if self.state.borrow().stopped {
+                return;
+            }
+            let armed = self.armed.get();
+            tokio::select! {
+                biased;
+                () = self.rearm.notified() => {
+                    if let Some(at) = self.armed.get() {
+                        sleep.as_mut().reset(self.clock.instant(at).into());
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    self.armed.set(None);
+                    let now = self.clock.now();
+                    self.state.borrow_mut().service.handle_timeout(now);
+                    self.drain();
+                }
+            }
+        }
+    }
+
+    /// Performs what the service asks for, until it asks for nothing more; then makes
+    /// sure the timer wakes no later than the service's deadline.
+    fn drain(self: &Rc<Self>) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        loop {
+            self.perform_outputs(state);
+            if state.retiring && !state.shutting_down && state.pings.is_empty() {
+                state.shutting_down = true;
+                let now = self.clock.now();
+                state.service.close(now);
+                continue;
+            }
+            break;
+        }
+        if state.shutting_down && state.sockets.is_empty() && state.service.pending() == 0 {
+            if !state.stopped {
+                state.stopped = true;
+                for done in state.closed.drain(..) {
+                    let _ = done.send(());
+                }
+                // The timer task looks once more and ends.
+                self.rearm.notify_one();
+                self.done.notify_one();
+            }
+            return;
+        }
+        if let Some(at) = state.service.poll_timeout() {
+            if self.armed.get().is_none_or(|armed| at < armed) {
+                self.armed.set(Some(at));
+                self.rearm.notify_one();
+            }
+        }
+    }
+
+    fn perform_outputs(self: &Rc<Self>, state: &mut State<F>) {
+        while let Some(output) = state.service.poll_output() {
             match output {
                 Output::Connect { conn } => {
-                    let io = self.io_tx.clone();
-                    let connector = self.connector.clone();
+                    let client = self.clone();
                     tokio::task::spawn_local(async move {
-                        match connector.connect().await {
-                            Ok(stream) => start_io(conn, stream, io),
-                            Err(why) => {
-                                let _ = io.send(Io::ConnectFailed(conn, why.to_string()));
-                            }
+                        match client.connector.connect().await {
+                            Ok(stream) => start_io(&client, conn, stream),
+                            Err(why) => client.on_connect_failed(conn, &why.to_string()),
                         }
                     });
                 }
                 Output::Transmit { conn, bytes } => {
-                    if let Some(socket) = self.sockets.get(&conn) {
+                    if let Some(socket) = state.sockets.get(&conn) {
                         let _ = socket.writer.send(bytes);
                     }
                 }
                 Output::Disconnect { conn } => {
-                    if let Some(socket) = self.sockets.remove(&conn) {
+                    if let Some(socket) = state.sockets.remove(&conn) {
                         socket.reader.abort();
                         // Dropping the writer's sender ends it after what is queued.
                     }
@@ -188,88 +301,79 @@ where
                         }
                     });
                 }
-                Output::Answer { key, result } => match self.targets.remove(&key) {
-                    Some(Target::Effect(replier)) => {
-                        if let Key::Effect(_, id) = key {
-                            let result = result.and_then(|reply| match reply {
-                                Reply::Database(r) => Ok(F::embed_response(Response::Database(r))),
-                                Reply::Storage(r) => Ok(F::embed_response(Response::Storage(r))),
-                                _ => Err(EffectError::mismatched_response(
-                                    "Database",
-                                    "a reply of another kind",
-                                )),
-                            });
+                Output::Answer { key, result } => match key {
+                    Key::Effect(id) => {
+                        let result = result.and_then(|reply| match reply {
+                            Reply::Database(r) => Ok(F::embed_response(Response::Database(r))),
+                            Reply::Storage(r) => Ok(F::embed_response(Response::Storage(r))),
+                            _ => Err(EffectError::mismatched_response(
+                                "Database",
+                                "a reply of another kind",
+                            )),
+                        });
+                        if let Some(replier) = &state.replier {
                             replier.answer(id, result);
                         }
                     }
-                    Some(Target::Ping(tx)) => {
-                        let _ = tx.send(result.map(|_| ()));
+                    Key::Ping(ping) => {
+                        if let Some(tx) = state.pings.remove(&ping) {
+                            let _ = tx.send(result.map(|_| ()));
+                        }
                     }
-                    None => {}
                 },
                 _ => {}
             }
         }
     }
 
-    fn on_io(&mut self, io: Io) {
-        let now = self.now();
-        match io {
-            Io::Connected(conn, writer, reader) => {
-                if self.shutting_down {
-                    reader.abort();
-                    return;
-                }
-                self.sockets.insert(conn, Socket { writer, reader });
-                let mut entropy = [0u8; effectful::postgres::NONCE_ENTROPY_LEN];
-                match crate::entropy::fill_secret(&mut entropy) {
-                    Ok(()) => self.service.handle_connected(now, conn, entropy),
-                    Err(e) => self
-                        .service
-                        .handle_connect_failed(now, conn, &e.to_string()),
-                }
+    fn on_connected(self: &Rc<Self>, conn: ConnId, socket: Socket) {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.shutting_down {
+                socket.reader.abort();
+                drop(state);
+                // The pool was told to close this one already: report it gone.
+                return self.on_connect_failed(conn, "the client is shutting down");
             }
-            Io::ConnectFailed(conn, why) => self.service.handle_connect_failed(now, conn, &why),
-            Io::Input(conn, bytes) => self.service.handle_input(now, conn, &bytes),
-            Io::Eof(conn) => {
-                self.service.handle_eof(now, conn);
-                self.sockets.remove(&conn);
+            state.sockets.insert(conn, socket);
+            let now = self.clock.now();
+            let mut entropy = [0u8; effectful::postgres::NONCE_ENTROPY_LEN];
+            match crate::entropy::fill_secret(&mut entropy) {
+                Ok(()) => state.service.handle_connected(now, conn, entropy),
+                Err(e) => state
+                    .service
+                    .handle_connect_failed(now, conn, &e.to_string()),
             }
         }
+        self.drain();
     }
 
-    fn on_command(&mut self, command: Option<Command<F>>) {
-        let now = self.now();
-        match command {
-            Some(Command::Perform {
-                shard,
-                id,
-                work,
-                replier,
-            }) => {
-                let key = Key::Effect(shard, id);
-                self.targets.insert(key, Target::Effect(replier));
-                self.service.submit(now, key, work);
-            }
-            Some(Command::Cancel { shard, id }) => {
-                let key = Key::Effect(shard, id);
-                self.service.cancel(now, &key);
-                self.targets.remove(&key);
-            }
-            Some(Command::Ping(tx)) => {
-                self.next_ping += 1;
-                let key = Key::Ping(self.next_ping);
-                self.targets.insert(key, Target::Ping(tx));
-                self.service.submit(now, key, Work::Ping);
-            }
-            Some(Command::Status(tx)) => {
-                let _ = tx.send(self.service.status());
-            }
-            Some(Command::Shutdown) | None => {
-                self.shutting_down = true;
-                self.service.close(now);
-            }
+    fn on_connect_failed(self: &Rc<Self>, conn: ConnId, why: &str) {
+        let now = self.clock.now();
+        self.state
+            .borrow_mut()
+            .service
+            .handle_connect_failed(now, conn, why);
+        self.drain();
+    }
+
+    fn on_input(self: &Rc<Self>, conn: ConnId, bytes: &[u8]) {
+        let now = self.clock.now();
+        self.state
+            .borrow_mut()
+            .service
+            .handle_input(now, conn, bytes);
+        self.drain();
+    }
+
+    fn on_eof(self: &Rc<Self>, conn: ConnId) {
+        {
+            let mut state = self.state.borrow_mut();
+            let now = self.clock.now();
+            state.service.handle_eof(now, conn);
+            state.sockets.remove(&conn);
         }
+        self.drain();
     }
 }
 
@@ -286,68 +390,79 @@ async fn send_cancel<S: AsyncRead + AsyncWrite + Unpin>(
 /// The most bytes gathered from the queue into one write.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 
-fn start_io<S: AsyncRead + AsyncWrite + 'static>(
+/// A connected socket's two tasks: the reader hands what it reads to the service at
+/// once; the writer gathers what is queued into one write.
+fn start_io<F: SplitStd, S: AsyncRead + AsyncWrite + 'static>(
+    client: &Rc<PgClient<F>>,
     conn: ConnId,
     stream: S,
-    io: mpsc::UnboundedSender<Io>,
-) {
-    let (mut read, mut write) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let reader_io = io.clone();
+) where
+    F::Response: Send,
+{
+    let (mut read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let reader_client = client.clone();
     let reader = tokio::task::spawn_local(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
             buf.reserve(64 * 1024);
             match read.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = reader_io.send(Io::Eof(conn));
-                    return;
-                }
-                Ok(_) => {
-                    if reader_io
-                        .send(Io::Input(conn, buf.split().freeze()))
-                        .is_err()
-                    {
-                        return;
-                    }
+                Ok(0) | Err(_) => return reader_client.on_eof(conn),
+                Ok(n) => {
+                    reader_client.on_input(conn, &buf[..n]);
+                    buf.clear();
                 }
             }
         }
     });
-    let writer_io = io.clone();
+    let writer_client = client.clone();
     tokio::task::spawn_local(async move {
-        let mut batch = BytesMut::new();
-        while let Some(bytes) = rx.recv().await {
-            // What is queued behind it goes out in the same write: 64 pipelined
-            // queries cost one syscall, not 64.
-            let out = if rx.is_empty() {
-                &bytes[..]
-            } else {
-                batch.clear();
-                batch.extend_from_slice(&bytes);
-                while batch.len() < MAX_WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                &batch[..]
-            };
-            // `write_all` may leave the tail in the stream's own buffer (TLS records
-            // that did not fit the socket yet): flush, or the server waits for the
-            // rest of a message that never comes until the next write.
-            let written = match write.write_all(out).await {
-                Ok(()) if rx.is_empty() => write.flush().await,
-                other => other,
-            };
-            if written.is_err() {
-                let _ = writer_io.send(Io::Eof(conn));
-                return;
-            }
+        if write_queued(write, rx).await.is_err() {
+            writer_client.on_eof(conn);
         }
-        let _ = write.shutdown().await;
     });
-    let _ = io.send(Io::Connected(conn, tx, reader.abort_handle()));
+    client.on_connected(
+        conn,
+        Socket {
+            writer: tx,
+            reader: reader.abort_handle(),
+        },
+    );
+}
+
+/// Writes what `rx` brings, in order, until its senders are gone; then shuts the
+/// stream down.
+async fn write_queued<W: AsyncWrite + Unpin>(
+    mut write: W,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) -> std::io::Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(bytes) = rx.recv().await {
+        // What is queued behind it goes out in the same write: 64 pipelined
+        // queries cost one syscall, not 64.
+        let out = if rx.is_empty() {
+            &bytes[..]
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&bytes);
+            while batch.len() < MAX_WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            &batch[..]
+        };
+        write.write_all(out).await?;
+        // `write_all` may leave the tail in the stream's own buffer (TLS records
+        // that did not fit the socket yet): flush, or the server waits for the
+        // rest of a message that never comes until the next write.
+        if rx.is_empty() {
+            write.flush().await?;
+        }
+    }
+    let _ = write.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -363,23 +478,21 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        let received = local.block_on(&runtime, async {
+        let received = runtime.block_on(async {
             let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-            let (io_tx, mut io_rx) = mpsc::unbounded_channel();
-            start_io(ConnId(0), tokio::io::BufWriter::new(ours), io_tx);
-            let Some(Io::Connected(_, writer, _)) = io_rx.recv().await else {
-                panic!("the connection was not reported");
-            };
+            let (tx, rx) = mpsc::unbounded_channel();
             // Queued before the writer runs: they go out together, in order.
             for part in [&b"a "[..], b"mess", b"age"] {
-                writer.send(Bytes::from_static(part)).expect("sent");
+                tx.send(Bytes::from_static(part)).expect("sent");
             }
+            let writer = tokio::spawn(write_queued(tokio::io::BufWriter::new(ours), rx));
             let mut got = [0u8; 9];
             tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
                 .await
                 .expect("the bytes reached the other end within 5 s")
                 .expect("read");
+            drop(tx);
+            writer.await.expect("joined").expect("written");
             got
         });
         assert_eq!(&received, b"a message");

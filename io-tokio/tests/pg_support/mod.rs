@@ -5,6 +5,9 @@
 
 use std::process::Command;
 
+use effectful::EffectError;
+use effectful::effect::{GetUserById, UserLookup};
+use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabaseConfig;
 
 pub const START_SERVER: &str = "PostgreSQL 15 must answer on 127.0.0.1:5432 with trust auth for user postgres and a database named \"test\"; start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (scripts/services does this), and install psql (apt-get install postgresql-client-15)";
@@ -32,6 +35,24 @@ pub fn psql(sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs one program on `runtime` that looks up a user who does not exist.
+pub fn lookup(runtime: &Runtime) -> Result<UserLookup, EffectError> {
+    runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(|fx| async move {
+                fx.perform(GetUserById {
+                    user_id: uuid::Uuid::nil(),
+                })
+                .await
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    })
 }
 
 /// A schema (and an application_name) of one test's own, dropped at the end.
