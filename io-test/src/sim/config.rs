@@ -87,6 +87,7 @@ pub struct SimReport {
 
 /// Faults injected, by kind (they add up to [`SimReport::faults`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultCounts {
     /// Effects failed before the service saw them (the plan's error rates).
     pub errors: u64,
@@ -117,14 +118,35 @@ impl fmt::Display for FaultCounts {
     }
 }
 
+impl FaultCounts {
+    /// Both counts added kind by kind; `None` if one would overflow (counts read back
+    /// from reports are not to be trusted).
+    pub fn checked_add(self, other: FaultCounts) -> Option<FaultCounts> {
+        Some(FaultCounts {
+            errors: self.errors.checked_add(other.errors)?,
+            lost_answers: self.lost_answers.checked_add(other.lost_answers)?,
+            lost_acks: self.lost_acks.checked_add(other.lost_acks)?,
+            outages: self.outages.checked_add(other.outages)?,
+            restarts: self.restarts.checked_add(other.restarts)?,
+            dropped_connections: self
+                .dropped_connections
+                .checked_add(other.dropped_connections)?,
+        })
+    }
+}
+
 impl std::ops::AddAssign for FaultCounts {
+    /// Adds kind by kind, saturating.
     fn add_assign(&mut self, other: FaultCounts) {
-        self.errors += other.errors;
-        self.lost_answers += other.lost_answers;
-        self.lost_acks += other.lost_acks;
-        self.outages += other.outages;
-        self.restarts += other.restarts;
-        self.dropped_connections += other.dropped_connections;
+        let most = FaultCounts {
+            errors: u64::MAX,
+            lost_answers: u64::MAX,
+            lost_acks: u64::MAX,
+            outages: u64::MAX,
+            restarts: u64::MAX,
+            dropped_connections: u64::MAX,
+        };
+        *self = self.checked_add(other).unwrap_or(most);
     }
 }
 

@@ -497,7 +497,7 @@ fn main() -> ExitCode {
         check_determinism: args.check_determinism,
         interrupted: stopped,
         faults_injected: faults,
-        fault_kinds: fault_kinds.into(),
+        fault_kinds,
         invariants: invariant_rows(&checks, args.check_determinism),
         effects,
         acknowledged: acked,

@@ -40,7 +40,7 @@ pub struct Report {
     /// Faults injected, all kinds.
     pub faults_injected: u64,
     /// Faults injected, by kind.
-    pub fault_kinds: FaultKinds,
+    pub fault_kinds: FaultCounts,
     /// Each invariant with how many checks it made and how many failed.
     pub invariants: Vec<InvariantRow>,
     /// Effects the programs asked for.
@@ -73,37 +73,6 @@ pub struct Seeds {
     pub end: u64,
     /// How many ran (fewer than `end - start` if interrupted).
     pub run: u64,
-}
-
-/// [`FaultCounts`] as the report names them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultKinds {
-    /// Effects failed before the service saw them.
-    pub errors: u64,
-    /// Answers lost after the service applied the effect.
-    pub lost_answers: u64,
-    /// Acknowledgements lost on their way to the broker.
-    pub lost_acks: u64,
-    /// Effects refused during an outage window.
-    pub outages: u64,
-    /// Effects on their way to a service when it restarted.
-    pub restarts: u64,
-    /// Client connections dropped.
-    pub dropped_connections: u64,
-}
-
-impl From<FaultCounts> for FaultKinds {
-    fn from(c: FaultCounts) -> FaultKinds {
-        FaultKinds {
-            errors: c.errors,
-            lost_answers: c.lost_answers,
-            lost_acks: c.lost_acks,
-            outages: c.outages,
-            restarts: c.restarts,
-            dropped_connections: c.dropped_connections,
-        }
-    }
 }
 
 /// One invariant's line of the report.
@@ -372,13 +341,10 @@ pub fn merge(paths: &[String]) -> Result<Report, String> {
         merged.seeds.run = add(merged.seeds.run, r.seeds.run)?;
         merged.interrupted |= r.interrupted;
         merged.faults_injected = add(merged.faults_injected, r.faults_injected)?;
-        let (m, k) = (&mut merged.fault_kinds, r.fault_kinds);
-        m.errors = add(m.errors, k.errors)?;
-        m.lost_answers = add(m.lost_answers, k.lost_answers)?;
-        m.lost_acks = add(m.lost_acks, k.lost_acks)?;
-        m.outages = add(m.outages, k.outages)?;
-        m.restarts = add(m.restarts, k.restarts)?;
-        m.dropped_connections = add(m.dropped_connections, k.dropped_connections)?;
+        merged.fault_kinds = merged
+            .fault_kinds
+            .checked_add(r.fault_kinds)
+            .ok_or_else(overflow)?;
         for (row, other) in merged.invariants.iter_mut().zip(&r.invariants) {
             row.checks = add(row.checks, other.checks)?;
             row.failed = add(row.failed, other.failed)?;
