@@ -48,9 +48,9 @@ use std::task::Waker;
 
 use effectful::effect::Request;
 use effectful::{EffectError, EffectId, EmbedStd, Family, ProgramError, ProgramId, Std, Time};
-use tokio::sync::mpsc;
 
 use crate::clock::Clock;
+use crate::inbox;
 use crate::offload::{CpuPool, Offloaded};
 use crate::shard::Inbox;
 use crate::stats::RuntimeStats;
@@ -105,7 +105,7 @@ pub(crate) type Answer<F> = (EffectId, Result<<F as Family>::Response, EffectErr
 /// Answers effects of one shard from anywhere: a task, another thread, the CPU pool.
 /// `Send` when the family's responses are.
 pub struct Replier<F: Family = Std> {
-    tx: mpsc::UnboundedSender<Inbox<F>>,
+    tx: inbox::Sender<Inbox<F>>,
 }
 
 impl<F: Family> Clone for Replier<F> {
@@ -123,14 +123,14 @@ impl<F: Family> std::fmt::Debug for Replier<F> {
 }
 
 impl<F: Family> Replier<F> {
-    pub(crate) fn channel() -> (Replier<F>, mpsc::UnboundedReceiver<Inbox<F>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn channel() -> (Replier<F>, inbox::Receiver<Inbox<F>>) {
+        let (tx, rx) = inbox::channel();
         (Replier { tx }, rx)
     }
 
     /// Puts anything in the shard's inbox; gives it back if the shard has stopped.
     pub(crate) fn send(&self, item: Inbox<F>) -> Result<(), Inbox<F>> {
-        self.tx.send(item).map_err(|e| e.0)
+        self.tx.send(item)
     }
 
     /// Hands the answer to `id` to its shard. Returns `false` if the shard has

@@ -40,6 +40,7 @@
 
 mod clock;
 pub mod entropy;
+mod inbox;
 pub mod interpreter;
 #[cfg(feature = "memory")]
 pub mod memory;

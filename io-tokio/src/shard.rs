@@ -14,10 +14,11 @@ use effectful::{
     Time, panic_message,
 };
 use rustc_hash::FxHashMap;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tracing::{Level, Span};
 
 use crate::clock::Clock;
+use crate::inbox;
 use crate::interpreter::{Answer, Interpreter, LocalInbox, Replier, ShardCx};
 use crate::offload::CpuPool;
 use crate::stats::{self, EffectOutcome, ShardCounters, UNHANDLED};
@@ -83,7 +84,7 @@ pub(crate) struct Shard<F: Family> {
     pub(crate) replier: Replier<F>,
     /// Answers from tasks on this thread ([`crate::LocalReplier`]), taken before the inbox.
     local: Rc<LocalInbox<F>>,
-    pub(crate) inbox: mpsc::UnboundedReceiver<Inbox<F>>,
+    pub(crate) inbox: inbox::Receiver<Inbox<F>>,
     /// Permits for programs waiting in the inbox (the bound of the queue).
     pub(crate) admission: Arc<Semaphore>,
     pub(crate) counters: Arc<ShardCounters>,
@@ -118,7 +119,7 @@ impl<F: Family> Shard<F> {
         families: Arc<[&'static str]>,
         replier: Replier<F>,
         local: Rc<LocalInbox<F>>,
-        inbox: mpsc::UnboundedReceiver<Inbox<F>>,
+        inbox: inbox::Receiver<Inbox<F>>,
         admission: Arc<Semaphore>,
         counters: Arc<ShardCounters>,
         pool: CpuPool,
@@ -186,12 +187,13 @@ impl<F: Family> Shard<F> {
                 if self.local.poll_ready(cx.waker()) {
                     return Poll::Ready(Woken::Local);
                 }
-                // The shard holds a sender itself: the inbox never ends while it runs.
-                // Everything queued (up to a batch) comes out in one call.
-                if matches!(
-                    self.inbox.poll_recv_many(cx, &mut batch, INBOX_BATCH),
-                    Poll::Ready(n) if n > 0
-                ) {
+                // Everything queued (up to a batch) comes out in one call; an empty
+                // inbox costs one atomic load.
+                if self
+                    .inbox
+                    .poll_recv_many(cx, &mut batch, INBOX_BATCH)
+                    .is_ready()
+                {
                     return Poll::Ready(Woken::Inbox);
                 }
                 // The sleep keeps this task's waker from its last poll: poll it again
@@ -234,8 +236,7 @@ impl<F: Family> Shard<F> {
         }
         self.local.close();
         // Nothing more gets in; what is still queued is refused or, for answers, stale.
-        self.inbox.close();
-        while let Ok(item) = self.inbox.try_recv() {
+        for item in self.inbox.close() {
             if let Inbox::Spawn(job) = item {
                 self.report.refused += 1;
                 job.refuse(ProgramError::Aborted);
