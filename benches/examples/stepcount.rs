@@ -10,11 +10,13 @@
 //! ```
 //!
 //! `hand` runs the hand-written `ClockLoop` of `core/step/state_machine`, `async` the
-//! async program of `core/step/async_program`; `sizes` prints the sizes of the values
-//! a round trip moves. With `NO_LIMIT` set, the engine's default per-effect timeout
+//! async program of `core/step/async_program`, `baseline` the same work without the
+//! engine (`core/step/baseline_call`: build the request, answer it, decode, drop the
+//! request): what is left of a round trip when the engine costs nothing. `sizes`
+//! prints the sizes of the values a round trip moves. With `NO_LIMIT` set, the engine's default per-effect timeout
 //! is off. Differencing two runs cancels start-up and the engine's construction.
 use effectful::effect::{GetCurrentTime, Request, Response};
-use effectful::{Engine, EngineConfig, Event, Output, Time};
+use effectful::{Engine, EngineConfig, Event, Output, Std, Time, decode};
 use effectful_benches::step::{ClockLoop, answer, next_request};
 use std::hint::black_box;
 
@@ -27,6 +29,20 @@ fn run<O: 'static>(mut engine: Engine<O>, n: u64) {
         (id, request) = next_request(&mut engine);
     }
     black_box(&engine);
+}
+
+/// `core/step/baseline_call`'s loop.
+#[inline(never)]
+fn baseline(n: u64) {
+    let mut sum = 0i64;
+    for _ in 0..n {
+        let request: Request = black_box(GetCurrentTime {}).into();
+        let response = answer(&request);
+        if let Ok(t) = decode::<Std, GetCurrentTime>(response) {
+            sum = sum.wrapping_add(t.unix_micros());
+        }
+    }
+    black_box(sum);
 }
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("sizes") {
@@ -41,9 +57,13 @@ fn main() {
         return;
     }
     let mut args = std::env::args().skip(1);
-    let usage = "usage: stepcount (hand|async) ROUND_TRIPS | stepcount sizes";
+    let usage = "usage: stepcount (hand|async|baseline) ROUND_TRIPS | stepcount sizes";
     let kind = args.next().expect(usage);
     let n: u64 = args.next().and_then(|n| n.parse().ok()).expect(usage);
+    if kind == "baseline" {
+        baseline(n);
+        return;
+    }
     let mut config = EngineConfig::default();
     if std::env::var("NO_LIMIT").is_ok() {
         config.effect_timeout = None;

@@ -98,8 +98,8 @@ pub(crate) struct Mailbox<F: Family> {
     /// Newly armed timers and effect time limits, drained by the engine after each
     /// resume: a [`Kind::Timer`] fires as a timer, a [`Kind::Effect`] fails its effect.
     pub(crate) timers: Vec<(EffectId, Time, Kind)>,
-    /// The engine's default per-effect time limit.
-    default_limit: Option<Duration>,
+    /// The engine's default per-effect time limit, and it in nanoseconds.
+    default_limit: Option<(Duration, u64)>,
     /// How many effect futures reported "waiting" during the current poll.
     pub(crate) waiting_marks: u32,
     /// Timers armed already due at `due_now_at`, in a row.
@@ -130,7 +130,7 @@ impl<F: Family> Mailbox<F> {
             outstanding: 0,
             emissions,
             timers: Vec::new(),
-            default_limit,
+            default_limit: default_limit.map(|d| (d, crate::time::duration_nanos(d))),
             waiting_marks: 0,
             due_now: 0,
             due_now_at: Time::ZERO,
@@ -139,17 +139,25 @@ impl<F: Family> Mailbox<F> {
         }
     }
 
+    /// Takes a free slot (the one freed last first, so ids number as they always
+    /// have) and fills it in one go.
     #[inline]
-    fn alloc(&mut self, state: SlotState, group: Option<(u32, u32)>) -> EffectId {
+    fn alloc(
+        &mut self,
+        state: SlotState,
+        group: Option<(u32, u32)>,
+        limit: Option<(&'static str, Duration)>,
+    ) -> EffectId {
         if state != SlotState::Ready {
             self.outstanding += 1;
         }
-        let slot = match self.free.pop() {
+        let (slot, generation) = match self.free.pop() {
             Some(slot) => {
                 let s = &mut self.slots[slot as usize];
                 s.state = state;
                 s.group = group;
-                slot
+                s.limit = limit;
+                (slot, s.generation)
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
@@ -158,24 +166,23 @@ impl<F: Family> Mailbox<F> {
                     state,
                     group,
                     completion: None,
-                    limit: None,
+                    limit,
                 });
-                slot
+                (slot, 0)
             }
         };
         EffectId {
             program: self.program,
             slot,
-            generation: self.slots[slot as usize].generation,
+            generation,
         }
     }
 
+    /// Frees a slot; `alloc` fills in its other fields when it is taken again.
     #[inline]
     fn release(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Free;
-        s.group = None;
-        s.limit = None;
         s.generation = s.generation.wrapping_add(1);
         self.free.push(slot);
     }
@@ -214,26 +221,31 @@ impl<F: Family> Mailbox<F> {
         if self.closed {
             return self.refuse(name, group);
         }
-        let id = self.alloc(SlotState::Effect, group);
         // The default limit is the same for every effect and `now` never goes back, so
         // the engine keeps those in arming order in a queue of their own; an effect's
         // own limit is an ordinary timer.
-        let default_at = match limit {
+        let limit = match limit {
             Limit::Default => match self.default_limit {
-                Some(d) if F::default_timeout_applies(&request) => {
-                    self.slots[id.slot as usize].limit = Some((name, d));
-                    Some(self.now + d)
+                Some((d, nanos)) if F::default_timeout_applies(&request) => {
+                    let at = Time::from_nanos(self.now.as_nanos().saturating_add(nanos));
+                    let id = self.alloc(SlotState::Effect, group, Some((name, d)));
+                    return self.emit(id, request, Some(at));
                 }
                 _ => None,
             },
             Limit::Never => None,
-            Limit::After(d) => {
-                self.slots[id.slot as usize].limit = Some((name, d));
-                let at = self.now + d;
-                self.arm(id, at, Kind::Effect);
-                None
-            }
+            Limit::After(d) => Some(d),
         };
+        let id = self.alloc(SlotState::Effect, group, limit.map(|d| (name, d)));
+        if let Some(d) = limit {
+            let at = self.now + d;
+            self.arm(id, at, Kind::Effect);
+        }
+        self.emit(id, request, None)
+    }
+
+    #[inline]
+    fn emit(&mut self, id: EffectId, request: F::Request, default_at: Option<Time>) -> EffectId {
         self.emissions
             .borrow_mut()
             .push_back(Emitted::Request(id, request, default_at));
@@ -244,7 +256,7 @@ impl<F: Family> Mailbox<F> {
     /// nothing is emitted; the effect fails at once.
     #[cold]
     fn refuse(&mut self, effect: &'static str, group: Option<(u32, u32)>) -> EffectId {
-        let id = self.alloc(SlotState::Ready, group);
+        let id = self.alloc(SlotState::Ready, group, None);
         let error = EffectError::new(
             effect,
             crate::ErrorKind::Unavailable,
@@ -261,7 +273,7 @@ impl<F: Family> Mailbox<F> {
     /// Arms a timer that fires at `at`. A timer already due still waits for the
     /// driver's next `handle_timeout`, so a program never spins inside one input.
     pub(crate) fn timer(&mut self, at: Time) -> EffectId {
-        let id = self.alloc(SlotState::Timer, None);
+        let id = self.alloc(SlotState::Timer, None, None);
         self.arm(id, at, Kind::Timer);
         id
     }

@@ -141,6 +141,65 @@ fn a_hand_written_programs_request_times_out_as_a_response_event() {
     assert_eq!(error.kind, ErrorKind::Timeout);
 }
 
+/// Asks with a limit of 1 s; once answered, asks with none in the slot that freed,
+/// then with 2 s of its own, and returns the last answer.
+struct SlotReuser {
+    asked: u32,
+}
+
+impl Program for SlotReuser {
+    type Output = Out;
+    fn resume(&mut self, cx: &mut Cx<'_>, event: Event) -> Poll<Out> {
+        self.asked += 1;
+        match (self.asked, event) {
+            (1, _) => cx.request_timeout(GenerateUuid {}.into(), Duration::from_secs(1)),
+            (2, _) => cx.request_untimed(GenerateUuid {}.into()),
+            (3, _) => cx.request_timeout(GetCurrentTime {}.into(), Duration::from_secs(2)),
+            (_, Event::Response { result, .. }) => return Poll::Ready(result.map(|_| 3)),
+            (_, _) => return Poll::Ready(Ok(0)),
+        };
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_reused_slot_keeps_nothing_of_its_predecessors_time_limit() {
+    let mut engine: Engine<Out> = Engine::new(EngineConfig::default());
+    engine.spawn(Time::ZERO, SlotReuser { asked: 0 });
+    let first = requests(&drain(&mut engine));
+    assert_eq!(
+        engine.handle_response(Time::ZERO, first[0], Ok(uuid_answer())),
+        Delivery::Delivered
+    );
+    let untimed = requests(&drain(&mut engine));
+    assert_eq!(
+        (format!("{:?}", first[0]), format!("{:?}", untimed[0])),
+        ("p0.0/e0.0".to_string(), "p0.0/e0.1".to_string()),
+        "the second effect reuses the first one's slot"
+    );
+    // The first effect's limit passes: the untimed effect in its slot is not touched.
+    engine.handle_timeout(Time::from_secs(5));
+    assert!(
+        drain(&mut engine).is_empty(),
+        "the untimed effect has no limit"
+    );
+    assert_eq!(engine.poll_timeout(), None);
+    assert_eq!(
+        engine.handle_response(Time::from_secs(5), untimed[0], Ok(uuid_answer())),
+        Delivery::Delivered
+    );
+    let timed = requests(&drain(&mut engine));
+    assert_eq!(engine.poll_timeout(), Some(Time::from_secs(7)));
+    engine.handle_timeout(Time::from_secs(7));
+    let out = drain(&mut engine);
+    assert_eq!(cancels(&out), timed);
+    // The error names the effect in the slot now and its own limit, not the first's.
+    let error = finished(&out).remove(0).unwrap().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout);
+    assert_eq!(error.effect, "System.GetCurrentTime");
+    assert!(error.message.contains("within 2s"), "{error}");
+}
+
 #[test]
 fn answered_effects_leave_their_limits_to_be_shed_so_timers_stay_few() {
     let mut engine: Engine<Out> = Engine::new(EngineConfig::default());

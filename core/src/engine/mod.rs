@@ -102,19 +102,17 @@ pub enum Delivery {
 }
 
 /// The engine's view of one hosted program, whichever way it was written.
+///
+/// The engine knows which of the two it hosts (`Mailbox::stores_completions`) and
+/// calls only that one's method; the other is never called.
 trait Host<O, F: Family> {
-    /// Runs the program for one wake at `now`: `event` for a hand-written one, which
-    /// takes it; an async one takes the completion stored in its mailbox and leaves
-    /// `event` as `None`. The event is lent, not moved, so its payload is copied once
-    /// on its way from the driver's answer to the program, not at every call.
-    /// Returns its poll, whether it is stuck (waiting with nothing that could ever
-    /// wake it), and whether it armed timers the engine must collect.
-    fn resume(
-        &mut self,
-        mailbox: &RefCell<Mailbox<F>>,
-        now: Time,
-        event: &mut Option<Event<F>>,
-    ) -> (Poll<O>, Stuck, bool);
+    /// A hand-written program handles `event`. The engine holds the borrow of its
+    /// mailbox, taken once per wake, and moves the event in: the answer's payload
+    /// goes from the driver's call to the program with no stop on the way.
+    fn handle(&mut self, mailbox: &mut Mailbox<F>, event: Event<F>) -> Poll<O>;
+    /// An async program is polled once; its futures take their completions from
+    /// the mailbox themselves, so the mailbox is not borrowed meanwhile.
+    fn poll(&mut self) -> Poll<O>;
 }
 
 /// Why a waiting program can never be resumed, if it cannot.
@@ -127,68 +125,85 @@ enum Stuck {
     Stalled,
 }
 
+/// What one wake of a program gave: its poll, whether it is stuck (waiting with
+/// nothing that could ever wake it), and whether it armed timers the engine must
+/// collect; or the payload of its panic.
+type Resumed<O> = std::thread::Result<(Poll<O>, Stuck, bool)>;
+
 struct Handwritten<P>(P);
 
 impl<O, F: Family, P: Program<F, Output = O>> Host<O, F> for Handwritten<P> {
     #[inline]
-    fn resume(
-        &mut self,
-        mailbox: &RefCell<Mailbox<F>>,
-        now: Time,
-        event: &mut Option<Event<F>>,
-    ) -> (Poll<O>, Stuck, bool) {
-        let mut mailbox = mailbox.borrow_mut();
-        mailbox.now = now;
-        // Hand-written programs never store completions: every wake is an event.
-        let Some(event) = event.take() else {
-            return (Poll::Pending, Stuck::No, false);
-        };
-        let poll = self.0.resume(
-            &mut Cx {
-                mailbox: &mut mailbox,
-            },
-            event,
-        );
-        let stuck = if poll.is_pending() && mailbox.outstanding() == 0 {
-            Stuck::Stalled
-        } else {
-            Stuck::No
-        };
-        (poll, stuck, !mailbox.timers.is_empty())
+    fn handle(&mut self, mailbox: &mut Mailbox<F>, event: Event<F>) -> Poll<O> {
+        self.0.resume(&mut Cx { mailbox }, event)
+    }
+
+    fn poll(&mut self) -> Poll<O> {
+        // Never called: hand-written programs are woken with events.
+        Poll::Pending
     }
 }
 
 struct Async<Fut>(Pin<Box<Fut>>);
 
 impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
-    #[inline]
-    fn resume(
-        &mut self,
-        mailbox: &RefCell<Mailbox<F>>,
-        now: Time,
-        _event: &mut Option<Event<F>>,
-    ) -> (Poll<O>, Stuck, bool) {
-        {
-            let mut mailbox = mailbox.borrow_mut();
-            mailbox.now = now;
-            mailbox.waiting_marks = 0;
-        }
-        let poll = self
-            .0
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
-        // Stuck when no effect future waits, or nothing is outstanding: a future that
-        // marked itself waiting may have been dropped later in the same poll (the
-        // loser of a race), and then nothing can ever resume the program.
-        let mailbox = mailbox.borrow();
-        let stuck =
-            if poll.is_pending() && (mailbox.waiting_marks == 0 || mailbox.outstanding() == 0) {
-                Stuck::ForeignAwait
-            } else {
-                Stuck::No
-            };
-        (poll, stuck, !mailbox.timers.is_empty())
+    fn handle(&mut self, _mailbox: &mut Mailbox<F>, _event: Event<F>) -> Poll<O> {
+        // Never called: async programs take stored completions when polled.
+        Poll::Pending
     }
+
+    #[inline]
+    fn poll(&mut self) -> Poll<O> {
+        self.0
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    }
+}
+
+/// Runs a hand-written program for one event, its mailbox borrowed by the caller.
+#[inline(always)]
+fn handle_event<O, F: Family>(
+    host: &mut dyn Host<O, F>,
+    mailbox: &mut Mailbox<F>,
+    now: Time,
+    event: Event<F>,
+) -> Resumed<O> {
+    mailbox.now = now;
+    // A panicking program ends alone: the others on this engine keep running.
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        let poll = host.handle(mailbox, event);
+        let stuck = if poll.is_pending() && mailbox.outstanding() == 0 {
+            Stuck::Stalled
+        } else {
+            Stuck::No
+        };
+        (poll, stuck, !mailbox.timers.is_empty())
+    }))
+}
+
+/// Polls an async program once.
+#[inline(always)]
+fn poll_async<O, F: Family>(
+    host: &mut dyn Host<O, F>,
+    mailbox: &RefCell<Mailbox<F>>,
+    now: Time,
+) -> Resumed<O> {
+    {
+        let mut mailbox = mailbox.borrow_mut();
+        mailbox.now = now;
+        mailbox.waiting_marks = 0;
+    }
+    let poll = panic::catch_unwind(AssertUnwindSafe(|| host.poll()))?;
+    // Stuck when no effect future waits, or nothing is outstanding: a future that
+    // marked itself waiting may have been dropped later in the same poll (the
+    // loser of a race), and then nothing can ever resume the program.
+    let mailbox = mailbox.borrow();
+    let stuck = if poll.is_pending() && (mailbox.waiting_marks == 0 || mailbox.outstanding() == 0) {
+        Stuck::ForeignAwait
+    } else {
+        Stuck::No
+    };
+    Ok((poll, stuck, !mailbox.timers.is_empty()))
 }
 
 struct Live<O, F: Family> {
@@ -328,7 +343,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     {
         let (index, generation, mailbox) = self.reserve(now, false);
         self.install(index, Box::new(Handwritten(program)), mailbox);
-        self.resume(index, &mut Some(Event::Start));
+        self.start(index);
         ProgramId { index, generation }
     }
 
@@ -342,7 +357,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let (index, generation, mailbox) = self.reserve(now, true);
         let fut = make(Fx::new(mailbox.clone()));
         self.install(index, Box::new(Async(Box::pin(fut))), mailbox);
-        self.resume(index, &mut None);
+        self.start(index);
         ProgramId { index, generation }
     }
 
@@ -424,25 +439,29 @@ impl<O: 'static, F: Family> Engine<O, F> {
         result: Result<F::Response, EffectError>,
     ) -> Delivery {
         self.advance(now);
+        let now = self.now;
         // `complete` written out for the hot path: the answer moves straight into the
-        // event or the slot, with no closure and no intermediate `Completion`.
-        let Some(live) = self.live_entry(id.program) else {
-            return Delivery::Stale;
+        // program's event or its slot, with no intermediate `Completion`.
+        let resumed = {
+            let Some(live) = self.live_entry_mut(id.program) else {
+                return Delivery::Stale;
+            };
+            let mut mailbox = live.mailbox.borrow_mut();
+            if !mailbox.is_waiting(id, Kind::Effect) {
+                return Delivery::Stale;
+            }
+            if mailbox.stores_completions {
+                mailbox.store(id, Completion::Response(result));
+                drop(mailbox);
+                poll_async(live.host.as_mut(), &live.mailbox, now)
+            } else {
+                mailbox.settle(id);
+                let event = Event::Response { id, result };
+                handle_event(live.host.as_mut(), &mut mailbox, now, event)
+            }
         };
-        let mut mailbox = live.mailbox.borrow_mut();
-        if !mailbox.is_waiting(id, Kind::Effect) {
-            return Delivery::Stale;
-        }
-        let mut event = if mailbox.stores_completions {
-            mailbox.store(id, Completion::Response(result));
-            None
-        } else {
-            mailbox.settle(id);
-            Some(Event::Response { id, result })
-        };
-        drop(mailbox);
         self.leave_limit_queue(id, Kind::Effect);
-        self.resume(id.program.index, &mut event);
+        self.after_resume(id.program.index, resumed);
         Delivery::Delivered
     }
 
@@ -501,35 +520,38 @@ impl<O: 'static, F: Family> Engine<O, F> {
 
     /// Completes `id` if it is still waiting as a `kind`, and resumes its program.
     /// Returns whether it was waiting.
-    #[inline]
     fn complete(
         &mut self,
         id: EffectId,
         kind: Kind,
         completion: impl FnOnce(&mut Mailbox<F>) -> Completion<F>,
     ) -> bool {
-        let Some(live) = self.live_entry(id.program) else {
-            return false;
+        let now = self.now;
+        let resumed = {
+            let Some(live) = self.live_entry_mut(id.program) else {
+                return false;
+            };
+            let mut mailbox = live.mailbox.borrow_mut();
+            if !mailbox.is_waiting(id, kind) {
+                return false;
+            }
+            let completion = completion(&mut mailbox);
+            if mailbox.stores_completions {
+                // Async programs take the stored completion themselves.
+                mailbox.store(id, completion);
+                drop(mailbox);
+                poll_async(live.host.as_mut(), &live.mailbox, now)
+            } else {
+                mailbox.settle(id);
+                let event = match completion {
+                    Completion::Response(result) => Event::Response { id, result },
+                    Completion::Timer => Event::Timer { id },
+                };
+                handle_event(live.host.as_mut(), &mut mailbox, now, event)
+            }
         };
-        let mut mailbox = live.mailbox.borrow_mut();
-        if !mailbox.is_waiting(id, kind) {
-            return false;
-        }
-        let completion = completion(&mut mailbox);
-        let mut event = if mailbox.stores_completions {
-            // Async programs take the stored completion themselves.
-            mailbox.store(id, completion);
-            None
-        } else {
-            mailbox.settle(id);
-            Some(match completion {
-                Completion::Response(result) => Event::Response { id, result },
-                Completion::Timer => Event::Timer { id },
-            })
-        };
-        drop(mailbox);
         self.leave_limit_queue(id, kind);
-        self.resume(id.program.index, &mut event);
+        self.after_resume(id.program.index, resumed);
         true
     }
 
@@ -683,17 +705,25 @@ impl<O: 'static, F: Family> Engine<O, F> {
         entry.live.as_mut()
     }
 
-    /// Runs one program for one wake and collects what it asked for.
-    #[inline(always)]
-    fn resume(&mut self, index: u32, event: &mut Option<Event<F>>) {
+    /// Runs a program just installed until it first waits.
+    fn start(&mut self, index: u32) {
+        let now = self.now;
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
         };
-        let now = self.now;
-        // A panicking program ends alone: the others on this engine keep running.
-        let resumed = panic::catch_unwind(AssertUnwindSafe(|| {
-            live.host.resume(&live.mailbox, now, event)
-        }));
+        let resumed = if live.mailbox.borrow().stores_completions {
+            poll_async(live.host.as_mut(), &live.mailbox, now)
+        } else {
+            let mut mailbox = live.mailbox.borrow_mut();
+            handle_event(live.host.as_mut(), &mut mailbox, now, Event::Start)
+        };
+        self.after_resume(index, resumed);
+    }
+
+    /// After one wake of a program: collects the timers it armed, and ends it if it
+    /// returned, panicked, spins or can never be woken again.
+    #[inline(always)]
+    fn after_resume(&mut self, index: u32, resumed: Resumed<O>) {
         let (poll, stuck, armed) = match resumed {
             Ok(resumed) => resumed,
             Err(payload) => {
@@ -703,6 +733,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
             }
         };
         let spinning = if armed {
+            let Some(live) = self.programs[index as usize].live.as_ref() else {
+                return;
+            };
             let mut mailbox = live.mailbox.borrow_mut();
             for (id, at, kind) in mailbox.timers.drain(..) {
                 let target = match kind {
