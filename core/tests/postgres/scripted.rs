@@ -662,6 +662,21 @@ fn malformed_error_fields_are_a_protocol_error() {
     assert!(matches!(s.closed(), PgError::Protocol(_)));
 }
 
+/// The server's answer to the first `SELECT $1` with 7: the statement prepared and
+/// described, then one row.
+fn prepared_select_7() -> Vec<u8> {
+    [
+        msg(b'1', &[]),
+        msg(b't', &[0, 1, 0, 0, 0, 23]),
+        row_description(&[("?column?", 23, 0)]),
+        msg(b'2', &[]),
+        data_row(&[Some(&7i32.to_be_bytes())]),
+        command_complete("SELECT 1"),
+        ready(b'I'),
+    ]
+    .concat()
+}
+
 // ---- queries ----
 
 #[test]
@@ -695,18 +710,7 @@ fn an_extended_query_is_parse_describe_bind_execute_sync_then_bind_only() {
         [parse, describe, bind.clone(), execute.clone(), sync.clone()].concat()
     );
 
-    s.server(
-        &[
-            msg(b'1', &[]),
-            msg(b't', &[0, 1, 0, 0, 0, 23]),
-            row_description(&[("?column?", 23, 0)]),
-            msg(b'2', &[]),
-            data_row(&[Some(&7i32.to_be_bytes())]),
-            command_complete("SELECT 1"),
-            ready(b'I'),
-        ]
-        .concat(),
-    );
+    s.server(&prepared_select_7());
     let done = s.done();
     assert_eq!(done[0].0, first);
     let sets = done[0].1.as_ref().unwrap();
@@ -799,18 +803,7 @@ fn an_sql_text_with_a_nul_is_refused_without_touching_the_cache_or_the_wire() {
         .execute(s.now, "SELECT $1", &[Value::Int4(7)])
         .unwrap();
     s.sent();
-    s.server(
-        &[
-            msg(b'1', &[]),
-            msg(b't', &[0, 1, 0, 0, 0, 23]),
-            row_description(&[("?column?", 23, 0)]),
-            msg(b'2', &[]),
-            data_row(&[Some(&7i32.to_be_bytes())]),
-            command_complete("SELECT 1"),
-            ready(b'I'),
-        ]
-        .concat(),
-    );
+    s.server(&prepared_select_7());
     assert!(s.done()[0].1.is_ok());
 
     let err = s
