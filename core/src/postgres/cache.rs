@@ -70,25 +70,10 @@ impl StatementCache {
     /// The statement for `sql` with `types`; a statement to close first (evicted)
     /// when a new one needs room; the result columns when already described.
     pub(crate) fn prepare(&mut self, sql: &str, types: &[u32]) -> Lookup {
-        self.clock += 1;
-        let clock = self.clock;
-        let hit = self
-            .by_sql
-            .get(sql)
-            .and_then(|v| v.iter().find(|(t, _)| **t == *types))
-            .map(|(_, name)| name.clone());
-        if let Some(name) = hit {
-            if let Some(entry) = self.by_name.get_mut(&name) {
-                entry.in_use += 1;
-                entry.last_used = clock;
-                let columns = entry.columns.clone();
-                return Lookup {
-                    prepared: Prepared::Cached(name),
-                    evicted: None,
-                    columns,
-                };
-            }
+        if let Some(hit) = self.hit(sql, types) {
+            return hit;
         }
+        let clock = self.clock;
         if self.capacity == 0 {
             return Lookup::UNNAMED;
         }
@@ -128,6 +113,27 @@ impl StatementCache {
             evicted,
             columns: None,
         }
+    }
+
+    /// The statement for `sql` with `types` if it is cached (counted as in use, as
+    /// [`prepare`](Self::prepare) counts it); `None` leaves the cache as it was, but
+    /// for its clock.
+    pub(crate) fn hit(&mut self, sql: &str, types: &[u32]) -> Option<Lookup> {
+        self.clock += 1;
+        let clock = self.clock;
+        let name = self
+            .by_sql
+            .get(sql)
+            .and_then(|v| v.iter().find(|(t, _)| **t == *types))
+            .map(|(_, name)| name.clone())?;
+        let entry = self.by_name.get_mut(&name)?;
+        entry.in_use += 1;
+        entry.last_used = clock;
+        Some(Lookup {
+            prepared: Prepared::Cached(name),
+            evicted: None,
+            columns: entry.columns.clone(),
+        })
     }
 
     /// The statement's result columns, once described.

@@ -19,6 +19,9 @@ use super::scram::{NONCE_ENTROPY_LEN, SCRAM_SHA_256, Scram};
 use super::value::Value;
 use crate::time::Time;
 
+/// Parameters whose types [`PgConnection::execute`] lists without allocating.
+const FEW_PARAMS: usize = 16;
+
 /// The tag of `NegotiateProtocolVersion`, which `postgres-protocol` does not parse.
 const NEGOTIATE_PROTOCOL_VERSION_TAG: u8 = b'v';
 
@@ -244,7 +247,15 @@ impl PgConnection {
 
     /// Everything to write to the socket now, in one buffer.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        if self.out.is_empty() {
+            return None;
+        }
+        // A copy of exactly what is queued, and the buffer kept for the next query:
+        // splitting it off would make the buffer shared and cost a second
+        // allocation on the next write.
+        let bytes = Bytes::copy_from_slice(&self.out);
+        self.out.clear();
+        Some(bytes)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the connect
@@ -858,9 +869,6 @@ impl PgConnection {
     /// `$2`, ... in binary, results in binary, the statement prepared once per
     /// connection and cached. Ends with its own Sync, so it fails alone.
     pub fn execute(&mut self, now: Time, sql: &str, params: &[Value]) -> Result<QueryId, PgError> {
-        if sql.contains('\0') {
-            return Err(PgError::Query("the SQL text contains a NUL byte".into()));
-        }
         if params.len() > usize::from(u16::MAX) {
             return Err(PgError::Query(format!(
                 "{} parameters; PostgreSQL takes at most 65535",
@@ -868,19 +876,39 @@ impl PgConnection {
             )));
         }
         let id = self.admit(now)?;
-        let types: Vec<u32> = params.iter().map(|p| p.param_type().0).collect();
+        // Most statements take a few parameters: their types stay on the stack.
+        let mut few = [0u32; FEW_PARAMS];
+        let many: Vec<u32>;
+        let types: &[u32] = if params.len() <= FEW_PARAMS {
+            for (ty, p) in few.iter_mut().zip(params) {
+                *ty = p.param_type().0;
+            }
+            &few[..params.len()]
+        } else {
+            many = params.iter().map(|p| p.param_type().0).collect();
+            &many
+        };
+        // A cached statement's text passed this check when it was prepared (a text
+        // with a NUL is never cached): only a text about to be sent is scanned.
+        let lookup = match self.cache.hit(sql, types) {
+            Some(hit) => hit,
+            None if sql.contains('\0') => {
+                return Err(PgError::Query("the SQL text contains a NUL byte".into()));
+            }
+            None => self.cache.prepare(sql, types),
+        };
         let super::cache::Lookup {
             prepared,
             evicted,
             columns,
-        } = self.cache.prepare(sql, &types);
+        } = lookup;
         let buf = if self.is_ready() {
             &mut self.out
         } else {
             &mut self.held
         };
         let rollback = buf.len();
-        let written = write_extended(buf, sql, &types, params, &prepared, evicted.as_deref());
+        let written = write_extended(buf, sql, types, params, &prepared, evicted.as_deref());
         if let Err(e) = written {
             buf.truncate(rollback);
             match &prepared {

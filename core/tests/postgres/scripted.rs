@@ -662,6 +662,21 @@ fn malformed_error_fields_are_a_protocol_error() {
     assert!(matches!(s.closed(), PgError::Protocol(_)));
 }
 
+/// The server's answer to the first `SELECT $1` with 7: the statement prepared and
+/// described, then one row.
+fn prepared_select_7() -> Vec<u8> {
+    [
+        msg(b'1', &[]),
+        msg(b't', &[0, 1, 0, 0, 0, 23]),
+        row_description(&[("?column?", 23, 0)]),
+        msg(b'2', &[]),
+        data_row(&[Some(&7i32.to_be_bytes())]),
+        command_complete("SELECT 1"),
+        ready(b'I'),
+    ]
+    .concat()
+}
+
 // ---- queries ----
 
 #[test]
@@ -695,18 +710,7 @@ fn an_extended_query_is_parse_describe_bind_execute_sync_then_bind_only() {
         [parse, describe, bind.clone(), execute.clone(), sync.clone()].concat()
     );
 
-    s.server(
-        &[
-            msg(b'1', &[]),
-            msg(b't', &[0, 1, 0, 0, 0, 23]),
-            row_description(&[("?column?", 23, 0)]),
-            msg(b'2', &[]),
-            data_row(&[Some(&7i32.to_be_bytes())]),
-            command_complete("SELECT 1"),
-            ready(b'I'),
-        ]
-        .concat(),
-    );
+    s.server(&prepared_select_7());
     let done = s.done();
     assert_eq!(done[0].0, first);
     let sets = done[0].1.as_ref().unwrap();
@@ -782,6 +786,61 @@ fn a_parameter_that_cannot_be_encoded_is_refused_and_nothing_is_sent() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("cannot hold"), "{err}");
+}
+
+#[test]
+fn an_sql_text_with_a_nul_is_refused_without_touching_the_cache_or_the_wire() {
+    // A cache of one, full: a refused text must not evict what it holds.
+    let mut s = Script::new(
+        PgConfig::new("postgres")
+            .database("test")
+            .statement_cache_size(1),
+    );
+    s.sent();
+    s.server(&[auth_ok(), startup_tail()].concat());
+    assert!(matches!(s.events()[..], [Event::Ready]));
+    s.conn
+        .execute(s.now, "SELECT $1", &[Value::Int4(7)])
+        .unwrap();
+    s.sent();
+    s.server(&prepared_select_7());
+    assert!(s.done()[0].1.is_ok());
+
+    let err = s
+        .conn
+        .execute(s.now, "SELECT $1\0", &[Value::Int4(7)])
+        .unwrap_err();
+    assert!(err.to_string().contains("NUL byte"), "{err}");
+    assert!(s.sent().is_empty(), "nothing is sent for a refused text");
+    assert_eq!(s.conn.in_flight(), 0);
+    assert_eq!(s.conn.cached_statements(), 1);
+
+    s.conn
+        .execute(s.now, "SELECT $1", &[Value::Int4(7)])
+        .unwrap();
+    let sent = s.sent();
+    assert_eq!(sent[0], b'B', "still cached: Bind only, no Close, no Parse");
+}
+
+#[test]
+fn seventeen_parameters_have_their_seventeen_types_in_the_parse() {
+    let mut s = Script::ready();
+    let sql = (1..=17)
+        .map(|i| format!("${i}::int4"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT {sql}");
+    let params: Vec<Value> = (0..17).map(Value::Int4).collect();
+    s.conn.execute(s.now, &sql, &params).unwrap();
+    let mut types = 17u16.to_be_bytes().to_vec();
+    for _ in 0..17 {
+        types.extend_from_slice(&23u32.to_be_bytes());
+    }
+    let parse = frontend(
+        b'P',
+        &[cstr("effectful_s1"), cstr(&sql), types].concat(),
+    );
+    assert!(s.sent().starts_with(&parse));
 }
 
 #[test]

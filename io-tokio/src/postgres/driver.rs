@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use effectful::effect::Response;
 use effectful::postgres::{ConnId, Output, PgService, PoolStatus, Reply, ServiceConfig, Work};
 use effectful::{EffectError, EffectId, Time};
@@ -40,8 +40,44 @@ enum Key {
 }
 
 struct Socket {
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: Rc<Outbox>,
     reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Socket {
+    /// The writer ends after what is queued (as it did when it read a channel
+    /// whose sender was dropped).
+    fn drop(&mut self) {
+        self.writer.close();
+    }
+}
+
+/// What waits to be written to one socket: every `Transmit` of a drain appends here,
+/// and the writer task takes the whole buffer at once when it runs, so a batch of
+/// pipelined queries costs one wake of the writer and one write, and no channel
+/// message per query.
+#[derive(Default)]
+struct Outbox {
+    bytes: RefCell<BytesMut>,
+    /// No more bytes will come: the writer ends after what is queued.
+    closed: Cell<bool>,
+    ready: Notify,
+}
+
+impl Outbox {
+    fn push(&self, bytes: &[u8]) {
+        let mut queued = self.bytes.borrow_mut();
+        let was_empty = queued.is_empty();
+        queued.extend_from_slice(bytes);
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.ready.notify_one();
+    }
 }
 
 /// A thread's client. Lives in an `Rc` shared by the thread's interpreters and its
@@ -277,13 +313,13 @@ where
                 }
                 Output::Transmit { conn, bytes } => {
                     if let Some(socket) = state.sockets.get(&conn) {
-                        let _ = socket.writer.send(bytes);
+                        socket.writer.push(&bytes);
                     }
                 }
                 Output::Disconnect { conn } => {
                     if let Some(socket) = state.sockets.remove(&conn) {
                         socket.reader.abort();
-                        // Dropping the writer's sender ends it after what is queued.
+                        // Dropping it ends the writer after what is queued.
                     }
                 }
                 Output::Cancel { cancel } => {
@@ -387,9 +423,6 @@ async fn send_cancel<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// The most bytes gathered from the queue into one write.
-const MAX_WRITE_BATCH: usize = 256 * 1024;
-
 /// A connected socket's two tasks: the reader hands what it reads to the service at
 /// once; the writer gathers what is queued into one write.
 fn start_io<F: SplitStd, S: AsyncRead + AsyncWrite + 'static>(
@@ -400,7 +433,7 @@ fn start_io<F: SplitStd, S: AsyncRead + AsyncWrite + 'static>(
     F::Response: Send,
 {
     let (mut read, write) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let outbox = Rc::new(Outbox::default());
     let reader_client = client.clone();
     let reader = tokio::task::spawn_local(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -416,48 +449,49 @@ fn start_io<F: SplitStd, S: AsyncRead + AsyncWrite + 'static>(
         }
     });
     let writer_client = client.clone();
+    let queued = outbox.clone();
     tokio::task::spawn_local(async move {
-        if write_queued(write, rx).await.is_err() {
+        if write_queued(write, &queued).await.is_err() {
             writer_client.on_eof(conn);
         }
     });
     client.on_connected(
         conn,
         Socket {
-            writer: tx,
+            writer: outbox,
             reader: reader.abort_handle(),
         },
     );
 }
 
-/// Writes what `rx` brings, in order, until its senders are gone; then shuts the
-/// stream down.
-async fn write_queued<W: AsyncWrite + Unpin>(
-    mut write: W,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-) -> std::io::Result<()> {
-    let mut batch = BytesMut::new();
-    while let Some(bytes) = rx.recv().await {
-        // What is queued behind it goes out in the same write: 64 pipelined
-        // queries cost one syscall, not 64.
-        let out = if rx.is_empty() {
-            &bytes[..]
-        } else {
-            batch.clear();
-            batch.extend_from_slice(&bytes);
-            while batch.len() < MAX_WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
+/// Writes what `outbox` gathers, in order, until it is closed and empty; then shuts
+/// the stream down.
+async fn write_queued<W: AsyncWrite + Unpin>(mut write: W, outbox: &Outbox) -> std::io::Result<()> {
+    // Two buffers swapped in turn: the drain appends to one while the other is
+    // written, and neither is reallocated once grown.
+    let mut out = BytesMut::new();
+    loop {
+        let taken = {
+            let mut queued = outbox.bytes.borrow_mut();
+            let any = !queued.is_empty();
+            if any {
+                std::mem::swap(&mut *queued, &mut out);
             }
-            &batch[..]
+            any
         };
-        write.write_all(out).await?;
+        if !taken {
+            if outbox.closed.get() {
+                break;
+            }
+            outbox.ready.notified().await;
+            continue;
+        }
+        write.write_all(&out).await?;
+        out.clear();
         // `write_all` may leave the tail in the stream's own buffer (TLS records
         // that did not fit the socket yet): flush, or the server waits for the
         // rest of a message that never comes until the next write.
-        if rx.is_empty() {
+        if outbox.bytes.borrow().is_empty() {
             write.flush().await?;
         }
     }
@@ -480,21 +514,38 @@ mod tests {
             .expect("runtime");
         let received = runtime.block_on(async {
             let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-            let (tx, rx) = mpsc::unbounded_channel();
+            let outbox = Rc::new(Outbox::default());
             // Queued before the writer runs: they go out together, in order.
             for part in [&b"a "[..], b"mess", b"age"] {
-                tx.send(Bytes::from_static(part)).expect("sent");
+                outbox.push(part);
             }
-            let writer = tokio::spawn(write_queued(tokio::io::BufWriter::new(ours), rx));
-            let mut got = [0u8; 9];
-            tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
+            let queued = outbox.clone();
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    let writer = tokio::task::spawn_local(async move {
+                        write_queued(tokio::io::BufWriter::new(ours), &queued).await
+                    });
+                    let mut got = [0u8; 9];
+                    tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
+                        .await
+                        .expect("the bytes reached the other end within 5 s")
+                        .expect("read");
+                    // Queued after the first write, then closed: written before the
+                    // stream is shut down.
+                    outbox.push(b"!");
+                    outbox.close();
+                    writer.await.expect("joined").expect("written");
+                    let mut rest = Vec::new();
+                    tokio::time::timeout(Duration::from_secs(5), theirs.read_to_end(&mut rest))
+                        .await
+                        .expect("the stream was shut down within 5 s")
+                        .expect("read");
+                    (got, rest)
+                })
                 .await
-                .expect("the bytes reached the other end within 5 s")
-                .expect("read");
-            drop(tx);
-            writer.await.expect("joined").expect("written");
-            got
         });
-        assert_eq!(&received, b"a message");
+        assert_eq!(&received.0, b"a message");
+        assert_eq!(received.1, b"!", "what was queued before the close, then the end");
     }
 }
