@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use effectful::effect::{JoinChat, PostRoomMessage, RoomMessage, WaitRoomMessages};
+use effectful::effect::{JoinChat, PostRoomMessage, SharedRoomMessage, WaitRoomMessages};
 use effectful::{EffectError, Fx, join_all};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
@@ -60,7 +60,7 @@ impl Room {
         &self,
         n: usize,
         after_seq: u64,
-    ) -> Vec<effectful_tokio::JoinHandle<Result<Vec<RoomMessage>, EffectError>>> {
+    ) -> Vec<effectful_tokio::JoinHandle<Result<Vec<SharedRoomMessage>, EffectError>>> {
         self.runtime.block_on(async {
             let mut handles = Vec::new();
             for _ in 0..n {
@@ -82,13 +82,13 @@ impl Room {
         })
     }
 
-    fn post(&self, name: &'static str, text: &'static str) -> RoomMessage {
+    fn post(&self, name: &'static str, text: &'static str) -> SharedRoomMessage {
         self.run(move |fx| async move {
             let user = fx
                 .perform(JoinChat { name: name.into() })
                 .await
                 .expect("joined");
-            *fx.perform(PostRoomMessage {
+            fx.perform(PostRoomMessage {
                 user_id: user.id,
                 text: text.into(),
                 message_id: None,
@@ -139,7 +139,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn texts(result: Result<Vec<RoomMessage>, EffectError>) -> Vec<String> {
+fn texts(result: Result<Vec<SharedRoomMessage>, EffectError>) -> Vec<String> {
     result
         .expect("the wait is answered")
         .into_iter()

@@ -32,7 +32,12 @@
 //! unique in `users`) the key of a unique lookup. A table of its own keeps the unique
 //! name where the chat needs it and leaves `users` to accounts.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::family;
@@ -282,6 +287,107 @@ pub struct RoomMessage {
     pub created_at: Timestamp,
 }
 
+/// A [`RoomMessage`] shared by everyone it is handed to: cloning one counts a
+/// reference and copies no text, so a post that wakes a thousand waiting sessions
+/// stores its message once, not a thousand times. It reads as the message
+/// (`Deref`) and cannot be changed, so the encoding it may carry
+/// ([`SharedRoomMessage::encoded`]) always matches it.
+///
+/// Serialised, compared and printed as the plain message: traces and replays are
+/// the same as with a `RoomMessage`.
+#[derive(Clone)]
+pub struct SharedRoomMessage(Arc<Shared>);
+
+struct Shared {
+    message: RoomMessage,
+    /// The first encoding asked for, by the name of its format.
+    encoded: OnceLock<(&'static str, Box<str>)>,
+}
+
+impl SharedRoomMessage {
+    /// Shares `message`.
+    pub fn new(message: RoomMessage) -> Self {
+        SharedRoomMessage(Arc::new(Shared {
+            message,
+            encoded: OnceLock::new(),
+        }))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &RoomMessage {
+        &self.0.message
+    }
+
+    /// The message as `encode` writes it in the format named `format` (a program's
+    /// wire form, say): made once, by the first caller, and kept with the message
+    /// for every holder of it, on any thread. One format is kept per message; a
+    /// caller asking for another gets its own encoding, made afresh each time.
+    pub fn encoded(
+        &self,
+        format: &'static str,
+        encode: impl FnOnce(&RoomMessage) -> String,
+    ) -> Cow<'_, str> {
+        let mut encode = Some(encode);
+        let (kept_format, kept) = self.0.encoded.get_or_init(|| {
+            let made = encode
+                .take()
+                .map(|f| f(&self.0.message))
+                .unwrap_or_default();
+            (format, made.into_boxed_str())
+        });
+        match encode {
+            // Another format was kept first: this caller's encoding is its own.
+            Some(encode) if *kept_format != format => Cow::Owned(encode(&self.0.message)),
+            _ => Cow::Borrowed(kept),
+        }
+    }
+
+    /// Whether `a` and `b` are the same shared message (not only equal ones).
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl Deref for SharedRoomMessage {
+    type Target = RoomMessage;
+
+    fn deref(&self) -> &RoomMessage {
+        &self.0.message
+    }
+}
+
+impl From<RoomMessage> for SharedRoomMessage {
+    fn from(message: RoomMessage) -> Self {
+        SharedRoomMessage::new(message)
+    }
+}
+
+impl PartialEq for SharedRoomMessage {
+    fn eq(&self, other: &Self) -> bool {
+        SharedRoomMessage::ptr_eq(self, other) || self.0.message == other.0.message
+    }
+}
+
+impl Eq for SharedRoomMessage {}
+
+impl fmt::Debug for SharedRoomMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.message.fmt(f)
+    }
+}
+
+impl Serialize for SharedRoomMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.message.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedRoomMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RoomMessage::deserialize(deserializer).map(SharedRoomMessage::new)
+    }
+}
+
 /// The most messages one [`RoomHistory`] or [`WaitRoomMessages`] answer holds; a
 /// larger `limit` is clamped to it.
 pub const MAX_ROOM_PAGE: u32 = MAX_MESSAGE_PAGE;
@@ -307,8 +413,8 @@ pub struct JoinChat {
     pub name: String,
 }
 
-/// Store a message in the chat room. Output: the stored [`RoomMessage`] (boxed:
-/// every response stays small).
+/// Store a message in the chat room. Output: the stored message, shared
+/// ([`SharedRoomMessage`]: one pointer, so every response stays small).
 ///
 /// Idempotent on `message_id` as [`SaveChatMessage`] is: posting the same id again
 /// (say on a retry after a lost answer) returns the row stored the first time, with
@@ -358,7 +464,8 @@ pub struct RoomHistory {
 }
 
 /// The room's messages after `after_seq`, oldest first, at most `limit` (clamped to
-/// `1..=`[`MAX_ROOM_PAGE`]). Output: `Vec<`[`RoomMessage`]`>`, never empty.
+/// `1..=`[`MAX_ROOM_PAGE`]). Output: `Vec<`[`SharedRoomMessage`]`>`, never empty:
+/// every wait answered by one post holds the same shared messages.
 ///
 /// **Waits by nature** until at least one such message is stored, so the engine's
 /// default per-effect timeout does not apply (see `Request::waits_by_nature`); a
@@ -397,9 +504,9 @@ family! {
         SaveChatMessage => ChatMessage,
         ListMessagesForUser => MessagePage,
         JoinChat => ChatUser,
-        PostRoomMessage => Box<RoomMessage>,
-        RoomHistory => Vec<RoomMessage>,
-        WaitRoomMessages => Vec<RoomMessage>,
+        PostRoomMessage => SharedRoomMessage,
+        RoomHistory => Vec<SharedRoomMessage>,
+        WaitRoomMessages => Vec<SharedRoomMessage>,
         Query [boxed] => Rows,
         Execute [boxed] => u64,
         Batch => Vec<u64>,
@@ -407,5 +514,56 @@ family! {
         Commit => (),
         Rollback => (),
         Migrate => Vec<i64>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> RoomMessage {
+        RoomMessage {
+            seq: 3,
+            id: Uuid::from_u128(1),
+            user_id: Uuid::from_u128(2),
+            name: "ada".into(),
+            text: "hello \"room\"".into(),
+            created_at: Timestamp::from_unix_micros(1_764_000_000_123_456),
+        }
+    }
+
+    #[test]
+    fn a_shared_message_serialises_as_the_plain_message_and_reads_back_equal() {
+        let plain = message();
+        let shared = SharedRoomMessage::new(plain.clone());
+        let json = serde_json::to_string(&shared).unwrap_or_default();
+        assert_eq!(json, serde_json::to_string(&plain).unwrap_or_default());
+        let answer = DatabaseResponse::WaitRoomMessages(vec![shared.clone(), shared.clone()]);
+        let text = serde_json::to_string(&answer).unwrap_or_default();
+        let back: DatabaseResponse = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(back, answer);
+        assert_eq!(*shared, plain);
+    }
+
+    #[test]
+    fn an_encoding_is_made_once_and_kept_for_every_holder_of_the_message() {
+        let shared = SharedRoomMessage::new(message());
+        let holder = shared.clone();
+        let mut made = 0;
+        let mut encode = |m: &RoomMessage| {
+            made += 1;
+            format!("<{}>", m.text)
+        };
+        let first = shared.encoded("angle", &mut encode);
+        let again = holder.encoded("angle", &mut encode);
+        assert_eq!(first, "<hello \"room\">");
+        assert!(matches!(again, Cow::Borrowed(_)));
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding, kept");
+        // Another format is made afresh, and does not replace the kept one.
+        let other = holder.encoded("upper", |m| m.name.to_uppercase());
+        assert_eq!(other, "ADA");
+        assert!(matches!(other, Cow::Owned(_)));
+        assert_eq!(shared.encoded("angle", &mut encode), first);
+        assert_eq!(made, 1);
     }
 }

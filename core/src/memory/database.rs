@@ -7,8 +7,8 @@ use crate::effect::sqlstate::{FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION};
 use crate::effect::{
     ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
     ListMessagesForUser, MessageCursor, MessagePage, NotFoundReason, PostRoomMessage, RoomMessage,
-    Rows, SaveChatMessage, SqlValue, Transaction, UpdateUser, User, UserLookup, WaitRoomMessages,
-    room_page_size,
+    Rows, SaveChatMessage, SharedRoomMessage, SqlValue, Transaction, UpdateUser, User, UserLookup,
+    WaitRoomMessages, room_page_size,
 };
 use crate::{Effect, EffectError, EffectId, ErrorKind, Excerpt, Rng, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
@@ -78,14 +78,15 @@ pub struct FakeDatabase {
     chat_users: BTreeMap<String, Uuid>,
     /// Chat users' names by id.
     chat_names: FxHashMap<Uuid, String>,
-    /// `chat_room_messages` in `seq` order: `room[i].seq == i + 1`.
-    room: Vec<RoomMessage>,
+    /// `chat_room_messages` in `seq` order: `room[i].seq == i + 1`. Each stored once
+    /// and shared with every answer that holds it.
+    room: Vec<SharedRoomMessage>,
     /// The `seq` of each stored room message id.
     room_ids: FxHashMap<Uuid, u64>,
     /// Waits for room messages, in the order they parked.
     room_waiters: Vec<(EffectId, WaitRoomMessages)>,
     /// Room messages handed to waiters, not yet pulled by the driver.
-    room_handed: VecDeque<(EffectId, Vec<RoomMessage>)>,
+    room_handed: VecDeque<(EffectId, Vec<SharedRoomMessage>)>,
     /// Users' own tables (`Query`, `Execute`, `Batch`, transactions, `Migrate`).
     sql: SqlTables,
 }
@@ -176,7 +177,7 @@ impl FakeDatabase {
             }
             DatabaseRequest::JoinChat(r) => DatabaseResponse::JoinChat(self.join_chat(r.name)),
             DatabaseRequest::PostRoomMessage(r) => {
-                DatabaseResponse::PostRoomMessage(Box::new(self.post_room_message(now, r)?))
+                DatabaseResponse::PostRoomMessage(self.post_room_message(now, r)?)
             }
             DatabaseRequest::RoomHistory(r) => {
                 DatabaseResponse::RoomHistory(self.room_history(r.limit).to_vec())
@@ -299,7 +300,7 @@ impl FakeDatabase {
     /// first.
     ///
     /// [`MAX_ROOM_PAGE`]: crate::effect::MAX_ROOM_PAGE
-    pub fn room_history(&self, limit: u32) -> &[RoomMessage] {
+    pub fn room_history(&self, limit: u32) -> &[SharedRoomMessage] {
         let size = usize::try_from(room_page_size(limit)).unwrap_or(usize::MAX);
         &self.room[self.room.len().saturating_sub(size)..]
     }
@@ -308,7 +309,7 @@ impl FakeDatabase {
     /// to `1..=`[`MAX_ROOM_PAGE`]); empty when there are none yet.
     ///
     /// [`MAX_ROOM_PAGE`]: crate::effect::MAX_ROOM_PAGE
-    pub fn room_after(&self, after_seq: u64, limit: u32) -> &[RoomMessage] {
+    pub fn room_after(&self, after_seq: u64, limit: u32) -> &[SharedRoomMessage] {
         let start = usize::try_from(after_seq)
             .unwrap_or(usize::MAX)
             .min(self.room.len());
@@ -317,7 +318,7 @@ impl FakeDatabase {
     }
 
     /// Every room message, in `seq` order, for checking a run.
-    pub fn room(&self) -> &[RoomMessage] {
+    pub fn room(&self) -> &[SharedRoomMessage] {
         &self.room
     }
 
@@ -328,7 +329,7 @@ impl FakeDatabase {
         &mut self,
         id: EffectId,
         request: WaitRoomMessages,
-    ) -> Option<Vec<RoomMessage>> {
+    ) -> Option<Vec<SharedRoomMessage>> {
         let ready = self.room_after(request.after_seq, request.limit);
         if !ready.is_empty() {
             return Some(ready.to_vec());
@@ -364,7 +365,7 @@ impl FakeDatabase {
     }
 
     /// The next answer handed to a parked wait: its effect id and the messages.
-    pub fn poll_room_handed_over(&mut self) -> Option<(EffectId, Vec<RoomMessage>)> {
+    pub fn poll_room_handed_over(&mut self) -> Option<(EffectId, Vec<SharedRoomMessage>)> {
         self.room_handed.pop_front()
     }
 
@@ -372,7 +373,7 @@ impl FakeDatabase {
         &mut self,
         now: Time,
         request: PostRoomMessage,
-    ) -> Result<RoomMessage, EffectError> {
+    ) -> Result<SharedRoomMessage, EffectError> {
         let PostRoomMessage {
             user_id,
             text,
@@ -420,14 +421,14 @@ impl FakeDatabase {
             },
         };
         let seq = self.room.len() as u64 + 1;
-        let message = RoomMessage {
+        let message = SharedRoomMessage::new(RoomMessage {
             seq,
             id,
             user_id,
             name: author.clone(),
             text,
             created_at: wall_time(self.wall_epoch, now),
-        };
+        });
         self.room_ids.insert(id, seq);
         self.room.push(message.clone());
         // Every parked wait this message is for gets it (and whatever else it is
@@ -767,7 +768,12 @@ mod tests {
         }
     }
 
-    fn post(db: &mut FakeDatabase, user_id: Uuid, text: &str, id: Option<Uuid>) -> RoomMessage {
+    fn post(
+        db: &mut FakeDatabase,
+        user_id: Uuid,
+        text: &str,
+        id: Option<Uuid>,
+    ) -> SharedRoomMessage {
         let request = PostRoomMessage {
             user_id,
             text: text.into(),
@@ -777,7 +783,7 @@ mod tests {
             Time::from_secs(1),
             DatabaseRequest::PostRoomMessage(request),
         ) {
-            Ok(DatabaseResponse::PostRoomMessage(m)) => *m,
+            Ok(DatabaseResponse::PostRoomMessage(m)) => m,
             other => panic!("expected a stored message, got {other:?}"),
         }
     }
@@ -868,6 +874,36 @@ mod tests {
         assert_eq!(db.drop_room_waiters(), [effect(4)]);
         post(&mut db, ada.id, "again", None);
         assert_eq!(db.poll_room_handed_over(), None);
+    }
+
+    #[test]
+    fn every_wait_a_post_answers_holds_the_one_stored_message_not_a_copy() {
+        let mut db = db();
+        let ada = db.join_chat("ada".into());
+        let wait = WaitRoomMessages {
+            after_seq: 0,
+            limit: 10,
+        };
+        for n in 1..=3 {
+            assert_eq!(db.wait_room(effect(n), wait.clone()), None);
+        }
+        let stored = post(&mut db, ada.id, "hello", None);
+        let mut answered = 0;
+        while let Some((_, messages)) = db.poll_room_handed_over() {
+            assert_eq!(messages.len(), 1);
+            assert!(SharedRoomMessage::ptr_eq(&messages[0], &stored));
+            answered += 1;
+        }
+        assert_eq!(answered, 3);
+        let ready = db.wait_room(effect(4), wait).unwrap_or_default();
+        assert!(SharedRoomMessage::ptr_eq(&ready[0], &stored));
+        let history = db.room_history(50);
+        assert!(SharedRoomMessage::ptr_eq(&history[0], &stored));
+        let repeat = post(&mut db, ada.id, "hello", Some(stored.id));
+        assert!(
+            SharedRoomMessage::ptr_eq(&repeat, &stored),
+            "a retried post"
+        );
     }
 
     #[test]

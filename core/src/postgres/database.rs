@@ -71,7 +71,7 @@ use super::value::Value;
 use crate::effect::sqlstate::UNIQUE_VIOLATION;
 use crate::effect::{
     ChatMessage, ChatUser, CreateUserOutcome, DatabaseRequest, DatabaseResponse, DeleteOutcome,
-    MessagePage, NotFoundReason, RoomMessage, User, UserLookup, room_page_size,
+    MessagePage, NotFoundReason, RoomMessage, SharedRoomMessage, User, UserLookup, room_page_size,
 };
 use crate::{EffectError, ErrorKind};
 
@@ -702,7 +702,7 @@ impl DatabasePlan {
                     .rows
                     .first()
                     .ok_or_else(|| protocol(effect, "the post returned no row".into()))?;
-                DatabaseResponse::PostRoomMessage(Box::new(room_message(row).map_err(bad)?))
+                DatabaseResponse::PostRoomMessage(room_message(row).map_err(bad)?)
             }
             Decode::RoomHistory => {
                 let mut messages = set
@@ -745,16 +745,16 @@ fn user(row: &Row) -> Result<User, TypeError> {
     })
 }
 
-fn room_message(row: &Row) -> Result<RoomMessage, TypeError> {
+fn room_message(row: &Row) -> Result<SharedRoomMessage, TypeError> {
     let seq: i64 = row.get(0)?;
-    Ok(RoomMessage {
+    Ok(SharedRoomMessage::new(RoomMessage {
         seq: u64::try_from(seq).unwrap_or_default(),
         id: row.get(1)?,
         user_id: row.get(2)?,
         name: row.get(3)?,
         text: row.get(4)?,
         created_at: row.get(5)?,
-    })
+    }))
 }
 
 fn message(row: &Row) -> Result<ChatMessage, TypeError> {

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::effect::RoomMessage;
+use crate::effect::SharedRoomMessage;
 
 /// How many of the latest messages the cache keeps: enough for every session that
 /// lags behind the room by a few seconds of a busy room.
@@ -27,7 +27,8 @@ const CACHE_CAPACITY: usize = 1024;
 pub(super) struct Room {
     /// `seq` before the cache's first message: the cache holds all of `(from, last]`.
     from: u64,
-    messages: VecDeque<RoomMessage>,
+    /// Shared: every answer from the cache holds these very messages.
+    messages: VecDeque<SharedRoomMessage>,
     horizon: Option<u64>,
     epoch: u64,
 }
@@ -58,7 +59,7 @@ impl Room {
 
     /// The answer to "after `after`, at most `limit`" from the cache, if it holds one:
     /// the messages after `after`, oldest first, all there are up to the last given.
-    pub(super) fn answer(&self, after: u64, limit: u32) -> Option<Vec<RoomMessage>> {
+    pub(super) fn answer(&self, after: u64, limit: u32) -> Option<Vec<SharedRoomMessage>> {
         if after < self.from || after >= self.last() || limit == 0 {
             return None;
         }
@@ -83,7 +84,7 @@ impl Room {
         &mut self,
         after: u64,
         limit: u32,
-        read: &[RoomMessage],
+        read: &[SharedRoomMessage],
         listening_held: bool,
     ) {
         let in_order = read.first().is_none_or(|m| m.seq > after)
@@ -124,25 +125,26 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::effect::RoomMessage;
     use crate::time::Timestamp;
     use uuid::Uuid;
 
-    fn message(seq: u64) -> RoomMessage {
-        RoomMessage {
+    fn message(seq: u64) -> SharedRoomMessage {
+        SharedRoomMessage::new(RoomMessage {
             seq,
             id: Uuid::from_u128(u128::from(seq)),
             user_id: Uuid::from_u128(7),
             name: "ada".into(),
             text: format!("m{seq}"),
             created_at: Timestamp::from_unix_secs(0),
-        }
+        })
     }
 
-    fn messages(seqs: std::ops::RangeInclusive<u64>) -> Vec<RoomMessage> {
+    fn messages(seqs: std::ops::RangeInclusive<u64>) -> Vec<SharedRoomMessage> {
         seqs.map(message).collect()
     }
 
-    fn seqs(found: Option<Vec<RoomMessage>>) -> Option<Vec<u64>> {
+    fn seqs(found: Option<Vec<SharedRoomMessage>>) -> Option<Vec<u64>> {
         found.map(|m| m.iter().map(|m| m.seq).collect())
     }
 
@@ -163,6 +165,19 @@ mod tests {
         assert_eq!(room.answer(2, 50), None, "message 3 is not known");
         room.learn(6, 50, &messages(7..=8), false);
         assert_eq!(seqs(room.answer(5, 50)), Some(vec![6, 7, 8]));
+    }
+
+    #[test]
+    fn every_answer_holds_the_messages_the_query_read_not_copies() {
+        let mut room = Room::default();
+        let read = messages(4..=6);
+        room.learn(3, 50, &read, false);
+        for _ in 0..2 {
+            let found = room.answer(4, 50).unwrap_or_default();
+            assert_eq!(found.len(), 2);
+            assert!(SharedRoomMessage::ptr_eq(&found[0], &read[1]));
+            assert!(SharedRoomMessage::ptr_eq(&found[1], &read[2]));
+        }
     }
 
     #[test]

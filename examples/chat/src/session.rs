@@ -29,6 +29,7 @@
 //! Messages are posted under an id the program draws first (`GenerateUuid`), so a post
 //! retried after a lost answer is idempotent: a message is stored once.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -114,12 +115,12 @@ struct ClientFrame {
     text: Option<String>,
 }
 
-/// A frame to the client that is not made of room messages (those are put together
-/// from each message's memoised JSON: [`message_frame`], [`joined_frame`]).
+/// A frame to the client, as serde writes it whole.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerFrame<'a> {
     Error { error: &'a str },
+    Message(MessageFrame<'a>),
 }
 
 /// A room message as clients see it.
@@ -144,49 +145,25 @@ impl<'a> From<&'a RoomMessage> for MessageFrame<'a> {
     }
 }
 
-/// How many room messages' JSON the thread keeps (by `seq`, the newest win): more
-/// than a join's history, so a join and the live deliveries after it find theirs.
-const MEMO_SLOTS: usize = 256;
+/// The name of the encoding the session keeps with each shared room message: its
+/// `message` frame.
+const MESSAGE_FRAME: &str = "effectful-chat message frame";
 
-thread_local! {
-    /// Room messages' JSON objects, memoised for the thread's sessions: every joined
-    /// session sends each message, and a join sends up to [`HISTORY_LENGTH`] at once,
-    /// so encoding one per delivery was most of a session's work. A slot is used only
-    /// for the very message it was made from (every field compared), so what a client
-    /// gets never depends on what other sessions sent before.
-    static MESSAGE_JSON: RefCell<Vec<Option<(RoomMessage, String)>>> =
-        RefCell::new(vec![None; MEMO_SLOTS]);
-}
-
-/// Calls `f` with `m` as a JSON object (`{"id":..,"user_id":..,"name":..,"text":..,
-/// "created_at":..}`), encoded once per message and thread.
-fn with_message_json<R>(m: &RoomMessage, f: impl FnOnce(&str) -> R) -> R {
-    MESSAGE_JSON.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        let slot = &mut memo[(m.seq % MEMO_SLOTS as u64) as usize];
-        match slot {
-            Some((kept, json)) if kept == m => f(json),
-            _ => {
-                let json = encode(&MessageFrame::from(m));
-                f(&slot.insert((m.clone(), json)).1)
-            }
-        }
-    })
-}
+/// How a `message` frame starts; a history entry is the same object without it.
+const MESSAGE_PREFIX: &str = "{\"type\":\"message\",";
 
 /// `{"type":"message",...}`: one room message, as every joined client gets it.
-fn message_frame(m: &RoomMessage) -> String {
-    with_message_json(m, |json| {
-        let mut frame = String::with_capacity(json.len() + 17);
-        frame.push_str("{\"type\":\"message\",");
-        // The object's fields, after its opening brace.
-        frame.push_str(&json[1..]);
-        frame
+/// Encoded once per message and process: the encoding lives with the shared message
+/// (every session a post wakes holds the same one), so each delivery only copies it.
+fn message_frame(m: &SharedRoomMessage) -> Cow<'_, str> {
+    m.encoded(MESSAGE_FRAME, |m| {
+        encode(&ServerFrame::Message(MessageFrame::from(m)))
     })
 }
 
-/// `{"type":"joined","user_id":"..","history":[..]}`.
-fn joined_frame(user_id: Uuid, history: &[RoomMessage]) -> String {
+/// `{"type":"joined","user_id":"..","history":[..]}`, each history entry the
+/// message's `message` frame without its `type`.
+fn joined_frame(user_id: Uuid, history: &[SharedRoomMessage]) -> String {
     let mut frame = String::with_capacity(64 + 256 * history.len());
     frame.push_str("{\"type\":\"joined\",\"user_id\":\"");
     frame.push_str(
@@ -199,7 +176,14 @@ fn joined_frame(user_id: Uuid, history: &[RoomMessage]) -> String {
         if i > 0 {
             frame.push(',');
         }
-        with_message_json(m, |json| frame.push_str(json));
+        match message_frame(m).strip_prefix(MESSAGE_PREFIX) {
+            Some(fields) => {
+                frame.push('{');
+                frame.push_str(fields);
+            }
+            // Not what serde writes; encoded on its own rather than cut wrong.
+            None => frame.push_str(&encode(&MessageFrame::from(&**m))),
+        }
     }
     frame.push_str("]}");
     frame
@@ -310,7 +294,7 @@ impl Session<'_> {
                     if state.borrow().as_ref().is_none_or(|j| m.seq <= j.last_seq) {
                         continue;
                     }
-                    self.send(message_frame(m)).await?;
+                    self.send(message_frame(m).into_owned()).await?;
                     if let Some(j) = state.borrow_mut().as_mut() {
                         j.last_seq = m.seq;
                     }
@@ -334,7 +318,7 @@ impl Session<'_> {
     /// The room's messages after `after_seq`, once there are any. With catch-up, a
     /// failed wait is retried from the same `seq` for as long as it takes; without,
     /// the failure is returned (and the session skips ahead).
-    async fn wait_room(&self, after_seq: u64) -> Result<Vec<RoomMessage>, EffectError> {
+    async fn wait_room(&self, after_seq: u64) -> Result<Vec<SharedRoomMessage>, EffectError> {
         let wait = || {
             self.fx.perform(WaitRoomMessages {
                 after_seq,
@@ -523,32 +507,32 @@ mod tests {
         Message(MessageFrame<'a>),
     }
 
-    fn message(seq: u64, text: &str) -> RoomMessage {
-        RoomMessage {
+    fn message(seq: u64, text: &str) -> SharedRoomMessage {
+        SharedRoomMessage::new(RoomMessage {
             seq,
             id: Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0 + u128::from(seq)),
             user_id: Uuid::from_u128(42),
             name: "c7 \"the\" \\ one".into(),
             text: text.into(),
             created_at: Timestamp::from_unix_micros(1_764_000_000_123_456 + seq as i64),
-        }
+        })
     }
 
     #[test]
-    fn memoised_frames_are_the_bytes_serde_makes_of_the_whole_frame() {
-        let room: Vec<RoomMessage> = (1..=300)
+    fn frames_are_the_bytes_serde_makes_of_the_whole_frame() {
+        let room: Vec<SharedRoomMessage> = (1..=300)
             .map(|seq| message(seq, &format!("hello #{seq}\n\t\u{1} \u{e9}\u{1f600} \"q\"")))
             .collect();
-        // Twice: once encoding, once from the memo (and slots reused by later seqs).
+        // Twice: once encoding, once from what each message keeps.
         for _ in 0..2 {
             for m in &room {
-                assert_eq!(message_frame(m), encode(&Whole::Message(m.into())));
+                assert_eq!(message_frame(m), encode(&Whole::Message((&**m).into())));
             }
             for end in [0usize, 1, 50, 300] {
                 let history = &room[end.saturating_sub(50)..end];
                 let whole = Whole::Joined {
                     user_id: Uuid::from_u128(7),
-                    history: history.iter().map(MessageFrame::from).collect(),
+                    history: history.iter().map(|m| MessageFrame::from(&**m)).collect(),
                 };
                 assert_eq!(joined_frame(Uuid::from_u128(7), history), encode(&whole));
             }
@@ -556,20 +540,25 @@ mod tests {
     }
 
     #[test]
-    fn a_message_that_differs_in_any_field_from_the_memoised_one_gets_its_own_frame() {
-        let kept = message(5, "first");
-        assert!(message_frame(&kept).contains("\"text\":\"first\""));
-        let mut other = kept.clone();
-        other.text = "second".into();
+    fn a_message_frame_is_encoded_once_and_shared_by_every_holder_of_the_message() {
+        let m = message(5, "first");
+        let held_elsewhere = m.clone();
+        let first = message_frame(&m);
+        let again = message_frame(&held_elsewhere);
+        assert!(matches!(
+            (&first, &again),
+            (Cow::Borrowed(_), Cow::Borrowed(_))
+        ));
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding, not two");
+        // An equal message that is not the same shared one has its own encoding,
+        // with the same bytes; a different one its own bytes.
+        let twin = SharedRoomMessage::new(m.message().clone());
+        assert_eq!(message_frame(&twin), first);
+        assert_ne!(message_frame(&twin).as_ptr(), first.as_ptr());
+        let mut changed = m.message().clone();
+        changed.text = "second".into();
+        let other = SharedRoomMessage::new(changed);
         assert!(message_frame(&other).contains("\"text\":\"second\""));
-        let mut later = other.clone();
-        later.created_at = Timestamp::from_unix_micros(0);
-        assert!(message_frame(&later).contains("\"created_at\":\"1970-01-01T00:00:00.000000Z\""));
-        let mut renamed = later.clone();
-        renamed.id = Uuid::from_u128(9);
-        assert_eq!(
-            message_frame(&renamed),
-            encode(&Whole::Message((&renamed).into()))
-        );
+        assert!(message_frame(&m).contains("\"text\":\"first\""));
     }
 }

@@ -28,7 +28,7 @@ use std::io::{self, Seek, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use effectful::effect::RoomMessage;
+use effectful::effect::SharedRoomMessage;
 use effectful::{ProgramError, Rng, Time, Timestamp};
 use effectful_test::fake::{DEFAULT_WALL_EPOCH, wall_time};
 use effectful_test::fault::FaultPlan;
@@ -541,7 +541,7 @@ impl Checker {
 
     /// The room holds each text once, every one sent by the client whose name it
     /// bears, with `seq` 1, 2, 3, ...
-    fn check_room(&mut self, room: &[RoomMessage]) {
+    fn check_room(&mut self, room: &[SharedRoomMessage]) {
         let mut stored: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         for m in room {
             *stored.entry((&m.name, &m.text)).or_default() += 1;
@@ -574,7 +574,7 @@ impl Checker {
     }
 
     /// Indexes the room's messages stored since the last call.
-    fn index(&mut self, room: &[RoomMessage]) {
+    fn index(&mut self, room: &[SharedRoomMessage]) {
         for (i, m) in room.iter().enumerate().skip(self.indexed) {
             self.by_id.insert(m.id, i as u32);
         }
@@ -582,7 +582,7 @@ impl Checker {
     }
 
     /// Checks one session's frames; see the module docs.
-    fn check_session(&mut self, t: &Transcript, room: &[RoomMessage]) {
+    fn check_session(&mut self, t: &Transcript, room: &[SharedRoomMessage]) {
         self.index(room);
         let client = t.client;
         let me = name(client);
@@ -645,7 +645,7 @@ impl Checker {
         at: Time,
         frame: &Value,
         t: &Transcript,
-        room: &[RoomMessage],
+        room: &[SharedRoomMessage],
     ) -> u64 {
         let history = frame
             .get("history")
@@ -693,7 +693,13 @@ impl Checker {
 
     /// Every message stored more than the grace period before the connection closed
     /// reached the client.
-    fn check_caught_up(&mut self, client: u32, t: &Transcript, last: u64, room: &[RoomMessage]) {
+    fn check_caught_up(
+        &mut self,
+        client: u32,
+        t: &Transcript,
+        last: u64,
+        room: &[SharedRoomMessage],
+    ) {
         let Some(closed) = t.closed_at.or(t.finished) else {
             return;
         };
@@ -737,9 +743,9 @@ impl Frame {
 /// exactly as stored.
 fn stored<'r>(
     by_id: &FxHashMap<Uuid, u32>,
-    room: &'r [RoomMessage],
+    room: &'r [SharedRoomMessage],
     frame: &Value,
-) -> Option<&'r RoomMessage> {
+) -> Option<&'r SharedRoomMessage> {
     let field = |k: &str| frame.get(k).and_then(Value::as_str);
     let id = Uuid::parse_str(field("id")?).ok()?;
     let m = room.get(*by_id.get(&id)? as usize)?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use effectful::effect::{
     Batch, Begin, Commit, CreateUser, CreateUserOutcome, DeleteOutcome, DeleteUser, Execute,
     FromRow, GetUserById, JoinChat, ListMessagesForUser, ListUsers, Migrate, PostRoomMessage,
-    Query, Rollback, RoomHistory, RoomMessage, RowError, RowRef, Rows, SaveChatMessage,
+    Query, Rollback, RoomHistory, RowError, RowRef, Rows, SaveChatMessage, SharedRoomMessage,
     SqlMigration, SqlValue, Statement, UpdateUser, User, UserLookup, WaitRoomMessages,
 };
 use effectful::{EffectError, ErrorKind, Fx, ProgramError};
@@ -326,7 +326,7 @@ fn paging() -> ContractProgram {
     })
 }
 
-fn room_line(messages: &[RoomMessage]) -> String {
+fn room_line(messages: &[SharedRoomMessage]) -> String {
     messages
         .iter()
         .map(|m| format!("{}:{}:{}", m.seq, m.name, m.text))

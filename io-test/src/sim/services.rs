@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use effectful::effect::{
     ConsumeMessage, ConsumeOutcome, DatabaseResponse, Envelope, MessagingResponse, Request,
-    Response, RoomMessage,
+    Response, SharedRoomMessage,
 };
 use effectful::{EffectError, EffectId, Fx};
 
@@ -171,7 +171,7 @@ where
 }
 
 /// The answer to a `WaitRoomMessages`.
-fn room_answer(messages: Vec<RoomMessage>) -> Response {
+fn room_answer(messages: Vec<SharedRoomMessage>) -> Response {
     Response::Database(DatabaseResponse::WaitRoomMessages(messages))
 }
 

@@ -42,9 +42,8 @@ use std::task::{Context, Poll, Waker};
 use effectful::effect::{Request, Response, WebSocketRequest, WebSocketResponse};
 use effectful::policy::Disconnect;
 use effectful::websocket::{WsConfig, WsEvent, WsMessage, WsSendError, WsSession};
-use effectful::{EffectError, EffectId, ProgramError, ProgramId, Time};
+use effectful::{EffectError, EffectId, ProgramError, ProgramId, ProgramMap, Time};
 use prometheus_client::metrics::gauge::Gauge;
-use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
@@ -54,10 +53,11 @@ use crate::interpreter::{Interpreter, ShardContext, ShardCx, SplitStd, misrouted
 /// How an answer to `ReceiveText` reaches the shard from the connection's task.
 type AnswerFn = Rc<dyn Fn(EffectId, Result<String, EffectError>)>;
 
-/// One shard's connections, by the program serving each.
+/// One shard's connections, by the program serving each (by the id's slot: every
+/// WebSocket effect looks its connection up, so no hashing).
 #[derive(Clone)]
 struct ShardSessions {
-    conns: Rc<RefCell<FxHashMap<ProgramId, Rc<RefCell<Conn>>>>>,
+    conns: Rc<RefCell<ProgramMap<Rc<RefCell<Conn>>>>>,
     answer: AnswerFn,
     clock: Clock,
 }
@@ -181,7 +181,9 @@ pub(crate) fn attach(program: ProgramId, config: WsConfig, incoming: Incoming, g
         waker: None,
         answer: shard.answer.clone(),
     }));
-    shard.conns.borrow_mut().insert(program, conn.clone());
+    // Nothing is displaced: the engine reuses a slot only after its program ended,
+    // and `program_ended` took that program's connection out.
+    let _ = shard.conns.borrow_mut().insert(program, conn.clone());
     gauge.inc();
     let task = drive(conn, incoming, shard.clock, config, gauge);
     tokio::task::spawn_local(task);
@@ -450,7 +452,7 @@ where
     }
 
     fn conn(&self, program: ProgramId) -> Option<Rc<RefCell<Conn>>> {
-        self.sessions.conns.borrow().get(&program).cloned()
+        self.sessions.conns.borrow().get(program).cloned()
     }
 }
 
@@ -553,7 +555,7 @@ where
         program: ProgramId,
         result: &Result<(), ProgramError>,
     ) {
-        let Some(conn) = self.sessions.conns.borrow_mut().remove(&program) else {
+        let Some(conn) = self.sessions.conns.borrow_mut().remove(program) else {
             return;
         };
         let mut c = conn.borrow_mut();
@@ -565,7 +567,13 @@ where
     }
 
     fn shutdown_began(&mut self, cx: &mut ShardCx<'_, F>) {
-        let conns: Vec<_> = self.sessions.conns.borrow().values().cloned().collect();
+        let conns: Vec<_> = self
+            .sessions
+            .conns
+            .borrow()
+            .iter()
+            .map(|(_, conn)| conn.clone())
+            .collect();
         for conn in conns {
             let mut c = conn.borrow_mut();
             c.session.handle_shutdown(cx.now());
