@@ -11,7 +11,9 @@
 //! - `redis/decode/*`: the replies of 64 GETs (100-byte values) decoded by the core's
 //!   scanner and decoder, beside the bare `redis-protocol` RESP2 decoder.
 //!
-//! Needs Redis on 127.0.0.1:6379; fails at once saying how to start it otherwise.
+//! Needs Redis on 127.0.0.1:6379 (or on the port `EFFECTFUL_BENCH_REDIS_PORT` names,
+//! to measure on a server of one's own); fails at once saying how to start it
+//! otherwise.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -23,13 +25,26 @@ use effectful_tokio::Runtime;
 use effectful_tokio::redis::{PoolConfig, RedisBackend};
 
 const IN_FLIGHT: usize = 64;
-const URL: &str = "redis://127.0.0.1:6379/0";
+
+/// The server's port: 6379, or `EFFECTFUL_BENCH_REDIS_PORT`.
+fn port() -> u16 {
+    std::env::var("EFFECTFUL_BENCH_REDIS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6379)
+}
+
+fn url() -> String {
+    format!("redis://127.0.0.1:{}/0", port())
+}
 
 fn require_redis() {
-    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+    if std::net::TcpStream::connect(("127.0.0.1", port())).is_err() {
         panic!(
-            "the redis benches need Redis on 127.0.0.1:6379; start it with: \
-             redis-server --daemonize yes --port 6379 --save \"\" --appendonly no"
+            "the redis benches need Redis on 127.0.0.1:{}; start it with: \
+             redis-server --daemonize yes --port {} --save \"\" --appendonly no",
+            port(),
+            port()
         );
     }
 }
@@ -40,7 +55,7 @@ fn prefix() -> String {
 
 fn pipelined_get(c: &mut Criterion) {
     require_redis();
-    let mut config = PoolConfig::new(RedisUrl::parse(URL).expect("a URL"));
+    let mut config = PoolConfig::new(RedisUrl::parse(&url()).expect("a URL"));
     config.max_connections = 1;
     let backend = RedisBackend::start(config, prefix()).expect("a pool");
     let runtime = backend
@@ -124,7 +139,7 @@ fn pipelined_get(c: &mut Criterion) {
         });
     });
 
-    let client = redis::Client::open(URL).expect("a redis-rs client");
+    let client = redis::Client::open(url()).expect("a redis-rs client");
     let mut conn = io
         .block_on(client.get_multiplexed_async_connection())
         .expect("a redis-rs connection");

@@ -238,8 +238,8 @@ where
                     let mut builder = tokio::runtime::Builder::new_current_thread();
                     builder.enable_time();
                     // WebSocket connections move to the shard serving them, and each
-                    // shard's PostgreSQL client owns its sockets.
-                    #[cfg(any(feature = "server", feature = "postgres"))]
+                    // shard's PostgreSQL client and Redis share own their sockets.
+                    #[cfg(any(feature = "server", feature = "postgres", feature = "redis"))]
                     builder.enable_io();
                     let runtime = match builder.build() {
                         Ok(runtime) => runtime,

@@ -412,7 +412,9 @@ impl CacheAdapter {
 
     /// `GET {value key}`.
     fn get(&self, key: &str) -> Command {
-        Command::new("GET").arg(self.redis_key(key))
+        let mut get = Command::new("GET");
+        get.push_concat(&[self.prefix.as_bytes(), VALUE.as_bytes(), key.as_bytes()]);
+        get
     }
 
     /// `EVAL script 2 {value key} {marker key}`.
@@ -606,6 +608,15 @@ mod tests {
             CacheStep::Answer(answer) => answer,
             CacheStep::Send(command, _) => panic!("asked to send {command:?}"),
         }
+    }
+
+    #[test]
+    fn a_read_is_one_get_of_the_key_under_its_prefix() {
+        let adapter = CacheAdapter::new("app:");
+        let (command, _) = adapter.command(&get("k1")).expect("planned");
+        let expected = Command::new("GET").arg(adapter.redis_key("k1"));
+        assert_eq!(command, expected);
+        assert_eq!(command.part(1), Some(&b"app:~v1:k1"[..]));
     }
 
     #[test]

@@ -50,12 +50,20 @@ impl Command {
 
     /// Adds one argument.
     pub fn push(&mut self, arg: impl AsRef<[u8]>) {
-        let arg = arg.as_ref();
+        self.push_concat(&[arg.as_ref()]);
+    }
+
+    /// Adds one argument made of `parts` one after the other (a key under its
+    /// prefix), with no string between.
+    pub(crate) fn push_concat(&mut self, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         self.body.push(b'$');
         self.body
-            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
+            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         self.body.extend_from_slice(b"\r\n");
-        self.body.extend_from_slice(arg);
+        for part in parts {
+            self.body.extend_from_slice(part);
+        }
         self.body.extend_from_slice(b"\r\n");
         self.argc += 1;
     }

@@ -54,6 +54,10 @@ impl FrameDecoder {
             return Ok(None);
         };
         let frame = &buf[..len];
+        if let Some(data) = top_level_bulk(frame) {
+            // The scanner checked its length and closing CRLF: no decoder needed.
+            return Ok(Some((Value::Bulk(data.to_vec()), len)));
+        }
         let value = match syntax {
             Syntax::Resp2 => {
                 let (range, used) = redis_protocol::resp2::decode::decode_range(frame)
@@ -72,6 +76,16 @@ impl FrameDecoder {
         };
         Ok(Some((value, len)))
     }
+}
+
+/// The data of a frame that is one bulk string with a length (`$3\r\nfoo\r\n`, the
+/// reply to a `GET`), whole as the scanner found it; `None` for any other frame.
+fn top_level_bulk(frame: &[u8]) -> Option<&[u8]> {
+    if frame.first() != Some(&b'$') || !frame.get(1).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let header = memchr::memchr(b'\r', frame)? + 2;
+    frame.get(header..frame.len().checked_sub(2)?)
 }
 
 const INCOMPLETE: &str = "the decoder found incomplete a frame the scanner found whole";
@@ -145,4 +159,37 @@ fn from_resp3(buf: &[u8], frame: &Range3) -> Result<Value, ProtocolError> {
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `redis-protocol` makes of a whole bulk-string frame, without the fast path.
+    fn by_the_decoder(frame: &[u8]) -> Value {
+        let (range, used) = redis_protocol::resp3::decode::complete::decode_range(frame)
+            .expect("decoded")
+            .expect("whole");
+        assert_eq!(used, frame.len());
+        from_resp3(frame, &range).expect("a value")
+    }
+
+    #[test]
+    fn a_top_level_bulk_string_reads_as_the_decoder_reads_it_without_it() {
+        let payloads: [&[u8]; 4] = [b"", b"v", b"a\r\nb$3\r\n", &[0xff; 300]];
+        for payload in payloads {
+            let mut frame = format!("${}\r\n", payload.len()).into_bytes();
+            frame.extend_from_slice(payload);
+            frame.extend_from_slice(b"\r\n");
+            frame.extend_from_slice(b"+OK\r\n");
+            let mut decoder = FrameDecoder::new(Limits::default());
+            let (value, used) = decoder.decode(&frame).expect("valid").expect("whole");
+            assert_eq!(value, Value::Bulk(payload.to_vec()));
+            assert_eq!(value, by_the_decoder(&frame[..used]));
+            assert_eq!(&frame[used..], b"+OK\r\n");
+        }
+        for other in [&b"$-1\r\n"[..], b"+OK\r\n", b":7\r\n", b"*1\r\n$1\r\nx\r\n"] {
+            assert_eq!(top_level_bulk(other), None, "{other:?}");
+        }
+    }
 }

@@ -5,11 +5,18 @@
 //!
 //! # Shape
 //! One [`RedisBackend`] per process holds the pool (at most `REDIS_MAX_CONNECTIONS`
-//! pipelined connections, default 10, on an IO thread of their own) and the adapter.
-//! [`RedisBackend::register`] gives every shard a [`RedisInterpreter`] sharing them:
-//! each effect becomes one command (a Cache read: one `GET`), and the commands of one
-//! engine drain go to one connection together (round robin), in one write; each
-//! reply comes back to the effect's shard through the shard's [`Replier`].
+//! pipelined connections for the whole process, default 10) and the adapter. The
+//! pool is split among the shards: shard `i` of `n` runs at most `max / n`
+//! connections (the first `max % n` shards one more, each at least one) as tasks on
+//! its own thread. [`RedisBackend::register`] gives every shard a
+//! [`RedisInterpreter`] on the shard's own connections: each effect becomes one
+//! command (a Cache read: one `GET`), the commands of one engine drain go to one of
+//! the shard's connections together (round robin), in one write, and each reply is
+//! answered on the shard's thread through its `LocalReplier`: no Cache, Auth or
+//! own-command effect crosses a thread. Work from other threads (`ping` for health,
+//! the Messaging consumers' thread) goes to the shards in turn, or, before any shard
+//! runs, to the pool's IO thread, whose connections close once a shard starts.
+//! [`RedisPool::shutdown`] closes every shard's connections.
 //!
 //! # Failures
 //! - A command not answered within the operation timeout (default 5 s) fails its
@@ -37,10 +44,12 @@
 //! # Messaging
 //! With a [`MessagingAdapter`] ([`RedisBackend::with_messaging`]), the backend also
 //! serves Messaging on Redis Streams: publishes, acknowledgements and negative
-//! acknowledgements are one pooled script each; waiting consumers hold no connection
-//! (they park on one thread per process, which reads for them without `BLOCK`, see
-//! `effectful::redis::Consumers`), and do not poll: one pub/sub connection per process
-//! (outside the pool, named `effectful-wake:{prefix}` in `CLIENT LIST`) listens on the
+//! acknowledgements are one pooled script each, on the shard's own connections;
+//! waiting consumers hold no connection (they park on one thread per process, which
+//! reads for them without `BLOCK` through the shards' connections, and answers
+//! through each shard's [`Replier`], see `effectful::redis::Consumers`), and do not
+//! poll: one pub/sub connection per process (outside the pool, on the pool's IO
+//! thread, named `effectful-wake:{prefix}` in `CLIENT LIST`) listens on the
 //! adapter's wake channel, where every process's publishes and negative
 //! acknowledgements announce themselves; a message answered to a consumer whose
 //! effect was cancelled meanwhile goes back to its group at once.
@@ -92,8 +101,11 @@ pub use pool::{
     RedisPool, RedisPoolStatus, RedisTls,
 };
 
-use crate::interpreter::{Interpreter, Replier, ShardContext, ShardCx, SplitStd, misrouted};
+use crate::interpreter::{
+    Interpreter, LocalReplier, Replier, ShardContext, ShardCx, SplitStd, misrouted,
+};
 use crate::runtime::RuntimeBuilder;
+use pool::{LocalJob, ShardShare};
 
 /// The families a [`RedisBackend`] serves (Auth only with a [`JwtSecret`], Messaging
 /// only with [`RedisBackend::with_messaging`]).
@@ -232,6 +244,8 @@ impl RedisBackend {
         });
         RedisInterpreter {
             backend: self.clone(),
+            share: self.pool.shard_share(shard.shard(), shard.shards()),
+            local: shard.local_replier(),
             replier: shard.replier(),
             unsent: FxHashMap::default(),
             tasks: FxHashMap::default(),
@@ -285,6 +299,11 @@ impl crate::server::HealthCheck for RedisHealth {
 /// Serves the Cache, Auth and Messaging families on one shard from a [`RedisBackend`].
 pub struct RedisInterpreter<F: Family = Std> {
     backend: RedisBackend,
+    /// The shard's own connections.
+    share: Rc<ShardShare>,
+    /// Answers from the shard's own thread.
+    local: LocalReplier<F>,
+    /// Answers from other threads (waiting consumers).
     replier: Replier<F>,
     /// The cancel flags of effects that may not be sent yet.
     unsent: FxHashMap<EffectId, Arc<AtomicBool>>,
@@ -301,19 +320,19 @@ pub struct RedisInterpreter<F: Family = Std> {
     outbox: Outbox,
 }
 
-/// The jobs one shard makes while the engine drains, handed to the pool together
-/// once the shard's thread yields: one wake of the pool's thread, one write.
+/// The jobs one shard makes while the engine drains, handed to one of the shard's
+/// connections together once the shard's thread yields: one write.
 #[derive(Default)]
-struct Outbox(Rc<RefCell<Vec<Job>>>);
+struct Outbox(Rc<RefCell<Vec<LocalJob>>>);
 
 impl Outbox {
-    fn push(&self, pool: &RedisPool, job: Job) {
+    fn push(&self, share: &Rc<ShardShare>, job: LocalJob) {
         let mut jobs = self.0.borrow_mut();
         if jobs.is_empty() {
-            let (outbox, pool) = (self.0.clone(), pool.clone());
+            let (outbox, share) = (self.0.clone(), share.clone());
             tokio::task::spawn_local(async move {
                 let jobs = std::mem::take(&mut *outbox.borrow_mut());
-                pool.submit_all(jobs);
+                share.share.submit_all(jobs);
             });
         }
         jobs.push(job);
@@ -323,9 +342,9 @@ impl Outbox {
 /// One Cache effect on its way: its command, and the one that follows a read that
 /// found nothing ([`CacheStep::Send`]), under the same cancel flag.
 struct CacheRead<F: Family> {
-    pool: RedisPool,
+    share: Rc<ShardShare>,
     cache: Arc<CacheAdapter>,
-    replier: Replier<F>,
+    replier: LocalReplier<F>,
     id: EffectId,
     cancelled: Arc<AtomicBool>,
     /// The effect's time on the wall clock: a hit's time to live is judged at it.
@@ -336,8 +355,8 @@ impl<F: SplitStd> CacheRead<F>
 where
     F::Response: Send,
 {
-    fn job(self, command: Command, pending: CachePending) -> Job {
-        Job {
+    fn job(self, command: Command, pending: CachePending) -> LocalJob {
+        LocalJob {
             command,
             cancelled: Some(self.cancelled.clone()),
             reply: Box::new(move |reply| self.on_reply(pending, reply)),
@@ -360,8 +379,8 @@ where
                 self.replier.answer(self.id, answer);
             }
             CacheStep::Send(command, pending) => {
-                let pool = self.pool.clone();
-                pool.submit(self.job(command, pending));
+                let share = self.share.clone();
+                share.share.submit_one(self.job(command, pending));
             }
         }
     }
@@ -501,20 +520,19 @@ where
         answer: impl FnOnce(
             Result<effectful::redis::Value, PoolError>,
         ) -> Result<F::Response, EffectError>
-        + Send
         + 'static,
     ) {
         let flag = Arc::new(AtomicBool::new(false));
         self.unsent.insert(id, flag.clone());
-        let replier = self.replier.clone();
-        let job = Job {
+        let replier = self.local.clone();
+        let job = LocalJob {
             command,
             cancelled: Some(flag),
             reply: Box::new(move |reply| {
                 replier.answer(id, answer(reply));
             }),
         };
-        self.outbox.push(&self.backend.pool, job);
+        self.outbox.push(&self.share, job);
     }
 }
 
@@ -540,15 +558,14 @@ where
         let flag = Arc::new(AtomicBool::new(false));
         self.unsent.insert(id, flag.clone());
         let read = CacheRead {
-            pool: self.backend.pool.clone(),
+            share: self.share.clone(),
             cache: self.backend.cache.clone(),
-            replier: self.replier.clone(),
+            replier: self.local.clone(),
             id,
             cancelled: flag,
             now: self.wall_epoch.saturating_add(cx.now().since_epoch()),
         };
-        self.outbox
-            .push(&self.backend.pool, read.job(command, pending));
+        self.outbox.push(&self.share, read.job(command, pending));
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {

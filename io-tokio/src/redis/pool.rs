@@ -8,11 +8,13 @@
 //! [`PoolConfig::from_url`] reads both from the URL's query under redis-py's names,
 //! `ssl_ca_certs=/path/ca.pem` and `ssl_cert_reqs=none` (so `REDIS_URL` can say them).
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use effectful::redis::{
@@ -45,6 +47,9 @@ pub struct PoolConfig {
     pub reconnect: Schedule,
     /// How a `rediss://` server's certificate is checked (unused for `redis://`).
     pub tls: RedisTls,
+    /// The connections' name in `CLIENT LIST` (`CLIENT SETNAME`); `effectful` by
+    /// default.
+    pub client_name: String,
 }
 
 /// How a `rediss://` server's certificate is checked. The default: it must chain to
@@ -86,6 +91,7 @@ impl PoolConfig {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             reconnect: Reconnect::default_schedule(),
             tls: RedisTls::default(),
+            client_name: "effectful".to_owned(),
         }
     }
 
@@ -199,7 +205,28 @@ impl fmt::Debug for Job {
     }
 }
 
-impl Job {
+/// What a reply goes to on the thread of the connection that got it (a shard's
+/// [`LocalReplier`](crate::LocalReplier) may be in it).
+pub(super) type LocalReply = Box<dyn FnOnce(Result<Value, PoolError>)>;
+
+/// One command for a connection of this thread's share of the pool.
+pub(super) struct LocalJob {
+    pub(super) command: Command,
+    pub(super) cancelled: Option<Arc<AtomicBool>>,
+    pub(super) reply: LocalReply,
+}
+
+impl From<Job> for LocalJob {
+    fn from(job: Job) -> LocalJob {
+        LocalJob {
+            command: job.command,
+            cancelled: job.cancelled,
+            reply: job.reply,
+        }
+    }
+}
+
+impl LocalJob {
     fn is_cancelled(&self) -> bool {
         self.cancelled
             .as_ref()
@@ -207,31 +234,94 @@ impl Job {
     }
 }
 
-/// A per-process pool of pipelined Redis connections, shared by every shard (cheap
-/// to clone). Its connections run on one IO thread of its own, which ends when the
-/// last clone is dropped.
+/// A per-process pool of pipelined Redis connections (cheap to clone), split among
+/// the shards that use it.
+///
+/// `max_connections` is for the whole process: shard `i` of `n` runs at most
+/// `max / n` connections (the first `max % n` shards one more, every shard at least
+/// one) as tasks on its own thread, and what a shard submits goes to its own
+/// connections, its replies called on its thread: nothing crosses a thread. Work
+/// submitted from any other thread (a health check, the Messaging consumers' thread)
+/// goes to the shards in turn. Before any shard runs, the pool's IO thread serves it
+/// with the whole `max_connections`; those connections close (after their replies)
+/// once a shard starts, and open again if work comes while no shard runs. The IO
+/// thread also keeps [`subscribe`](RedisPool::subscribe)'s connection; it ends when
+/// the last clone is dropped.
 #[derive(Clone)]
 pub struct RedisPool {
     inner: Arc<Inner>,
 }
 
 /// What a connection's task is handed: one job, or a batch to write at once.
-enum Work {
-    One(Job),
-    Many(Vec<Job>),
+enum Work<J> {
+    One(J),
+    Many(Vec<J>),
+}
+
+impl<J> Work<J> {
+    fn len(&self) -> usize {
+        match self {
+            Work::One(_) => 1,
+            Work::Many(jobs) => jobs.len(),
+        }
+    }
+
+    fn for_each(self, mut f: impl FnMut(J)) {
+        match self {
+            Work::One(job) => f(job),
+            Work::Many(jobs) => jobs.into_iter().for_each(f),
+        }
+    }
+}
+
+impl Work<Job> {
+    fn local(self) -> Work<LocalJob> {
+        match self {
+            Work::One(job) => Work::One(job.into()),
+            Work::Many(jobs) => Work::Many(jobs.into_iter().map(LocalJob::from).collect()),
+        }
+    }
+}
+
+/// What another thread hands a share: work, or (the IO thread's share) word that a
+/// shard runs now.
+enum Remote {
+    Work(Work<Job>),
+    Retire,
+    /// [`RedisPool::shutdown`]: close the connections, refuse later work.
+    Shutdown,
 }
 
 struct Inner {
-    slots: Vec<mpsc::UnboundedSender<Work>>,
-    /// How connections are made, for connections of the pool's users' own
-    /// ([`subscribe`](RedisPool::subscribe)).
+    /// How connections are made.
     slot: Arc<Slot>,
-    /// The pool's IO thread, which runs those too.
+    /// The pool's IO thread: the handle's share before shards run, and subscriptions.
     io: tokio::runtime::Handle,
-    /// Commands handed to each connection and not answered (or dropped) yet.
-    in_flight: Vec<Arc<AtomicUsize>>,
-    next: AtomicUsize,
+    /// The process's limit.
+    max: usize,
+    seed: u64,
+    shares: Mutex<Shares>,
     target: String,
+}
+
+/// The shares of the pool running now.
+struct Shares {
+    /// The IO thread's share (for work from outside the shards while none runs).
+    fallback: Entry,
+    /// The running shards' shares.
+    shards: Vec<Entry>,
+    next_id: u64,
+    /// The shard the next work from outside goes to.
+    next: usize,
+    shut_down: bool,
+}
+
+/// A share as other threads see it.
+struct Entry {
+    id: u64,
+    remote: mpsc::UnboundedSender<Remote>,
+    /// Commands handed to each of its connections and not answered yet.
+    in_flight: Vec<Arc<AtomicUsize>>,
 }
 
 /// The pool's figures, for `/metrics`.
@@ -251,8 +341,35 @@ impl fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPool")
             .field("target", &self.inner.target)
-            .field("max_connections", &self.inner.slots.len())
+            .field("max_connections", &self.inner.max)
             .finish()
+    }
+}
+
+/// `total` split over `parts`: part `i`'s share (the first `total % parts` get one
+/// more).
+fn share(total: usize, parts: usize, i: usize) -> usize {
+    let parts = parts.max(1);
+    total / parts + usize::from(i < total % parts)
+}
+
+fn counters(n: usize) -> Vec<Arc<AtomicUsize>> {
+    (0..n).map(|_| Arc::default()).collect()
+}
+
+/// The error of work that found no connection task to take it.
+fn stopped_error() -> PoolError {
+    PoolError::Lost {
+        reason: "the Redis pool has stopped".to_owned(),
+        retryable: false,
+    }
+}
+
+/// The error of work that comes after [`RedisPool::shutdown`].
+fn shut_down_error() -> PoolError {
+    PoolError::Lost {
+        reason: "the Redis pool has shut down".to_owned(),
+        retryable: true,
     }
 }
 
@@ -265,13 +382,13 @@ impl RedisPool {
         } else {
             None
         };
-        let n = config.max_connections.max(1);
+        let max = config.max_connections.max(1);
         let target = format!("{}:{}", config.url.host(), config.url.port());
         let mut redis = config.url.config();
         redis.operation_timeout = Some(config.operation_timeout);
-        redis.client_name = Some("effectful".to_owned());
+        redis.client_name = Some(config.client_name.clone());
         let seed = crate::entropy::seed().unwrap_or(0x5eed);
-        let shared = Arc::new(Slot {
+        let slot = Arc::new(Slot {
             redis,
             tls,
             host: config.url.host().to_owned(),
@@ -279,47 +396,39 @@ impl RedisPool {
             timeout: config.operation_timeout,
             schedule: config.reconnect,
         });
-        let mut slots = Vec::with_capacity(n);
-        let mut receivers = Vec::with_capacity(n);
-        let in_flight: Vec<Arc<AtomicUsize>> = (0..n).map(|_| Arc::default()).collect();
-        for counter in &in_flight {
-            let (tx, rx) = mpsc::unbounded_channel();
-            slots.push(tx);
-            receivers.push((rx, counter.clone()));
-        }
+        let (remote, rx) = mpsc::unbounded_channel();
+        let in_flight = counters(max);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let io = runtime.handle().clone();
-        let slot = shared.clone();
+        let (fallback_slot, fallback_in_flight) = (slot.clone(), in_flight.clone());
         std::thread::Builder::new()
             .name("effectful-redis".to_owned())
             .spawn(move || {
-                runtime.block_on(async move {
-                    let tasks: Vec<_> = receivers
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (rx, counter))| {
-                            let rng = Rng::from_seed(seed.wrapping_add(i as u64));
-                            let jobs = Jobs {
-                                rx,
-                                in_flight: counter,
-                            };
-                            tokio::spawn(run_slot(shared.clone(), jobs, rng))
-                        })
-                        .collect();
-                    for task in tasks {
-                        let _ = task.await;
-                    }
-                });
+                let local = tokio::task::LocalSet::new();
+                local.block_on(
+                    &runtime,
+                    serve_fallback(fallback_slot, fallback_in_flight, seed, rx),
+                );
             })?;
         Ok(RedisPool {
             inner: Arc::new(Inner {
-                in_flight,
-                slots,
                 slot,
                 io,
-                next: AtomicUsize::new(0),
+                max,
+                seed,
+                shares: Mutex::new(Shares {
+                    fallback: Entry {
+                        id: 0,
+                        remote,
+                        in_flight,
+                    },
+                    shards: Vec::new(),
+                    next_id: 0,
+                    next: 0,
+                    shut_down: false,
+                }),
                 target,
             }),
         })
@@ -341,67 +450,60 @@ impl RedisPool {
         on: Box<dyn FnMut(Heard) + Send>,
     ) -> Subscriber {
         let slot = self.inner.slot.clone();
-        let seed = crate::entropy::seed().unwrap_or(0x5eed);
         let task = self.inner.io.spawn(super::subscriber::run(
             slot,
             channel,
             client_name,
-            Rng::from_seed(seed),
+            Rng::from_seed(self.inner.seed),
             on,
         ));
         Subscriber(task.abort_handle())
     }
 
-    /// How many connections it may open.
+    /// How many connections it may open, over the whole process.
     pub fn max_connections(&self) -> usize {
-        self.inner.slots.len()
+        self.inner.max
     }
 
-    /// The pool's figures now.
+    /// The pool's figures now, over every share.
     pub fn status(&self) -> RedisPoolStatus {
-        let counts = self
-            .inner
-            .in_flight
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed));
-        let (busy, in_flight) = counts.fold((0, 0), |(busy, all), n| {
-            (busy + usize::from(n > 0), all + n)
-        });
-        let max_connections = self.inner.slots.len();
+        let (busy, in_flight) = {
+            let shares = self.inner.shares();
+            let counts = std::iter::once(&shares.fallback)
+                .chain(&shares.shards)
+                .flat_map(|entry| &entry.in_flight)
+                .map(|n| n.load(Ordering::Relaxed));
+            counts.fold((0, 0), |(busy, all), n| {
+                (busy + usize::from(n > 0), all + n)
+            })
+        };
+        let max_connections = self.inner.max;
         RedisPoolStatus {
             max_connections,
             busy,
             in_flight,
-            utilisation: busy as f64 / max_connections.max(1) as f64,
+            utilisation: (busy as f64 / max_connections as f64).min(1.0),
         }
     }
 
-    /// Hands `job` to a connection (round robin).
+    /// Hands `job` to a connection: on a shard's thread, one of the shard's own
+    /// (round robin); elsewhere, a connection of the next shard.
     pub fn submit(&self, job: Job) {
-        self.hand(1, Work::One(job));
-    }
-
-    /// Hands `jobs` to one connection (the next, round robin), which writes them
-    /// pipelined, in one write when it can.
-    pub fn submit_all(&self, mut jobs: Vec<Job>) {
-        match jobs.len() {
-            0 => {}
-            1 => self.submit(jobs.remove(0)),
-            n => self.hand(n, Work::Many(jobs)),
+        match self.local_share() {
+            Some(share) => share.share.submit(Work::One(job.into())),
+            None => self.inner.send_remote(Work::One(job)),
         }
     }
 
-    fn hand(&self, n: usize, work: Work) {
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
-        // Counted in here, counted out by the connection just before each reply.
-        self.inner.in_flight[i].fetch_add(n, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(work)) = self.inner.slots[i].send(work) {
-            self.inner.in_flight[i].fetch_sub(n, Ordering::Relaxed);
-            let lost = PoolError::Lost {
-                reason: "the Redis pool's thread has stopped".to_owned(),
-                retryable: false,
-            };
-            work.for_each(|job| (job.reply)(Err(lost.clone())));
+    /// Hands `jobs` to one connection (the next, round robin, of this shard's if on
+    /// a shard's thread), which writes them pipelined, in one write when it can.
+    pub fn submit_all(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        match self.local_share() {
+            Some(share) => share.share.submit(Work::Many(jobs).local()),
+            None => self.inner.send_remote(Work::Many(jobs)),
         }
     }
 
@@ -422,32 +524,265 @@ impl RedisPool {
             })
         })
     }
+
+    /// Closes every share's connections (each once the replies it waits for are
+    /// in, or the operation timeout fails them); later work fails at once with a
+    /// retryable error. A subscription ([`subscribe`](RedisPool::subscribe)) ends
+    /// with its owner, not here.
+    pub fn shutdown(&self) {
+        let mut shares = self.inner.shares();
+        shares.shut_down = true;
+        for entry in std::iter::once(&shares.fallback).chain(&shares.shards) {
+            let _ = entry.remote.send(Remote::Shutdown);
+        }
+    }
+
+    /// This thread's share, if a shard of this thread has one.
+    fn local_share(&self) -> Option<Rc<ShardShare>> {
+        let key = Arc::as_ptr(&self.inner) as usize;
+        SHARES.with_borrow(|shares| {
+            shares
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, share)| share.upgrade())
+        })
+    }
+
+    /// The share of shard `shard` of `shards`, run on this (the shard's) thread:
+    /// made on first use, inside the shard's `LocalSet`; it closes its connections
+    /// when the last of the shard's interpreters drops it.
+    pub(super) fn shard_share(&self, shard: usize, shards: usize) -> Rc<ShardShare> {
+        if let Some(share) = self.local_share() {
+            return share;
+        }
+        let size = share(self.inner.max, shards, shard).max(1);
+        let in_flight = counters(size);
+        let (remote, rx) = mpsc::unbounded_channel();
+        let seed = self.inner.seed.wrapping_add(1 + (shard as u64) * 1024);
+        let local = Rc::new(LocalShare::start(&self.inner.slot, in_flight.clone(), seed));
+        tokio::task::spawn_local(serve_remote(local.clone(), rx));
+        let (id, shut_down) = self.inner.register(remote, in_flight);
+        if shut_down {
+            local.close();
+        }
+        let share = Rc::new(ShardShare {
+            share: local,
+            inner: self.inner.clone(),
+            id,
+        });
+        let key = Arc::as_ptr(&self.inner) as usize;
+        SHARES.with_borrow_mut(|shares| {
+            shares.retain(|(_, s)| s.strong_count() > 0);
+            shares.push((key, Rc::downgrade(&share)));
+        });
+        share
+    }
 }
 
-impl Work {
-    fn for_each(self, mut f: impl FnMut(Job)) {
-        match self {
-            Work::One(job) => f(job),
-            Work::Many(jobs) => jobs.into_iter().for_each(f),
+thread_local! {
+    /// Each pool's share on this thread, by the address of its `Inner`.
+    static SHARES: RefCell<Vec<(usize, Weak<ShardShare>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Inner {
+    fn shares(&self) -> MutexGuard<'_, Shares> {
+        self.shares.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands work from outside the shards to a shard's share (in turn), or while
+    /// none runs, to the IO thread's.
+    fn send_remote(&self, work: Work<Job>) {
+        let mut remote = Remote::Work(work);
+        let mut shares = self.shares();
+        if shares.shut_down {
+            drop(shares);
+            if let Remote::Work(work) = remote {
+                work.for_each(|job| (job.reply)(Err(shut_down_error())));
+            }
+            return;
+        }
+        while !shares.shards.is_empty() {
+            let i = shares.next % shares.shards.len();
+            shares.next = shares.next.wrapping_add(1);
+            match shares.shards[i].remote.send(remote) {
+                Ok(()) => return,
+                Err(e) => {
+                    remote = e.0;
+                    shares.shards.remove(i);
+                }
+            }
+        }
+        if let Err(mpsc::error::SendError(Remote::Work(work))) = shares.fallback.remote.send(remote)
+        {
+            drop(shares);
+            work.for_each(|job| (job.reply)(Err(stopped_error())));
+        }
+    }
+
+    /// A shard's share started: the IO thread's closes its connections. Its id, and
+    /// whether the pool has shut down.
+    fn register(
+        &self,
+        remote: mpsc::UnboundedSender<Remote>,
+        in_flight: Vec<Arc<AtomicUsize>>,
+    ) -> (u64, bool) {
+        let mut shares = self.shares();
+        shares.next_id += 1;
+        let id = shares.next_id;
+        if shares.shards.is_empty() {
+            let _ = shares.fallback.remote.send(Remote::Retire);
+        }
+        shares.shards.push(Entry {
+            id,
+            remote,
+            in_flight,
+        });
+        (id, shares.shut_down)
+    }
+
+    fn deregister(&self, id: u64) {
+        self.shares().shards.retain(|s| s.id != id);
+    }
+}
+
+/// A shard's share while the shard's interpreters hold it: forgotten by the pool
+/// when they drop it, and its connections close.
+pub(super) struct ShardShare {
+    pub(super) share: Rc<LocalShare>,
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for ShardShare {
+    fn drop(&mut self) {
+        self.inner.deregister(self.id);
+    }
+}
+
+/// Some of the pool's connections, as tasks on the thread that made it; they close
+/// (after the replies they wait for) when it is dropped.
+pub(super) struct LocalShare {
+    /// Empty once closed.
+    slots: RefCell<Vec<mpsc::UnboundedSender<Work<LocalJob>>>>,
+    in_flight: Vec<Arc<AtomicUsize>>,
+    next: Cell<usize>,
+}
+
+impl LocalShare {
+    /// One connection task per counter, on this thread (inside a `LocalSet`).
+    fn start(slot: &Arc<Slot>, in_flight: Vec<Arc<AtomicUsize>>, seed: u64) -> LocalShare {
+        let slots = in_flight
+            .iter()
+            .enumerate()
+            .map(|(i, counter)| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let jobs = Jobs {
+                    rx,
+                    in_flight: counter.clone(),
+                };
+                let rng = Rng::from_seed(seed.wrapping_add(i as u64));
+                tokio::task::spawn_local(run_slot(slot.clone(), jobs, rng));
+                tx
+            })
+            .collect();
+        LocalShare {
+            slots: RefCell::new(slots),
+            in_flight,
+            next: Cell::new(0),
+        }
+    }
+
+    /// Hands `work` to the next connection (round robin).
+    fn submit(&self, work: Work<LocalJob>) {
+        let n = work.len();
+        if n == 0 {
+            return;
+        }
+        let slots = self.slots.borrow();
+        if slots.is_empty() {
+            drop(slots);
+            return work.for_each(|job| (job.reply)(Err(shut_down_error())));
+        }
+        let i = self.next.get() % slots.len();
+        self.next.set(self.next.get().wrapping_add(1));
+        // Counted in here, counted out by the connection just before each reply.
+        self.in_flight[i].fetch_add(n, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(work)) = slots[i].send(work) {
+            drop(slots);
+            self.in_flight[i].fetch_sub(n, Ordering::Relaxed);
+            work.for_each(|job| (job.reply)(Err(stopped_error())));
+        }
+    }
+
+    /// Closes the connections (once their replies are in) and refuses later work.
+    fn close(&self) {
+        self.slots.borrow_mut().clear();
+    }
+
+    /// Hands one job to the next connection.
+    pub(super) fn submit_one(&self, job: LocalJob) {
+        self.submit(Work::One(job));
+    }
+
+    /// Hands jobs to one connection, to be written together.
+    pub(super) fn submit_all(&self, jobs: Vec<LocalJob>) {
+        match jobs.len() {
+            0 => {}
+            1 => self.submit(Work::One(jobs.into_iter().next().expect("one job"))),
+            _ => self.submit(Work::Many(jobs)),
+        }
+    }
+}
+
+/// A shard's share takes work from other threads until the shard is gone.
+async fn serve_remote(share: Rc<LocalShare>, mut rx: mpsc::UnboundedReceiver<Remote>) {
+    while let Some(remote) = rx.recv().await {
+        match remote {
+            Remote::Work(work) => share.submit(work.local()),
+            Remote::Retire => {}
+            Remote::Shutdown => share.close(),
+        }
+    }
+}
+
+/// The IO thread's share: made when work comes, dropped (its connections closed)
+/// when a shard starts, until the pool is dropped.
+async fn serve_fallback(
+    slot: Arc<Slot>,
+    in_flight: Vec<Arc<AtomicUsize>>,
+    seed: u64,
+    mut rx: mpsc::UnboundedReceiver<Remote>,
+) {
+    let mut share: Option<LocalShare> = None;
+    while let Some(remote) = rx.recv().await {
+        match remote {
+            Remote::Work(work) => share
+                .get_or_insert_with(|| LocalShare::start(&slot, in_flight.clone(), seed))
+                .submit(work.local()),
+            Remote::Retire => share = None,
+            Remote::Shutdown => {
+                let closed = LocalShare::start(&slot, Vec::new(), seed);
+                share.replace(closed);
+            }
         }
     }
 }
 
 /// A connection's queue, and its count of commands handed to it and not answered.
 struct Jobs {
-    rx: mpsc::UnboundedReceiver<Work>,
+    rx: mpsc::UnboundedReceiver<Work<LocalJob>>,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Jobs {
     /// Answers `job`, counting it out first (so whoever it wakes sees it answered).
-    fn answer(&self, reply: OnReply, result: Result<Value, PoolError>) {
+    fn answer(&self, reply: LocalReply, result: Result<Value, PoolError>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         reply(result);
     }
 
     /// Drops `job` unanswered (cancelled before it was sent).
-    fn drop_job(&self, job: Job) {
+    fn drop_job(&self, job: LocalJob) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(job);
     }
@@ -503,7 +838,7 @@ impl Clock {
 async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
     let clock = Clock(Instant::now());
     let mut reconnect = Reconnect::new(clock.now(), slot.schedule.clone(), rng);
-    let mut queued: VecDeque<Job> = VecDeque::new();
+    let mut queued: VecDeque<LocalJob> = VecDeque::new();
     let mut last_error = String::new();
     // Nothing to do until the first job.
     match jobs.rx.recv().await {
@@ -634,10 +969,10 @@ pub(super) async fn write_flushed<S: AsyncWrite + Unpin>(
 /// The replies awaited on one connection, in the order their commands were sent
 /// (which is the order replies come in: a connection answers in order).
 #[derive(Default)]
-struct Waiting(VecDeque<(RequestId, OnReply)>);
+struct Waiting(VecDeque<(RequestId, LocalReply)>);
 
 impl Waiting {
-    fn take(&mut self, id: RequestId) -> Option<OnReply> {
+    fn take(&mut self, id: RequestId) -> Option<LocalReply> {
         if self.0.front().is_some_and(|(first, _)| *first == id) {
             return self.0.pop_front().map(|(_, reply)| reply);
         }
@@ -651,20 +986,26 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     clock: &Clock,
     mut stream: S,
     mut conn: RedisConnection,
-    queued: &mut VecDeque<Job>,
+    queued: &mut VecDeque<LocalJob>,
     jobs: &mut Jobs,
     reconnect: &mut Reconnect,
 ) -> Ended {
     let mut waiting = Waiting::default();
     // Replies that said "closed": answered with the reason once `Closed` says it.
-    let mut orphans: Vec<(OnReply, bool)> = Vec::new();
+    let mut orphans: Vec<(LocalReply, bool)> = Vec::new();
     let mut out = Vec::with_capacity(16 * 1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = true;
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut armed: Option<Time> = None;
     for job in queued.drain(..) {
         send(clock, &mut conn, &mut waiting, jobs, job);
     }
     loop {
+        if !open && waiting.0.is_empty() && orphans.is_empty() {
+            conn.close(clock.now());
+        }
         out.clear();
         while conn.poll_transmit(&mut out).is_some() {}
         // Flushed too: a TLS stream may keep the tail of what it accepted.
@@ -713,7 +1054,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 _ => {}
             }
         }
-        let deadline = conn.poll_timeout();
+        // The timer moves only to an earlier deadline: each batch moves the
+        // connection's deadline on, and resetting tokio's timer every time would
+        // cost more than the batch. Early, it wakes once for nothing.
+        if let Some(at) = conn.poll_timeout() {
+            if armed.is_none_or(|armed| at < armed) {
+                sleep.as_mut().reset(clock.instant(at));
+                armed = Some(at);
+            }
+        }
         tokio::select! {
             work = jobs.rx.recv(), if open => match work {
                 Some(work) => {
@@ -723,16 +1072,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         work.for_each(|job| send(clock, &mut conn, &mut waiting, jobs, job));
                     }
                 }
-                None => {
-                    open = false;
-                    conn.close(clock.now());
-                }
+                // Dropped: closes once the replies it waits for are in.
+                None => open = false,
             },
             read = stream.read(&mut buf) => match read {
                 Ok(0) | Err(_) => conn.handle_disconnect(clock.now()),
                 Ok(n) => conn.handle_input(clock.now(), &buf[..n]),
             },
-            () = sleep_until(clock, deadline) => conn.handle_timeout(clock.now()),
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                conn.handle_timeout(clock.now());
+            }
         }
     }
 }
@@ -744,7 +1094,13 @@ pub(super) async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn send(clock: &Clock, conn: &mut RedisConnection, waiting: &mut Waiting, jobs: &Jobs, job: Job) {
+fn send(
+    clock: &Clock,
+    conn: &mut RedisConnection,
+    waiting: &mut Waiting,
+    jobs: &Jobs,
+    job: LocalJob,
+) {
     if job.is_cancelled() {
         return jobs.drop_job(job);
     }
