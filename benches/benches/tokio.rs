@@ -17,85 +17,11 @@
 //!   runtime from another thread.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use effectful::EffectId;
-use effectful::effect::{GenerateUuid, Request, Response, SystemResponse};
-use effectful_tokio::{Interpreter, LocalReplier, Replier, Runtime, ShardCx};
-use tokio::sync::{mpsc, oneshot};
-
-fn uuid_answer() -> Response {
-    Response::System(SystemResponse::GenerateUuid(uuid::Uuid::from_u128(42)))
-}
-
-/// Answers inside the drain loop.
-struct Inline;
-
-impl Interpreter for Inline {
-    fn perform(&mut self, cx: &mut ShardCx<'_>, id: EffectId, _request: Request) {
-        cx.answer(id, Ok(uuid_answer()));
-    }
-}
-
-/// How a service task hands its answer back to the shard.
-trait Answers: 'static {
-    fn answer(&self, id: EffectId, response: Response) -> bool;
-}
-
-impl Answers for Replier {
-    fn answer(&self, id: EffectId, response: Response) -> bool {
-        Replier::answer(self, id, Ok(response))
-    }
-}
-
-impl Answers for LocalReplier {
-    fn answer(&self, id: EffectId, response: Response) -> bool {
-        LocalReplier::answer(self, id, Ok(response))
-    }
-}
-
-/// Hands each request to a service task on the shard, which answers through `replier`.
-struct InTask {
-    to_service: mpsc::UnboundedSender<(EffectId, Request)>,
-}
-
-impl InTask {
-    fn start(replier: impl Answers) -> InTask {
-        let (to_service, mut requests) = mpsc::unbounded_channel::<(EffectId, Request)>();
-        tokio::task::spawn_local(async move {
-            while let Some((id, request)) = requests.recv().await {
-                black_box(&request);
-                replier.answer(id, uuid_answer());
-            }
-        });
-        InTask { to_service }
-    }
-}
-
-impl Interpreter for InTask {
-    fn perform(&mut self, _cx: &mut ShardCx<'_>, id: EffectId, request: Request) {
-        let _ = self.to_service.send((id, request));
-    }
-}
-
-/// Runs `iters` round trips in one program on `runtime`; the time they took.
-fn effect_loop(runtime: &Runtime, iters: u64) -> Duration {
-    runtime.block_on(async {
-        let start = Instant::now();
-        let handle = runtime
-            .handle()
-            .spawn(move |fx| async move {
-                for _ in 0..iters {
-                    black_box(fx.perform(GenerateUuid {}).await.ok());
-                }
-            })
-            .await
-            .expect("spawned");
-        handle.await.expect("finished");
-        start.elapsed()
-    })
-}
+use effectful_benches::shard_step::{InTask, Inline, effect_loop, oneshot_loop};
+use effectful_tokio::Runtime;
 
 fn step(c: &mut Criterion) {
     let mut group = c.benchmark_group("tokio/step");
@@ -129,33 +55,7 @@ fn step(c: &mut Criterion) {
             .enable_time()
             .build()
             .expect("runtime");
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let local = tokio::task::LocalSet::new();
-                local
-                    .run_until(async move {
-                        type Ask = (GenerateUuid, oneshot::Sender<Response>);
-                        let (to_service, mut requests) = mpsc::unbounded_channel::<Ask>();
-                        tokio::task::spawn_local(async move {
-                            while let Some((request, reply)) = requests.recv().await {
-                                black_box(&request);
-                                let _ = reply.send(uuid_answer());
-                            }
-                        });
-                        let start = Instant::now();
-                        let caller = tokio::task::spawn_local(async move {
-                            for _ in 0..iters {
-                                let (tx, rx) = oneshot::channel();
-                                let _ = to_service.send((GenerateUuid {}, tx));
-                                black_box(rx.await.ok());
-                            }
-                        });
-                        caller.await.expect("caller finished");
-                        start.elapsed()
-                    })
-                    .await
-            })
-        })
+        b.iter_custom(|iters| oneshot_loop(&runtime, iters))
     });
 
     let inline = Runtime::builder()

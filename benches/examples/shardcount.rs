@@ -14,62 +14,13 @@
 //! `local` answers from a task on the shard's thread through a `LocalReplier`
 //! (`tokio/step/effectful`); `oneshot` is the hand-written peer
 //! (`tokio/step/tokio_oneshot`): an `mpsc` request and a `oneshot` reply.
-use std::hint::black_box;
 use std::time::Duration;
 
-use effectful::EffectId;
-use effectful::effect::{GenerateUuid, Request, Response, SystemResponse};
-use effectful_tokio::{Interpreter, LocalReplier, Runtime, ShardCx};
-use tokio::sync::{mpsc, oneshot};
-
-fn uuid_answer() -> Response {
-    Response::System(SystemResponse::GenerateUuid(uuid::Uuid::from_u128(42)))
-}
-
-struct Inline;
-
-impl Interpreter for Inline {
-    fn perform(&mut self, cx: &mut ShardCx<'_>, id: EffectId, _request: Request) {
-        cx.answer(id, Ok(uuid_answer()));
-    }
-}
-
-struct InTask {
-    to_service: mpsc::UnboundedSender<(EffectId, Request)>,
-}
-
-impl InTask {
-    fn start(replier: LocalReplier) -> InTask {
-        let (to_service, mut requests) = mpsc::unbounded_channel::<(EffectId, Request)>();
-        tokio::task::spawn_local(async move {
-            while let Some((id, request)) = requests.recv().await {
-                black_box(&request);
-                replier.answer(id, Ok(uuid_answer()));
-            }
-        });
-        InTask { to_service }
-    }
-}
-
-impl Interpreter for InTask {
-    fn perform(&mut self, _cx: &mut ShardCx<'_>, id: EffectId, request: Request) {
-        let _ = self.to_service.send((id, request));
-    }
-}
+use effectful_benches::shard_step::{InTask, Inline, effect_loop, oneshot_loop};
+use effectful_tokio::Runtime;
 
 fn effectful(runtime: Runtime, n: u64) {
-    runtime.block_on(async {
-        let handle = runtime
-            .handle()
-            .spawn(move |fx| async move {
-                for _ in 0..n {
-                    black_box(fx.perform(GenerateUuid {}).await.ok());
-                }
-            })
-            .await
-            .expect("spawned");
-        handle.await.expect("finished");
-    });
+    effect_loop(&runtime, n);
     runtime.shutdown(Duration::ZERO);
 }
 
@@ -78,29 +29,7 @@ fn oneshot(n: u64) {
         .enable_time()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async move {
-                type Ask = (GenerateUuid, oneshot::Sender<Response>);
-                let (to_service, mut requests) = mpsc::unbounded_channel::<Ask>();
-                tokio::task::spawn_local(async move {
-                    while let Some((request, reply)) = requests.recv().await {
-                        black_box(&request);
-                        let _ = reply.send(uuid_answer());
-                    }
-                });
-                let caller = tokio::task::spawn_local(async move {
-                    for _ in 0..n {
-                        let (tx, rx) = oneshot::channel();
-                        let _ = to_service.send((GenerateUuid {}, tx));
-                        black_box(rx.await.ok());
-                    }
-                });
-                caller.await.expect("caller finished");
-            })
-            .await
-    });
+    oneshot_loop(&runtime, n);
 }
 
 fn main() {

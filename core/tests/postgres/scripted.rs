@@ -836,10 +836,7 @@ fn seventeen_parameters_have_their_seventeen_types_in_the_parse() {
     for _ in 0..17 {
         types.extend_from_slice(&23u32.to_be_bytes());
     }
-    let parse = frontend(
-        b'P',
-        &[cstr("effectful_s1"), cstr(&sql), types].concat(),
-    );
+    let parse = frontend(b'P', &[cstr("effectful_s1"), cstr(&sql), types].concat());
     assert!(s.sent().starts_with(&parse));
 }
 

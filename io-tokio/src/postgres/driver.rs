@@ -546,6 +546,9 @@ mod tests {
                 .await
         });
         assert_eq!(&received.0, b"a message");
-        assert_eq!(received.1, b"!", "what was queued before the close, then the end");
+        assert_eq!(
+            received.1, b"!",
+            "what was queued before the close, then the end"
+        );
     }
 }

@@ -245,7 +245,7 @@ impl LocalJob {
 /// goes to the shards in turn. Before any shard runs, the pool's IO thread serves it
 /// with the whole `max_connections`; those connections close (after their replies)
 /// once a shard starts, and open again if work comes while no shard runs. The IO
-/// thread also keeps [`subscribe`](RedisPool::subscribe)'s connection; it ends when
+/// thread also keeps the wake subscription's connection; it ends when
 /// the last clone is dropped.
 #[derive(Clone)]
 pub struct RedisPool {
@@ -527,7 +527,7 @@ impl RedisPool {
 
     /// Closes every share's connections (each once the replies it waits for are
     /// in, or the operation timeout fails them); later work fails at once with a
-    /// retryable error. A subscription ([`subscribe`](RedisPool::subscribe)) ends
+    /// retryable error. A subscription (the wake connection) ends
     /// with its owner, not here.
     pub fn shutdown(&self) {
         let mut shares = self.inner.shares();
