@@ -3,8 +3,11 @@
 //!
 //! - `tokio/step/effectful`: one effect round trip of a program on a shard, answered by
 //!   an interpreter from its own task on the shard's thread, as a network interpreter
-//!   would: the request crosses to that task and the answer crosses back through a
-//!   `LocalReplier` (two handoffs);
+//!   would: the request crosses to that task over an `mpsc` channel and the answer
+//!   comes back through `LocalReplier::answer_now`, which resumes the program inside
+//!   the call when the shard is idle (no task wake for the answer);
+//! - `tokio/step/effectful_queued`: the same, the answer queued for the shard's loop
+//!   with `LocalReplier::answer`, which wakes the shard's task (two handoffs);
 //! - `tokio/step/effectful_replier`: the same, the answer crossing back through the
 //!   `Send` `Replier` (the shard's inbox channel), as from another thread;
 //! - `tokio/step/tokio_oneshot`: the same two handoffs as a hand-written tokio service
@@ -20,7 +23,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use effectful_benches::shard_step::{InTask, Inline, effect_loop, oneshot_loop};
+use effectful_benches::shard_step::{AnswerNow, InTask, Inline, effect_loop, oneshot_loop};
 use effectful_tokio::Runtime;
 
 fn step(c: &mut Criterion) {
@@ -30,10 +33,23 @@ fn step(c: &mut Criterion) {
     let in_task = Runtime::builder()
         .shards(1)
         .seed(1)
-        .interpreter("System", |shard| InTask::start(shard.local_replier()))
+        .interpreter("System", |shard| {
+            InTask::start(AnswerNow(shard.local_replier()))
+        })
         .build()
         .expect("runtime");
     group.bench_function("effectful", |b| {
+        b.iter_custom(|iters| effect_loop(&in_task, iters))
+    });
+    in_task.shutdown(Duration::ZERO);
+
+    let in_task = Runtime::builder()
+        .shards(1)
+        .seed(1)
+        .interpreter("System", |shard| InTask::start(shard.local_replier()))
+        .build()
+        .expect("runtime");
+    group.bench_function("effectful_queued", |b| {
         b.iter_custom(|iters| effect_loop(&in_task, iters))
     });
     in_task.shutdown(Duration::ZERO);

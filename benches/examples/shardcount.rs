@@ -11,12 +11,13 @@
 //! ```
 //!
 //! `inline` answers inside the shard's drain loop (`tokio/step/effectful_inline`);
-//! `local` answers from a task on the shard's thread through a `LocalReplier`
-//! (`tokio/step/effectful`); `oneshot` is the hand-written peer
+//! `now` answers from a task on the shard's thread with `LocalReplier::answer_now`
+//! (`tokio/step/effectful`); `local` queues that answer with `LocalReplier::answer`
+//! (`tokio/step/effectful_queued`); `oneshot` is the hand-written peer
 //! (`tokio/step/tokio_oneshot`): an `mpsc` request and a `oneshot` reply.
 use std::time::Duration;
 
-use effectful_benches::shard_step::{InTask, Inline, effect_loop, oneshot_loop};
+use effectful_benches::shard_step::{AnswerNow, InTask, Inline, effect_loop, oneshot_loop};
 use effectful_tokio::Runtime;
 
 fn effectful(runtime: Runtime, n: u64) {
@@ -34,7 +35,7 @@ fn oneshot(n: u64) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: shardcount (inline|local|oneshot) ROUND_TRIPS";
+    let usage = "usage: shardcount (inline|now|local|oneshot) ROUND_TRIPS";
     let kind = args.next().expect(usage);
     let n: u64 = args.next().and_then(|n| n.parse().ok()).expect(usage);
     let builder = Runtime::builder().shards(1).seed(1);
@@ -49,6 +50,15 @@ fn main() {
         "local" => effectful(
             builder
                 .interpreter("System", |shard| InTask::start(shard.local_replier()))
+                .build()
+                .expect("runtime"),
+            n,
+        ),
+        "now" => effectful(
+            builder
+                .interpreter("System", |shard| {
+                    InTask::start(AnswerNow(shard.local_replier()))
+                })
                 .build()
                 .expect("runtime"),
             n,

@@ -39,6 +39,15 @@ impl Answers for LocalReplier {
     }
 }
 
+/// Answers with [`LocalReplier::answer_now`]: the program resumes inside the call.
+pub struct AnswerNow(pub LocalReplier);
+
+impl Answers for AnswerNow {
+    fn answer(&self, id: EffectId, response: Response) -> bool {
+        self.0.answer_now(id, Ok(response))
+    }
+}
+
 /// Hands each request to a service task on the shard, which answers through `replier`.
 pub struct InTask {
     to_service: mpsc::UnboundedSender<(EffectId, Request)>,

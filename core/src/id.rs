@@ -84,6 +84,13 @@ impl EffectId {
     pub fn program(self) -> ProgramId {
         self.program
     }
+
+    /// The effect's place in its program's table of outstanding effects: dense, and
+    /// reused once the effect has ended (the id as a whole tells the uses apart), so a
+    /// driver can keep per-effect state in a table indexed by program and slot.
+    pub fn slot(self) -> u32 {
+        self.slot
+    }
 }
 
 impl fmt::Debug for EffectId {

@@ -43,7 +43,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::Waker;
 
 use effectful::effect::Request;
@@ -140,6 +140,14 @@ impl<F: Family> Replier<F> {
     }
 }
 
+/// Delivers an answer into a shard's engine at once, when the shard is idle.
+pub(crate) trait Resume<F: Family> {
+    /// Delivers `answer` and runs the drain it causes; gives `answer` back when the
+    /// shard is busy (its loop is handling an input, or one of its interpreters'
+    /// hooks is running).
+    fn resume(&self, answer: Answer<F>) -> Result<(), Answer<F>>;
+}
+
 /// Answers queued on the shard's own thread for its loop, with no channel between:
 /// the shard drains them before its inbox, and sleeps on `waker` while both are empty.
 pub(crate) struct LocalInbox<F: Family> {
@@ -148,8 +156,12 @@ pub(crate) struct LocalInbox<F: Family> {
     waker: RefCell<Option<Waker>>,
     /// The shard waits (registered `waker` and found `answers` empty): wake it once.
     waiting: Cell<bool>,
+    /// The loop must look again though no answer is queued (see [`LocalInbox::nudge`]).
+    nudged: Cell<bool>,
     /// The shard has stopped: answers are dropped.
     closed: Cell<bool>,
+    /// The shard itself, for [`LocalReplier::answer_now`]; set while its loop runs.
+    resume: RefCell<Option<Weak<dyn Resume<F>>>>,
 }
 
 impl<F: Family> LocalInbox<F> {
@@ -158,13 +170,20 @@ impl<F: Family> LocalInbox<F> {
             answers: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
             waiting: Cell::new(false),
+            nudged: Cell::new(false),
             closed: Cell::new(false),
+            resume: RefCell::new(None),
         })
     }
 
-    /// Whether answers are queued; if none, registers `waker` to be woken by the next.
+    pub(crate) fn set_resume(&self, shard: Weak<dyn Resume<F>>) {
+        *self.resume.borrow_mut() = Some(shard);
+    }
+
+    /// Whether answers are queued (or the loop was nudged); if not, registers `waker`
+    /// to be woken by the next.
     pub(crate) fn poll_ready(&self, waker: &Waker) -> bool {
-        if !self.answers.borrow().is_empty() {
+        if !self.answers.borrow().is_empty() || self.nudged.replace(false) {
             return true;
         }
         let mut registered = self.waker.borrow_mut();
@@ -179,19 +198,42 @@ impl<F: Family> LocalInbox<F> {
         self.answers.borrow_mut().pop_front()
     }
 
+    /// Wakes the shard's loop once, with nothing queued: an answer delivered at once
+    /// armed a timer earlier than the loop's sleep, or shutdown is under way.
+    pub(crate) fn nudge(&self) {
+        self.nudged.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if self.waiting.replace(false) {
+            if let Some(waker) = self.waker.borrow().as_ref() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
     /// The shard stopped: later answers are refused, queued ones dropped.
     pub(crate) fn close(&self) {
         self.closed.set(true);
         self.answers.borrow_mut().clear();
         self.waker.borrow_mut().take();
+        self.resume.borrow_mut().take();
     }
 }
 
 /// Answers effects of one shard from a task on that shard's thread (one spawned with
-/// `tokio::task::spawn_local` by the interpreter): the answer is queued for the shard's
-/// loop directly, without the cross-thread channel of [`Replier`], so a round trip
-/// through a service task costs two task wakes and nothing else. Not `Send`; from
-/// other threads use a [`Replier`].
+/// `tokio::task::spawn_local` by the interpreter), without the cross-thread channel of
+/// [`Replier`]. Not `Send`; from other threads use a [`Replier`].
+///
+/// Two ways to answer:
+/// - [`answer`](Self::answer) queues the answer for the shard's loop, which wakes
+///   and delivers it: safe from anywhere on the thread;
+/// - [`answer_now`](Self::answer_now) delivers it at once when the shard is idle:
+///   the program resumes inside the call, and what it asks next is handed to its
+///   interpreter before the call returns, with no task wake at all. The interpreter
+///   hooks may then run inside the call, so the caller must not hold a borrow that
+///   those hooks take (a `RefCell` it shares with its interpreter).
 pub struct LocalReplier<F: Family = Std> {
     inbox: Rc<LocalInbox<F>>,
 }
@@ -217,19 +259,40 @@ impl<F: Family> LocalReplier<F> {
         }
     }
 
-    /// Hands the answer to `id` to the shard. Returns `false` if the shard has
-    /// stopped (the answer is dropped, as a stale one would be).
+    /// Queues the answer to `id` for the shard's loop. Returns `false` if the shard
+    /// has stopped (the answer is dropped, as a stale one would be).
     pub fn answer(&self, id: EffectId, result: Result<F::Response, EffectError>) -> bool {
         let inbox = &*self.inbox;
         if inbox.closed.get() {
             return false;
         }
         inbox.answers.borrow_mut().push_back((id, result));
-        if inbox.waiting.replace(false) {
-            if let Some(waker) = inbox.waker.borrow().as_ref() {
-                waker.wake_by_ref();
-            }
+        inbox.wake();
+        true
+    }
+
+    /// Delivers the answer to `id` at once when the shard is idle: its program
+    /// resumes inside this call, and the effects it asks for next reach their
+    /// interpreters before this returns (answers queued earlier go first). When the
+    /// shard is busy (this is called from inside one of its interpreters' hooks) the
+    /// answer is queued as by [`answer`](Self::answer). Hold no borrow that this
+    /// shard's interpreters take in their hooks while calling it. Returns `false` if
+    /// the shard has stopped.
+    pub fn answer_now(&self, id: EffectId, result: Result<F::Response, EffectError>) -> bool {
+        let inbox = &*self.inbox;
+        if inbox.closed.get() {
+            return false;
         }
+        let shard = inbox.resume.borrow().as_ref().and_then(Weak::upgrade);
+        let answer = match shard {
+            Some(shard) => match shard.resume((id, result)) {
+                Ok(()) => return true,
+                Err(answer) => answer,
+            },
+            None => (id, result),
+        };
+        inbox.answers.borrow_mut().push_back(answer);
+        inbox.wake();
         true
     }
 }

@@ -1,6 +1,7 @@
 //! A shard: one OS thread, one current-thread tokio runtime, one [`Engine`] and the
 //! interpreters that serve it. The driving loop is written here, once.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::panic::{self, AssertUnwindSafe};
@@ -13,13 +14,12 @@ use effectful::{
     Delivery, EffectError, EffectId, Engine, ErrorKind, Family, Output, ProgramError, ProgramId,
     Time, panic_message,
 };
-use rustc_hash::FxHashMap;
 use tokio::sync::Semaphore;
 use tracing::{Level, Span};
 
 use crate::clock::Clock;
 use crate::inbox;
-use crate::interpreter::{Answer, Interpreter, LocalInbox, Replier, ShardCx};
+use crate::interpreter::{Answer, Interpreter, LocalInbox, Replier, Resume, ShardCx};
 use crate::offload::CpuPool;
 use crate::stats::{self, EffectOutcome, ShardCounters, UNHANDLED};
 
@@ -64,6 +64,66 @@ struct Inflight {
     trace: Option<Box<(Instant, Span)>>,
 }
 
+/// Effects handed to interpreters and not yet ended, by program index and slot: the
+/// engine's ids are dense and reused, so a table costs less per effect than a map.
+#[derive(Default)]
+struct InflightTable {
+    programs: Vec<Vec<Option<(EffectId, Inflight)>>>,
+}
+
+impl InflightTable {
+    fn insert(&mut self, id: EffectId, entry: Inflight) {
+        let (program, slot) = (id.program().index() as usize, id.slot() as usize);
+        if self.programs.len() <= program {
+            self.programs.resize_with(program + 1, Vec::new);
+        }
+        let slots = &mut self.programs[program];
+        if slots.len() <= slot {
+            slots.resize_with(slot + 1, || None);
+        }
+        slots[slot] = Some((id, entry));
+    }
+
+    /// The entry of exactly `id` (not of an earlier or later use of its slot).
+    fn remove(&mut self, id: EffectId) -> Option<Inflight> {
+        let slot = self
+            .programs
+            .get_mut(id.program().index() as usize)?
+            .get_mut(id.slot() as usize)?;
+        match slot {
+            Some((held, _)) if *held == id => slot.take().map(|(_, entry)| entry),
+            _ => None,
+        }
+    }
+}
+
+/// The routes of request names already seen, by the name's address and length:
+/// `request_name` gives `&'static str`s, and those name one string for good, so a
+/// hit costs no string comparison. Direct-mapped; a collision only costs a lookup.
+#[derive(Default)]
+struct RouteMemo {
+    entries: [Option<(&'static str, usize)>; ROUTE_MEMO],
+}
+
+const ROUTE_MEMO: usize = 16;
+
+impl RouteMemo {
+    fn place(name: &'static str) -> usize {
+        (name.as_ptr() as usize >> 3) % ROUTE_MEMO
+    }
+
+    fn get(&self, name: &'static str) -> Option<usize> {
+        match self.entries[Self::place(name)] {
+            Some((held, index)) if std::ptr::eq(held, name) => Some(index),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, name: &'static str, index: usize) {
+        self.entries[Self::place(name)] = Some((name, index));
+    }
+}
+
 /// How a shard's run ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ShardReport {
@@ -89,11 +149,14 @@ pub(crate) struct Shard<F: Family> {
     pub(crate) admission: Arc<Semaphore>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) pool: CpuPool,
-    inflight: FxHashMap<EffectId, Inflight>,
+    inflight: InflightTable,
+    routes: RouteMemo,
     waiters: Vec<Option<Waiter>>,
     inline: VecDeque<Answer<F>>,
     /// The end of the grace period, once shutdown began.
     grace: Option<Time>,
+    /// When the loop's sleep is set to end, if it is armed.
+    armed: Option<Time>,
     report: ShardReport,
 }
 
@@ -136,60 +199,53 @@ impl<F: Family> Shard<F> {
             admission,
             counters,
             pool,
-            inflight: FxHashMap::default(),
+            inflight: InflightTable::default(),
+            routes: RouteMemo::default(),
             waiters: Vec::new(),
             inline: VecDeque::new(),
             grace: None,
+            armed: None,
             report: ShardReport::default(),
         }
     }
 
     /// Runs until shutdown has begun and every program has ended.
-    pub(crate) async fn run(mut self) -> ShardReport {
-        let mut sleep = Box::pin(tokio::time::sleep_until(
-            self.clock.instant(Time::MAX).into(),
-        ));
-        let mut armed: Option<Time> = None;
+    ///
+    /// The shard's state is shared with its [`LocalInbox`], so that an answer given
+    /// with [`crate::LocalReplier::answer_now`] while the loop waits resumes its
+    /// program at once, inside that call (see [`Resume`]).
+    pub(crate) async fn run(self) -> ShardReport {
+        let local = self.local.clone();
+        let clock = self.clock;
+        let shard = Rc::new(RefCell::new(self));
+        let resume: Rc<dyn Resume<F>> = shard.clone();
+        local.set_resume(Rc::downgrade(&resume));
+        drop(resume);
+        let mut sleep = Box::pin(tokio::time::sleep_until(clock.instant(Time::MAX).into()));
         // Whether `sleep` was reset since it was last polled (and so must be polled to
         // register this task's waker); otherwise it is polled only once it has elapsed.
         let mut sleep_unpolled = false;
         let mut batch: Vec<Inbox<F>> = Vec::with_capacity(INBOX_BATCH);
         loop {
-            if self.grace.is_some() && self.engine.programs() == 0 {
-                break;
-            }
-            // Re-arm only for an earlier deadline. Every effect moves the engine's
-            // deadline on by its time limit (30 s by default), and resetting tokio's
-            // timer on each would cost more than the round trip itself; a sleep armed
-            // too early wakes the loop once, `handle_timeout` does nothing yet, and
-            // the sleep is re-armed for what is then due. `timer_bound` is a cheap
-            // lower bound of `poll_timeout`: when it is no earlier than the armed
-            // sleep, neither is the deadline, and the engine need not be asked.
-            let bound = match (self.engine.timer_bound(), self.grace) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if bound.is_some_and(|bound| armed.is_none_or(|armed| bound < armed)) {
-                let want = match (self.engine.poll_timeout(), self.grace) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Some(at) = want {
-                    if armed.is_none_or(|armed| at < armed) {
-                        sleep.as_mut().reset(self.clock.instant(at).into());
-                        armed = want;
-                        sleep_unpolled = true;
-                    }
+            {
+                let mut this = shard.borrow_mut();
+                if this.grace.is_some() && this.engine.programs() == 0 {
+                    break;
+                }
+                if let Some(at) = this.rearm() {
+                    sleep.as_mut().reset(clock.instant(at).into());
+                    sleep_unpolled = true;
                 }
             }
             let woken_by = poll_fn(|cx| {
                 // Answers from this thread first: they cost no channel.
-                if self.local.poll_ready(cx.waker()) {
+                if local.poll_ready(cx.waker()) {
                     return Poll::Ready(Woken::Local);
                 }
+                let mut this = shard.borrow_mut();
                 // Everything queued (up to a batch) comes out in one call; an empty
                 // inbox costs one atomic load.
-                if self
+                if this
                     .inbox
                     .poll_recv_many(cx, &mut batch, INBOX_BATCH)
                     .is_ready()
@@ -198,7 +254,7 @@ impl<F: Family> Shard<F> {
                 }
                 // The sleep keeps this task's waker from its last poll: poll it again
                 // only after a reset or once it has fired.
-                if armed.is_some() && (sleep_unpolled || sleep.is_elapsed()) {
+                if this.armed.is_some() && (sleep_unpolled || sleep.is_elapsed()) {
                     sleep_unpolled = false;
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woken::Timer);
@@ -207,43 +263,82 @@ impl<F: Family> Shard<F> {
                 Poll::Pending
             })
             .await;
+            let mut this = shard.borrow_mut();
             match woken_by {
                 Woken::Local => {
-                    let now = self.clock.now();
-                    for _ in 0..INBOX_BATCH {
-                        let Some(answer) = self.local.pop() else {
-                            break;
-                        };
-                        self.take(now, Inbox::Answer(answer));
-                    }
+                    let now = this.clock.now();
+                    this.take_local(now);
                 }
                 Woken::Inbox => {
-                    let now = self.clock.now();
+                    let now = this.clock.now();
                     for item in batch.drain(..) {
-                        self.take(now, item);
+                        this.take(now, item);
                     }
                 }
                 Woken::Timer => {
-                    armed = None;
-                    let now = self.clock.now();
-                    if self.grace.is_some_and(|grace| now >= grace) {
-                        self.abort_all(now);
+                    this.armed = None;
+                    let now = this.clock.now();
+                    if this.grace.is_some_and(|grace| now >= grace) {
+                        this.abort_all(now);
                     }
-                    self.engine.handle_timeout(now);
-                    self.drain(now);
+                    this.engine.handle_timeout(now);
+                    this.drain(now);
                 }
             }
         }
-        self.local.close();
+        local.close();
+        let mut this = shard.borrow_mut();
         // Nothing more gets in; what is still queued is refused or, for answers, stale.
-        for item in self.inbox.close() {
+        for item in this.inbox.close() {
             if let Inbox::Spawn(job) = item {
-                self.report.refused += 1;
+                this.report.refused += 1;
                 job.refuse(ProgramError::Aborted);
             }
         }
-        tracing::debug!(shard = self.index, ?self.report, "shard stopped");
-        self.report
+        tracing::debug!(shard = this.index, ?this.report, "shard stopped");
+        this.report
+    }
+
+    /// When the loop's sleep must be reset to, if it must: re-armed only for an
+    /// earlier deadline. Every effect moves the engine's deadline on by its time limit
+    /// (30 s by default), and resetting tokio's timer on each would cost more than the
+    /// round trip itself; a sleep armed too early wakes the loop once,
+    /// `handle_timeout` does nothing yet, and the sleep is re-armed for what is then
+    /// due. `timer_bound` is a cheap lower bound of `poll_timeout`: when it is no
+    /// earlier than the armed sleep, neither is the deadline, and the engine need not
+    /// be asked.
+    fn rearm(&mut self) -> Option<Time> {
+        if !self.wants_earlier_sleep() {
+            return None;
+        }
+        let want = match (self.engine.poll_timeout(), self.grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        if self.armed.is_some_and(|armed| want >= armed) {
+            return None;
+        }
+        self.armed = Some(want);
+        Some(want)
+    }
+
+    /// Whether something may be due before the armed sleep (cheap: no pruning).
+    fn wants_earlier_sleep(&self) -> bool {
+        let bound = match (self.engine.timer_bound(), self.grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        bound.is_some_and(|bound| self.armed.is_none_or(|armed| bound < armed))
+    }
+
+    /// Takes the answers queued on this thread, up to a batch.
+    fn take_local(&mut self, now: Time) {
+        for _ in 0..INBOX_BATCH {
+            let Some(answer) = self.local.pop() else {
+                break;
+            };
+            self.take(now, Inbox::Answer(answer));
+        }
     }
 
     /// Handles one input from the inbox.
@@ -363,8 +458,15 @@ impl<F: Family> Shard<F> {
 
     fn dispatch(&mut self, now: Time, id: EffectId, request: F::Request) {
         let name = F::request_name(&request);
-        let family = self.route(name);
-        let index = family.unwrap_or(self.families.len());
+        let index = match self.routes.get(name) {
+            Some(index) => index,
+            None => {
+                let index = self.route(name).unwrap_or(self.families.len());
+                self.routes.put(name, index);
+                index
+            }
+        };
+        let family = (index < self.families.len()).then_some(index);
         self.counters.requested(index);
         let trace = tracing::enabled!(Level::DEBUG).then(|| {
             let parent = self
@@ -404,7 +506,7 @@ impl<F: Family> Shard<F> {
     }
 
     fn cancel(&mut self, now: Time, id: EffectId) {
-        let Some(entry) = self.inflight.remove(&id) else {
+        let Some(entry) = self.inflight.remove(id) else {
             return;
         };
         self.counters.ended(entry.family, EffectOutcome::Cancelled);
@@ -447,7 +549,7 @@ impl<F: Family> Shard<F> {
             Ok(_) => EffectOutcome::Ok,
             Err(_) => EffectOutcome::Error,
         };
-        let entry = self.inflight.remove(&id);
+        let entry = self.inflight.remove(id);
         let family = match &entry {
             Some(entry) => entry.family,
             None => {
@@ -513,10 +615,97 @@ impl<F: Family> Shard<F> {
     }
 }
 
+impl<F: Family> Resume<F> for RefCell<Shard<F>> {
+    fn resume(&self, answer: Answer<F>) -> Result<(), Answer<F>> {
+        // Busy: the loop is handling an input, or an interpreter's hook is running
+        // (and answered from inside it). The answer then waits in the local queue.
+        let Ok(mut shard) = self.try_borrow_mut() else {
+            return Err(answer);
+        };
+        let now = shard.clock.now();
+        // Answers queued before this one go first.
+        shard.take_local(now);
+        shard.take(now, Inbox::Answer(answer));
+        // The loop owns the sleep and the end of shutdown: it looks again only if
+        // what just ran needs it to.
+        if shard.grace.is_some() || shard.wants_earlier_sleep() {
+            shard.local.nudge();
+        }
+        Ok(())
+    }
+}
+
 fn end_trace(trace: Option<Box<(Instant, Span)>>, outcome: EffectOutcome) {
     if let Some(trace) = trace {
         let (started, span) = *trace;
         let latency_us = started.elapsed().as_micros() as u64;
         tracing::debug!(parent: &span, latency_us, outcome = outcome.label(), "effect ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effectful::effect::{GenerateUuid, Request, Response, SystemResponse};
+    use effectful::{EngineConfig, Std};
+
+    fn next_id(engine: &mut Engine<(), Std>) -> EffectId {
+        match engine.poll_output() {
+            Some(Output::Request { id, .. }) => id,
+            _ => panic!("the program asks for one effect at a time"),
+        }
+    }
+
+    /// Two uses of one slot (the second after the first was answered), and an id
+    /// of another program.
+    fn ids() -> (EffectId, EffectId, EffectId) {
+        let mut engine: Engine<(), Std> = Engine::new(EngineConfig::default());
+        let asker = |fx: effectful::Fx<Std>| async move {
+            loop {
+                let _ = fx.perform(GenerateUuid {}).await;
+            }
+        };
+        engine.spawn_async(Time::ZERO, asker);
+        let first = next_id(&mut engine);
+        let answer = Response::System(SystemResponse::GenerateUuid(uuid::Uuid::nil()));
+        let _ = engine.handle_response(Time::ZERO, first, Ok(answer));
+        let reused = next_id(&mut engine);
+        engine.spawn_async(Time::ZERO, asker);
+        let other = next_id(&mut engine);
+        (first, reused, other)
+    }
+
+    fn entry(family: usize) -> Inflight {
+        Inflight {
+            family,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn the_inflight_table_gives_back_only_the_exact_effect_it_holds() {
+        let (first, reused, other) = ids();
+        assert_eq!(first.slot(), reused.slot(), "the slot is reused");
+        assert_ne!(first, reused);
+        let mut table = InflightTable::default();
+        table.insert(first, entry(1));
+        table.insert(other, entry(2));
+        assert!(table.remove(reused).is_none(), "a later use of the slot");
+        assert_eq!(table.remove(first).map(|e| e.family), Some(1));
+        assert!(table.remove(first).is_none(), "removed once");
+        table.insert(reused, entry(3));
+        assert!(table.remove(first).is_none(), "an earlier use of the slot");
+        assert_eq!(table.remove(reused).map(|e| e.family), Some(3));
+        assert_eq!(table.remove(other).map(|e| e.family), Some(2));
+    }
+
+    #[test]
+    fn the_route_memo_answers_only_for_the_names_it_was_given() {
+        let uuid = Std::request_name(&Request::from(GenerateUuid {}));
+        let mut memo = RouteMemo::default();
+        assert_eq!(memo.get(uuid), None);
+        memo.put(uuid, 4);
+        assert_eq!(memo.get(uuid), Some(4));
+        assert_eq!(memo.get("Cache.GetCachedValue"), None);
     }
 }
