@@ -214,6 +214,34 @@ enum Listener {
     Listening { acquire: AcquireId, conn: ConnId },
 }
 
+/// What each query in flight on a connection is for, in the order they were sent.
+/// PostgreSQL answers a connection's queries in that order, so the one answered is
+/// at the front: no table to hash into twice per query.
+struct Roles<K> {
+    sent: VecDeque<(QueryId, Role<K>)>,
+}
+
+impl<K> Default for Roles<K> {
+    fn default() -> Self {
+        Roles {
+            sent: VecDeque::new(),
+        }
+    }
+}
+
+impl<K> Roles<K> {
+    fn insert(&mut self, id: QueryId, role: Role<K>) {
+        self.sent.push_back((id, role));
+    }
+
+    /// The role of `id`, which is done. The search past the front only serves a
+    /// connection that answered out of order, which a server does not do.
+    fn remove(&mut self, id: &QueryId) -> Option<Role<K>> {
+        let at = self.sent.iter().position(|(sent, _)| sent == id)?;
+        self.sent.remove(at).map(|(_, role)| role)
+    }
+}
+
 struct Conn<K> {
     /// `None` until the socket is connected.
     pg: Option<PgConnection>,
@@ -221,7 +249,7 @@ struct Conn<K> {
     opened: bool,
     /// Started, waiting for another connection's migrations.
     parked: bool,
-    queries: HashMap<QueryId, Role<K>>,
+    queries: Roles<K>,
     /// Queries whose command timeout sent a cancel request.
     timed_out: Vec<QueryId>,
 }
@@ -626,7 +654,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                             pg: None,
                             opened: false,
                             parked: false,
-                            queries: HashMap::default(),
+                            queries: Roles::default(),
                             timed_out: Vec::new(),
                         },
                     );
