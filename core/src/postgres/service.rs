@@ -214,6 +214,39 @@ enum Listener {
     Listening { acquire: AcquireId, conn: ConnId },
 }
 
+/// Values under ids handed out in increasing order and mostly taken back in that
+/// order (a connection's queries, which the server answers in the order sent; the
+/// pool's acquires, granted first come, first served): the one taken is found at the
+/// front without hashing, and one taken out of turn is searched for.
+struct InOrder<I, V> {
+    entries: VecDeque<(I, V)>,
+}
+
+impl<I, V> Default for InOrder<I, V> {
+    fn default() -> Self {
+        InOrder {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+impl<I: PartialEq, V> InOrder<I, V> {
+    /// Adds `value` under `id`, newer than every id held.
+    fn push(&mut self, id: I, value: V) {
+        self.entries.push_back((id, value));
+    }
+
+    fn get_mut(&mut self, id: &I) -> Option<&mut V> {
+        let (_, value) = self.entries.iter_mut().find(|(held, _)| held == id)?;
+        Some(value)
+    }
+
+    fn remove(&mut self, id: &I) -> Option<V> {
+        let at = self.entries.iter().position(|(held, _)| held == id)?;
+        self.entries.remove(at).map(|(_, value)| value)
+    }
+}
+
 struct Conn<K> {
     /// `None` until the socket is connected.
     pg: Option<PgConnection>,
@@ -221,7 +254,7 @@ struct Conn<K> {
     opened: bool,
     /// Started, waiting for another connection's migrations.
     parked: bool,
-    queries: HashMap<QueryId, Role<K>>,
+    queries: InOrder<QueryId, Role<K>>,
     /// Queries whose command timeout sent a cancel request.
     timed_out: Vec<QueryId>,
 }
@@ -281,7 +314,7 @@ pub struct PgService<K> {
     room: Room,
     /// The room wait whose query answers every wait for the same `seq` and page size.
     room_leaders: HashMap<(u64, u32), K>,
-    acquires: HashMap<AcquireId, K>,
+    acquires: InOrder<AcquireId, K>,
     outputs: VecDeque<Output<K>>,
     migrated: bool,
     migrating: Option<ConnId>,
@@ -312,7 +345,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             pool,
             conns: BTreeMap::new(),
             jobs: HashMap::default(),
-            acquires: HashMap::default(),
+            acquires: InOrder::default(),
             outputs: VecDeque::new(),
             migrating: None,
             parked: Vec::new(),
@@ -403,7 +436,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
 
     fn enqueue(&mut self, key: K, work: Work) {
         let acquire = self.pool.acquire(self.now, Mode::Shared);
-        self.acquires.insert(acquire, key.clone());
+        self.acquires.push(acquire, key.clone());
         self.jobs.insert(key, Job::Waiting { acquire, work });
     }
 
@@ -442,7 +475,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         }
                         self.jobs
                             .insert(next.clone(), Job::Waiting { acquire, work });
-                        self.acquires.insert(acquire, next.clone());
+                        if let Some(waiting) = self.acquires.get_mut(&acquire) {
+                            *waiting = next.clone();
+                        }
                         if !riders.is_empty() {
                             self.riders.insert(next, riders);
                         }
@@ -626,7 +661,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                             pg: None,
                             opened: false,
                             parked: false,
-                            queries: HashMap::default(),
+                            queries: InOrder::default(),
                             timed_out: Vec::new(),
                         },
                     );
@@ -638,7 +673,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         .get_mut(&conn)
                         .and_then(|c| {
                             let id = c.pg.as_mut()?.query(self.now, "SELECT 1").ok()?;
-                            c.queries.insert(id, Role::Reset);
+                            c.queries.push(id, Role::Reset);
                             Some(())
                         })
                         .is_some();
@@ -730,7 +765,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         match sent {
             Ok(id) => {
-                c.queries.insert(id, Role::Job(key.clone()));
+                c.queries.push(id, Role::Job(key.clone()));
                 self.jobs.insert(
                     key,
                     Job::Running {
@@ -826,7 +861,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             .get_mut(&conn)
             .and_then(|c| {
                 let id = c.pg.as_mut()?.query(self.now, sql).ok()?;
-                c.queries.insert(id, Role::Listen);
+                c.queries.push(id, Role::Listen);
                 Some(())
             })
             .is_some();
@@ -958,7 +993,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         match pg.query(self.now, &sql) {
             Ok(id) => {
-                c.queries.insert(id, Role::Migrate);
+                c.queries.push(id, Role::Migrate);
                 self.migrating = Some(conn);
             }
             Err(e) => {
@@ -1153,5 +1188,27 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 self.on_ready(next);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InOrder;
+
+    #[test]
+    fn in_order_finds_what_is_taken_in_turn_and_out_of_turn_and_updates_in_place() {
+        let mut held: InOrder<u64, &str> = InOrder::default();
+        for (id, value) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+            held.push(id, value);
+        }
+        assert_eq!(held.remove(&1), Some("a"), "the front, in turn");
+        assert_eq!(held.remove(&3), Some("c"), "out of turn");
+        assert_eq!(held.remove(&3), None, "taken already");
+        assert_eq!(held.remove(&9), None, "never held");
+        *held.get_mut(&4).expect("held") = "e";
+        assert!(held.get_mut(&3).is_none());
+        assert_eq!(held.remove(&2), Some("b"));
+        assert_eq!(held.remove(&4), Some("e"), "the value put in its place");
+        assert!(held.entries.is_empty());
     }
 }

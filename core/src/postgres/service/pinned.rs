@@ -603,7 +603,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         match query(pg, now) {
             Ok(id) => {
-                c.queries.insert(id, Role::Pinned(step));
+                c.queries.push(id, Role::Pinned(step));
                 self.drive(conn);
                 true
             }
