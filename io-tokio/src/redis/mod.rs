@@ -80,7 +80,6 @@ mod messaging;
 mod pool;
 mod subscriber;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -253,7 +252,6 @@ impl RedisBackend {
             consuming: FxHashMap::default(),
             prune_at: 64,
             wall_epoch,
-            outbox: Outbox::default(),
         }
     }
 
@@ -316,27 +314,6 @@ pub struct RedisInterpreter<F: Family = Std> {
     /// Consumers waiting (or answered, not yet ended) through this interpreter.
     consuming: FxHashMap<EffectId, ()>,
     wall_epoch: Timestamp,
-    /// Commands of this drain, not handed to the pool yet.
-    outbox: Outbox,
-}
-
-/// The jobs one shard makes while the engine drains, handed to one of the shard's
-/// connections together once the shard's thread yields: one write.
-#[derive(Default)]
-struct Outbox(Rc<RefCell<Vec<LocalJob>>>);
-
-impl Outbox {
-    fn push(&self, share: &Rc<ShardShare>, job: LocalJob) {
-        let mut jobs = self.0.borrow_mut();
-        if jobs.is_empty() {
-            let (outbox, share) = (self.0.clone(), share.clone());
-            tokio::task::spawn_local(async move {
-                let jobs = std::mem::take(&mut *outbox.borrow_mut());
-                share.share.submit_all(jobs);
-            });
-        }
-        jobs.push(job);
-    }
 }
 
 /// One Cache effect on its way: its command, and the one that follows a read that
@@ -380,7 +357,9 @@ where
             }
             CacheStep::Send(command, pending) => {
                 let share = self.share.clone();
-                share.share.submit_one(self.job(command, pending));
+                share
+                    .share
+                    .submit(std::iter::once(self.job(command, pending)));
             }
         }
     }
@@ -532,7 +511,7 @@ where
                 replier.answer(id, answer(reply));
             }),
         };
-        self.outbox.push(&self.share, job);
+        self.share.share.submit(std::iter::once(job));
     }
 }
 
@@ -565,7 +544,9 @@ where
             cancelled: flag,
             now: self.wall_epoch.saturating_add(cx.now().since_epoch()),
         };
-        self.outbox.push(&self.share, read.job(command, pending));
+        self.share
+            .share
+            .submit(std::iter::once(read.job(command, pending)));
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {
