@@ -21,7 +21,7 @@ use effectful::redis::{
     Command, CommandError, ConnectionError, Event, Reconnect, ReconnectAction, RedisConfig,
     RedisConnection, RedisUrl, RequestId, SendError, Value,
 };
-use effectful::{EffectError, ErrorKind, Rng, Schedule, Time};
+use effectful::{EffectError, EffectId, ErrorKind, Rng, Schedule, Time};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -206,14 +206,88 @@ impl fmt::Debug for Job {
     }
 }
 
-/// What a reply goes to on the thread of the connection that got it (a shard's
-/// [`LocalReplier`](crate::LocalReplier) may be in it).
-pub(super) type LocalReply = Box<dyn FnOnce(Result<Value, PoolError>)>;
+/// Where a shard's effects wait for their replies: its interpreter's table, on the
+/// shard's thread. A command of an effect carries only the effect's id, so handing
+/// one to a connection allocates nothing beyond the command.
+pub(super) trait Awaiting {
+    /// Whether the effect was cancelled: its command is then never sent.
+    fn is_cancelled(&self, id: EffectId) -> bool;
+    /// The reply to the effect's command.
+    fn answer(&self, id: EffectId, reply: Result<Value, PoolError>);
+    /// The effect's command gets no reply (it was dropped unsent).
+    fn forget(&self, id: EffectId);
+}
+
+/// What a reply goes to, on the thread of the connection that got it.
+pub(super) enum LocalReply {
+    /// A [`Job`]'s closure, dropped uncalled if `cancelled` is set before its
+    /// command is sent.
+    Call {
+        cancelled: Option<Arc<AtomicBool>>,
+        reply: Box<dyn FnOnce(Result<Value, PoolError>)>,
+    },
+    /// An effect waiting in its shard's table.
+    Effect(EffectReply),
+}
+
+/// An effect's place in its shard's [`Awaiting`] table: told `forget` if dropped
+/// unanswered. Weak, so queued commands never keep the interpreter alive.
+pub(super) struct EffectReply {
+    table: Weak<dyn Awaiting>,
+    id: EffectId,
+    answered: bool,
+}
+
+impl EffectReply {
+    pub(super) fn new(table: Weak<dyn Awaiting>, id: EffectId) -> EffectReply {
+        EffectReply {
+            table,
+            id,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for EffectReply {
+    fn drop(&mut self) {
+        if !self.answered {
+            if let Some(table) = self.table.upgrade() {
+                table.forget(self.id);
+            }
+        }
+    }
+}
+
+impl LocalReply {
+    fn is_cancelled(&self) -> bool {
+        match self {
+            LocalReply::Call { cancelled, .. } => cancelled
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed)),
+            LocalReply::Effect(effect) => effect
+                .table
+                .upgrade()
+                .is_some_and(|table| table.is_cancelled(effect.id)),
+        }
+    }
+
+    /// Hands over the reply.
+    pub(super) fn call(self, result: Result<Value, PoolError>) {
+        match self {
+            LocalReply::Call { reply, .. } => reply(result),
+            LocalReply::Effect(mut effect) => {
+                effect.answered = true;
+                if let Some(table) = effect.table.upgrade() {
+                    table.answer(effect.id, result);
+                }
+            }
+        }
+    }
+}
 
 /// One command for a connection of this thread's share of the pool.
 pub(super) struct LocalJob {
     pub(super) command: Command,
-    pub(super) cancelled: Option<Arc<AtomicBool>>,
     pub(super) reply: LocalReply,
 }
 
@@ -221,17 +295,11 @@ impl From<Job> for LocalJob {
     fn from(job: Job) -> LocalJob {
         LocalJob {
             command: job.command,
-            cancelled: job.cancelled,
-            reply: job.reply,
+            reply: LocalReply::Call {
+                cancelled: job.cancelled,
+                reply: job.reply,
+            },
         }
-    }
-}
-
-impl LocalJob {
-    fn is_cancelled(&self) -> bool {
-        self.cancelled
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -678,7 +746,7 @@ impl LocalShare {
             drop(slots);
             return jobs
                 .into_iter()
-                .for_each(|job| (job.reply)(Err(shut_down_error())));
+                .for_each(|job| job.reply.call(Err(shut_down_error())));
         }
         let mut i = self.last.get() % slots.len();
         if slots[i].is_empty() {
@@ -751,7 +819,7 @@ impl Jobs {
     /// Answers `job`, counting it out first (so whoever it wakes sees it answered).
     fn answer(&self, reply: LocalReply, result: Result<Value, PoolError>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        reply(result);
+        reply.call(result);
     }
 
     /// Drops `job` unanswered (cancelled before it was sent).
@@ -1075,7 +1143,7 @@ fn send(
     jobs: &Jobs,
     job: LocalJob,
 ) {
-    if job.is_cancelled() {
+    if job.reply.is_cancelled() {
         return jobs.drop_job(job);
     }
     match conn.send(clock.now(), &job.command) {
