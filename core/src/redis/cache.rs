@@ -523,9 +523,13 @@ fn stored_value(mut stored: Vec<u8>, now: Timestamp) -> Option<CacheLookup<Vec<u
     let ttl_remaining = if colon == 0 {
         None
     } else {
-        let (at, ttl) = std::str::from_utf8(&head[..colon]).ok()?.split_once(',')?;
-        let at: i64 = at.parse().ok()?;
-        let ttl: i64 = ttl.parse().ok()?;
+        let comma = memchr::memchr(b',', &head[..colon])?;
+        let (at, ttl) = (&head[..comma], &head[comma + 1..colon]);
+        let at = match at.strip_prefix(b"-") {
+            Some(digits) => i64::try_from(super::decimal(digits)?).ok()?.checked_neg()?,
+            None => i64::try_from(super::decimal(at)?).ok()?,
+        };
+        let ttl = i64::try_from(super::decimal(ttl)?).ok()?;
         if ttl <= 0 {
             return None;
         }
