@@ -384,7 +384,7 @@ where
             command,
             reply: LocalReply::Effect(EffectReply::new(table, id)),
         };
-        self.share.share.submit(std::iter::once(job));
+        self.share.share.submit_in_drain(job);
     }
 
     fn cancel(&self, id: EffectId) {

@@ -737,10 +737,19 @@ impl LocalShare {
         }
     }
 
-    /// Hands `jobs` to one connection: the one the last work went to while it has
-    /// not taken that yet (so what one drain submits goes out in one write), else
-    /// the next (round robin).
+    /// Hands `jobs` to the next connection (round robin), to be written together.
     pub(super) fn submit(&self, jobs: impl IntoIterator<Item = LocalJob>) {
+        self.hand(jobs, false);
+    }
+
+    /// Hands one command of the shard's drain to the connection the last went to
+    /// while it has not taken them yet, so what one drain submits goes out in one
+    /// write; else to the next.
+    pub(super) fn submit_in_drain(&self, job: LocalJob) {
+        self.hand(std::iter::once(job), true);
+    }
+
+    fn hand(&self, jobs: impl IntoIterator<Item = LocalJob>, join_last: bool) {
         let slots = self.slots.borrow();
         if slots.is_empty() {
             drop(slots);
@@ -749,7 +758,7 @@ impl LocalShare {
                 .for_each(|job| job.reply.call(Err(shut_down_error())));
         }
         let mut i = self.last.get() % slots.len();
-        if slots[i].is_empty() {
+        if !join_last || slots[i].is_empty() {
             i = (i + 1) % slots.len();
             self.last.set(i);
         }
