@@ -1160,3 +1160,121 @@ fn send(
         Err(e) => jobs.answer(job.reply, Err(PoolError::Send(e))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use effectful::effect::GetCurrentTime;
+    use effectful::{Cx, Engine, EngineConfig, Event as ProgramEvent, Output, Program};
+
+    use super::*;
+
+    /// One effect's place in a shard's table: what the connection told it.
+    #[derive(Default)]
+    struct Table {
+        cancelled: Cell<bool>,
+        answers: RefCell<Vec<Result<Value, PoolError>>>,
+        forgotten: Cell<bool>,
+    }
+
+    impl Awaiting for Table {
+        fn is_cancelled(&self, _id: EffectId) -> bool {
+            self.cancelled.get()
+        }
+
+        fn answer(&self, _id: EffectId, reply: Result<Value, PoolError>) {
+            self.answers.borrow_mut().push(reply);
+        }
+
+        fn forget(&self, _id: EffectId) {
+            self.forgotten.set(true);
+        }
+    }
+
+    /// Asks for one effect (only its id is used here).
+    struct AskOnce;
+
+    impl Program for AskOnce {
+        type Output = ();
+        fn resume(&mut self, cx: &mut Cx<'_>, _event: ProgramEvent) -> Poll<()> {
+            cx.perform(GetCurrentTime {});
+            Poll::Pending
+        }
+    }
+
+    fn effect_id() -> EffectId {
+        let mut engine: Engine<()> = Engine::new(EngineConfig::default());
+        engine.spawn(Time::ZERO, AskOnce);
+        loop {
+            match engine.poll_output() {
+                Some(Output::Request { id, .. }) => return id,
+                Some(_) => {}
+                None => panic!("the program asks for an effect"),
+            }
+        }
+    }
+
+    fn job(table: &Rc<Table>, key: &str) -> LocalJob {
+        let table: Weak<dyn Awaiting> = Rc::downgrade(table) as Weak<dyn Awaiting>;
+        LocalJob {
+            command: Command::new("GET").arg(key),
+            reply: LocalReply::Effect(EffectReply::new(table, effect_id())),
+        }
+    }
+
+    #[test]
+    fn an_effect_cancelled_while_queued_is_never_sent_and_one_in_flight_is_still_answered() {
+        let clock = Clock(Instant::now());
+        // RESP2, no password, name or database: no handshake before the commands.
+        let mut config = RedisConfig::default();
+        config.protocol = effectful::redis::Protocol::Resp2;
+        let mut conn = RedisConnection::new(config, clock.now());
+        let mut waiting = Waiting::default();
+        let jobs = Jobs {
+            queue: Rc::new(Queue::default()),
+            in_flight: Arc::new(AtomicUsize::new(2)),
+        };
+        let (queued, in_flight) = (Rc::new(Table::default()), Rc::new(Table::default()));
+        queued.cancelled.set(true);
+        send(
+            &clock,
+            &mut conn,
+            &mut waiting,
+            &jobs,
+            job(&queued, "dropped"),
+        );
+        send(
+            &clock,
+            &mut conn,
+            &mut waiting,
+            &jobs,
+            job(&in_flight, "sent"),
+        );
+        let mut out = Vec::new();
+        while conn.poll_transmit(&mut out).is_some() {}
+        assert_eq!(
+            out, b"*2\r\n$3\r\nGET\r\n$4\r\nsent\r\n",
+            "only the live one is written"
+        );
+        assert!(queued.forgotten.get(), "the cancelled one leaves its table");
+        assert!(queued.answers.borrow().is_empty());
+        assert_eq!(jobs.in_flight.load(Ordering::Relaxed), 1);
+
+        // Cancelled once written: its reply still comes (the engine drops it as stale).
+        in_flight.cancelled.set(true);
+        conn.handle_input(clock.now(), b"$1\r\nv\r\n");
+        while let Some(event) = conn.poll_event() {
+            if let Event::Reply { id, result } = event {
+                let reply = waiting.take(id).expect("awaited");
+                jobs.answer(reply, result.map_err(PoolError::Command));
+            }
+        }
+        assert_eq!(
+            *in_flight.answers.borrow(),
+            [Ok(Value::Bulk(b"v".to_vec()))]
+        );
+        assert!(!in_flight.forgotten.get(), "answered, not forgotten");
+        assert_eq!(jobs.in_flight.load(Ordering::Relaxed), 0);
+    }
+}
