@@ -754,7 +754,7 @@ mod tests {
     fn failures_keep_the_server_code_and_retryability() {
         let a = adapter();
         let inv = CacheRequest::InvalidateCache(InvalidateCache { key: "k".into() });
-        let (_, pending) = a.command(inv).expect("a command");
+        let (_, pending) = a.command(inv.clone()).expect("a command");
         let e = answer(a.response(
             pending,
             Err(CommandError::Server(ServerError::parse("LOADING loading"))),
