@@ -46,6 +46,8 @@ pub mod interpreter;
 pub mod memory;
 mod migrations;
 mod offload;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

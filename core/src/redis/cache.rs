@@ -54,7 +54,7 @@
 //!
 //! let cache = CacheAdapter::new("app:");
 //! let request = CacheRequest::GetCachedValue(GetCachedValue { key: "greeting".into() });
-//! let (command, pending) = cache.command(&request).unwrap();
+//! let (command, pending) = cache.command(request).unwrap();
 //! assert_eq!(command.name(), b"GET");
 //! // Stored at 1 000 000 ms with a 10 s time to live; read 8.5 s later.
 //! let reply = Value::Bulk(b"1010000,10000:hi".to_vec());
@@ -221,8 +221,9 @@ impl CacheAdapter {
     }
 
     /// The command that performs `request`, and what its reply is to be read as; or
-    /// the error Redis would give, without sending anything.
-    pub fn command(&self, request: &CacheRequest) -> Result<(Command, CachePending), EffectError> {
+    /// the error Redis would give, without sending anything. A read's key moves into
+    /// the pending (a miss names it), so it is taken by value.
+    pub fn command(&self, request: CacheRequest) -> Result<(Command, CachePending), EffectError> {
         let effect = request.name();
         let pending = |op| CachePending { effect, op };
         Ok(match request {
@@ -236,7 +237,7 @@ impl CacheAdapter {
             CacheRequest::GetCachedValue(r) => (
                 self.get(&r.key),
                 pending(Op::GetValue {
-                    key: r.key.clone(),
+                    key: r.key,
                     fallback: false,
                 }),
             ),
@@ -522,9 +523,13 @@ fn stored_value(mut stored: Vec<u8>, now: Timestamp) -> Option<CacheLookup<Vec<u
     let ttl_remaining = if colon == 0 {
         None
     } else {
-        let (at, ttl) = std::str::from_utf8(&head[..colon]).ok()?.split_once(',')?;
-        let at: i64 = at.parse().ok()?;
-        let ttl: i64 = ttl.parse().ok()?;
+        let comma = memchr::memchr(b',', &head[..colon])?;
+        let (at, ttl) = (&head[..comma], &head[comma + 1..colon]);
+        let at = match at.strip_prefix(b"-") {
+            Some(digits) => i64::try_from(super::decimal(digits)?).ok()?.checked_neg()?,
+            None => i64::try_from(super::decimal(at)?).ok()?,
+        };
+        let ttl = i64::try_from(super::decimal(ttl)?).ok()?;
         if ttl <= 0 {
             return None;
         }
@@ -613,7 +618,7 @@ mod tests {
     #[test]
     fn a_read_is_one_get_of_the_key_under_its_prefix() {
         let adapter = CacheAdapter::new("app:");
-        let (command, _) = adapter.command(&get("k1")).expect("planned");
+        let (command, _) = adapter.command(get("k1")).expect("planned");
         let expected = Command::new("GET").arg(adapter.redis_key("k1"));
         assert_eq!(command, expected);
         assert_eq!(command.part(1), Some(&b"app:~v1:k1"[..]));
@@ -626,7 +631,7 @@ mod tests {
             value: b"v".to_vec(),
             ttl_seconds: Some(7),
         });
-        let (command, _) = adapter().command(&request).expect("a command");
+        let (command, _) = adapter().command(request).expect("a command");
         let p = parts(&command);
         assert_eq!(p[0], "EVAL");
         assert_eq!(
@@ -643,7 +648,7 @@ mod tests {
                 value: Vec::new(),
                 ttl_seconds: Some(ttl),
             });
-            let e = adapter().command(&request).expect_err("refused");
+            let e = adapter().command(request).expect_err("refused");
             assert_eq!(
                 e.kind,
                 ErrorKind::Service {
@@ -658,7 +663,7 @@ mod tests {
     #[test]
     fn a_read_is_one_get_and_only_a_miss_asks_the_server_why() {
         let a = adapter();
-        let (command, pending) = a.command(&get("k")).expect("a command");
+        let (command, pending) = a.command(get("k")).expect("a command");
         assert_eq!(parts(&command), ["GET", "t:~v1:k"]);
         let CacheStep::Send(why, pending) = a.response(pending, Ok(Value::Nil), NOW) else {
             panic!("a miss asks why");
@@ -674,7 +679,7 @@ mod tests {
     fn misses_are_told_apart_and_odd_replies_are_protocol_errors() {
         let a = adapter();
         let after_a_miss = || {
-            let (_, pending) = a.command(&get("k")).expect("a command");
+            let (_, pending) = a.command(get("k")).expect("a command");
             match a.response(pending, Ok(Value::Nil), NOW) {
                 CacheStep::Send(_, pending) => pending,
                 CacheStep::Answer(a) => panic!("answered {a:?}"),
@@ -720,7 +725,7 @@ mod tests {
             // Our clock behind the server's: never more than the ttl.
             (format!("{},5000:v", now_ms + 60_000), Some(5)),
         ] {
-            let (_, pending) = a.command(&get("k")).expect("a command");
+            let (_, pending) = a.command(get("k")).expect("a command");
             let reply = Value::Bulk(stored.clone().into_bytes());
             assert_eq!(
                 answer(a.response(pending, Ok(reply), NOW)),
@@ -737,7 +742,7 @@ mod tests {
     fn a_value_not_in_the_cache_format_is_a_protocol_error_naming_its_key() {
         let a = adapter();
         for stored in [&b"raw"[..], b"12:x", b"1,0:x", b"a,b:x", b"1,-5:x", b""] {
-            let (_, pending) = a.command(&get("k")).expect("a command");
+            let (_, pending) = a.command(get("k")).expect("a command");
             let e = answer(a.response(pending, Ok(Value::Bulk(stored.to_vec())), NOW))
                 .expect_err("not ours");
             assert_eq!((e.kind, e.retryable), (ErrorKind::Protocol, false));
@@ -749,7 +754,7 @@ mod tests {
     fn failures_keep_the_server_code_and_retryability() {
         let a = adapter();
         let inv = CacheRequest::InvalidateCache(InvalidateCache { key: "k".into() });
-        let (_, pending) = a.command(&inv).expect("a command");
+        let (_, pending) = a.command(inv.clone()).expect("a command");
         let e = answer(a.response(
             pending,
             Err(CommandError::Server(ServerError::parse("LOADING loading"))),
@@ -763,7 +768,7 @@ mod tests {
             }
         );
         assert!(e.retryable);
-        let (_, pending) = a.command(&inv).expect("a command");
+        let (_, pending) = a.command(inv).expect("a command");
         let e = answer(a.response(
             pending,
             Err(CommandError::ConnectionClosed { sent: true }),
@@ -771,7 +776,7 @@ mod tests {
         ))
         .expect_err("an error");
         assert_eq!((e.kind, e.retryable), (ErrorKind::ConnectionLost, true));
-        let (_, pending) = a.command(&get("k")).expect("a command");
+        let (_, pending) = a.command(get("k")).expect("a command");
         let e = answer(a.response(
             pending,
             Err(CommandError::Server(ServerError::parse(

@@ -129,7 +129,7 @@ impl<'a> Iterator for Parts<'a> {
         // The body is ours and well formed; on anything else, stop.
         let rest = self.rest.strip_prefix(b"$")?;
         let cr = memchr::memchr(b'\r', rest)?;
-        let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+        let len = usize::try_from(super::decimal(&rest[..cr])?).ok()?;
         let start = cr + 2;
         let arg = rest.get(start..start.checked_add(len)?)?;
         self.rest = rest.get(start + len + 2..)?;

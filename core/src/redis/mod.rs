@@ -68,3 +68,37 @@ pub use pubsub::{Message, SubscriptionChange, SubscriptionKind, Subscriptions};
 pub use reconnect::{Reconnect, ReconnectAction};
 pub use url::{RedisUrl, UrlError};
 pub use value::Value;
+
+/// The number `digits` writes in decimal (ASCII digits only, at least one), read
+/// without going through `str`: lengths and expiry headers are read once per reply.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_reads_digits_only_and_refuses_what_overflows() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"1234567"), Some(1_234_567));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for refused in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"12a",
+            b" 1",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(decimal(refused), None, "{refused:?}");
+        }
+    }
+}

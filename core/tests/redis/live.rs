@@ -470,7 +470,7 @@ fn cache_call(
     cache: &effectful::redis::CacheAdapter,
     request: effectful::effect::CacheRequest,
 ) -> Result<effectful::effect::CacheResponse, effectful::EffectError> {
-    let (mut command, mut pending) = cache.command(&request)?;
+    let (mut command, mut pending) = cache.command(request)?;
     loop {
         let id = live.send(&command);
         let reply = live.reply(id);

@@ -52,33 +52,9 @@ impl Drop for Socket {
     }
 }
 
-/// What waits to be written to one socket: every `Transmit` of a drain appends here,
-/// and the writer task takes the whole buffer at once when it runs, so a batch of
-/// pipelined queries costs one wake of the writer and one write, and no channel
-/// message per query.
-#[derive(Default)]
-struct Outbox {
-    bytes: RefCell<BytesMut>,
-    /// No more bytes will come: the writer ends after what is queued.
-    closed: Cell<bool>,
-    ready: Notify,
-}
-
-impl Outbox {
-    fn push(&self, bytes: &[u8]) {
-        let mut queued = self.bytes.borrow_mut();
-        let was_empty = queued.is_empty();
-        queued.extend_from_slice(bytes);
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    fn close(&self) {
-        self.closed.set(true);
-        self.ready.notify_one();
-    }
-}
+/// What waits to be written to one socket: every `Transmit` of a drain appends its
+/// bytes, and the writer task takes them all at once.
+type Outbox = crate::outbox::Outbox<BytesMut>;
 
 /// A thread's client. Lives in an `Rc` shared by the thread's interpreters and its
 /// tasks; every borrow of `state` ends before an `.await`.
@@ -478,28 +454,13 @@ async fn write_queued<W: AsyncWrite + Unpin>(mut write: W, outbox: &Outbox) -> s
     // Two buffers swapped in turn: the drain appends to one while the other is
     // written, and neither is reallocated once grown.
     let mut out = BytesMut::new();
-    loop {
-        let taken = {
-            let mut queued = outbox.bytes.borrow_mut();
-            let any = !queued.is_empty();
-            if any {
-                std::mem::swap(&mut *queued, &mut out);
-            }
-            any
-        };
-        if !taken {
-            if outbox.closed.get() {
-                break;
-            }
-            outbox.ready.notified().await;
-            continue;
-        }
+    while outbox.next(&mut out).await {
         write.write_all(&out).await?;
         out.clear();
         // `write_all` may leave the tail in the stream's own buffer (TLS records
         // that did not fit the socket yet): flush, or the server waits for the
         // rest of a message that never comes until the next write.
-        if outbox.bytes.borrow().is_empty() {
+        if outbox.is_empty() {
             write.flush().await?;
         }
     }

@@ -80,9 +80,9 @@ mod messaging;
 mod pool;
 mod subscriber;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use effectful::effect::{
@@ -105,7 +105,7 @@ use crate::interpreter::{
     Interpreter, LocalReplier, Replier, ShardContext, ShardCx, SplitStd, misrouted,
 };
 use crate::runtime::RuntimeBuilder;
-use pool::{LocalJob, ShardShare};
+use pool::{Awaiting, EffectReply, LocalJob, LocalReply, ShardShare};
 
 /// The families a [`RedisBackend`] serves (Auth only with a [`JwtSecret`], Messaging
 /// only with [`RedisBackend::with_messaging`]).
@@ -244,16 +244,17 @@ impl RedisBackend {
         });
         RedisInterpreter {
             backend: self.clone(),
-            share: self.pool.shard_share(shard.shard(), shard.shards()),
-            local: shard.local_replier(),
+            awaited: Awaited::new(
+                self.cache.clone(),
+                shard.local_replier(),
+                self.pool.shard_share(shard.shard(), shard.shards()),
+            ),
             replier: shard.replier(),
-            unsent: FxHashMap::default(),
             tasks: FxHashMap::default(),
             instance: self.interpreters.fetch_add(1, Ordering::Relaxed),
             consuming: FxHashMap::default(),
             prune_at: 64,
             wall_epoch,
-            outbox: Outbox::default(),
         }
     }
 
@@ -299,90 +300,158 @@ impl crate::server::HealthCheck for RedisHealth {
 /// Serves the Cache, Auth and Messaging families on one shard from a [`RedisBackend`].
 pub struct RedisInterpreter<F: Family = Std> {
     backend: RedisBackend,
-    /// The shard's own connections.
-    share: Rc<ShardShare>,
-    /// Answers from the shard's own thread.
-    local: LocalReplier<F>,
+    /// The effects whose commands are on the shard's own connections.
+    awaited: Rc<Awaited<F>>,
     /// Answers from other threads (waiting consumers).
     replier: Replier<F>,
-    /// The cancel flags of effects that may not be sent yet.
-    unsent: FxHashMap<EffectId, Arc<AtomicBool>>,
     /// Auth work in flight (tasks, CPU-pool jobs), aborted on cancellation.
     tasks: FxHashMap<EffectId, Cancel>,
-    /// Drop flags of finished jobs when `unsent` grows to this.
+    /// Drop the finished of `tasks` when it grows to this.
     prune_at: usize,
     /// This interpreter's number among the backend's.
     instance: u64,
     /// Consumers waiting (or answered, not yet ended) through this interpreter.
     consuming: FxHashMap<EffectId, ()>,
     wall_epoch: Timestamp,
-    /// Commands of this drain, not handed to the pool yet.
-    outbox: Outbox,
 }
 
-/// The jobs one shard makes while the engine drains, handed to one of the shard's
-/// connections together once the shard's thread yields: one write.
-#[derive(Default)]
-struct Outbox(Rc<RefCell<Vec<LocalJob>>>);
-
-impl Outbox {
-    fn push(&self, share: &Rc<ShardShare>, job: LocalJob) {
-        let mut jobs = self.0.borrow_mut();
-        if jobs.is_empty() {
-            let (outbox, share) = (self.0.clone(), share.clone());
-            tokio::task::spawn_local(async move {
-                let jobs = std::mem::take(&mut *outbox.borrow_mut());
-                share.share.submit_all(jobs);
-            });
-        }
-        jobs.push(job);
-    }
-}
-
-/// One Cache effect on its way: its command, and the one that follows a read that
-/// found nothing ([`CacheStep::Send`]), under the same cancel flag.
-struct CacheRead<F: Family> {
-    share: Rc<ShardShare>,
+/// The shard's effects whose commands are on their way, by id, and what each reply
+/// is read as. Their commands carry only the id ([`EffectReply`]): no closure, no
+/// cancel flag and no clone of the adapter per command.
+struct Awaited<F: Family> {
+    /// Itself, for the commands it hands to the connections.
+    me: Weak<Awaited<F>>,
     cache: Arc<CacheAdapter>,
+    /// Answers on the shard's own thread.
     replier: LocalReplier<F>,
-    id: EffectId,
-    cancelled: Arc<AtomicBool>,
-    /// The effect's time on the wall clock: a hit's time to live is judged at it.
-    now: Timestamp,
+    /// The shard's own connections.
+    share: Rc<ShardShare>,
+    entries: RefCell<FxHashMap<EffectId, Entry<F>>>,
+    /// How many entries are cancelled: while none is, the usual case, a command is
+    /// sent without looking its effect up.
+    cancelled: Cell<usize>,
 }
 
-impl<F: SplitStd> CacheRead<F>
+struct Entry<F: Family> {
+    read: Read<F>,
+    /// Cancelled: not sent if it has not been yet (if it has, its answer is stale).
+    cancelled: bool,
+}
+
+/// What an effect's reply is read as.
+enum Read<F: Family> {
+    /// A Cache effect's, by the adapter, a hit's time to live judged at `now` (the
+    /// effect's time on the wall clock).
+    Cache {
+        pending: CachePending,
+        now: Timestamp,
+    },
+    /// Any other's, by its own function.
+    Other(ReadReply<F>),
+}
+
+type ReadReply<F> = Box<
+    dyn FnOnce(
+        Result<effectful::redis::Value, PoolError>,
+    ) -> Result<<F as Family>::Response, EffectError>,
+>;
+
+impl<F: SplitStd> Awaited<F>
 where
     F::Response: Send,
 {
-    fn job(self, command: Command, pending: CachePending) -> LocalJob {
-        LocalJob {
+    fn new(cache: Arc<CacheAdapter>, replier: LocalReplier<F>, share: Rc<ShardShare>) -> Rc<Self> {
+        Rc::new_cyclic(|me| Awaited {
+            me: me.clone(),
+            cache,
+            replier,
+            share,
+            entries: RefCell::new(FxHashMap::default()),
+            cancelled: Cell::new(0),
+        })
+    }
+
+    /// Sends `command` for the effect `id` (never, if it is cancelled before it is
+    /// written); its reply is read as `read` says.
+    fn send(&self, id: EffectId, command: Command, read: Read<F>) {
+        let entry = Entry {
+            read,
+            cancelled: false,
+        };
+        self.entries.borrow_mut().insert(id, entry);
+        let table: Weak<dyn Awaiting> = self.me.clone();
+        let job = LocalJob {
             command,
-            cancelled: Some(self.cancelled.clone()),
-            reply: Box::new(move |reply| self.on_reply(pending, reply)),
+            reply: LocalReply::Effect(EffectReply::new(table, id)),
+        };
+        self.share.share.submit_in_drain(job);
+    }
+
+    fn cancel(&self, id: EffectId) {
+        if let Some(entry) = self.entries.borrow_mut().get_mut(&id) {
+            if !entry.cancelled {
+                entry.cancelled = true;
+                self.cancelled.set(self.cancelled.get() + 1);
+            }
         }
     }
 
-    fn on_reply(self, pending: CachePending, reply: Result<effectful::redis::Value, PoolError>) {
+    fn remove(&self, id: EffectId) -> Option<Entry<F>> {
+        let entry = self.entries.borrow_mut().remove(&id)?;
+        if entry.cancelled {
+            self.cancelled.set(self.cancelled.get() - 1);
+        }
+        Some(entry)
+    }
+}
+
+impl<F: SplitStd> Awaiting for Awaited<F>
+where
+    F::Response: Send,
+{
+    fn is_cancelled(&self, id: EffectId) -> bool {
+        self.cancelled.get() > 0 && self.entries.borrow().get(&id).is_some_and(|e| e.cancelled)
+    }
+
+    fn answer(&self, id: EffectId, reply: Result<effectful::redis::Value, PoolError>) {
+        let Some(entry) = self.remove(id) else {
+            return;
+        };
+        let (pending, now) = match entry.read {
+            Read::Other(read) => {
+                self.replier.answer(id, read(reply));
+                return;
+            }
+            Read::Cache { pending, now } => (pending, now),
+        };
         let reply = match reply {
             Ok(value) => Ok(value),
             Err(PoolError::Command(e)) => Err(e),
             Err(e) => {
-                let e = e.effect_error(pending.effect());
-                self.replier.answer(self.id, Err(e));
+                self.replier
+                    .answer(id, Err(e.effect_error(pending.effect())));
                 return;
             }
         };
-        match self.cache.response(pending, reply, self.now) {
+        match self.cache.response(pending, reply, now) {
             CacheStep::Answer(answer) => {
                 let answer = answer.map(|r| F::embed_response(Response::Cache(r)));
-                self.replier.answer(self.id, answer);
+                self.replier.answer(id, answer);
             }
+            // A read that found nothing asks why, for the same effect (not sent
+            // if it was cancelled meanwhile).
             CacheStep::Send(command, pending) => {
-                let share = self.share.clone();
-                share.share.submit_one(self.job(command, pending));
+                let cancelled = entry.cancelled;
+                self.send(id, command, Read::Cache { pending, now });
+                if cancelled {
+                    self.cancel(id);
+                }
             }
         }
+    }
+
+    fn forget(&self, id: EffectId) {
+        self.remove(id);
     }
 }
 
@@ -396,14 +465,12 @@ where
     F::Response: Send,
 {
     fn prune(&mut self) {
-        if self.unsent.len() + self.tasks.len() >= self.prune_at {
-            // A job that finished dropped its clone of the flag.
-            self.unsent.retain(|_, flag| Arc::strong_count(flag) > 1);
+        if self.tasks.len() >= self.prune_at {
             self.tasks.retain(|_, c| match c {
                 Cancel::Task(t) => !t.is_finished(),
                 Cancel::Offloaded(_) => true,
             });
-            self.prune_at = ((self.unsent.len() + self.tasks.len()) * 2).max(64);
+            self.prune_at = (self.tasks.len() * 2).max(64);
         }
     }
 
@@ -522,17 +589,8 @@ where
         ) -> Result<F::Response, EffectError>
         + 'static,
     ) {
-        let flag = Arc::new(AtomicBool::new(false));
-        self.unsent.insert(id, flag.clone());
-        let replier = self.local.clone();
-        let job = LocalJob {
-            command,
-            cancelled: Some(flag),
-            reply: Box::new(move |reply| {
-                replier.answer(id, answer(reply));
-            }),
-        };
-        self.outbox.push(&self.share, job);
+        self.awaited
+            .send(id, command, Read::Other(Box::new(answer)));
     }
 }
 
@@ -551,21 +609,12 @@ where
             }
             Err(own) => return cx.answer(id, Err(misrouted::<F>("Redis", &own))),
         };
-        let (command, pending) = match self.backend.cache.command(&request) {
+        let (command, pending) = match self.backend.cache.command(request) {
             Ok(planned) => planned,
             Err(e) => return cx.answer(id, Err(e)),
         };
-        let flag = Arc::new(AtomicBool::new(false));
-        self.unsent.insert(id, flag.clone());
-        let read = CacheRead {
-            share: self.share.clone(),
-            cache: self.backend.cache.clone(),
-            replier: self.local.clone(),
-            id,
-            cancelled: flag,
-            now: self.wall_epoch.saturating_add(cx.now().since_epoch()),
-        };
-        self.outbox.push(&self.share, read.job(command, pending));
+        let now = self.wall_epoch.saturating_add(cx.now().since_epoch());
+        self.awaited.send(id, command, Read::Cache { pending, now });
     }
 
     fn program_finished(&mut self, _cx: &mut ShardCx<'_, F>, program: effectful::ProgramId) {
@@ -585,9 +634,7 @@ where
         if let (Some(hub), Some(())) = (&self.backend.messaging, self.consuming.remove(&id)) {
             hub.cancel((self.instance, id));
         }
-        if let Some(flag) = self.unsent.remove(&id) {
-            flag.store(true, Ordering::Relaxed);
-        }
+        self.awaited.cancel(id);
         match self.tasks.remove(&id) {
             Some(Cancel::Task(task)) => task.abort(),
             Some(Cancel::Offloaded(job)) => job.cancel(),

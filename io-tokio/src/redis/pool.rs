@@ -21,11 +21,12 @@ use effectful::redis::{
     Command, CommandError, ConnectionError, Event, Reconnect, ReconnectAction, RedisConfig,
     RedisConnection, RedisUrl, RequestId, SendError, Value,
 };
-use effectful::{EffectError, ErrorKind, Rng, Schedule, Time};
+use effectful::{EffectError, EffectId, ErrorKind, Rng, Schedule, Time};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::Outbox;
 use crate::tls::{TlsClient, TlsStream, Verify};
 
 /// The seed's default pool size (`REDIS_MAX_CONNECTIONS`).
@@ -205,14 +206,88 @@ impl fmt::Debug for Job {
     }
 }
 
-/// What a reply goes to on the thread of the connection that got it (a shard's
-/// [`LocalReplier`](crate::LocalReplier) may be in it).
-pub(super) type LocalReply = Box<dyn FnOnce(Result<Value, PoolError>)>;
+/// Where a shard's effects wait for their replies: its interpreter's table, on the
+/// shard's thread. A command of an effect carries only the effect's id, so handing
+/// one to a connection allocates nothing beyond the command.
+pub(super) trait Awaiting {
+    /// Whether the effect was cancelled: its command is then never sent.
+    fn is_cancelled(&self, id: EffectId) -> bool;
+    /// The reply to the effect's command.
+    fn answer(&self, id: EffectId, reply: Result<Value, PoolError>);
+    /// The effect's command gets no reply (it was dropped unsent).
+    fn forget(&self, id: EffectId);
+}
+
+/// What a reply goes to, on the thread of the connection that got it.
+pub(super) enum LocalReply {
+    /// A [`Job`]'s closure, dropped uncalled if `cancelled` is set before its
+    /// command is sent.
+    Call {
+        cancelled: Option<Arc<AtomicBool>>,
+        reply: Box<dyn FnOnce(Result<Value, PoolError>)>,
+    },
+    /// An effect waiting in its shard's table.
+    Effect(EffectReply),
+}
+
+/// An effect's place in its shard's [`Awaiting`] table: told `forget` if dropped
+/// unanswered. Weak, so queued commands never keep the interpreter alive.
+pub(super) struct EffectReply {
+    table: Weak<dyn Awaiting>,
+    id: EffectId,
+    answered: bool,
+}
+
+impl EffectReply {
+    pub(super) fn new(table: Weak<dyn Awaiting>, id: EffectId) -> EffectReply {
+        EffectReply {
+            table,
+            id,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for EffectReply {
+    fn drop(&mut self) {
+        if !self.answered {
+            if let Some(table) = self.table.upgrade() {
+                table.forget(self.id);
+            }
+        }
+    }
+}
+
+impl LocalReply {
+    fn is_cancelled(&self) -> bool {
+        match self {
+            LocalReply::Call { cancelled, .. } => cancelled
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed)),
+            LocalReply::Effect(effect) => effect
+                .table
+                .upgrade()
+                .is_some_and(|table| table.is_cancelled(effect.id)),
+        }
+    }
+
+    /// Hands over the reply.
+    pub(super) fn call(self, result: Result<Value, PoolError>) {
+        match self {
+            LocalReply::Call { reply, .. } => reply(result),
+            LocalReply::Effect(mut effect) => {
+                effect.answered = true;
+                if let Some(table) = effect.table.upgrade() {
+                    table.answer(effect.id, result);
+                }
+            }
+        }
+    }
+}
 
 /// One command for a connection of this thread's share of the pool.
 pub(super) struct LocalJob {
     pub(super) command: Command,
-    pub(super) cancelled: Option<Arc<AtomicBool>>,
     pub(super) reply: LocalReply,
 }
 
@@ -220,17 +295,11 @@ impl From<Job> for LocalJob {
     fn from(job: Job) -> LocalJob {
         LocalJob {
             command: job.command,
-            cancelled: job.cancelled,
-            reply: job.reply,
+            reply: LocalReply::Call {
+                cancelled: job.cancelled,
+                reply: job.reply,
+            },
         }
-    }
-}
-
-impl LocalJob {
-    fn is_cancelled(&self) -> bool {
-        self.cancelled
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -252,41 +321,10 @@ pub struct RedisPool {
     inner: Arc<Inner>,
 }
 
-/// What a connection's task is handed: one job, or a batch to write at once.
-enum Work<J> {
-    One(J),
-    Many(Vec<J>),
-}
-
-impl<J> Work<J> {
-    fn len(&self) -> usize {
-        match self {
-            Work::One(_) => 1,
-            Work::Many(jobs) => jobs.len(),
-        }
-    }
-
-    fn for_each(self, mut f: impl FnMut(J)) {
-        match self {
-            Work::One(job) => f(job),
-            Work::Many(jobs) => jobs.into_iter().for_each(f),
-        }
-    }
-}
-
-impl Work<Job> {
-    fn local(self) -> Work<LocalJob> {
-        match self {
-            Work::One(job) => Work::One(job.into()),
-            Work::Many(jobs) => Work::Many(jobs.into_iter().map(LocalJob::from).collect()),
-        }
-    }
-}
-
 /// What another thread hands a share: work, or (the IO thread's share) word that a
 /// shard runs now.
 enum Remote {
-    Work(Work<Job>),
+    Work(Vec<Job>),
     Retire,
     /// [`RedisPool::shutdown`]: close the connections, refuse later work.
     Shutdown,
@@ -490,8 +528,8 @@ impl RedisPool {
     /// (round robin); elsewhere, a connection of the next shard.
     pub fn submit(&self, job: Job) {
         match self.local_share() {
-            Some(share) => share.share.submit(Work::One(job.into())),
-            None => self.inner.send_remote(Work::One(job)),
+            Some(share) => share.share.submit(std::iter::once(job.into())),
+            None => self.inner.send_remote(vec![job]),
         }
     }
 
@@ -502,8 +540,8 @@ impl RedisPool {
             return;
         }
         match self.local_share() {
-            Some(share) => share.share.submit(Work::Many(jobs).local()),
-            None => self.inner.send_remote(Work::Many(jobs)),
+            Some(share) => share.share.submit(jobs.into_iter().map(LocalJob::from)),
+            None => self.inner.send_remote(jobs),
         }
     }
 
@@ -591,13 +629,14 @@ impl Inner {
 
     /// Hands work from outside the shards to a shard's share (in turn), or while
     /// none runs, to the IO thread's.
-    fn send_remote(&self, work: Work<Job>) {
-        let mut remote = Remote::Work(work);
+    fn send_remote(&self, jobs: Vec<Job>) {
+        let mut remote = Remote::Work(jobs);
         let mut shares = self.shares();
         if shares.shut_down {
             drop(shares);
-            if let Remote::Work(work) = remote {
-                work.for_each(|job| (job.reply)(Err(shut_down_error())));
+            if let Remote::Work(jobs) = remote {
+                jobs.into_iter()
+                    .for_each(|job| (job.reply)(Err(shut_down_error())));
             }
             return;
         }
@@ -612,10 +651,11 @@ impl Inner {
                 }
             }
         }
-        if let Err(mpsc::error::SendError(Remote::Work(work))) = shares.fallback.remote.send(remote)
+        if let Err(mpsc::error::SendError(Remote::Work(jobs))) = shares.fallback.remote.send(remote)
         {
             drop(shares);
-            work.for_each(|job| (job.reply)(Err(stopped_error())));
+            jobs.into_iter()
+                .for_each(|job| (job.reply)(Err(stopped_error())));
         }
     }
 
@@ -659,13 +699,18 @@ impl Drop for ShardShare {
     }
 }
 
+/// A connection's queue: the jobs handed to it and not taken yet, all taken at once
+/// when its task runs (one write).
+type Queue = Outbox<Vec<LocalJob>>;
+
 /// Some of the pool's connections, as tasks on the thread that made it; they close
 /// (after the replies they wait for) when it is dropped.
 pub(super) struct LocalShare {
-    /// Empty once closed.
-    slots: RefCell<Vec<mpsc::UnboundedSender<Work<LocalJob>>>>,
+    /// Each connection's queue; empty once closed.
+    slots: RefCell<Vec<Rc<Queue>>>,
     in_flight: Vec<Arc<AtomicUsize>>,
-    next: Cell<usize>,
+    /// The connection the last work went to.
+    last: Cell<usize>,
 }
 
 impl LocalShare {
@@ -675,62 +720,67 @@ impl LocalShare {
             .iter()
             .enumerate()
             .map(|(i, counter)| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let queue = Rc::new(Queue::default());
                 let jobs = Jobs {
-                    rx,
+                    queue: queue.clone(),
                     in_flight: counter.clone(),
                 };
                 let rng = Rng::from_seed(seed.wrapping_add(i as u64));
                 tokio::task::spawn_local(run_slot(slot.clone(), jobs, rng));
-                tx
+                queue
             })
             .collect();
         LocalShare {
             slots: RefCell::new(slots),
             in_flight,
-            next: Cell::new(0),
+            last: Cell::new(0),
         }
     }
 
-    /// Hands `work` to the next connection (round robin).
-    fn submit(&self, work: Work<LocalJob>) {
-        let n = work.len();
-        if n == 0 {
-            return;
-        }
+    /// Hands `jobs` to the next connection (round robin), to be written together.
+    pub(super) fn submit(&self, jobs: impl IntoIterator<Item = LocalJob>) {
+        self.hand(jobs, false);
+    }
+
+    /// Hands one command of the shard's drain to the connection the last went to
+    /// while it has not taken them yet, so what one drain submits goes out in one
+    /// write; else to the next.
+    pub(super) fn submit_in_drain(&self, job: LocalJob) {
+        self.hand(std::iter::once(job), true);
+    }
+
+    fn hand(&self, jobs: impl IntoIterator<Item = LocalJob>, join_last: bool) {
         let slots = self.slots.borrow();
         if slots.is_empty() {
             drop(slots);
-            return work.for_each(|job| (job.reply)(Err(shut_down_error())));
+            return jobs
+                .into_iter()
+                .for_each(|job| job.reply.call(Err(shut_down_error())));
         }
-        let i = self.next.get() % slots.len();
-        self.next.set(self.next.get().wrapping_add(1));
-        // Counted in here, counted out by the connection just before each reply.
-        self.in_flight[i].fetch_add(n, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(work)) = slots[i].send(work) {
-            drop(slots);
-            self.in_flight[i].fetch_sub(n, Ordering::Relaxed);
-            work.for_each(|job| (job.reply)(Err(stopped_error())));
+        let mut i = self.last.get() % slots.len();
+        if !join_last || slots[i].is_empty() {
+            i = (i + 1) % slots.len();
+            self.last.set(i);
         }
+        slots[i].push_with(|queued| {
+            let before = queued.len();
+            queued.extend(jobs);
+            // Counted in here, counted out by the connection just before each reply.
+            self.in_flight[i].fetch_add(queued.len() - before, Ordering::Relaxed);
+        });
     }
 
     /// Closes the connections (once their replies are in) and refuses later work.
     fn close(&self) {
-        self.slots.borrow_mut().clear();
-    }
-
-    /// Hands one job to the next connection.
-    pub(super) fn submit_one(&self, job: LocalJob) {
-        self.submit(Work::One(job));
-    }
-
-    /// Hands jobs to one connection, to be written together.
-    pub(super) fn submit_all(&self, jobs: Vec<LocalJob>) {
-        match jobs.len() {
-            0 => {}
-            1 => self.submit(Work::One(jobs.into_iter().next().expect("one job"))),
-            _ => self.submit(Work::Many(jobs)),
+        for queue in self.slots.borrow_mut().drain(..) {
+            queue.close();
         }
+    }
+}
+
+impl Drop for LocalShare {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -738,7 +788,7 @@ impl LocalShare {
 async fn serve_remote(share: Rc<LocalShare>, mut rx: mpsc::UnboundedReceiver<Remote>) {
     while let Some(remote) = rx.recv().await {
         match remote {
-            Remote::Work(work) => share.submit(work.local()),
+            Remote::Work(jobs) => share.submit(jobs.into_iter().map(LocalJob::from)),
             Remote::Retire => {}
             Remote::Shutdown => share.close(),
         }
@@ -756,9 +806,9 @@ async fn serve_fallback(
     let mut share: Option<LocalShare> = None;
     while let Some(remote) = rx.recv().await {
         match remote {
-            Remote::Work(work) => share
+            Remote::Work(jobs) => share
                 .get_or_insert_with(|| LocalShare::start(&slot, in_flight.clone(), seed))
-                .submit(work.local()),
+                .submit(jobs.into_iter().map(LocalJob::from)),
             Remote::Retire => share = None,
             Remote::Shutdown => {
                 let closed = LocalShare::start(&slot, Vec::new(), seed);
@@ -770,7 +820,7 @@ async fn serve_fallback(
 
 /// A connection's queue, and its count of commands handed to it and not answered.
 struct Jobs {
-    rx: mpsc::UnboundedReceiver<Work<LocalJob>>,
+    queue: Rc<Queue>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -778,7 +828,7 @@ impl Jobs {
     /// Answers `job`, counting it out first (so whoever it wakes sees it answered).
     fn answer(&self, reply: LocalReply, result: Result<Value, PoolError>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        reply(result);
+        reply.call(result);
     }
 
     /// Drops `job` unanswered (cancelled before it was sent).
@@ -835,16 +885,17 @@ impl Clock {
 /// One connection of the pool, for as long as the pool lives: connects when a job
 /// comes, serves it pipelined, reconnects with backoff after a failure (answering
 /// jobs that come meanwhile at once with a retryable error).
-async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
+async fn run_slot(slot: Arc<Slot>, jobs: Jobs, rng: Rng) {
     let clock = Clock(Instant::now());
     let mut reconnect = Reconnect::new(clock.now(), slot.schedule.clone(), rng);
     let mut queued: VecDeque<LocalJob> = VecDeque::new();
     let mut last_error = String::new();
+    let mut batch = Vec::new();
     // Nothing to do until the first job.
-    match jobs.rx.recv().await {
-        Some(work) => work.for_each(|job| queued.push_back(job)),
-        None => return,
+    if !jobs.queue.next(&mut batch).await {
+        return;
     }
+    queued.extend(batch.drain(..));
     loop {
         match reconnect.poll_action() {
             Some(ReconnectAction::Connect) => {}
@@ -857,8 +908,10 @@ async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
                 for job in queued.drain(..) {
                     jobs.answer(job.reply, Err(lost.clone()));
                 }
-                while let Some(work) = jobs.rx.recv().await {
-                    work.for_each(|job| jobs.answer(job.reply, Err(lost.clone())));
+                while jobs.queue.next(&mut batch).await {
+                    for job in batch.drain(..) {
+                        jobs.answer(job.reply, Err(lost.clone()));
+                    }
                 }
                 return;
             }
@@ -876,12 +929,14 @@ async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {
-                        work = jobs.rx.recv() => match work {
-                            Some(work) => {
-                                work.for_each(|job| jobs.answer(job.reply, Err(lost.clone())));
+                        () = jobs.queue.ready() => {
+                            if !jobs.queue.take(&mut batch) {
+                                return;
                             }
-                            None => return,
-                        },
+                            for job in batch.drain(..) {
+                                jobs.answer(job.reply, Err(lost.clone()));
+                            }
+                        }
                         () = &mut sleep => break,
                     }
                 }
@@ -900,12 +955,8 @@ async fn run_slot(slot: Arc<Slot>, mut jobs: Jobs, rng: Rng) {
         };
         let conn = RedisConnection::new(slot.redis.clone(), clock.now());
         let ended = match connected {
-            Connected::Plain(s) => {
-                serve(&clock, s, conn, &mut queued, &mut jobs, &mut reconnect).await
-            }
-            Connected::Tls(s) => {
-                serve(&clock, s, conn, &mut queued, &mut jobs, &mut reconnect).await
-            }
+            Connected::Plain(s) => serve(&clock, s, conn, &mut queued, &jobs, &mut reconnect).await,
+            Connected::Tls(s) => serve(&clock, s, conn, &mut queued, &jobs, &mut reconnect).await,
         };
         match ended {
             Ended::Dropped => return,
@@ -987,7 +1038,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     mut conn: RedisConnection,
     queued: &mut VecDeque<LocalJob>,
-    jobs: &mut Jobs,
+    jobs: &Jobs,
     reconnect: &mut Reconnect,
 ) -> Ended {
     let mut waiting = Waiting::default();
@@ -999,6 +1050,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut armed: Option<Time> = None;
+    let mut batch = Vec::new();
     for job in queued.drain(..) {
         send(clock, &mut conn, &mut waiting, jobs, job);
     }
@@ -1064,17 +1116,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         tokio::select! {
-            work = jobs.rx.recv(), if open => match work {
-                Some(work) => {
-                    work.for_each(|job| send(clock, &mut conn, &mut waiting, jobs, job));
-                    // Take what else is queued now, so it goes in one write.
-                    while let Ok(work) = jobs.rx.try_recv() {
-                        work.for_each(|job| send(clock, &mut conn, &mut waiting, jobs, job));
+            () = jobs.queue.ready(), if open => {
+                if jobs.queue.take(&mut batch) {
+                    for job in batch.drain(..) {
+                        send(clock, &mut conn, &mut waiting, jobs, job);
                     }
+                } else {
+                    // Closed: closes once the replies it waits for are in.
+                    open = false;
                 }
-                // Dropped: closes once the replies it waits for are in.
-                None => open = false,
-            },
+            }
             read = stream.read(&mut buf) => match read {
                 Ok(0) | Err(_) => conn.handle_disconnect(clock.now()),
                 Ok(n) => conn.handle_input(clock.now(), &buf[..n]),
@@ -1101,11 +1152,129 @@ fn send(
     jobs: &Jobs,
     job: LocalJob,
 ) {
-    if job.is_cancelled() {
+    if job.reply.is_cancelled() {
         return jobs.drop_job(job);
     }
     match conn.send(clock.now(), &job.command) {
         Ok(id) => waiting.0.push_back((id, job.reply)),
         Err(e) => jobs.answer(job.reply, Err(PoolError::Send(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use effectful::effect::GetCurrentTime;
+    use effectful::{Cx, Engine, EngineConfig, Event as ProgramEvent, Output, Program};
+
+    use super::*;
+
+    /// One effect's place in a shard's table: what the connection told it.
+    #[derive(Default)]
+    struct Table {
+        cancelled: Cell<bool>,
+        answers: RefCell<Vec<Result<Value, PoolError>>>,
+        forgotten: Cell<bool>,
+    }
+
+    impl Awaiting for Table {
+        fn is_cancelled(&self, _id: EffectId) -> bool {
+            self.cancelled.get()
+        }
+
+        fn answer(&self, _id: EffectId, reply: Result<Value, PoolError>) {
+            self.answers.borrow_mut().push(reply);
+        }
+
+        fn forget(&self, _id: EffectId) {
+            self.forgotten.set(true);
+        }
+    }
+
+    /// Asks for one effect (only its id is used here).
+    struct AskOnce;
+
+    impl Program for AskOnce {
+        type Output = ();
+        fn resume(&mut self, cx: &mut Cx<'_>, _event: ProgramEvent) -> Poll<()> {
+            cx.perform(GetCurrentTime {});
+            Poll::Pending
+        }
+    }
+
+    fn effect_id() -> EffectId {
+        let mut engine: Engine<()> = Engine::new(EngineConfig::default());
+        engine.spawn(Time::ZERO, AskOnce);
+        loop {
+            match engine.poll_output() {
+                Some(Output::Request { id, .. }) => return id,
+                Some(_) => {}
+                None => panic!("the program asks for an effect"),
+            }
+        }
+    }
+
+    fn job(table: &Rc<Table>, key: &str) -> LocalJob {
+        let table: Weak<dyn Awaiting> = Rc::downgrade(table) as Weak<dyn Awaiting>;
+        LocalJob {
+            command: Command::new("GET").arg(key),
+            reply: LocalReply::Effect(EffectReply::new(table, effect_id())),
+        }
+    }
+
+    #[test]
+    fn an_effect_cancelled_while_queued_is_never_sent_and_one_in_flight_is_still_answered() {
+        let clock = Clock(Instant::now());
+        // RESP2, no password, name or database: no handshake before the commands.
+        let mut config = RedisConfig::default();
+        config.protocol = effectful::redis::Protocol::Resp2;
+        let mut conn = RedisConnection::new(config, clock.now());
+        let mut waiting = Waiting::default();
+        let jobs = Jobs {
+            queue: Rc::new(Queue::default()),
+            in_flight: Arc::new(AtomicUsize::new(2)),
+        };
+        let (queued, in_flight) = (Rc::new(Table::default()), Rc::new(Table::default()));
+        queued.cancelled.set(true);
+        send(
+            &clock,
+            &mut conn,
+            &mut waiting,
+            &jobs,
+            job(&queued, "dropped"),
+        );
+        send(
+            &clock,
+            &mut conn,
+            &mut waiting,
+            &jobs,
+            job(&in_flight, "sent"),
+        );
+        let mut out = Vec::new();
+        while conn.poll_transmit(&mut out).is_some() {}
+        assert_eq!(
+            out, b"*2\r\n$3\r\nGET\r\n$4\r\nsent\r\n",
+            "only the live one is written"
+        );
+        assert!(queued.forgotten.get(), "the cancelled one leaves its table");
+        assert!(queued.answers.borrow().is_empty());
+        assert_eq!(jobs.in_flight.load(Ordering::Relaxed), 1);
+
+        // Cancelled once written: its reply still comes (the engine drops it as stale).
+        in_flight.cancelled.set(true);
+        conn.handle_input(clock.now(), b"$1\r\nv\r\n");
+        while let Some(event) = conn.poll_event() {
+            if let Event::Reply { id, result } = event {
+                let reply = waiting.take(id).expect("awaited");
+                jobs.answer(reply, result.map_err(PoolError::Command));
+            }
+        }
+        assert_eq!(
+            *in_flight.answers.borrow(),
+            [Ok(Value::Bulk(b"v".to_vec()))]
+        );
+        assert!(!in_flight.forgotten.get(), "answered, not forgotten");
+        assert_eq!(jobs.in_flight.load(Ordering::Relaxed), 0);
     }
 }
