@@ -434,3 +434,55 @@ fn shutdown_closes_open_sessions_with_1001_and_lets_programs_finish() {
     assert_eq!(report.finished_in_grace, 1, "{report:?}");
     assert_eq!(report.aborted, 0, "{report:?}");
 }
+
+#[test]
+fn bursts_to_many_sessions_arrive_whole_and_in_order() {
+    // Each program sends a burst without waiting between frames, small ones and
+    // some larger than the socket takes at once (all within `max_queued_bytes`,
+    // since the test reads one client at a time), so the shard's writer writes some
+    // whole, coalesces others and hands the rest to each connection's task.
+    const CLIENTS: usize = 16;
+    const FRAMES: usize = 40;
+    let frame = |i: usize| {
+        let size = if i % 10 == 9 { 100 * 1024 } else { 20 + i * 7 };
+        format!("{i}:{}", "z".repeat(size))
+    };
+    let runtime = runtime(None);
+    let app = EffectfulRouter::new(runtime.handle().clone())
+        .websocket("/ws", WsRoute::new(), move |fx, _connect| async move {
+            // Start on the client's word, so every session is open first.
+            if fx.perform(ReceiveText {}).await.is_err() {
+                return;
+            }
+            for i in 0..FRAMES {
+                if fx.perform(SendText { text: frame(i) }).await.is_err() {
+                    return;
+                }
+            }
+            let _ = fx.perform(ReceiveText {}).await;
+        })
+        .into_router();
+    let server = TestServer::start(app, runtime.handle().clone(), Duration::from_secs(1));
+    client_runtime().block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(connect(&server).await);
+        }
+        for client in &mut clients {
+            client.send(Message::text("go")).await.expect("send");
+        }
+        for (c, client) in clients.iter_mut().enumerate() {
+            for i in 0..FRAMES {
+                match next(client).await {
+                    Some(Message::Text(text)) => assert!(
+                        text.as_str() == frame(i),
+                        "client {c}, frame {i}: {} bytes starting {:?}",
+                        text.len(),
+                        &text.as_str()[..text.len().min(16)]
+                    ),
+                    other => panic!("client {c}, frame {i}: {other:?}"),
+                }
+            }
+        }
+    });
+}

@@ -1094,23 +1094,40 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 self.room.learn(after, limit, read, listening_held);
                 nothing_yet = read.is_empty();
             }
-            let mut group: Vec<(K, Work)> = riders
-                .into_iter()
-                .filter_map(|rider| match self.jobs.remove(&rider) {
-                    Some(Job::Riding { work, .. }) => Some((rider, work)),
-                    _ => None,
-                })
-                .collect();
-            if !cancelled {
-                group.insert(0, (key, leader_work));
-            }
-            for (member, member_work) in group {
-                if !nothing_yet {
+            if !nothing_yet {
+                // The common case, once per room message: every member gets the
+                // answer, in order, the leader first (its riders are hundreds of
+                // sessions; their work is dropped as it is answered).
+                if !cancelled {
                     self.outputs.push_back(Output::Answer {
-                        key: member,
+                        key,
                         result: found.clone(),
                     });
-                } else if self.is_listening() {
+                }
+                for rider in riders {
+                    if let Some(Job::Riding { .. }) = self.jobs.remove(&rider) {
+                        self.outputs.push_back(Output::Answer {
+                            key: rider,
+                            result: found.clone(),
+                        });
+                    }
+                }
+                return;
+            }
+            let mut group: Vec<(K, Work)> = Vec::with_capacity(riders.len() + 1);
+            if !cancelled {
+                group.push((key, leader_work));
+            }
+            group.extend(
+                riders
+                    .into_iter()
+                    .filter_map(|rider| match self.jobs.remove(&rider) {
+                        Some(Job::Riding { work, .. }) => Some((rider, work)),
+                        _ => None,
+                    }),
+            );
+            for (member, member_work) in group {
+                if self.is_listening() {
                     // Parks, unless a post notified while the query ran (or the answer
                     // is from before the listener came back): then it runs again.
                     self.serve_room_wait(member, member_work);

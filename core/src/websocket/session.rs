@@ -77,6 +77,31 @@ pub enum WsSendError {
     PingTooBig(usize),
 }
 
+/// The opcodes of a text and a binary frame (RFC 6455, section 5.2).
+const TEXT_OPCODE: u8 = 0x1;
+const BINARY_OPCODE: u8 = 0x2;
+
+/// Appends one final, unmasked data frame (as a server sends it) to `out`: the
+/// header of RFC 6455 section 5.2, with the shortest length encoding, then `payload`.
+fn write_data_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    const FIN: u8 = 0x80;
+    let len = payload.len();
+    out.reserve(10 + len);
+    out.push(FIN | opcode);
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
 #[derive(Debug)]
 enum State {
     /// Reading the upgrade request from raw bytes.
@@ -219,20 +244,11 @@ impl WsSession {
         if !matches!(self.state, State::Open) {
             return Err(WsSendError::Closed(self.closed));
         }
-        let (message, size) = match message {
-            WsMessage::Text(t) => {
-                let size = t.len();
-                (Message::Text(t.into()), size)
-            }
-            WsMessage::Binary(b) => {
-                let size = b.len();
-                (Message::Binary(b.into()), size)
-            }
+        let size = match &message {
+            WsMessage::Text(t) => t.len(),
+            WsMessage::Binary(b) => b.len(),
             WsMessage::Ping(p) if p.len() > 125 => return Err(WsSendError::PingTooBig(p.len())),
-            WsMessage::Ping(p) => {
-                let size = p.len();
-                (Message::Ping(p.into()), size)
-            }
+            WsMessage::Ping(p) => p.len(),
         };
         let queued = self.queued();
         if queued.saturating_add(size) > self.config.max_queued_bytes {
@@ -243,6 +259,24 @@ impl WsSession {
                 limit: self.config.max_queued_bytes,
             });
         }
+        let message = match message {
+            // A data message is one unmasked frame, written straight into the
+            // outgoing bytes: one copy of the payload where the framing makes two
+            // (into its buffer, then into ours). Nothing of the framing's can be
+            // waiting to go first: every call that queues a pong or a close reply
+            // flushes it into the outgoing bytes before returning.
+            WsMessage::Text(t) if self.ctx.can_write() => {
+                write_data_frame(&mut self.pipe.outbound, TEXT_OPCODE, t.as_bytes());
+                return Ok(());
+            }
+            WsMessage::Binary(b) if self.ctx.can_write() => {
+                write_data_frame(&mut self.pipe.outbound, BINARY_OPCODE, &b);
+                return Ok(());
+            }
+            WsMessage::Text(t) => Message::Text(t.into()),
+            WsMessage::Binary(b) => Message::Binary(b.into()),
+            WsMessage::Ping(p) => Message::Ping(p.into()),
+        };
         match self.ctx.write(&mut self.pipe, message) {
             Ok(()) => {
                 self.flush(now);
@@ -455,5 +489,40 @@ impl WsSession {
         self.state = State::Finished;
         self.closed = Some(disconnect);
         self.events.push_back(WsEvent::Closed(disconnect));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// The bytes the framing itself writes for one final data frame.
+    fn framing_bytes(opcode: Data, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::message(payload.to_vec(), OpCode::Data(opcode), true)
+            .format(&mut out)
+            .expect("a Vec takes any frame");
+        out
+    }
+
+    #[test]
+    fn a_data_frame_is_the_bytes_the_framing_writes_at_every_length_encoding() {
+        for len in [0, 1, 125, 126, 127, 300, 0xFFFF, 0x1_0000, 0x1_0001] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut text = b"queued before".to_vec();
+            write_data_frame(&mut text, TEXT_OPCODE, &payload);
+            let mut expected = b"queued before".to_vec();
+            expected.extend(framing_bytes(Data::Text, &payload));
+            assert_eq!(text, expected, "text, {len} bytes");
+            let mut binary = Vec::new();
+            write_data_frame(&mut binary, BINARY_OPCODE, &payload);
+            assert_eq!(
+                binary,
+                framing_bytes(Data::Binary, &payload),
+                "binary, {len} bytes"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The shard's side of the WebSocket route: [`WebSocketInterpreter`] answers a
-//! program's WebSocket effects from its connection's [`WsSession`], and one local task
-//! per connection moves the session's bytes to and from the socket.
+//! program's WebSocket effects from its connection's [`WsSession`], one local task
+//! per connection moves the session's bytes to and from the socket, and one writer
+//! task per shard writes out what sends queued.
 //!
 //! # How a program finds its connection
 //! The route starts the program through the runtime's [`Handle`](crate::Handle); the
@@ -17,7 +18,9 @@
 //!   `race`, a time limit), the frame goes back to the front, so none is lost.
 //! - `SendText` is answered once the frame is queued for the socket; past
 //!   `WsConfig::max_queued_bytes` it fails and the session closes with 1008
-//!   `Client too slow`.
+//!   `Client too slow`. The shard's writer task writes the queued frames out once
+//!   the shard's loop yields, every connection with something queued in one run
+//!   (see [`Outgoing`]).
 //! - `Close` starts the close handshake with the program's reason.
 //! - Once the connection ended (the client closed or vanished, the server closed),
 //!   the frames that came first are still read, then every WebSocket effect fails
@@ -58,8 +61,56 @@ type AnswerFn = Rc<dyn Fn(EffectId, Result<String, EffectError>)>;
 #[derive(Clone)]
 struct ShardSessions {
     conns: Rc<RefCell<ProgramMap<Rc<RefCell<Conn>>>>>,
+    outgoing: Rc<RefCell<Outgoing>>,
     answer: AnswerFn,
     clock: Clock,
+}
+
+/// The connections with bytes to write since the shard's writer last ran: sends
+/// queue frames, and one task per shard writes them all out once the shard's loop
+/// yields. A room message reaches a thousand sessions with one task switch rather
+/// than one per session, and a session sent two frames before the writer runs
+/// still writes them in one call.
+#[derive(Default)]
+struct Outgoing {
+    conns: Vec<Rc<RefCell<Conn>>>,
+    /// The writer task, to wake when the first connection joins the list.
+    writer: Option<Waker>,
+    /// Whether the writer task was started (on the first connection).
+    started: bool,
+}
+
+impl Outgoing {
+    /// Puts `conn` on the list, unless it is there already.
+    fn push(&mut self, conn: &Rc<RefCell<Conn>>, c: &mut Conn) {
+        if c.listed {
+            return;
+        }
+        c.listed = true;
+        self.conns.push(conn.clone());
+        if self.conns.len() == 1 {
+            if let Some(writer) = self.writer.take() {
+                writer.wake();
+            }
+        }
+    }
+}
+
+/// The shard's writer task: writes out what the listed connections have queued.
+async fn write_listed(outgoing: Rc<RefCell<Outgoing>>) {
+    let mut listed = Vec::new();
+    poll_fn(|cx| {
+        {
+            let mut o = outgoing.borrow_mut();
+            o.writer = Some(cx.waker().clone());
+            std::mem::swap(&mut o.conns, &mut listed);
+        }
+        for conn in listed.drain(..) {
+            conn.borrow_mut().transmit();
+        }
+        Poll::<()>::Pending
+    })
+    .await;
 }
 
 thread_local! {
@@ -101,6 +152,10 @@ struct Conn {
     closing: Option<u16>,
     /// The connection's task, to wake after the interpreter changed the session.
     waker: Option<Waker>,
+    /// The socket, once the connection's task has it.
+    io: Option<Io>,
+    /// Whether it is on the shard's list of connections to write out.
+    listed: bool,
     answer: AnswerFn,
 }
 
@@ -136,6 +191,26 @@ impl Conn {
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
+        }
+    }
+
+    /// For the shard's writer: writes the queued bytes to a TCP socket, as far as it
+    /// takes them without waiting, and wakes the connection's task only when it has
+    /// something left to do (bytes the socket did not take, a write error, a
+    /// finished session to close, a socket that is not TCP or not here yet).
+    fn transmit(&mut self) {
+        self.listed = false;
+        let Some(Io::Tcp(stream)) = &self.io else {
+            return self.wake();
+        };
+        while let Some(bytes) = self.session.poll_transmit() {
+            match stream.try_write(bytes) {
+                Ok(n) if n > 0 => self.session.handle_transmitted(n),
+                _ => return self.wake(),
+            }
+        }
+        if self.session.is_finished() {
+            self.wake();
         }
     }
 
@@ -179,6 +254,8 @@ pub(crate) fn attach(program: ProgramId, config: WsConfig, incoming: Incoming, g
         handed: None,
         closing: None,
         waker: None,
+        io: None,
+        listed: false,
         answer: shard.answer.clone(),
     }));
     // Nothing is displaced: the engine reuses a slot only after its program ended,
@@ -187,6 +264,11 @@ pub(crate) fn attach(program: ProgramId, config: WsConfig, incoming: Incoming, g
     gauge.inc();
     let task = drive(conn, incoming, shard.clock, config, gauge);
     tokio::task::spawn_local(task);
+    let mut outgoing = shard.outgoing.borrow_mut();
+    if !outgoing.started {
+        outgoing.started = true;
+        tokio::task::spawn_local(write_listed(shard.outgoing.clone()));
+    }
 }
 
 /// The connection's task: waits for the upgraded IO, then moves bytes and time
@@ -225,10 +307,8 @@ async fn drive(
             return;
         }
     };
-    let mut io = FlushOnDrop {
-        io,
-        conn: conn.clone(),
-    };
+    conn.borrow_mut().io = Some(io);
+    let _flush = FlushOnDrop { conn: conn.clone() };
     let mut buf = vec![0u8; config.read_chunk.max(512)];
     let mut sleep = Box::pin(tokio::time::sleep_until(clock.instant(Time::MAX).into()));
     let mut armed: Option<Time> = None;
@@ -237,11 +317,15 @@ async fn drive(
     poll_fn(|cx| {
         loop {
             let mut c = conn.borrow_mut();
+            let c = &mut *c;
+            let Some(io) = c.io.as_mut() else {
+                return Poll::Ready(());
+            };
             let now = clock.now();
             // Write what is queued.
             let mut blocked = false;
             while let Some(bytes) = c.session.poll_transmit() {
-                match io.io.pin().poll_write(cx, bytes) {
+                match io.pin().poll_write(cx, bytes) {
                     Poll::Ready(Ok(n)) if n > 0 => c.session.handle_transmitted(n),
                     Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => {
                         c.session.handle_eof(now);
@@ -256,7 +340,7 @@ async fn drive(
             }
             if c.session.is_finished() {
                 if !blocked {
-                    let _ = io.io.pin().poll_shutdown(cx);
+                    let _ = io.pin().poll_shutdown(cx);
                     return Poll::Ready(());
                 }
                 let until = *linger.get_or_insert(now.saturating_add(config.close_timeout));
@@ -266,7 +350,7 @@ async fn drive(
             } else {
                 // Read what arrived.
                 let mut read = ReadBuf::new(&mut buf);
-                match io.io.pin().poll_read(cx, &mut read) {
+                match io.pin().poll_read(cx, &mut read) {
                     Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                         c.session.handle_input(now, read.filled());
                         c.pump();
@@ -331,40 +415,11 @@ impl Io {
     }
 }
 
-/// A socket already given up: reads end, writes fail.
-struct Gone;
-
-impl AsyncRead for Gone {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        _buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Gone {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        _buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// When the task is dropped with bytes still queued (the shard stopped right after
-/// closing every session at shutdown), writes what the socket takes now, without
-/// waiting: the close frame usually fits.
+/// When the task ends or is dropped, takes the socket out of the connection (it
+/// closes), first writing what the socket takes now, without waiting, of any bytes
+/// still queued (the shard stopped right after closing every session at shutdown):
+/// the close frame usually fits.
 struct FlushOnDrop {
-    io: Io,
     conn: Rc<RefCell<Conn>>,
 }
 
@@ -373,7 +428,10 @@ impl Drop for FlushOnDrop {
         let Ok(mut c) = self.conn.try_borrow_mut() else {
             return;
         };
-        match std::mem::replace(&mut self.io, Io::Other(Box::new(Gone))) {
+        let Some(io) = c.io.take() else {
+            return;
+        };
+        match io {
             Io::Tcp(stream) => {
                 let Ok(mut stream) = stream.into_std() else {
                     return;
@@ -441,6 +499,7 @@ where
         });
         let sessions = ShardSessions {
             conns: Rc::default(),
+            outgoing: Rc::default(),
             answer,
             clock: cx.clock(),
         };
@@ -503,7 +562,7 @@ where
             WebSocketRequest::SendText(send) => {
                 let sent = c.session.handle_send(now, WsMessage::Text(send.text));
                 c.pump();
-                c.wake();
+                self.sessions.outgoing.borrow_mut().push(&conn, &mut c);
                 match sent {
                     Ok(()) => Ok(WebSocketResponse::SendText(())),
                     Err(WsSendError::SlowClient { .. }) => Err(EffectError::websocket_closed(
