@@ -199,6 +199,17 @@ impl<F: Family> Mailbox<F> {
             .filter(|s| s.generation == id.generation)
     }
 
+    /// The slot `id` names, if still of its generation, for an id known to be this
+    /// program's: one the engine routed here by its program and generation, or one
+    /// this mailbox's own futures hold. One check per part of the id, not two.
+    #[inline]
+    fn own_slot_mut(&mut self, id: EffectId) -> Option<&mut Slot<F>> {
+        debug_assert!(id.program == self.program);
+        self.slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
     /// Issues a request; the engine emits it after this resume.
     #[inline]
     pub(crate) fn request(
@@ -320,11 +331,18 @@ impl<F: Family> Mailbox<F> {
         (self.due_now > SPIN_LIMIT).then_some(self.due_now)
     }
 
-    /// Whether `id` is still waiting for a completion of `kind`.
+    /// Whether `id` is still waiting for a completion of `kind`. The engine found this
+    /// mailbox by `id`'s program (see [`Mailbox::own_slot_mut`]).
     #[inline]
     pub(crate) fn is_waiting(&self, id: EffectId, kind: Kind) -> bool {
+        debug_assert!(id.program == self.program);
+        let state = self
+            .slots
+            .get(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+            .map(|s| s.state);
         matches!(
-            (self.slot(id).map(|s| s.state), kind),
+            (state, kind),
             (Some(SlotState::Effect), Kind::Effect) | (Some(SlotState::Timer), Kind::Timer)
         )
     }
@@ -353,8 +371,7 @@ impl<F: Family> Mailbox<F> {
     /// Takes a stored completion, freeing the slot; `None` while still waiting.
     #[inline]
     pub(crate) fn take(&mut self, id: EffectId) -> Option<Completion<F>> {
-        self.slot(id)?;
-        let slot = &mut self.slots[id.slot as usize];
+        let slot = self.own_slot_mut(id)?;
         if slot.state != SlotState::Ready {
             return None;
         }
