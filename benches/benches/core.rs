@@ -3,6 +3,9 @@
 //! - `core/step/state_machine`: a hand-written [`Program`] asking for one effect at a time;
 //! - `core/step/async_program`: the same as an `async` block awaiting `fx.perform`;
 //! - `core/step/baseline_call`: the same work as a direct function call, no engine;
+//! - `core/step/floor_model`: the same round trip through a minimal engine that does
+//!   only the necessary work (`effectful_benches::floor`): the floor the engine is
+//!   measured against;
 //! - `core/join/*`: one program joining 100 effects, reported per effect.
 
 use std::hint::black_box;
@@ -10,6 +13,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use effectful::effect::{GetCurrentTime, Request};
 use effectful::{EffectId, Engine, EngineConfig, Output, Std, Time, decode, join_all};
+use effectful_benches::floor::{Floor, FloorClockLoop, next_floor_request};
 use effectful_benches::step::{ClockLoop, answer, next_request};
 
 /// One round trip per iteration: answer the outstanding request, take the next one.
@@ -48,6 +52,18 @@ fn step(c: &mut Criterion) {
         }
     });
     round_trips(&mut group, "async_program", engine);
+
+    let mut floor = Floor::new(EngineConfig::DEFAULT_EFFECT_TIMEOUT);
+    floor.spawn(Box::new(FloorClockLoop { sum: 0 }));
+    let (mut id, mut request) = next_floor_request(&mut floor);
+    group.bench_function("floor_model", |b| {
+        b.iter(|| {
+            let response = answer(&request);
+            let _ = floor.handle_response(Time::ZERO, id, Ok(response));
+            (id, request) = next_floor_request(&mut floor);
+        })
+    });
+    black_box(&floor);
 
     group.bench_function("baseline_call", |b| {
         let mut sum = 0i64;

@@ -12,11 +12,14 @@
 //! `hand` runs the hand-written `ClockLoop` of `core/step/state_machine`, `async` the
 //! async program of `core/step/async_program`, `baseline` the same work without the
 //! engine (`core/step/baseline_call`: build the request, answer it, decode, drop the
-//! request): what is left of a round trip when the engine costs nothing. `sizes`
+//! request): what is left of a round trip when the engine costs nothing; `floor` the
+//! same round trip through the minimal engine of `core/step/floor_model`
+//! (`effectful_benches::floor`: only the necessary work). `sizes`
 //! prints the sizes of the values a round trip moves. With `NO_LIMIT` set, the engine's default per-effect timeout
 //! is off. Differencing two runs cancels start-up and the engine's construction.
 use effectful::effect::{GetCurrentTime, Request, Response};
 use effectful::{Engine, EngineConfig, Event, Output, Std, Time, decode};
+use effectful_benches::floor::{Floor, FloorClockLoop, next_floor_request};
 use effectful_benches::step::{ClockLoop, answer, next_request};
 use std::hint::black_box;
 
@@ -29,6 +32,20 @@ fn run<O: 'static>(mut engine: Engine<O>, n: u64) {
         (id, request) = next_request(&mut engine);
     }
     black_box(&engine);
+}
+
+/// `core/step/floor_model`'s loop: `run`'s, through the minimal engine.
+#[inline(never)]
+fn floor(n: u64) {
+    let mut floor = Floor::new(EngineConfig::DEFAULT_EFFECT_TIMEOUT);
+    floor.spawn(Box::new(FloorClockLoop { sum: 0 }));
+    let (mut id, mut request) = next_floor_request(&mut floor);
+    for _ in 0..n {
+        let response = answer(&request);
+        let _ = floor.handle_response(Time::ZERO, id, Ok(response));
+        (id, request) = next_floor_request(&mut floor);
+    }
+    black_box(&floor);
 }
 
 /// `core/step/baseline_call`'s loop.
@@ -57,12 +74,13 @@ fn main() {
         return;
     }
     let mut args = std::env::args().skip(1);
-    let usage = "usage: stepcount (hand|async|baseline) ROUND_TRIPS | stepcount sizes";
+    let usage = "usage: stepcount (hand|async|baseline|floor) ROUND_TRIPS | stepcount sizes";
     let kind = args.next().expect(usage);
     let n: u64 = args.next().and_then(|n| n.parse().ok()).expect(usage);
-    if kind == "baseline" {
-        baseline(n);
-        return;
+    match kind.as_str() {
+        "baseline" => return baseline(n),
+        "floor" => return floor(n),
+        _ => {}
     }
     let mut config = EngineConfig::default();
     if std::env::var("NO_LIMIT").is_ok() {

@@ -1,6 +1,7 @@
 //! Criterion benches for effectful live in `benches/`; run `cargo bench -p effectful-benches -- core/step`.
 
 pub mod cpu;
+pub mod floor;
 pub mod pg_pipeline;
 pub mod shard_step;
 

@@ -141,7 +141,11 @@ impl<F: Family> Mailbox<F> {
 
     /// Takes a free slot (the one freed last first, so ids number as they always
     /// have) and fills it in one go.
-    #[inline]
+    ///
+    /// This and the other methods of a round trip are `#[inline(always)]`: they are
+    /// instantiated in the driver's crate, where a plain `#[inline]` was not always
+    /// followed (`stepcount hand` counted `request_in_group` and `emit` as calls).
+    #[inline(always)]
     fn alloc(
         &mut self,
         state: SlotState,
@@ -179,7 +183,7 @@ impl<F: Family> Mailbox<F> {
     }
 
     /// Frees a slot; `alloc` fills in its other fields when it is taken again.
-    #[inline]
+    #[inline(always)]
     fn release(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Free;
@@ -199,8 +203,19 @@ impl<F: Family> Mailbox<F> {
             .filter(|s| s.generation == id.generation)
     }
 
+    /// The slot `id` names, if still of its generation, for an id known to be this
+    /// program's: one the engine routed here by its program and generation, or one
+    /// this mailbox's own futures hold. One check per part of the id, not two.
+    #[inline(always)]
+    fn own_slot_mut(&mut self, id: EffectId) -> Option<&mut Slot<F>> {
+        debug_assert!(id.program == self.program);
+        self.slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
     /// Issues a request; the engine emits it after this resume.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn request(
         &mut self,
         request: F::Request,
@@ -210,7 +225,7 @@ impl<F: Family> Mailbox<F> {
         self.request_in_group(request, limit, name, None)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn request_in_group(
         &mut self,
         request: F::Request,
@@ -244,7 +259,7 @@ impl<F: Family> Mailbox<F> {
         self.emit(id, request, None)
     }
 
-    #[inline]
+    #[inline(always)]
     fn emit(&mut self, id: EffectId, request: F::Request, default_at: Option<Time>) -> EffectId {
         self.emissions
             .borrow_mut()
@@ -320,18 +335,25 @@ impl<F: Family> Mailbox<F> {
         (self.due_now > SPIN_LIMIT).then_some(self.due_now)
     }
 
-    /// Whether `id` is still waiting for a completion of `kind`.
-    #[inline]
+    /// Whether `id` is still waiting for a completion of `kind`. The engine found this
+    /// mailbox by `id`'s program (see [`Mailbox::own_slot_mut`]).
+    #[inline(always)]
     pub(crate) fn is_waiting(&self, id: EffectId, kind: Kind) -> bool {
+        debug_assert!(id.program == self.program);
+        let state = self
+            .slots
+            .get(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+            .map(|s| s.state);
         matches!(
-            (self.slot(id).map(|s| s.state), kind),
+            (state, kind),
             (Some(SlotState::Effect), Kind::Effect) | (Some(SlotState::Timer), Kind::Timer)
         )
     }
 
     /// Ends a waiting slot whose completion goes to the program as an event.
     /// The caller has checked [`Mailbox::is_waiting`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settle(&mut self, id: EffectId) {
         self.outstanding -= 1;
         self.release(id.slot);
@@ -339,7 +361,7 @@ impl<F: Family> Mailbox<F> {
 
     /// Stores the completion of a waiting slot for the program's future to take.
     /// The caller has checked [`Mailbox::is_waiting`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn store(&mut self, id: EffectId, completion: Completion<F>) {
         self.outstanding -= 1;
         let slot = &mut self.slots[id.slot as usize];
@@ -351,10 +373,9 @@ impl<F: Family> Mailbox<F> {
     }
 
     /// Takes a stored completion, freeing the slot; `None` while still waiting.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, id: EffectId) -> Option<Completion<F>> {
-        self.slot(id)?;
-        let slot = &mut self.slots[id.slot as usize];
+        let slot = self.own_slot_mut(id)?;
         if slot.state != SlotState::Ready {
             return None;
         }

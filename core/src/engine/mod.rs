@@ -181,18 +181,20 @@ fn handle_event<O, F: Family>(
     }))
 }
 
-/// Polls an async program once.
+/// Readies an async program's mailbox for a poll at `now`, in the borrow its caller
+/// already holds (one borrow per input, not one more per poll).
+#[inline(always)]
+fn ready_to_poll<F: Family>(mailbox: &mut Mailbox<F>, now: Time) {
+    mailbox.now = now;
+    mailbox.waiting_marks = 0;
+}
+
+/// Polls an async program once; its mailbox was readied with [`ready_to_poll`].
 #[inline(always)]
 fn poll_async<O, F: Family>(
     host: &mut dyn Host<O, F>,
     mailbox: &RefCell<Mailbox<F>>,
-    now: Time,
 ) -> Resumed<O> {
-    {
-        let mut mailbox = mailbox.borrow_mut();
-        mailbox.now = now;
-        mailbox.waiting_marks = 0;
-    }
     let poll = panic::catch_unwind(AssertUnwindSafe(|| host.poll()))?;
     // Stuck when no effect future waits, or nothing is outstanding: a future that
     // marked itself waiting may have been dropped later in the same poll (the
@@ -452,8 +454,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
             }
             if mailbox.stores_completions {
                 mailbox.store(id, Completion::Response(result));
+                ready_to_poll(&mut mailbox, now);
                 drop(mailbox);
-                poll_async(live.host.as_mut(), &live.mailbox, now)
+                poll_async(live.host.as_mut(), &live.mailbox)
             } else {
                 mailbox.settle(id);
                 let event = Event::Response { id, result };
@@ -539,8 +542,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
             if mailbox.stores_completions {
                 // Async programs take the stored completion themselves.
                 mailbox.store(id, completion);
+                ready_to_poll(&mut mailbox, now);
                 drop(mailbox);
-                poll_async(live.host.as_mut(), &live.mailbox, now)
+                poll_async(live.host.as_mut(), &live.mailbox)
             } else {
                 mailbox.settle(id);
                 let event = match completion {
@@ -711,11 +715,15 @@ impl<O: 'static, F: Family> Engine<O, F> {
         let Some(live) = self.programs[index as usize].live.as_mut() else {
             return;
         };
-        let resumed = if live.mailbox.borrow().stores_completions {
-            poll_async(live.host.as_mut(), &live.mailbox, now)
-        } else {
+        let resumed = {
             let mut mailbox = live.mailbox.borrow_mut();
-            handle_event(live.host.as_mut(), &mut mailbox, now, Event::Start)
+            if mailbox.stores_completions {
+                ready_to_poll(&mut mailbox, now);
+                drop(mailbox);
+                poll_async(live.host.as_mut(), &live.mailbox)
+            } else {
+                handle_event(live.host.as_mut(), &mut mailbox, now, Event::Start)
+            }
         };
         self.after_resume(index, resumed);
     }
