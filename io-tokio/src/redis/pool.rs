@@ -216,6 +216,15 @@ pub(super) trait Awaiting {
     fn answer(&self, id: EffectId, reply: Result<Value, PoolError>);
     /// The effect's command gets no reply (it was dropped unsent).
     fn forget(&self, id: EffectId);
+    /// Writes the command of an effect planned without one (a Cache read, whose
+    /// `GET` goes straight into the connection's bytes); `None` if the effect was
+    /// cancelled or is not awaited here (nothing is written).
+    fn write(
+        &self,
+        id: EffectId,
+        now: Time,
+        conn: &mut RedisConnection,
+    ) -> Option<Result<RequestId, SendError>>;
 }
 
 /// What a reply goes to, on the thread of the connection that got it. Answered
@@ -320,6 +329,17 @@ impl LocalReply {
         }
     }
 
+    /// Writes the command its effect's table keeps ([`Awaiting::write`]); `None` if
+    /// the effect was cancelled.
+    fn write(&self, now: Time, conn: &mut RedisConnection) -> Option<Result<RequestId, SendError>> {
+        match self {
+            LocalReply::Effect(effect) => effect.table.upgrade()?.write(effect.id, now, conn),
+            LocalReply::Call(_) => Some(Err(SendError::Unsupported {
+                command: "a job without a command",
+            })),
+        }
+    }
+
     /// Drops it unanswered: its command was cancelled before it was sent.
     fn discard(self) {
         match self {
@@ -336,14 +356,16 @@ impl LocalReply {
 
 /// One command for a connection of this thread's share of the pool.
 pub(super) struct LocalJob {
-    pub(super) command: Command,
+    /// `None`: an effect's, written by its table when it is sent (a Cache read's
+    /// `GET`: no command is built for it).
+    pub(super) command: Option<Command>,
     pub(super) reply: LocalReply,
 }
 
 impl From<Job> for LocalJob {
     fn from(job: Job) -> LocalJob {
         LocalJob {
-            command: job.command,
+            command: Some(job.command),
             reply: LocalReply::Call(CallReply {
                 cancelled: job.cancelled,
                 reply: Some(job.reply as CallFn),
@@ -1113,8 +1135,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(sleep);
     let mut armed: Option<Time> = None;
     let mut batch = Vec::new();
+    let now = clock.now();
     for job in queued.drain(..) {
-        send(clock, &mut conn, &mut waiting, jobs, job);
+        send(now, &mut conn, &mut waiting, jobs, job);
     }
     loop {
         if !open && waiting.0.is_empty() && orphans.is_empty() {
@@ -1180,8 +1203,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             () = jobs.queue.ready(), if open => {
                 if jobs.queue.take(&mut batch) {
+                    // One reading of the clock for the batch.
+                    let now = clock.now();
                     for job in batch.drain(..) {
-                        send(clock, &mut conn, &mut waiting, jobs, job);
+                        send(now, &mut conn, &mut waiting, jobs, job);
                     }
                 } else {
                     // Closed: closes once the replies it waits for are in.
@@ -1207,17 +1232,16 @@ pub(super) async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn send(
-    clock: &Clock,
-    conn: &mut RedisConnection,
-    waiting: &mut Waiting,
-    jobs: &Jobs,
-    job: LocalJob,
-) {
-    if job.reply.is_cancelled() {
-        return jobs.drop_job(job);
-    }
-    match conn.send(clock.now(), &job.command) {
+fn send(now: Time, conn: &mut RedisConnection, waiting: &mut Waiting, jobs: &Jobs, job: LocalJob) {
+    let sent = match &job.command {
+        Some(command) if !job.reply.is_cancelled() => conn.send(now, command),
+        Some(_) => return jobs.drop_job(job),
+        None => match job.reply.write(now, conn) {
+            Some(sent) => sent,
+            None => return jobs.drop_job(job),
+        },
+    };
+    match sent {
         Ok(id) => waiting.0.push_back((id, job.reply)),
         Err(e) => jobs.answer(job.reply, Err(PoolError::Send(e))),
     }
@@ -1252,6 +1276,15 @@ mod tests {
         fn forget(&self, _id: EffectId) {
             self.forgotten.set(true);
         }
+
+        fn write(
+            &self,
+            _id: EffectId,
+            _now: Time,
+            _conn: &mut RedisConnection,
+        ) -> Option<Result<RequestId, SendError>> {
+            None
+        }
     }
 
     /// Asks for one effect (only its id is used here).
@@ -1280,7 +1313,7 @@ mod tests {
     fn job(table: &Rc<Table>, key: &str) -> LocalJob {
         let table: Weak<dyn Awaiting> = Rc::downgrade(table) as Weak<dyn Awaiting>;
         LocalJob {
-            command: Command::new("GET").arg(key),
+            command: Some(Command::new("GET").arg(key)),
             reply: LocalReply::Effect(EffectReply::new(table, effect_id())),
         }
     }
@@ -1300,14 +1333,14 @@ mod tests {
         let (queued, in_flight) = (Rc::new(Table::default()), Rc::new(Table::default()));
         queued.cancelled.set(true);
         send(
-            &clock,
+            clock.now(),
             &mut conn,
             &mut waiting,
             &jobs,
             job(&queued, "dropped"),
         );
         send(
-            &clock,
+            clock.now(),
             &mut conn,
             &mut waiting,
             &jobs,
@@ -1402,7 +1435,7 @@ mod tests {
             let call = |key: &str| {
                 let called = called.clone();
                 LocalJob {
-                    command: Command::new("GET").arg(key),
+                    command: Some(Command::new("GET").arg(key)),
                     reply: LocalReply::Call(CallReply {
                         cancelled: None,
                         reply: Some(Box::new(move |r| called.borrow_mut().push(r))),
