@@ -683,8 +683,10 @@ mod tests {
 
     /// What `send` puts on the wire of a fresh RESP2 connection.
     fn wire(send: impl FnOnce(&mut RedisConnection) -> Result<RequestId, SendError>) -> Vec<u8> {
-        let mut config = crate::redis::RedisConfig::default();
-        config.protocol = crate::redis::Protocol::Resp2;
+        let config = crate::redis::RedisConfig {
+            protocol: crate::redis::Protocol::Resp2,
+            ..Default::default()
+        };
         let mut conn = RedisConnection::new(config, Time::ZERO);
         send(&mut conn).expect("sent");
         let mut out = Vec::new();
