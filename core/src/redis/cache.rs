@@ -68,18 +68,20 @@
 //! );
 //! ```
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::command::Command;
-use super::error::CommandError;
+use super::connection::{RedisConnection, RequestId};
+use super::error::{CommandError, SendError};
 use super::value::Value;
 use crate::effect::{
     CacheLookup, CacheRequest, CacheResponse, CommandReply, EXPIRED_MEMORY_SECONDS,
     GetCachedProfile, MAX_TTL_SECONDS, MissReason, ProfileData, profile_key,
 };
-use crate::{EffectError, ErrorKind, Timestamp};
+use crate::{EffectError, ErrorKind, Time, Timestamp};
 
 /// After a `GET` found nothing: the stored value if it is there now, else 0 (not
 /// found), 1 (expired), 2 (evicted). KEYS: value, marker.
@@ -128,6 +130,8 @@ const MAX_HEADER: usize = 20 + 1 + 20 + 1;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheAdapter {
     prefix: String,
+    /// `{prefix}~v1:`, what every value key starts with (a read writes it whole).
+    value_head: String,
     expired_memory: Duration,
 }
 
@@ -173,14 +177,25 @@ impl CachePending {
     pub fn effect(&self) -> &'static str {
         self.effect
     }
+
+    /// A read's key (of the effects, before the prefix); `None` for anything else.
+    fn read_key(&self) -> Option<String> {
+        match &self.op {
+            Op::GetValue { key, .. } => Some(key.clone()),
+            Op::GetProfile { user_id, .. } => Some(profile_key(*user_id)),
+            _ => None,
+        }
+    }
 }
 
 impl CacheAdapter {
     /// Keys under `prefix` (may be empty), expired keys remembered for
     /// [`EXPIRED_MEMORY_SECONDS`].
     pub fn new(prefix: impl Into<String>) -> CacheAdapter {
+        let prefix = prefix.into();
         CacheAdapter {
-            prefix: prefix.into(),
+            value_head: format!("{prefix}{VALUE}"),
+            prefix,
             expired_memory: Duration::from_secs(EXPIRED_MEMORY_SECONDS),
         }
     }
@@ -224,18 +239,33 @@ impl CacheAdapter {
     /// the error Redis would give, without sending anything. A read's key moves into
     /// the pending (a miss names it), so it is taken by value.
     pub fn command(&self, request: CacheRequest) -> Result<(Command, CachePending), EffectError> {
+        let (command, pending) = self.plan(request)?;
+        let command = match command {
+            Some(command) => command,
+            None => self.get(&pending.read_key().unwrap_or_default()),
+        };
+        Ok((command, pending))
+    }
+
+    /// As [`command`](Self::command), except that a read's `GET` is not built
+    /// (`None`): [`send_read`](Self::send_read) writes it straight into the
+    /// connection from the key the pending keeps, with no command in between.
+    pub fn plan(
+        &self,
+        request: CacheRequest,
+    ) -> Result<(Option<Command>, CachePending), EffectError> {
         let effect = request.name();
         let pending = |op| CachePending { effect, op };
         Ok(match request {
             CacheRequest::GetCachedProfile(r) => (
-                self.get(&profile_key(r.user_id)),
+                None,
                 pending(Op::GetProfile {
                     user_id: r.user_id,
                     fallback: false,
                 }),
             ),
             CacheRequest::GetCachedValue(r) => (
-                self.get(&r.key),
+                None,
                 pending(Op::GetValue {
                     key: r.key,
                     fallback: false,
@@ -247,23 +277,24 @@ impl CacheAdapter {
                         .with_retryable(false)
                 })?;
                 (
-                    self.put(effect, &profile_key(r.user_id), &json, Some(r.ttl_seconds))?,
+                    Some(self.put(effect, &profile_key(r.user_id), &json, Some(r.ttl_seconds))?),
                     pending(Op::PutProfile),
                 )
             }
             CacheRequest::PutCachedValue(r) => (
-                self.put(effect, &r.key, &r.value, r.ttl_seconds)?,
+                Some(self.put(effect, &r.key, &r.value, r.ttl_seconds)?),
                 pending(Op::PutValue),
             ),
             CacheRequest::DeleteCachedProfile(r) => (
-                self.script(DELETE_SCRIPT, &profile_key(r.user_id)),
+                Some(self.script(DELETE_SCRIPT, &profile_key(r.user_id))),
                 pending(Op::DeleteProfile),
             ),
-            CacheRequest::InvalidateCache(r) => {
-                (self.script(DELETE_SCRIPT, &r.key), pending(Op::Invalidate))
-            }
+            CacheRequest::InvalidateCache(r) => (
+                Some(self.script(DELETE_SCRIPT, &r.key)),
+                pending(Op::Invalidate),
+            ),
             CacheRequest::RedisCommand(r) => match Command::from_parts(&r.args) {
-                Some(command) => (command, pending(Op::Command)),
+                Some(command) => (Some(command), pending(Op::Command)),
                 None => {
                     return Err(EffectError::new(
                         effect,
@@ -274,6 +305,32 @@ impl CacheAdapter {
                 }
             },
         })
+    }
+
+    /// Sends the `GET` of the read `pending` (planned without a command by
+    /// [`plan`](Self::plan)) on `conn`, written straight into its bytes. A pending
+    /// that is not a read's first `GET` is refused (`Unsupported`), sending nothing.
+    pub fn send_read(
+        &self,
+        pending: &CachePending,
+        now: Time,
+        conn: &mut RedisConnection,
+    ) -> Result<RequestId, SendError> {
+        let key = match &pending.op {
+            Op::GetValue {
+                key,
+                fallback: false,
+            } => Cow::Borrowed(key.as_str()),
+            Op::GetProfile {
+                fallback: false, ..
+            } => Cow::Owned(pending.read_key().unwrap_or_default()),
+            _ => {
+                return Err(SendError::Unsupported {
+                    command: "a Cache write as a read",
+                });
+            }
+        };
+        conn.send_get(now, self.value_head.as_bytes(), key.as_bytes())
     }
 
     /// What to do with the reply to the command of `pending`: the effect's answer,
@@ -622,6 +679,54 @@ mod tests {
         let expected = Command::new("GET").arg(adapter.redis_key("k1"));
         assert_eq!(command, expected);
         assert_eq!(command.part(1), Some(&b"app:~v1:k1"[..]));
+    }
+
+    /// What `send` puts on the wire of a fresh RESP2 connection.
+    fn wire(send: impl FnOnce(&mut RedisConnection) -> Result<RequestId, SendError>) -> Vec<u8> {
+        let config = crate::redis::RedisConfig {
+            protocol: crate::redis::Protocol::Resp2,
+            ..Default::default()
+        };
+        let mut conn = RedisConnection::new(config, Time::ZERO);
+        send(&mut conn).expect("sent");
+        let mut out = Vec::new();
+        conn.poll_transmit(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_read_planned_without_a_command_is_written_as_its_command_would_be() {
+        let a = CacheAdapter::new("app:");
+        let profile = CacheRequest::GetCachedProfile(GetCachedProfile {
+            user_id: Uuid::from_u128(7),
+        });
+        for request in [get("k1"), get(""), profile] {
+            let (planned, pending) = a.plan(request.clone()).expect("planned");
+            assert_eq!(planned, None, "a read builds no command");
+            let (command, _) = a.command(request).expect("planned");
+            assert_eq!(
+                wire(|conn| a.send_read(&pending, Time::ZERO, conn)),
+                wire(|conn| conn.send(Time::ZERO, &command)),
+            );
+        }
+        let put = CacheRequest::InvalidateCache(InvalidateCache { key: "k".into() });
+        let (planned, pending) = a.plan(put).expect("planned");
+        assert!(planned.is_some(), "anything else is a command");
+        assert!(matches!(
+            wire_refused(|conn| a.send_read(&pending, Time::ZERO, conn)),
+            SendError::Unsupported { .. }
+        ));
+    }
+
+    fn wire_refused(
+        send: impl FnOnce(&mut RedisConnection) -> Result<RequestId, SendError>,
+    ) -> SendError {
+        let mut conn = RedisConnection::new(crate::redis::RedisConfig::default(), Time::ZERO);
+        let refused = send(&mut conn).expect_err("refused");
+        let mut out = Vec::new();
+        conn.poll_transmit(&mut out);
+        assert!(!out.windows(3).any(|w| w == b"GET"), "nothing sent");
+        refused
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `Command`: one command and its arguments, kept encoded as RESP bulk strings, and
 //! what the connection needs to know about it to match its answers.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One Redis command: its name and arguments, all binary-safe.
@@ -56,15 +57,7 @@ impl Command {
     /// Adds one argument made of `parts` one after the other (a key under its
     /// prefix), with no string between.
     pub(crate) fn push_concat(&mut self, parts: &[&[u8]]) {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.body.push(b'$');
-        self.body
-            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-        self.body.extend_from_slice(b"\r\n");
-        for part in parts {
-            self.body.extend_from_slice(part);
-        }
-        self.body.extend_from_slice(b"\r\n");
+        encode_arg(&mut self.body, parts);
         self.argc += 1;
     }
 
@@ -100,9 +93,7 @@ impl Command {
 
     /// Appends the command's RESP encoding to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        out.push(b'*');
-        out.extend_from_slice(itoa::Buffer::new().format(self.argc).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        encode_count(out, self.argc);
         out.extend_from_slice(&self.body);
     }
 
@@ -114,6 +105,52 @@ impl Command {
     fn is(&self, name: &str) -> bool {
         self.name().eq_ignore_ascii_case(name.as_bytes())
     }
+}
+
+/// Appends `*{n}\r\n`, the head of a command of `n` parts.
+fn encode_count(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one bulk string made of `pieces` one after the other.
+fn encode_arg(out: &mut Vec<u8>, pieces: &[&[u8]]) {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for piece in pieces {
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the RESP encoding of the command `name` with `args`, each argument made
+/// of its pieces one after the other: what a [`Command`] of them would encode, with
+/// no command built.
+pub(crate) fn encode_parts(out: &mut Vec<u8>, name: &[u8], args: &[&[&[u8]]]) {
+    encode_count(out, 1 + args.len());
+    encode_arg(out, &[name]);
+    for arg in args {
+        encode_arg(out, arg);
+    }
+}
+
+/// Appends `GET {head}{key}` (a key under its prefix) with as few copies as it can:
+/// the constant head in one, then the length, the two pieces and the end (a Cache
+/// read's command, written once per effect).
+pub(crate) fn encode_get(out: &mut Vec<u8>, head: &[u8], key: &[u8]) {
+    let len = head.len() + key.len();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(len).as_bytes();
+    out.reserve(14 + digits.len() + 2 + len + 2);
+    out.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$");
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(head);
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The parts of a [`Command`]: its name, then its arguments.
@@ -188,10 +225,26 @@ pub(crate) enum CommandKind {
 
 /// Sorts a command by what its answer does, or names why it cannot be sent.
 pub(crate) fn classify(command: &Command) -> Result<CommandKind, &'static str> {
+    classify_parts(command.name(), command.len(), || {
+        command.part(1).map(Cow::Borrowed)
+    })
+}
+
+/// [`classify`] for the command `name` of `len` parts (the name included), whose
+/// first argument `first` gives (asked only of the few commands it matters to).
+pub(crate) fn classify_parts<'a>(
+    name: &[u8],
+    len: usize,
+    first: impl Fn() -> Option<Cow<'a, [u8]>>,
+) -> Result<CommandKind, &'static str> {
     use super::SubscriptionKind::{Channel, Pattern, Shard};
-    let name = command.name();
+    // Every name below has 4 to 12 letters: the usual commands (GET, SET, EVAL...)
+    // are told apart by their length alone.
+    if !(4..=12).contains(&name.len()) {
+        return Ok(CommandKind::Plain);
+    }
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-    let channels = command.len() - 1;
+    let channels = len.saturating_sub(1);
     let pubsub = |kind, subscribe: bool| {
         let remaining = if channels == 0 && !subscribe {
             None
@@ -217,16 +270,14 @@ pub(crate) fn classify(command: &Command) -> Result<CommandKind, &'static str> {
     } else if is("SUNSUBSCRIBE") {
         pubsub(Shard, false)
     } else if is("HELLO") {
-        let version = command.part(1).and_then(|v| match v {
+        let version = first().and_then(|v| match &*v {
             b"2" => Some(2),
             b"3" => Some(3),
             _ => None,
         });
         Ok(CommandKind::Hello(version))
     } else if is("SELECT") {
-        let db = command
-            .part(1)
-            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok());
+        let db = first().and_then(|d| std::str::from_utf8(&d).ok()?.parse().ok());
         Ok(CommandKind::Select(db))
     } else if is("RESET") {
         Ok(CommandKind::Reset)
@@ -236,11 +287,7 @@ pub(crate) fn classify(command: &Command) -> Result<CommandKind, &'static str> {
         Err("SYNC")
     } else if is("PSYNC") {
         Err("PSYNC")
-    } else if is("CLIENT")
-        && command
-            .part(1)
-            .is_some_and(|sub| sub.eq_ignore_ascii_case(b"REPLY"))
-    {
+    } else if is("CLIENT") && first().is_some_and(|sub| sub.eq_ignore_ascii_case(b"REPLY")) {
         Err("CLIENT REPLY")
     } else {
         Ok(CommandKind::Plain)

@@ -1,11 +1,12 @@
 //! `RedisConnection`: the state machine of one Redis connection, without its socket.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, CommandKind, classify};
+use super::command::{Command, CommandKind, classify, classify_parts, encode_get, encode_parts};
 use super::config::{Protocol, RedisConfig};
 use super::decode::FrameDecoder;
 use super::error::{CommandError, ConnectionError, HandshakeStep, ProtocolError, SendError};
@@ -251,6 +252,55 @@ impl RedisConnection {
     /// Queues a command; its reply comes as an [`Event::Reply`] with the returned id.
     /// Commands may be sent before the handshake finishes: they follow it on the wire.
     pub fn send(&mut self, now: Time, command: &Command) -> Result<RequestId, SendError> {
+        self.admit(now)?;
+        let kind = classify(command).map_err(|command| SendError::Unsupported { command })?;
+        Ok(self.push_user(kind, |out| command.encode(out)))
+    }
+
+    /// Queues the command `name` with `args`, each argument made of its pieces one
+    /// after the other (a key under its prefix): as [`send`](Self::send) would a
+    /// [`Command`] of them, written straight into the bytes for the server, with no
+    /// command built first.
+    ///
+    /// ```
+    /// use effectful::Time;
+    /// use effectful::redis::{Protocol, RedisConfig, RedisConnection};
+    ///
+    /// let mut config = RedisConfig::default();
+    /// config.protocol = Protocol::Resp2;
+    /// let mut conn = RedisConnection::new(config, Time::ZERO);
+    /// conn.send_parts(Time::ZERO, b"GET", &[&[b"app:", b"greeting"]]).unwrap();
+    /// let mut wire = Vec::new();
+    /// conn.poll_transmit(&mut wire);
+    /// assert_eq!(wire, b"*2\r\n$3\r\nGET\r\n$12\r\napp:greeting\r\n");
+    /// ```
+    pub fn send_parts(
+        &mut self,
+        now: Time,
+        name: &[u8],
+        args: &[&[&[u8]]],
+    ) -> Result<RequestId, SendError> {
+        self.admit(now)?;
+        let first = || args.first().map(|pieces| Cow::Owned(pieces.concat()));
+        let kind = classify_parts(name, 1 + args.len(), first)
+            .map_err(|command| SendError::Unsupported { command })?;
+        Ok(self.push_user(kind, |out| encode_parts(out, name, args)))
+    }
+
+    /// Queues `GET {head}{key}`: [`send_parts`](Self::send_parts) of it, written in
+    /// one pass with no classification (a `GET` changes nothing but its reply).
+    pub(crate) fn send_get(
+        &mut self,
+        now: Time,
+        head: &[u8],
+        key: &[u8],
+    ) -> Result<RequestId, SendError> {
+        self.admit(now)?;
+        Ok(self.push_user(CommandKind::Plain, |out| encode_get(out, head, key)))
+    }
+
+    /// Whether a command may be sent now.
+    fn admit(&mut self, now: Time) -> Result<(), SendError> {
         self.advance(now);
         if self.state == State::Closed {
             return Err(SendError::Closed);
@@ -260,11 +310,15 @@ impl RedisConnection {
                 max: self.max_pending,
             });
         }
-        let kind = classify(command).map_err(|command| SendError::Unsupported { command })?;
+        Ok(())
+    }
+
+    /// Queues a command of the application, written by `encode`.
+    fn push_user(&mut self, kind: CommandKind, encode: impl FnOnce(&mut Vec<u8>)) -> RequestId {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.push_pending(Owner::User(id), kind, command);
-        Ok(id)
+        self.push_pending(Owner::User(id), kind, encode);
+        id
     }
 
     /// Closes the connection: every command still waiting fails with
@@ -421,12 +475,12 @@ impl RedisConnection {
 
     fn queue(&mut self, owner: Owner, command: &Command) {
         let kind = classify(command).unwrap_or(CommandKind::Plain);
-        self.push_pending(owner, kind, command);
+        self.push_pending(owner, kind, |out| command.encode(out));
     }
 
-    fn push_pending(&mut self, owner: Owner, kind: CommandKind, command: &Command) {
+    fn push_pending(&mut self, owner: Owner, kind: CommandKind, encode: impl FnOnce(&mut Vec<u8>)) {
         let before = self.out.len();
-        command.encode(&mut self.out);
+        encode(&mut self.out);
         self.written += (self.out.len() - before) as u64;
         let deadline = match self.timeout {
             Some(t) => self.now + t,

@@ -411,6 +411,39 @@ fn commands_that_break_reply_matching_are_refused() {
 }
 
 #[test]
+fn a_command_sent_as_parts_is_written_and_sorted_as_the_same_command_would_be() {
+    let (mut by_parts, mut by_command) = (resp2(), resp2());
+    let refused = |r: Result<_, SendError>| matches!(r, Err(SendError::Unsupported { .. }));
+    // Refused alike: one by its name, one by its first argument (given in pieces).
+    assert!(refused(by_parts.send_parts(Time::ZERO, b"monitor", &[])));
+    assert!(refused(by_parts.send_parts(
+        Time::ZERO,
+        b"CLIENT",
+        &[&[b"re", b"ply"], &[b"off"]]
+    )));
+    assert!(refused(
+        by_command.send(Time::ZERO, &cmd(&["CLIENT", "REPLY", "OFF"]))
+    ));
+    by_parts
+        .send_parts(Time::ZERO, b"GET", &[&[b"app:", b"k"]])
+        .unwrap();
+    by_parts
+        .send_parts(Time::ZERO, b"SELECT", &[&[b"1", b"2"]])
+        .unwrap();
+    by_command
+        .send(Time::ZERO, &cmd(&["GET", "app:k"]))
+        .unwrap();
+    by_command
+        .send(Time::ZERO, &cmd(&["SELECT", "12"]))
+        .unwrap();
+    assert_eq!(transmit(&mut by_parts), transmit(&mut by_command));
+    for conn in [&mut by_parts, &mut by_command] {
+        conn.handle_input(Time::ZERO, b"$1\r\nv\r\n+OK\r\n");
+        assert_eq!(conn.db(), 12, "SELECT read from its pieces");
+    }
+}
+
+#[test]
 fn too_many_commands_in_flight_are_refused() {
     let mut config = RedisConfig::default();
     config.protocol = Protocol::Resp2;

@@ -10,7 +10,8 @@
 //! connections (the first `max % n` shards one more, each at least one) as tasks on
 //! its own thread. [`RedisBackend::register`] gives every shard a
 //! [`RedisInterpreter`] on the shard's own connections: each effect becomes one
-//! command (a Cache read: one `GET`), the commands of one engine drain go to one of
+//! command (a Cache read: one `GET`, written straight into the connection's bytes
+//! when the connection takes it, with no command built), the commands of one engine drain go to one of
 //! the shard's connections together (round robin), in one write, and each reply is
 //! answered on the shard's thread through its `LocalReplier`: no Cache, Auth or
 //! own-command effect crosses a thread. Work from other threads (`ping` for health,
@@ -90,8 +91,9 @@ use effectful::effect::{
 };
 use effectful::redis::{
     CacheAdapter, CachePending, CacheStep, Command, MessagingAdapter, MessagingPlan,
+    RedisConnection, RequestId, SendError,
 };
-use effectful::{EffectError, EffectId, Family, Std, Timestamp};
+use effectful::{EffectError, EffectId, Family, Std, Time, Timestamp};
 use rustc_hash::FxHashMap;
 
 pub use auth::JwtSecret;
@@ -372,8 +374,9 @@ where
     }
 
     /// Sends `command` for the effect `id` (never, if it is cancelled before it is
-    /// written); its reply is read as `read` says.
-    fn send(&self, id: EffectId, command: Command, read: Read<F>) {
+    /// written; `None`: a Cache read, whose `GET` [`Awaiting::write`] writes when
+    /// its connection takes it); its reply is read as `read` says.
+    fn send(&self, id: EffectId, command: Option<Command>, read: Read<F>) {
         let entry = Entry {
             read,
             cancelled: false,
@@ -442,7 +445,7 @@ where
             // if it was cancelled meanwhile).
             CacheStep::Send(command, pending) => {
                 let cancelled = entry.cancelled;
-                self.send(id, command, Read::Cache { pending, now });
+                self.send(id, Some(command), Read::Cache { pending, now });
                 if cancelled {
                     self.cancel(id);
                 }
@@ -452,6 +455,22 @@ where
 
     fn forget(&self, id: EffectId) {
         self.remove(id);
+    }
+
+    fn write(
+        &self,
+        id: EffectId,
+        now: Time,
+        conn: &mut RedisConnection,
+    ) -> Option<Result<RequestId, SendError>> {
+        let entries = self.entries.borrow();
+        let entry = entries.get(&id).filter(|entry| !entry.cancelled)?;
+        Some(match &entry.read {
+            Read::Cache { pending, .. } => self.cache.send_read(pending, now, conn),
+            Read::Other(_) => Err(SendError::Unsupported {
+                command: "an effect planned without a command",
+            }),
+        })
     }
 }
 
@@ -590,7 +609,7 @@ where
         + 'static,
     ) {
         self.awaited
-            .send(id, command, Read::Other(Box::new(answer)));
+            .send(id, Some(command), Read::Other(Box::new(answer)));
     }
 }
 
@@ -609,7 +628,7 @@ where
             }
             Err(own) => return cx.answer(id, Err(misrouted::<F>("Redis", &own))),
         };
-        let (command, pending) = match self.backend.cache.command(request) {
+        let (command, pending) = match self.backend.cache.plan(request) {
             Ok(planned) => planned,
             Err(e) => return cx.answer(id, Err(e)),
         };

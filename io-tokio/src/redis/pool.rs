@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Taker};
 use crate::tls::{TlsClient, TlsStream, Verify};
 
 /// The seed's default pool size (`REDIS_MAX_CONNECTIONS`).
@@ -216,25 +216,53 @@ pub(super) trait Awaiting {
     fn answer(&self, id: EffectId, reply: Result<Value, PoolError>);
     /// The effect's command gets no reply (it was dropped unsent).
     fn forget(&self, id: EffectId);
+    /// Writes the command of an effect planned without one (a Cache read, whose
+    /// `GET` goes straight into the connection's bytes); `None` if the effect was
+    /// cancelled or is not awaited here (nothing is written).
+    fn write(
+        &self,
+        id: EffectId,
+        now: Time,
+        conn: &mut RedisConnection,
+    ) -> Option<Result<RequestId, SendError>>;
 }
 
-/// What a reply goes to, on the thread of the connection that got it.
+/// What a reply goes to, on the thread of the connection that got it. Answered
+/// once: with the reply ([`call`](Self::call)); or, if dropped unanswered (its
+/// connection's task panicked or was aborted, or work came after it ended), with a
+/// retryable "connection lost" error ([`task_ended_error`]); only a command
+/// cancelled before it was sent goes unanswered ([`discard`](Self::discard)).
 pub(super) enum LocalReply {
-    /// A [`Job`]'s closure, dropped uncalled if `cancelled` is set before its
-    /// command is sent.
-    Call {
-        cancelled: Option<Arc<AtomicBool>>,
-        reply: Box<dyn FnOnce(Result<Value, PoolError>)>,
-    },
+    /// A [`Job`]'s closure.
+    Call(CallReply),
     /// An effect waiting in its shard's table.
     Effect(EffectReply),
 }
 
-/// An effect's place in its shard's [`Awaiting`] table: told `forget` if dropped
-/// unanswered. Weak, so queued commands never keep the interpreter alive.
+/// A [`Job`]'s closure, dropped uncalled only if `cancelled` is set before its
+/// command is sent.
+pub(super) struct CallReply {
+    cancelled: Option<Arc<AtomicBool>>,
+    /// `None` once called.
+    reply: Option<CallFn>,
+}
+
+type CallFn = Box<dyn FnOnce(Result<Value, PoolError>)>;
+
+impl Drop for CallReply {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply(Err(task_ended_error()));
+        }
+    }
+}
+
+/// An effect's place in its shard's [`Awaiting`] table. Weak, so queued commands
+/// never keep the interpreter alive.
 pub(super) struct EffectReply {
     table: Weak<dyn Awaiting>,
     id: EffectId,
+    /// Answered, or discarded: nothing more to tell the table.
     answered: bool,
 }
 
@@ -252,16 +280,29 @@ impl Drop for EffectReply {
     fn drop(&mut self) {
         if !self.answered {
             if let Some(table) = self.table.upgrade() {
-                table.forget(self.id);
+                table.answer(self.id, Err(task_ended_error()));
             }
         }
+    }
+}
+
+/// The error of a command whose connection's task ended without its reply (it
+/// panicked or was aborted) or that came after the task ended: retryable, though a
+/// command already written may have run.
+pub(super) fn task_ended_error() -> PoolError {
+    PoolError::Lost {
+        reason: "the Redis connection's task ended before the reply (a command already \
+                 sent may have run)"
+            .to_owned(),
+        retryable: true,
     }
 }
 
 impl LocalReply {
     fn is_cancelled(&self) -> bool {
         match self {
-            LocalReply::Call { cancelled, .. } => cancelled
+            LocalReply::Call(call) => call
+                .cancelled
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed)),
             LocalReply::Effect(effect) => effect
@@ -274,7 +315,11 @@ impl LocalReply {
     /// Hands over the reply.
     pub(super) fn call(self, result: Result<Value, PoolError>) {
         match self {
-            LocalReply::Call { reply, .. } => reply(result),
+            LocalReply::Call(mut call) => {
+                if let Some(reply) = call.reply.take() {
+                    reply(result);
+                }
+            }
             LocalReply::Effect(mut effect) => {
                 effect.answered = true;
                 if let Some(table) = effect.table.upgrade() {
@@ -283,22 +328,48 @@ impl LocalReply {
             }
         }
     }
+
+    /// Writes the command its effect's table keeps ([`Awaiting::write`]); `None` if
+    /// the effect was cancelled.
+    fn write(&self, now: Time, conn: &mut RedisConnection) -> Option<Result<RequestId, SendError>> {
+        match self {
+            LocalReply::Effect(effect) => effect.table.upgrade()?.write(effect.id, now, conn),
+            LocalReply::Call(_) => Some(Err(SendError::Unsupported {
+                command: "a job without a command",
+            })),
+        }
+    }
+
+    /// Drops it unanswered: its command was cancelled before it was sent.
+    fn discard(self) {
+        match self {
+            LocalReply::Call(mut call) => drop(call.reply.take()),
+            LocalReply::Effect(mut effect) => {
+                effect.answered = true;
+                if let Some(table) = effect.table.upgrade() {
+                    table.forget(effect.id);
+                }
+            }
+        }
+    }
 }
 
 /// One command for a connection of this thread's share of the pool.
 pub(super) struct LocalJob {
-    pub(super) command: Command,
+    /// `None`: an effect's, written by its table when it is sent (a Cache read's
+    /// `GET`: no command is built for it).
+    pub(super) command: Option<Command>,
     pub(super) reply: LocalReply,
 }
 
 impl From<Job> for LocalJob {
     fn from(job: Job) -> LocalJob {
         LocalJob {
-            command: job.command,
-            reply: LocalReply::Call {
+            command: Some(job.command),
+            reply: LocalReply::Call(CallReply {
                 cancelled: job.cancelled,
-                reply: job.reply,
-            },
+                reply: Some(job.reply as CallFn),
+            }),
         }
     }
 }
@@ -722,7 +793,7 @@ impl LocalShare {
             .map(|(i, counter)| {
                 let queue = Rc::new(Queue::default());
                 let jobs = Jobs {
-                    queue: queue.clone(),
+                    queue: Taker::new(queue.clone()),
                     in_flight: counter.clone(),
                 };
                 let rng = Rng::from_seed(seed.wrapping_add(i as u64));
@@ -762,7 +833,11 @@ impl LocalShare {
             i = (i + 1) % slots.len();
             self.last.set(i);
         }
-        slots[i].push_with(|queued| {
+        // Without the borrow: if the connection's task has ended, the jobs are
+        // answered as they are dropped, and an answer may hand in more work.
+        let queue = slots[i].clone();
+        drop(slots);
+        queue.push_with(|queued| {
             let before = queued.len();
             queued.extend(jobs);
             // Counted in here, counted out by the connection just before each reply.
@@ -818,9 +893,10 @@ async fn serve_fallback(
     }
 }
 
-/// A connection's queue, and its count of commands handed to it and not answered.
+/// A connection's queue (the taking end, held by its task), and its count of
+/// commands handed to it and not answered.
 struct Jobs {
-    queue: Rc<Queue>,
+    queue: Taker<Vec<LocalJob>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -834,7 +910,15 @@ impl Jobs {
     /// Drops `job` unanswered (cancelled before it was sent).
     fn drop_job(&self, job: LocalJob) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        drop(job);
+        job.reply.discard();
+    }
+}
+
+impl Drop for Jobs {
+    /// The task has ended: nothing is in flight on its connection any more (what it
+    /// still held answers as it is dropped, see [`LocalReply`]).
+    fn drop(&mut self) {
+        self.in_flight.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1051,8 +1135,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(sleep);
     let mut armed: Option<Time> = None;
     let mut batch = Vec::new();
+    let now = clock.now();
     for job in queued.drain(..) {
-        send(clock, &mut conn, &mut waiting, jobs, job);
+        send(now, &mut conn, &mut waiting, jobs, job);
     }
     loop {
         if !open && waiting.0.is_empty() && orphans.is_empty() {
@@ -1118,8 +1203,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             () = jobs.queue.ready(), if open => {
                 if jobs.queue.take(&mut batch) {
+                    // One reading of the clock for the batch.
+                    let now = clock.now();
                     for job in batch.drain(..) {
-                        send(clock, &mut conn, &mut waiting, jobs, job);
+                        send(now, &mut conn, &mut waiting, jobs, job);
                     }
                 } else {
                     // Closed: closes once the replies it waits for are in.
@@ -1145,17 +1232,16 @@ pub(super) async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn send(
-    clock: &Clock,
-    conn: &mut RedisConnection,
-    waiting: &mut Waiting,
-    jobs: &Jobs,
-    job: LocalJob,
-) {
-    if job.reply.is_cancelled() {
-        return jobs.drop_job(job);
-    }
-    match conn.send(clock.now(), &job.command) {
+fn send(now: Time, conn: &mut RedisConnection, waiting: &mut Waiting, jobs: &Jobs, job: LocalJob) {
+    let sent = match &job.command {
+        Some(command) if !job.reply.is_cancelled() => conn.send(now, command),
+        Some(_) => return jobs.drop_job(job),
+        None => match job.reply.write(now, conn) {
+            Some(sent) => sent,
+            None => return jobs.drop_job(job),
+        },
+    };
+    match sent {
         Ok(id) => waiting.0.push_back((id, job.reply)),
         Err(e) => jobs.answer(job.reply, Err(PoolError::Send(e))),
     }
@@ -1190,6 +1276,15 @@ mod tests {
         fn forget(&self, _id: EffectId) {
             self.forgotten.set(true);
         }
+
+        fn write(
+            &self,
+            _id: EffectId,
+            _now: Time,
+            _conn: &mut RedisConnection,
+        ) -> Option<Result<RequestId, SendError>> {
+            None
+        }
     }
 
     /// Asks for one effect (only its id is used here).
@@ -1218,7 +1313,7 @@ mod tests {
     fn job(table: &Rc<Table>, key: &str) -> LocalJob {
         let table: Weak<dyn Awaiting> = Rc::downgrade(table) as Weak<dyn Awaiting>;
         LocalJob {
-            command: Command::new("GET").arg(key),
+            command: Some(Command::new("GET").arg(key)),
             reply: LocalReply::Effect(EffectReply::new(table, effect_id())),
         }
     }
@@ -1232,20 +1327,20 @@ mod tests {
         let mut conn = RedisConnection::new(config, clock.now());
         let mut waiting = Waiting::default();
         let jobs = Jobs {
-            queue: Rc::new(Queue::default()),
+            queue: Taker::new(Rc::new(Queue::default())),
             in_flight: Arc::new(AtomicUsize::new(2)),
         };
         let (queued, in_flight) = (Rc::new(Table::default()), Rc::new(Table::default()));
         queued.cancelled.set(true);
         send(
-            &clock,
+            clock.now(),
             &mut conn,
             &mut waiting,
             &jobs,
             job(&queued, "dropped"),
         );
         send(
-            &clock,
+            clock.now(),
             &mut conn,
             &mut waiting,
             &jobs,
@@ -1276,5 +1371,106 @@ mod tests {
         );
         assert!(!in_flight.forgotten.get(), "answered, not forgotten");
         assert_eq!(jobs.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    /// A server that takes the connection and reads everything, answering nothing;
+    /// `seen` hears once `want` bytes have come.
+    async fn silent_server(want: usize, seen: oneshot::Sender<()>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let target = listener.local_addr().expect("its address").to_string();
+        tokio::task::spawn_local(async move {
+            let (mut socket, _) = listener.accept().await.expect("the pool connects");
+            let (mut got, mut buf, mut seen) = (0, [0u8; 4096], Some(seen));
+            while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                got += n;
+                if got >= want {
+                    seen.take().map(|s| s.send(()));
+                }
+            }
+        });
+        target
+    }
+
+    #[test]
+    fn a_connection_task_that_is_aborted_answers_every_job_it_holds_once_retryably() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let (seen, sent) = oneshot::channel();
+            let wire = b"*2\r\n$3\r\nGET\r\n$4\r\nsent\r\n".len();
+            let target = silent_server(2 * wire, seen).await;
+            let mut redis = RedisConfig::default();
+            redis.protocol = effectful::redis::Protocol::Resp2;
+            // Long enough that no timeout can be what answers them.
+            redis.operation_timeout = Some(Duration::from_secs(600));
+            let slot = Arc::new(Slot {
+                redis,
+                tls: None,
+                host: "127.0.0.1".to_owned(),
+                target,
+                timeout: Duration::from_secs(600),
+                schedule: Reconnect::default_schedule(),
+            });
+            let queue = Rc::new(Queue::default());
+            let counter = Arc::new(AtomicUsize::new(0));
+            let share = LocalShare {
+                slots: RefCell::new(vec![queue.clone()]),
+                in_flight: vec![counter.clone()],
+                last: Cell::new(0),
+            };
+            let jobs = Jobs {
+                queue: Taker::new(queue),
+                in_flight: counter.clone(),
+            };
+            let task = tokio::task::spawn_local(run_slot(slot, jobs, Rng::from_seed(1)));
+
+            // Every kind of job: an effect's and a closure's, both written and
+            // waiting for replies that never come...
+            let (effect, called) = (Rc::new(Table::default()), Rc::new(RefCell::new(Vec::new())));
+            let call = |key: &str| {
+                let called = called.clone();
+                LocalJob {
+                    command: Some(Command::new("GET").arg(key)),
+                    reply: LocalReply::Call(CallReply {
+                        cancelled: None,
+                        reply: Some(Box::new(move |r| called.borrow_mut().push(r))),
+                    }),
+                }
+            };
+            share.submit([job(&effect, "sent"), call("sent")]);
+            sent.await.expect("both commands reached the server");
+            // ...and one of each still queued when the task ends.
+            let queued = Rc::new(Table::default());
+            share.submit([job(&queued, "left"), call("left")]);
+            task.abort();
+            assert!(task.await.is_err_and(|e| e.is_cancelled()));
+
+            let lost = |answers: &[Result<Value, PoolError>]| {
+                assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+                let error = answers[0].clone().expect_err("no reply came");
+                let error = error.effect_error("Cache.GetCachedValue");
+                assert_eq!(error.kind, ErrorKind::ConnectionLost, "{error:?}");
+                assert!(error.retryable, "{error:?}");
+            };
+            lost(&effect.answers.borrow());
+            lost(&queued.answers.borrow());
+            assert!(!effect.forgotten.get() && !queued.forgotten.get());
+            assert_eq!(called.borrow().len(), 2, "each closure once");
+            for answer in called.borrow().iter() {
+                lost(std::slice::from_ref(answer));
+            }
+            assert_eq!(counter.load(Ordering::Relaxed), 0, "nothing in flight");
+
+            // Work that comes after the task ended is answered at once, not held.
+            let later = Rc::new(Table::default());
+            share.submit([job(&later, "later")]);
+            lost(&later.answers.borrow());
+            assert_eq!(counter.load(Ordering::Relaxed), 0);
+        });
     }
 }
