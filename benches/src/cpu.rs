@@ -111,15 +111,23 @@ mod tests {
         assert!(available(), "this measurement needs Linux schedstat");
         let m = ProcessCpu;
         let start = m.start();
-        let until = std::time::Instant::now() + Duration::from_millis(150);
+        // Spin until the process has used 15 ms of CPU: on a busy machine a thread
+        // spinning for a fixed 150 ms of wall time got less than that. Were spinning
+        // not counted, the 30 s limit would end it.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
-        while std::time::Instant::now() < until {
-            x = x.wrapping_add(1);
+        let mut spun = Duration::ZERO;
+        while spun < Duration::from_millis(15) && std::time::Instant::now() < until {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            spun = m.end(start);
         }
-        let spun = m.end(start);
         assert!(x > 0);
-        // On a busy machine the spinning thread gets only part of a core.
-        assert!(spun >= Duration::from_millis(15), "{spun:?}");
+        assert!(
+            spun >= Duration::from_millis(15),
+            "{spun:?} in 30 s of spinning"
+        );
         let start = m.start();
         std::thread::sleep(Duration::from_millis(50));
         let slept = m.end(start);

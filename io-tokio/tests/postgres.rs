@@ -213,9 +213,17 @@ fn a_terminated_backend_fails_retryably_and_the_pool_replaces_it() {
     db.shutdown(Duration::from_secs(5));
 }
 
-/// Runs `sql` in a psql session in the background (holding a lock while it sleeps).
+/// The application_name of the other session `background_psql` starts.
+fn holder_name() -> String {
+    format!("effectful_pg_it_holder_{}", std::process::id())
+}
+
+/// Runs `sql`, which ends in a long `pg_sleep`, in another psql session, and returns
+/// once that session sleeps: what it ran before (its locks) is done, however long
+/// psql took to start on a busy machine. [`release`] ends it.
 fn background_psql(sql: &str) -> std::process::Child {
-    Command::new("psql")
+    let child = Command::new("psql")
+        .env("PGAPPNAME", holder_name())
         .args([
             "-h",
             "127.0.0.1",
@@ -227,28 +235,60 @@ fn background_psql(sql: &str) -> std::process::Child {
             sql,
         ])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"))
+        .unwrap_or_else(|e| panic!("psql: {e}\n{START_SERVER}"));
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND wait_event = 'PgSleep'",
+        holder_name()
+    );
+    until("the other session sleeps", || psql(&sleeping) == "1");
+    child
+}
+
+/// Ends the session `background_psql` started (its locks go with it).
+fn release(mut holder: std::process::Child) {
+    psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+        holder_name()
+    ));
+    let _ = holder.wait();
+}
+
+/// Waits until `done`, for 30 s at most.
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
 fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
     let schema = Schema::new("timeout");
+    // Migrate first on a pool of the default timeout: migrations take one advisory lock
+    // for every schema, which other tests may hold for longer than 300 ms.
+    let migrating = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
+    let warm = runtime(&migrating, 1);
+    lookup(&warm).expect("migrated");
+    warm.shutdown(Duration::from_secs(1));
+    migrating.shutdown(Duration::from_secs(5));
     let db = PgDatabase::start(
         schema
             .config()
+            .migrations(&[])
             .pool_size(1, 1)
             .command_timeout(Duration::from_millis(300)),
     )
     .expect("started");
     let runtime = runtime(&db, 1);
-    lookup(&runtime).expect("migrated and working");
-    // Another session holds the table for 5 s: the lookup waits on the lock.
-    let mut holder = background_psql(&format!(
-        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;",
+    lookup(&runtime).expect("working");
+    // Another session holds the table: the lookup waits on the lock.
+    let holder = background_psql(&format!(
+        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;",
         schema.name
     ));
-    std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let err = lookup(&runtime).expect_err("cancelled by the command timeout");
     let took = started.elapsed();
@@ -259,13 +299,14 @@ fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
         took < Duration::from_secs(3),
         "the cancel stopped the query long before the lock was released ({took:?})"
     );
-    // The server-side query is gone: our backend is idle, not waiting on the lock.
-    let active = psql(&format!(
+    // The server-side query is gone: our backend is idle, not waiting on the lock
+    // (which the other session still holds).
+    let active = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND state = 'active'",
         schema.name
-    ));
-    assert_eq!(active, "0");
-    let _ = holder.wait();
+    );
+    until("our backend is idle", || psql(&active) == "0");
+    release(holder);
     lookup(&runtime).expect("the connection is usable after the cancel");
     runtime.shutdown(Duration::from_secs(1));
     db.shutdown(Duration::from_secs(5));
@@ -276,10 +317,9 @@ fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_re
     let schema = Schema::new("cancel");
     // Hold the migration lock: the pool's first connection waits on it, so no effect
     // can start yet.
-    let mut holder = background_psql(&format!(
-        "SELECT pg_advisory_lock({MIGRATION_LOCK}); SELECT pg_sleep(1.5);"
+    let holder = background_psql(&format!(
+        "SELECT pg_advisory_lock({MIGRATION_LOCK}); SELECT pg_sleep(60);"
     ));
-    std::thread::sleep(Duration::from_millis(300));
     let db = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
     let runtime = runtime(&db, 1);
     let first = runtime.block_on(async {
@@ -303,7 +343,7 @@ fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_re
     });
     let err = first.expect_err("timed out while waiting for a connection");
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    let _ = holder.wait();
+    release(holder);
     // Never performed: the email is still free.
     let again = runtime.block_on(async {
         runtime
@@ -318,11 +358,10 @@ fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_re
 
     // Now one that runs: it waits on a table lock past its own time limit; its
     // answer arrives later and is dropped as stale.
-    let mut holder = background_psql(&format!(
-        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1); COMMIT;",
+    let holder = background_psql(&format!(
+        "BEGIN; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;",
         schema.name
     ));
-    std::thread::sleep(Duration::from_millis(300));
     let running = runtime.block_on(async {
         runtime
             .handle()
@@ -339,7 +378,7 @@ fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_re
             .expect("finished")
     });
     assert_eq!(running.expect_err("timed out").kind, ErrorKind::Timeout);
-    let _ = holder.wait();
+    release(holder);
     // The late answer reached no one: the next effect on the same connection gets
     // its own.
     let nobody = uuid::Uuid::from_u128(42);

@@ -478,7 +478,10 @@ fn waiting_for_shutdown_outlasts_the_default_per_effect_timeout() {
         .handle()
         .try_spawn(|fx| async move { fx.perform(WaitForShutdown {}).await })
         .expect("room");
-    // Well past the default limit, the program still waits.
+    // Once it has begun, and well past the default limit, the program still waits.
+    while runtime.stats().snapshot().spawned < 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(runtime.stats().snapshot().running(), 1);
     runtime.shutdown(Duration::from_secs(5));

@@ -84,6 +84,23 @@ fn signal(child: &Running, name: &str) {
     assert!(status.success(), "kill -{name} failed");
 }
 
+/// Waits (up to 30 s) until the server runs a program: the request sent on another
+/// thread has arrived, however slowly that thread got going on a busy machine.
+fn until_a_program_runs(addr: SocketAddr) {
+    for _ in 0..3000 {
+        let metrics = support::get(addr, "/metrics");
+        if metrics
+            .body
+            .lines()
+            .any(|l| l == "effectful_programs_in_progress 1")
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the server did not run the request's program within 30 s");
+}
+
 fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
     for _ in 0..200 {
         if let Some(status) = child.0.try_wait().expect("wait") {
@@ -100,7 +117,7 @@ fn sigterm_lets_a_running_program_finish_then_exits_0() {
     assert_eq!(support::get(addr, "/health").status, 200);
 
     let running = std::thread::spawn(move || support::get(addr, "/sleep?ms=700"));
-    std::thread::sleep(Duration::from_millis(200)); // the program is running
+    until_a_program_runs(addr);
     signal(&child, "TERM");
 
     let reply = running.join().expect("the request thread");
@@ -131,7 +148,7 @@ fn sigterm_lets_a_running_program_finish_then_exits_0() {
 fn ctrl_c_past_the_grace_period_aborts_the_program_and_still_exits_0() {
     let (mut child, addr, _, _logs) = start_server("0.2");
     let running = std::thread::spawn(move || support::get(addr, "/sleep?ms=30000"));
-    std::thread::sleep(Duration::from_millis(200));
+    until_a_program_runs(addr);
     signal(&child, "INT");
 
     let reply = running.join().expect("the request thread");

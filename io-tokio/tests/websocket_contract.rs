@@ -181,12 +181,18 @@ fn real(script: Connection) -> Observed {
             }
             ConnectionEnd::Vanish { after } => {
                 tokio::time::sleep(after).await;
-                // Take what arrived, then drop the socket without a close frame.
-                while let Ok(Some(Ok(message))) =
-                    tokio::time::timeout(Duration::from_millis(50), ws.next()).await
-                {
+                // Take what arrived, then drop the socket without a close frame. The
+                // model's answers arrive at once; a real one's may lag on a busy
+                // machine, so wait for as many as texts were sent (10 s at most),
+                // then take anything more that is already there.
+                let sent = script.messages.len();
+                let mut limit = Duration::from_secs(10);
+                while let Ok(Some(Ok(message))) = tokio::time::timeout(limit, ws.next()).await {
                     if let Message::Text(t) = message {
                         received.push(t.to_string());
+                    }
+                    if received.len() >= sent {
+                        limit = Duration::from_millis(50);
                     }
                 }
                 drop(ws);

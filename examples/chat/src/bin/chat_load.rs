@@ -102,10 +102,36 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
+/// Messages sent, closed when sending stops: one atomic holds the count and (its top
+/// bit) the stop, so the count taken at the stop holds every message a client decided
+/// to send before it and none after. (A count read beside a separate stop flag missed
+/// a message whose sender checked the flag just before the stop and counted it just
+/// after, while every client still received it.)
+#[derive(Default)]
+struct SentCount(AtomicU64);
+
+impl SentCount {
+    const STOPPED: u64 = 1 << 63;
+
+    /// Counts one more message, unless sending has stopped (then false: do not send).
+    fn count_one(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & Self::STOPPED == 0).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Stops sending; the messages counted before.
+    fn stop(&self) -> u64 {
+        self.0.fetch_or(Self::STOPPED, Ordering::AcqRel) & !Self::STOPPED
+    }
+}
+
 /// What every client adds to.
 #[derive(Default)]
 struct Totals {
-    sent: AtomicU64,
+    sent: SentCount,
     delivered: AtomicU64,
     errors: AtomicU64,
     connected: AtomicU64,
@@ -289,7 +315,7 @@ async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
                 _ = ticks.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => break,
             }
-            if *stop.borrow() {
+            if !sender_run.totals.sent.count_one() {
                 break;
             }
             let text = message_text(&sender_run.tag, index, seq, sender_run.micros());
@@ -302,7 +328,6 @@ async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
                 return sink;
             }
             seq += 1;
-            sender_run.totals.sent.fetch_add(1, Ordering::Relaxed);
         }
         sink
     });
@@ -411,8 +436,8 @@ async fn load(options: Options) -> Value {
     run.warm_after
         .store(run.micros().saturating_add(warmup), Ordering::Relaxed);
     tokio::time::sleep(options.warmup + options.duration).await;
+    let sent_at_stop = run.totals.sent.stop();
     run.stop_sending.send_replace(true);
-    let sent_at_stop = run.totals.sent.load(Ordering::Relaxed);
     // Let the last messages arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.finished.store(true, Ordering::Relaxed);
@@ -502,5 +527,23 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SentCount;
+
+    #[test]
+    fn the_count_taken_at_the_stop_holds_every_message_before_and_none_after() {
+        let sent = SentCount::default();
+        assert!(sent.count_one());
+        assert!(sent.count_one());
+        assert_eq!(sent.stop(), 2);
+        assert!(
+            !sent.count_one(),
+            "no message is counted (or sent) after the stop"
+        );
+        assert_eq!(sent.stop(), 2);
     }
 }
