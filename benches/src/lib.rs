@@ -1,7 +1,6 @@
 //! Criterion benches for effectful live in `benches/`; run `cargo bench -p effectful-benches -- core/step`.
 
 pub mod cpu;
-pub mod pg_pipeline;
 pub mod shard_step;
 
 pub mod step {
