@@ -13,6 +13,9 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`); it works in a
 //! schema of its own, dropped at the end.
 
+#[path = "../src/pg_pipeline.rs"]
+mod pg_pipeline;
+
 use std::time::{Duration, Instant};
 
 use criterion::measurement::Measurement;
@@ -20,7 +23,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use effectful::Time;
 use effectful::postgres::{Event, PgConfig, PgConnection, Value};
 use effectful_benches::cpu::ProcessCpu;
-use effectful_benches::pg_pipeline::{IN_FLIGHT, Ours, Peer, lookup_sql};
+use pg_pipeline::{IN_FLIGHT, Ours, Peer, lookup_sql};
 
 /// Elapsed wall time, or the process's CPU time when `cpu`.
 struct Clock {

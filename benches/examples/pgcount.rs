@@ -17,8 +17,11 @@
 //! `peer` runs tokio-postgres. Each prints the process's CPU time per query over its
 //! rounds (after the connection is open and the statement prepared). Needs
 //! PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`).
+#[path = "../src/pg_pipeline.rs"]
+mod pg_pipeline;
+
 use effectful_benches::cpu::process_cpu_nanos;
-use effectful_benches::pg_pipeline::{IN_FLIGHT, Ours, Peer};
+use pg_pipeline::{IN_FLIGHT, Ours, Peer};
 
 fn main() {
     let mut args = std::env::args().skip(1);

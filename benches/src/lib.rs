@@ -2,7 +2,6 @@
 
 pub mod cpu;
 pub mod floor;
-pub mod pg_pipeline;
 pub mod shard_step;
 
 pub mod step {

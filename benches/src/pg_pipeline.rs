@@ -1,6 +1,10 @@
 //! The 64-in-flight lookup `pg/pipelined_select` measures, for both clients, shared
 //! with `examples/pgcount.rs`: effectful the whole way (engine, Database adapter,
 //! pool, driver) and tokio-postgres, in a schema of their own.
+//!
+//! Not a module of the library: `benches/pg.rs` and `examples/pgcount.rs` include it
+//! with `#[path]`, so that tokio-postgres stays a dev-dependency (a test build of the
+//! library never compiles the peer).
 
 use std::time::Duration;
 

@@ -165,6 +165,65 @@ fn a_thousand_effects_pipelined_on_one_connection_each_get_their_own_row() {
     db.shutdown(Duration::from_secs(5));
 }
 
+/// The client hands an answer over only after it has released its own state: an
+/// answer that resumes its program at once (the shard idle, the answer arriving from
+/// the socket's task) makes the program perform its next effect on the same client
+/// inside that call, and end (which rolls back its transactions through the same
+/// client). Were the state still borrowed, the program's next effect would panic
+/// with a `RefCell` borrow error and the shard would lose it.
+#[test]
+fn a_program_resumed_by_an_answer_performs_its_next_query_on_the_same_client_at_once() {
+    let schema = Schema::new("resumed");
+    let db =
+        PgDatabase::start(schema.config().pool(PoolConfig::default().size(1, 1))).expect("started");
+    let runtime = runtime(&db, 1);
+    let (found, committed) = runtime.block_on(async {
+        runtime
+            .handle()
+            .spawn(|fx| async move {
+                let user = create(&fx, "resumed@x.io").await;
+                let mut found = 0;
+                for _ in 0..200 {
+                    // Each answer arrives alone and resumes the program, which asks
+                    // for the next one at once.
+                    if fx.perform(GetUserById { user_id: user.id }).await
+                        == Ok(UserLookup::Found(user.clone()))
+                    {
+                        found += 1;
+                    }
+                }
+                let tx = fx.perform(Begin {}).await.expect("began");
+                let inserted = fx
+                    .perform(Execute::new("CREATE TABLE resumed (a int8)", vec![]).within(tx))
+                    .await;
+                let committed = fx.perform(Commit { tx }).await;
+                // The program ends inside the Commit's answer: the runtime tells the
+                // interpreter, which cancels the Begin's key on the same client.
+                (found, inserted.and(committed))
+            })
+            .await
+            .expect("spawned")
+            .await
+            .expect("finished")
+    });
+    assert_eq!(found, 200, "every lookup answered with its row");
+    assert_eq!(committed, Ok(()), "the transaction committed");
+    // The client still serves programs after the one that ended inside an answer.
+    assert!(
+        matches!(lookup(&runtime), Ok(UserLookup::NotFound { .. })),
+        "a lookup after it"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' AND table_name = 'resumed'",
+            schema.name
+        )),
+        "1"
+    );
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
 #[test]
 fn a_terminated_backend_fails_retryably_and_the_pool_replaces_it() {
     let schema = Schema::new("terminate");

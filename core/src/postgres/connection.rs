@@ -245,6 +245,19 @@ impl PgConnection {
         self.events.pop_front()
     }
 
+    /// Whether there are bytes to write to the socket.
+    pub fn has_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Appends everything to write to the socket now to `into` (the driver's own
+    /// buffer): the same bytes as [`poll_transmit`](Self::poll_transmit), with no
+    /// allocation of their own.
+    pub fn transmit_into(&mut self, into: &mut BytesMut) {
+        into.extend_from_slice(&self.out);
+        self.out.clear();
+    }
+
     /// Everything to write to the socket now, in one buffer.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
@@ -691,7 +704,7 @@ impl PgConnection {
                 let set = ResultSet {
                     columns: head.columns.take().unwrap_or_else(|| Arc::new([])),
                     rows: std::mem::take(&mut head.rows),
-                    tag: tag.to_owned(),
+                    tag: tag.into(),
                 };
                 if head.error.is_none() {
                     head.sets.push(set);

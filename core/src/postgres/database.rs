@@ -325,8 +325,34 @@ impl Decode {
 pub struct DatabasePlan {
     effect: &'static str,
     sql: &'static str,
-    params: Vec<Value>,
+    params: Params,
     decode: Decode,
+}
+
+/// The most parameters a Database statement binds.
+const MAX_PARAMS: usize = 4;
+
+/// A plan's parameters, kept inline: a plan allocates nothing for them.
+#[derive(Clone, Debug)]
+struct Params {
+    len: usize,
+    values: [Value; MAX_PARAMS],
+}
+
+impl Params {
+    /// `values`, in order (at most [`MAX_PARAMS`], checked when compiled).
+    fn of<const N: usize>(values: [Value; N]) -> Params {
+        const { assert!(N <= MAX_PARAMS) };
+        let mut given = values.into_iter();
+        Params {
+            len: N,
+            values: std::array::from_fn(|_| given.next().unwrap_or(Value::Null)),
+        }
+    }
+
+    fn as_slice(&self) -> &[Value] {
+        &self.values[..self.len]
+    }
 }
 
 const USER_LOOKUP: &str = "SELECT u.id, u.email, u.name, \
@@ -413,7 +439,7 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
     let (sql, params, decode) = match request {
         DatabaseRequest::GetUserById(r) => (
             USER_LOOKUP,
-            vec![Value::Uuid(r.user_id)],
+            Params::of([Value::Uuid(r.user_id)]),
             Decode::Lookup {
                 user_id: r.user_id,
                 update: false,
@@ -421,46 +447,48 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
         ),
         DatabaseRequest::ListUsers(r) => (
             LIST_USERS,
-            vec![
+            Params::of([
                 Value::Int8(i64::from(r.limit)),
                 Value::Int8(i64::from(r.offset)),
-            ],
+            ]),
             Decode::Users,
         ),
         DatabaseRequest::CreateUser(r) => (
             CREATE_USER,
-            vec![
+            Params::of([
                 Value::Text(r.email.clone()),
                 Value::Text(r.name.clone()),
                 Value::Text(r.password_hash.clone()),
-            ],
+            ]),
             Decode::Created {
                 email: r.email.clone(),
             },
         ),
         DatabaseRequest::UpdateUser(r) => (
             UPDATE_USER,
-            vec![
+            Params::of([
                 Value::Uuid(r.user_id),
                 text_or_null(&r.email),
                 text_or_null(&r.name),
-            ],
+            ]),
             Decode::Lookup {
                 user_id: r.user_id,
                 update: true,
             },
         ),
-        DatabaseRequest::DeleteUser(r) => {
-            (DELETE_USER, vec![Value::Uuid(r.user_id)], Decode::Deleted)
-        }
+        DatabaseRequest::DeleteUser(r) => (
+            DELETE_USER,
+            Params::of([Value::Uuid(r.user_id)]),
+            Decode::Deleted,
+        ),
         DatabaseRequest::SaveChatMessage(r) => {
-            let mut params = vec![Value::Uuid(r.user_id), Value::Text(r.text.clone())];
-            let sql = match r.message_id {
-                Some(id) => {
-                    params.push(Value::Uuid(id));
-                    SAVE_MESSAGE_WITH_ID
-                }
-                None => SAVE_MESSAGE,
+            let (user, text) = (Value::Uuid(r.user_id), Value::Text(r.text.clone()));
+            let (sql, params) = match r.message_id {
+                Some(id) => (
+                    SAVE_MESSAGE_WITH_ID,
+                    Params::of([user, text, Value::Uuid(id)]),
+                ),
+                None => (SAVE_MESSAGE, Params::of([user, text])),
             };
             (
                 sql,
@@ -474,35 +502,39 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
         }
         DatabaseRequest::ListMessagesForUser(r) => {
             let size = r.page_size();
-            let mut params = vec![Value::Uuid(r.user_id), Value::Int8(i64::from(size) + 1)];
-            let sql = match r.before {
-                Some(before) => {
-                    params.push(Value::Timestamptz(before.created_at));
-                    params.push(Value::Uuid(before.id));
-                    MESSAGES_BEFORE
-                }
-                None => LATEST_MESSAGES,
+            let (user, limit) = (Value::Uuid(r.user_id), Value::Int8(i64::from(size) + 1));
+            let (sql, params) = match r.before {
+                Some(before) => (
+                    MESSAGES_BEFORE,
+                    Params::of([
+                        user,
+                        limit,
+                        Value::Timestamptz(before.created_at),
+                        Value::Uuid(before.id),
+                    ]),
+                ),
+                None => (LATEST_MESSAGES, Params::of([user, limit])),
             };
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             (sql, params, Decode::Page { size })
         }
         DatabaseRequest::JoinChat(r) => (
             JOIN_CHAT,
-            vec![Value::Text(r.name.clone())],
+            Params::of([Value::Text(r.name.clone())]),
             Decode::ChatUser,
         ),
         DatabaseRequest::PostRoomMessage(r) => (
             POST_ROOM_MESSAGE,
-            vec![
+            Params::of([
                 Value::Uuid(r.user_id),
                 Value::Text(r.text.clone()),
                 r.message_id.map_or(Value::Null, Value::Uuid),
-            ],
+            ]),
             Decode::Posted,
         ),
         DatabaseRequest::RoomHistory(r) => (
             ROOM_HISTORY,
-            vec![Value::Int8(i64::from(room_page_size(r.limit)))],
+            Params::of([Value::Int8(i64::from(room_page_size(r.limit)))]),
             Decode::RoomHistory,
         ),
         // Users' own SQL is planned by `super::sql::SqlPlan`; here it is a statement
@@ -513,13 +545,13 @@ pub fn plan(request: &DatabaseRequest) -> DatabasePlan {
         | DatabaseRequest::Begin(_)
         | DatabaseRequest::Commit(_)
         | DatabaseRequest::Rollback(_)
-        | DatabaseRequest::Migrate(_) => (NOT_PLANNED_HERE, Vec::new(), Decode::NotPlannedHere),
+        | DatabaseRequest::Migrate(_) => (NOT_PLANNED_HERE, Params::of([]), Decode::NotPlannedHere),
         DatabaseRequest::WaitRoomMessages(r) => (
             ROOM_AFTER,
-            vec![
+            Params::of([
                 Value::Int8(i64::try_from(r.after_seq).unwrap_or(i64::MAX)),
                 Value::Int8(i64::from(room_page_size(r.limit))),
-            ],
+            ]),
             Decode::RoomAfter {
                 after_seq: r.after_seq,
                 limit: room_page_size(r.limit),
@@ -555,7 +587,7 @@ impl DatabasePlan {
 
     /// The parameters, bound in binary.
     pub fn params(&self) -> &[Value] {
-        &self.params
+        self.params.as_slice()
     }
 
     /// How the answer is read.

@@ -99,8 +99,16 @@ pub enum Output<K> {
         /// The connection.
         conn: ConnId,
     },
-    /// Write `bytes` to `conn`'s socket, in order.
+    /// `conn` has bytes to write: append them to what goes to its socket with
+    /// [`PgService::transmit`] (a buffer of the driver's own, so a query's bytes are
+    /// copied once and allocate nothing of their own).
     Transmit {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Write `bytes` to `conn`'s socket, in order: the last bytes of a connection
+    /// that has ended (its `Terminate`), just before its [`Output::Disconnect`].
+    TransmitLast {
         /// The connection.
         conn: ConnId,
         /// What to write.
@@ -379,6 +387,14 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     /// The next thing to do.
     pub fn poll_output(&mut self) -> Option<Output<K>> {
         self.outputs.pop_front()
+    }
+
+    /// Appends to `out` what `conn` has to write (after an [`Output::Transmit`]);
+    /// nothing if it has nothing or is gone.
+    pub fn transmit(&mut self, conn: ConnId, out: &mut bytes::BytesMut) {
+        if let Some(pg) = self.conns.get_mut(&conn).and_then(|c| c.pg.as_mut()) {
+            pg.transmit_into(out);
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
@@ -796,8 +812,10 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             let Some(pg) = c.pg.as_mut() else {
                 break;
             };
-            while let Some(bytes) = pg.poll_transmit() {
-                self.outputs.push_back(Output::Transmit { conn, bytes });
+            if pg.has_transmit()
+                && !matches!(self.outputs.back(), Some(Output::Transmit { conn: last }) if *last == conn)
+            {
+                self.outputs.push_back(Output::Transmit { conn });
             }
             let Some(event) = pg.poll_event() else {
                 break;
@@ -1171,7 +1189,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         };
         if let Some(pg) = c.pg.as_mut() {
             while let Some(bytes) = pg.poll_transmit() {
-                self.outputs.push_back(Output::Transmit { conn, bytes });
+                self.outputs.push_back(Output::TransmitLast { conn, bytes });
             }
         }
         if self.migrating == Some(conn) {

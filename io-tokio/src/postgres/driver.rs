@@ -6,6 +6,10 @@
 //! and answered through the shard's [`LocalReplier`], so neither crosses a thread. The
 //! handle's own work (`ping`, `status`, `shutdown`) reaches it through a control
 //! channel, the only thing that crosses threads.
+//!
+//! Answers are handed over only after the client's state is released ([`PgClient::drain`]
+//! gathers them while it holds it): an answer may resume its program at once, and
+//! the program's next effect comes straight back into [`PgClient::perform`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,7 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::connect::PgConnector;
 use crate::clock::Clock;
-use crate::interpreter::{LocalReplier, SplitStd};
+use crate::interpreter::{Answer, LocalReplier, SplitStd};
 
 /// What a handle asks of a thread's client, from any thread.
 pub(crate) enum Control {
@@ -61,7 +65,12 @@ type Outbox = crate::outbox::Outbox<BytesMut>;
 pub(crate) struct PgClient<F: SplitStd> {
     clock: Clock,
     connector: PgConnector,
-    state: RefCell<State<F>>,
+    /// Where effects' answers go (`None` on the fallback thread, which has none).
+    replier: Option<LocalReplier<F>>,
+    state: RefCell<State>,
+    /// The answers one drain gathered, handed over once `state` is released (kept
+    /// between drains for its capacity).
+    answers: Cell<Vec<Answer<F>>>,
     /// The timer task's deadline, and its wake when an earlier one is due.
     armed: Cell<Option<Time>>,
     rearm: Notify,
@@ -69,10 +78,8 @@ pub(crate) struct PgClient<F: SplitStd> {
     done: Notify,
 }
 
-struct State<F: SplitStd> {
+struct State {
     service: PgService<Key>,
-    /// Where effects' answers go (`None` on the fallback thread, which has none).
-    replier: Option<LocalReplier<F>>,
     sockets: HashMap<ConnId, Socket>,
     pings: HashMap<u64, oneshot::Sender<Result<(), EffectError>>>,
     next_ping: u64,
@@ -105,9 +112,10 @@ where
         let client = Rc::new(PgClient {
             clock,
             connector,
+            replier,
+            answers: Cell::new(Vec::new()),
             state: RefCell::new(State {
                 service: PgService::new(config, clock.now()),
-                replier,
                 sockets: HashMap::default(),
                 pings: HashMap::default(),
                 next_ping: 0,
@@ -206,7 +214,7 @@ where
             }
         }
         // Every handle is gone: nothing can reach this client any more but its shard.
-        if self.state.borrow().replier.is_none() {
+        if self.replier.is_none() {
             self.close();
         }
     }
@@ -240,13 +248,34 @@ where
         }
     }
 
-    /// Performs what the service asks for, until it asks for nothing more; then makes
-    /// sure the timer wakes no later than the service's deadline.
+    /// Performs what the service asks for, until it asks for nothing more, and makes
+    /// sure the timer wakes no later than the service's deadline; then, with the
+    /// state released, hands over the answers it gathered with
+    /// [`LocalReplier::answer_now`]: when the shard is idle (answers read from a
+    /// socket) the program resumes inside the call, and its next effect reaches
+    /// [`perform`](Self::perform) (which borrows the state) before the call returns.
+    /// A reply segment then costs no wake of the shard's task (`pgcount` under
+    /// callgrind: 0 shard polls per 64 answers against ~2 with `answer`, for about
+    /// the same instructions per query).
     fn drain(self: &Rc<Self>) {
+        let mut answers = self.answers.take();
+        self.drain_state(&mut answers);
+        if let Some(replier) = &self.replier {
+            for (id, result) in answers.drain(..) {
+                replier.answer_now(id, result);
+            }
+        }
+        answers.clear();
+        self.answers.set(answers);
+    }
+
+    /// [`drain`](Self::drain)'s work on the state, gathering effects' answers in
+    /// `answers`.
+    fn drain_state(self: &Rc<Self>, answers: &mut Vec<Answer<F>>) {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         loop {
-            self.perform_outputs(state);
+            self.perform_outputs(state, answers);
             if state.retiring && !state.shutting_down && state.pings.is_empty() {
                 state.shutting_down = true;
                 let now = self.clock.now();
@@ -275,7 +304,7 @@ where
         }
     }
 
-    fn perform_outputs(self: &Rc<Self>, state: &mut State<F>) {
+    fn perform_outputs(self: &Rc<Self>, state: &mut State, answers: &mut Vec<Answer<F>>) {
         while let Some(output) = state.service.poll_output() {
             match output {
                 Output::Connect { conn } => {
@@ -287,7 +316,16 @@ where
                         }
                     });
                 }
-                Output::Transmit { conn, bytes } => {
+                Output::Transmit { conn } => {
+                    let service = &mut state.service;
+                    match state.sockets.get(&conn) {
+                        Some(socket) => socket.writer.push_with(|out| service.transmit(conn, out)),
+                        // No socket to write to: the bytes are dropped, as the
+                        // connection will be.
+                        None => service.transmit(conn, &mut BytesMut::new()),
+                    }
+                }
+                Output::TransmitLast { conn, bytes } => {
                     if let Some(socket) = state.sockets.get(&conn) {
                         socket.writer.push(&bytes);
                     }
@@ -323,9 +361,7 @@ where
                                 "a reply of another kind",
                             )),
                         });
-                        if let Some(replier) = &state.replier {
-                            replier.answer(id, result);
-                        }
+                        answers.push((id, result));
                     }
                     Key::Ping(ping) => {
                         if let Some(tx) = state.pings.remove(&ping) {
