@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use effectful::effect::*;
 use effectful::postgres::PoolConfig;
-use effectful::postgres::database::MIGRATION_LOCK;
+use effectful::postgres::database::migration_sql;
 use effectful::{EffectError, ErrorKind};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
@@ -305,6 +305,21 @@ fn background_psql(sql: &str) -> std::process::Child {
     child
 }
 
+/// Starts a migration of `schema` in another session, as the pool's first connection
+/// runs it, and stops it once it holds its lock: until [`release`], a migration that
+/// takes the same lock waits.
+fn hold_migration_lock(schema: &Schema) -> std::process::Child {
+    let sql = migration_sql(&[]);
+    let lock = sql
+        .lines()
+        .find(|line| line.contains("pg_advisory_xact_lock"))
+        .expect("the migration takes an advisory lock");
+    background_psql(&format!(
+        "SET search_path TO {}; BEGIN; {lock} SELECT pg_sleep(60);",
+        schema.name
+    ))
+}
+
 /// Ends the session `background_psql` started (its locks go with it).
 fn release(mut holder: std::process::Child) {
     psql(&format!(
@@ -326,8 +341,8 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
     let schema = Schema::new("timeout");
-    // Migrate first on a pool of the default timeout: migrations take one advisory lock
-    // for every schema, which other tests may hold for longer than 300 ms.
+    // Migrate first on a pool of the default timeout: on a loaded machine the first
+    // connection and its migrations may take longer than the 300 ms under test.
     let migrating = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
     let warm = runtime(&migrating, 1);
     lookup(&warm).expect("migrated");
@@ -374,11 +389,9 @@ fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
 #[test]
 fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_reaches_no_one() {
     let schema = Schema::new("cancel");
-    // Hold the migration lock: the pool's first connection waits on it, so no effect
-    // can start yet.
-    let holder = background_psql(&format!(
-        "SELECT pg_advisory_lock({MIGRATION_LOCK}); SELECT pg_sleep(60);"
-    ));
+    // Hold this schema's migration lock: the pool's first connection waits on it, so
+    // no effect can start yet.
+    let holder = hold_migration_lock(&schema);
     let db = PgDatabase::start(schema.config().pool_size(1, 1)).expect("started");
     let runtime = runtime(&db, 1);
     let first = runtime.block_on(async {
@@ -456,6 +469,26 @@ fn a_cancelled_effect_that_never_started_never_runs_and_a_running_ones_answer_re
             user_id: nobody,
             reason: NotFoundReason::DoesNotExist
         }
+    );
+    runtime.shutdown(Duration::from_secs(1));
+    db.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_schema_migrates_while_another_schemas_migration_lock_is_held() {
+    let held = Schema::new("lockheld");
+    let free = Schema::new("lockfree");
+    // Another service's migration stuck in its own schema (held here for up to 60 s)...
+    let holder = hold_migration_lock(&held);
+    // ...does not hold up this schema's: its migrations run and an effect is answered
+    // (with one lock for every schema, the lookup waited until its 30 s time limit).
+    let db = PgDatabase::start(free.config().pool_size(1, 1)).expect("started");
+    let runtime = runtime(&db, 1);
+    let found = lookup(&runtime);
+    release(holder);
+    assert!(
+        matches!(found, Ok(UserLookup::NotFound { .. })),
+        "migrated and answered while the other schema's lock was held: {found:?}"
     );
     runtime.shutdown(Duration::from_secs(1));
     db.shutdown(Duration::from_secs(5));

@@ -230,16 +230,19 @@ $fn$;",
     },
 ];
 
-/// The advisory-lock key (`pg_advisory_xact_lock`) that serialises migrations across
-/// processes.
-pub const MIGRATION_LOCK: i64 = 0x6566_6665_6374_6675; // "effectfu"
+/// The first half of the advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK,
+/// hashtext(current_schema()))`) that serialises the migrations of one schema across
+/// processes. The second half is the schema's, so services in different schemas of one
+/// database migrate independently: one slow or stuck migration never holds up
+/// another schema's start.
+pub const MIGRATION_LOCK: i32 = 0x6566_6d67; // "efmg"
 
 /// The one simple query that applies `migrations` not yet recorded, in one
-/// transaction under an advisory lock (so two processes starting together apply each
-/// once). Idempotent: running it again changes nothing.
+/// transaction under the schema's advisory lock (so two processes starting together
+/// apply each once). Idempotent: running it again changes nothing.
 pub fn migration_sql(migrations: &[Migration]) -> String {
     let mut sql = format!(
-        "BEGIN;\nSELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n\
+        "BEGIN;\nSELECT pg_advisory_xact_lock({MIGRATION_LOCK}, hashtext(current_schema()));\n\
          CREATE TABLE IF NOT EXISTS effectful_migrations (\n    version int PRIMARY KEY,\n    \
          name text NOT NULL,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n"
     );

@@ -23,9 +23,11 @@ use crate::effect::{
 };
 use crate::{EffectError, ErrorKind};
 
-/// The advisory-lock key (`pg_advisory_xact_lock`) that serialises users'
-/// migrations across processes.
-pub const USER_MIGRATION_LOCK: i64 = 0x6566_6675_7365_726d; // "effusern"
+/// The first half of the advisory-lock key (`pg_advisory_xact_lock(USER_MIGRATION_LOCK,
+/// hashtext(current_schema()))`) that serialises users' migrations of one schema across
+/// processes; other schemas migrate independently (see
+/// [`MIGRATION_LOCK`](crate::postgres::database::MIGRATION_LOCK)).
+pub const USER_MIGRATION_LOCK: i32 = 0x6566_756d; // "efum"
 
 /// `in_failed_sql_transaction`: a statement failed earlier in the transaction, so
 /// it can only roll back.
@@ -293,7 +295,7 @@ pub fn finish(
 /// The first query of a migration: lock, make sure the ledger exists, read it.
 pub fn migration_ledger_sql() -> String {
     format!(
-        "BEGIN;\nSELECT pg_advisory_xact_lock({USER_MIGRATION_LOCK});\n\
+        "BEGIN;\nSELECT pg_advisory_xact_lock({USER_MIGRATION_LOCK}, hashtext(current_schema()));\n\
          CREATE TABLE IF NOT EXISTS {USER_MIGRATIONS_TABLE} (\n    version bigint PRIMARY KEY,\n    \
          name text NOT NULL,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n\
          SELECT version FROM {USER_MIGRATIONS_TABLE};"
