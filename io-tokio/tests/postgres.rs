@@ -14,7 +14,7 @@ use effectful::postgres::database::migration_sql;
 use effectful::{EffectError, ErrorKind};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
-use pg_support::{START_SERVER, Schema, lookup, psql};
+use pg_support::{START_SERVER, Schema, lookup, psql, wait_until};
 
 fn runtime(db: &PgDatabase, shards: usize) -> Runtime {
     db.register(Runtime::builder().shards(shards))
@@ -301,7 +301,7 @@ fn background_psql(sql: &str) -> std::process::Child {
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND wait_event = 'PgSleep'",
         holder_name()
     );
-    until("the other session sleeps", || psql(&sleeping) == "1");
+    wait_until("the other session sleeps", || psql(&sleeping) == "1");
     child
 }
 
@@ -327,15 +327,6 @@ fn release(mut holder: std::process::Child) {
         holder_name()
     ));
     let _ = holder.wait();
-}
-
-/// Waits until `done`, for 30 s at most.
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -379,7 +370,7 @@ fn the_command_timeout_sends_a_cancel_and_the_server_stops_the_query() {
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND state = 'active'",
         schema.name
     );
-    until("our backend is idle", || psql(&active) == "0");
+    wait_until("our backend is idle", || psql(&active) == "0");
     release(holder);
     lookup(&runtime).expect("the connection is usable after the cancel");
     runtime.shutdown(Duration::from_secs(1));

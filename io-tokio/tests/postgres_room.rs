@@ -13,7 +13,7 @@ use effectful_tokio::postgres::PgDatabase;
 
 mod pg_support;
 
-use pg_support::{Schema, psql};
+use pg_support::{Schema, psql, wait_until};
 
 /// A schema of this test's own (dropped at the end; its pool's backends carry its
 /// name as `application_name`), a pool and a runtime on it.
@@ -125,17 +125,6 @@ impl Room {
 impl Drop for Room {
     fn drop(&mut self) {
         self.db.shutdown(Duration::from_secs(2));
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -55,6 +55,19 @@ pub fn lookup(runtime: &Runtime) -> Result<UserLookup, EffectError> {
     })
 }
 
+/// Waits until `done`, for 30 s at most (a limit for a loaded machine, not a timing
+/// under test).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what} (30 s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A schema (and an application_name) of one test's own, dropped at the end.
 pub struct Schema {
     pub name: String,
