@@ -72,6 +72,35 @@ fn an_acquire_is_served_at_once_by_an_idle_connection() {
     assert!((status.utilisation - 0.5).abs() < 1e-9);
 }
 
+/// `take_granted` takes an acquire's grant only when it is the one event waiting:
+/// a waiter not yet served gets `None`, and so does a grant queued behind other
+/// events, which all stay queued in order.
+#[test]
+fn a_grant_is_taken_at_once_only_when_it_is_the_one_event_waiting() {
+    let (mut pool, conns) = warm(PoolConfig::default().size(2, 2));
+    let a = pool.acquire(Time::ZERO, Mode::Exclusive);
+    let a_conn = pool.take_granted(a).expect("an idle connection");
+    let b = pool.acquire(Time::ZERO, Mode::Exclusive);
+    let b_conn = pool.take_granted(b).expect("the other idle connection");
+    assert_eq!(BTreeSet::from([a_conn, b_conn]), BTreeSet::from_iter(conns));
+    assert!(drain(&mut pool).is_empty(), "taken, not queued as well");
+    assert_eq!(pool.status().in_use, 2, "held as granted acquires are");
+
+    // Both connections held: c waits.
+    let c = pool.acquire(Time::ZERO, Mode::Exclusive);
+    assert_eq!(pool.take_granted(c), None);
+    assert_eq!(granted(&drain(&mut pool), c), None);
+
+    // b's connection breaks (its close is queued), then a's is freed for c: c's
+    // grant comes behind the close and stays there.
+    assert!(pool.release(Time::ZERO, b, Release::Broken));
+    assert!(pool.release(Time::ZERO, a, Release::Clean));
+    assert_eq!(pool.take_granted(c), None);
+    let events = drain(&mut pool);
+    assert_eq!(events.first(), Some(&PoolEvent::Close { conn: b_conn }));
+    assert_eq!(granted(&events, c), Some(a_conn));
+}
+
 #[test]
 fn waiters_beyond_max_size_are_served_first_come_first_served() {
     let (mut pool, conns) = warm(PoolConfig::default().size(1, 1));

@@ -237,6 +237,22 @@ impl Pool {
         self.events.pop_front()
     }
 
+    /// Takes `acquire`'s [`PoolEvent::Acquired`] when it is the one event waiting (the
+    /// acquire just made was granted at once, nothing else happened): its holder can
+    /// start without a round through [`poll_event`](Self::poll_event). `None` (and the
+    /// events left as they are) otherwise.
+    pub fn take_granted(&mut self, acquire: AcquireId) -> Option<ConnId> {
+        match self.events.front() {
+            Some(&PoolEvent::Acquired { acquire: a, conn })
+                if a == acquire && self.events.len() == 1 =>
+            {
+                self.events.clear();
+                Some(conn)
+            }
+            _ => None,
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
         let waiters = self.waiters.iter().map(|w| w.deadline);
@@ -250,7 +266,7 @@ impl Pool {
                 let lifetime = self.config.max_lifetime.map(|l| s.created + l);
                 inactive.into_iter().chain(lifetime)
             });
-        let reopen = (self.open_deficit() > 0 && self.now < self.open_blocked_until)
+        let reopen = (self.now < self.open_blocked_until && self.open_deficit() > 0)
             .then_some(self.open_blocked_until);
         waiters.chain(idle).chain(reopen).min()
     }
@@ -475,6 +491,11 @@ impl Pool {
     /// waiters no connection can serve (less those already opening or resetting).
     fn open_deficit(&self) -> usize {
         let size = self.slots.len();
+        // The steady state (every acquire and release of a pipelined query asks):
+        // nobody waits and `min_size` is open, so nothing is wanted.
+        if self.waiters.is_empty() && size >= self.config.min_size {
+            return 0;
+        }
         let coming = self
             .slots
             .values()
