@@ -293,6 +293,14 @@ impl<F: Family> Mailbox<F> {
         id
     }
 
+    /// Tells the driver the program no longer wants `id`.
+    fn emit_cancel(&self, id: EffectId) {
+        self.emissions
+            .borrow_mut()
+            .queue
+            .push_back(Emitted { id, request: None });
+    }
+
     /// The program has ended, yet something still holds its effect handle and asks:
     /// nothing is emitted; the effect fails at once.
     #[cold]
@@ -336,7 +344,7 @@ impl<F: Family> Mailbox<F> {
     /// error to complete it with is returned. The caller has checked
     /// [`Mailbox::is_waiting`] for an effect.
     pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
-        self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
+        self.emit_cancel(id);
         let (effect, limit) = self.slots[id.slot as usize]
             .limit
             .unwrap_or(("an effect", Duration::ZERO));
@@ -422,7 +430,7 @@ impl<F: Family> Mailbox<F> {
             SlotState::Free => return false,
             SlotState::Effect => {
                 self.outstanding -= 1;
-                self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
+                self.emit_cancel(id);
             }
             SlotState::Timer => self.outstanding -= 1,
             SlotState::Ready => self.slots[id.slot as usize].completion = None,
