@@ -293,14 +293,6 @@ impl<F: Family> Mailbox<F> {
         id
     }
 
-    /// Tells the driver the program no longer wants `id`.
-    fn emit_cancel(&self, id: EffectId) {
-        self.emissions
-            .borrow_mut()
-            .queue
-            .push_back(Emitted { id, request: None });
-    }
-
     /// The program has ended, yet something still holds its effect handle and asks:
     /// nothing is emitted; the effect fails at once.
     #[cold]
@@ -344,7 +336,7 @@ impl<F: Family> Mailbox<F> {
     /// error to complete it with is returned. The caller has checked
     /// [`Mailbox::is_waiting`] for an effect.
     pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
-        self.emit_cancel(id);
+        self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
         let (effect, limit) = self.slots[id.slot as usize]
             .limit
             .unwrap_or(("an effect", Duration::ZERO));
@@ -430,7 +422,7 @@ impl<F: Family> Mailbox<F> {
             SlotState::Free => return false,
             SlotState::Effect => {
                 self.outstanding -= 1;
-                self.emit_cancel(id);
+                self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
             }
             SlotState::Timer => self.outstanding -= 1,
             SlotState::Ready => self.slots[id.slot as usize].completion = None,
