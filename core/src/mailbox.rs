@@ -69,37 +69,16 @@ pub(crate) enum Limit {
     Never,
 }
 
-/// What programs ask of the driver, in the order they asked: a request, or (with
-/// none) the cancellation of `id`. A struct rather than an enum, so that the
-/// request can move from the queue straight into the driver's output.
-pub(crate) struct Emitted<F: Family> {
-    pub(crate) id: EffectId,
-    pub(crate) request: Option<F::Request>,
+/// What programs ask of the driver, in the order they asked; shared by every
+/// mailbox of an engine so a request is moved once on its way out.
+pub(crate) enum Emitted<F: Family> {
+    /// A request, and when the engine's default limit runs out for it, if it applies.
+    Request(EffectId, F::Request, Option<Time>),
+    Cancel(EffectId),
 }
 
-/// Shared by every mailbox of an engine: what programs ask of the driver, and the
-/// default time limits of the effects they asked for.
-pub(crate) struct Outbox<F: Family> {
-    /// Requests and cancellations, in the order programs made them.
-    pub(crate) queue: VecDeque<Emitted<F>>,
-    /// Effects under the engine's default limit, in arming order, which is time
-    /// order (one limit for all, and `now` never goes back): when each runs out.
-    /// Queued as the request is made, beside it, so the request moves once on its
-    /// way out; answered ones are shed from the front as new ones come (the engine).
-    pub(crate) limits: VecDeque<(Time, EffectId)>,
-}
-
-impl<F: Family> Default for Outbox<F> {
-    fn default() -> Self {
-        Outbox {
-            queue: VecDeque::new(),
-            limits: VecDeque::new(),
-        }
-    }
-}
-
-/// The engine-wide [`Outbox`].
-pub(crate) type Emissions<F> = Rc<RefCell<Outbox<F>>>;
+/// The engine-wide queue of [`Emitted`] items.
+pub(crate) type Emissions<F> = Rc<RefCell<VecDeque<Emitted<F>>>>;
 
 pub(crate) struct Mailbox<F: Family> {
     pub(crate) program: ProgramId,
@@ -282,14 +261,9 @@ impl<F: Family> Mailbox<F> {
 
     #[inline(always)]
     fn emit(&mut self, id: EffectId, request: F::Request, default_at: Option<Time>) -> EffectId {
-        let mut outbox = self.emissions.borrow_mut();
-        if let Some(at) = default_at {
-            outbox.limits.push_back((at, id));
-        }
-        outbox.queue.push_back(Emitted {
-            id,
-            request: Some(request),
-        });
+        self.emissions
+            .borrow_mut()
+            .push_back(Emitted::Request(id, request, default_at));
         id
     }
 
@@ -336,7 +310,7 @@ impl<F: Family> Mailbox<F> {
     /// error to complete it with is returned. The caller has checked
     /// [`Mailbox::is_waiting`] for an effect.
     pub(crate) fn expire(&mut self, id: EffectId) -> EffectError {
-        self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
+        self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
         let (effect, limit) = self.slots[id.slot as usize]
             .limit
             .unwrap_or(("an effect", Duration::ZERO));
@@ -422,7 +396,7 @@ impl<F: Family> Mailbox<F> {
             SlotState::Free => return false,
             SlotState::Effect => {
                 self.outstanding -= 1;
-                self.emissions.borrow_mut().queue.push_back(Emitted { id, request: None });
+                self.emissions.borrow_mut().push_back(Emitted::Cancel(id));
             }
             SlotState::Timer => self.outstanding -= 1,
             SlotState::Ready => self.slots[id.slot as usize].completion = None,

@@ -284,13 +284,15 @@ pub struct Engine<O, F: Family = Std> {
     free: Vec<u32>,
     live: usize,
     spawned: u64,
-    /// Requests and cancellations, in the order programs made them, and the
-    /// effects under the default time limit, in arming order: when each runs out.
-    /// Answered limits are shed from the front as new ones come.
+    /// Requests and cancellations, in the order programs made them.
     emissions: Emissions<F>,
     /// Finished programs, reported after the emissions that precede them.
     finished: VecDeque<(ProgramId, Result<O, ProgramError>)>,
     timers: TimerQueue,
+    /// Effects under the default time limit, in arming order, which is time order
+    /// (one limit for all, and `now` never goes back): when each runs out, and its
+    /// name for the error. Answered ones are shed from the front as new ones come.
+    limits: VecDeque<(Time, EffectId)>,
     /// Shed answered limits from the whole queue once it is this long.
     limits_compact_at: usize,
 }
@@ -311,6 +313,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             emissions: Emissions::default(),
             finished: VecDeque::new(),
             timers: TimerQueue::default(),
+            limits: VecDeque::new(),
             limits_compact_at: LIMITS_COMPACT_MIN,
         }
     }
@@ -476,22 +479,13 @@ impl<O: 'static, F: Family> Engine<O, F> {
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
         let mark = self.timers.armed_so_far();
-        // Default limits queued before this call: one a program queues meanwhile
-        // (at the back) waits for the next call, so one input does bounded work.
-        // Nothing but this loop takes from the front meanwhile (an effect under the
-        // default limit is completed here only by its limit).
-        let mut limits_before = self.emissions.borrow().limits.len();
         loop {
-            // Default limits go before timers due at the same time.
-            let front = match limits_before {
-                0 => None,
-                _ => self.emissions.borrow().limits.front().copied(),
-            };
-            if let Some((at, id)) = front {
+            // Default limits are armed only as requests leave (`poll_output`), never
+            // during this call; they go before timers due at the same time.
+            if let Some(&(at, id)) = self.limits.front() {
                 let timer_first = self.timers.peek().is_some_and(|(t, _)| t < at);
                 if at <= self.now && !timer_first {
-                    self.emissions.borrow_mut().limits.pop_front();
-                    limits_before -= 1;
+                    self.limits.pop_front();
                     self.complete(id, Kind::Effect, |mailbox| {
                         Completion::Response(Err(mailbox.expire(id)))
                     });
@@ -573,11 +567,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// shed when the queue's front or the whole queue is next looked at.
     #[inline]
     fn leave_limit_queue(&mut self, id: EffectId, kind: Kind) {
-        if kind == Kind::Effect {
-            let limits = &mut self.emissions.borrow_mut().limits;
-            if limits.front().is_some_and(|&(_, front)| front == id) {
-                limits.pop_front();
-            }
+        if kind == Kind::Effect && self.limits.front().is_some_and(|&(_, front)| front == id) {
+            self.limits.pop_front();
         }
     }
 
@@ -587,18 +578,17 @@ impl<O: 'static, F: Family> Engine<O, F> {
         // Requests and cancellations first: a program's Finished must follow the
         // cancellations its end caused, and nothing a program emits can depend on
         // another program's end.
-        let mut outbox = self.emissions.borrow_mut();
-        if let Some(Emitted { id, request }) = outbox.queue.pop_front() {
-            let Some(request) = request else {
-                return Some(Output::Cancel { id });
-            };
-            if outbox.limits.len() >= self.limits_compact_at {
-                drop(outbox);
-                self.shed_limits();
+        let emitted = self.emissions.borrow_mut().pop_front();
+        match emitted {
+            Some(Emitted::Request(id, request, default_limit)) => {
+                if let Some(at) = default_limit {
+                    self.arm_default_limit(at, id);
+                }
+                return Some(Output::Request { id, request });
             }
-            return Some(Output::Request { id, request });
+            Some(Emitted::Cancel(id)) => return Some(Output::Cancel { id }),
+            None => {}
         }
-        drop(outbox);
         let (program, result) = self.finished.pop_front()?;
         Some(Output::Finished { program, result })
     }
@@ -615,32 +605,34 @@ impl<O: 'static, F: Family> Engine<O, F> {
             self.timers.pop();
         };
         self.shed_answered_limits();
-        let limit = self.emissions.borrow().limits.front().map(|&(at, _)| at);
+        let limit = self.limits.front().map(|&(at, _)| at);
         match (timer, limit) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
         }
     }
 
-    /// Sheds answered limits from the whole queue once it has doubled (checked as
-    /// each request leaves), so the queue stays within about twice the effects still
+    /// Queues an effect's default limit; sheds answered ones from the whole queue
+    /// once it has doubled, so the queue stays within about twice the effects still
     /// waiting (an answer in asking order leaves at once, in `complete`).
-    #[cold]
-    fn shed_limits(&mut self) {
-        let programs = &self.programs;
-        let limits = &mut self.emissions.borrow_mut().limits;
-        limits.retain(|&(_, id)| Self::effect_is_waiting(programs, id));
-        self.limits_compact_at = (limits.len() * 2).max(LIMITS_COMPACT_MIN);
+    #[inline]
+    fn arm_default_limit(&mut self, at: Time, id: EffectId) {
+        if self.limits.len() >= self.limits_compact_at {
+            let programs = &self.programs;
+            self.limits
+                .retain(|&(_, id)| Self::effect_is_waiting(programs, id));
+            self.limits_compact_at = (self.limits.len() * 2).max(LIMITS_COMPACT_MIN);
+        }
+        self.limits.push_back((at, id));
     }
 
     #[inline]
     fn shed_answered_limits(&mut self) {
-        let limits = &mut self.emissions.borrow_mut().limits;
-        while let Some(&(_, id)) = limits.front() {
+        while let Some(&(_, id)) = self.limits.front() {
             if Self::effect_is_waiting(&self.programs, id) {
                 break;
             }
-            limits.pop_front();
+            self.limits.pop_front();
         }
     }
 
@@ -659,7 +651,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// `poll_timeout` yet.
     pub fn timer_bound(&self) -> Option<Time> {
         let timer = self.timers.peek().map(|(at, _)| at);
-        let limit = self.emissions.borrow().limits.front().map(|&(at, _)| at);
+        let limit = self.limits.front().map(|&(at, _)| at);
         match (timer, limit) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
@@ -669,7 +661,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// Armed timers, including ones not yet discarded after their program moved on
     /// (at most about twice the live ones: the queue sheds the others as it grows).
     pub fn timers_armed(&self) -> usize {
-        self.timers.len() + self.emissions.borrow().limits.len()
+        self.timers.len() + self.limits.len()
     }
 
     fn timer_is_live(programs: &[Entry<O, F>], at: Time, target: TimerTarget) -> bool {
