@@ -244,3 +244,40 @@ fn a_program_in_the_readmes_style_survives_a_lost_answer_by_retrying_it() {
         vec![Ok(Ok(uuid::Uuid::from_u128(9)))]
     );
 }
+
+/// A default limit of zero: each request a timed-out effect's retry makes runs out
+/// at once, yet waits for the driver's next `handle_timeout`. The limit is queued as
+/// the request is made, inside the call that fired its predecessor; firing it there
+/// would let one input run the program's every retry.
+#[test]
+fn a_default_limit_queued_during_handle_timeout_waits_for_the_next_call() {
+    let config = EngineConfig {
+        effect_timeout: Some(Duration::ZERO),
+        ..EngineConfig::default()
+    };
+    let mut engine: Engine<Out> = Engine::new(config);
+    engine.spawn_async(Time::ZERO, |fx| async move {
+        let mut timeouts = 0;
+        while timeouts < 3 {
+            match fx.perform(GenerateUuid {}).await {
+                Err(error) if error.kind == ErrorKind::Timeout => timeouts += 1,
+                other => return other.map(|_| 0),
+            }
+        }
+        Ok(timeouts)
+    });
+    let mut asked = requests(&drain(&mut engine));
+    for round in 1..=3u64 {
+        assert_eq!(engine.poll_timeout(), Some(Time::ZERO), "round {round}");
+        engine.handle_timeout(Time::ZERO);
+        let out = drain(&mut engine);
+        assert_eq!(cancels(&out), asked, "round {round}: one limit per call");
+        asked = requests(&out);
+        if round < 3 {
+            assert_eq!(asked.len(), 1, "round {round}: the retry asks again");
+            assert!(finished(&out).is_empty(), "round {round}");
+        } else {
+            assert_eq!(finished(&out), vec![Ok(Ok(3))]);
+        }
+    }
+}

@@ -160,15 +160,16 @@ impl<O, F: Family, Fut: Future<Output = O>> Host<O, F> for Async<Fut> {
     }
 }
 
-/// Runs a hand-written program for one event, its mailbox borrowed by the caller.
+/// Runs a hand-written program for one event, its mailbox borrowed by the caller,
+/// who has set the mailbox's `now` before making the event: a store into the
+/// mailbox between the two made the answer go through a second copy on its way
+/// into the program (`stepcount hand`).
 #[inline(always)]
 fn handle_event<O, F: Family>(
     host: &mut dyn Host<O, F>,
     mailbox: &mut Mailbox<F>,
-    now: Time,
     event: Event<F>,
 ) -> Resumed<O> {
-    mailbox.now = now;
     // A panicking program ends alone: the others on this engine keep running.
     panic::catch_unwind(AssertUnwindSafe(|| {
         let poll = host.handle(mailbox, event);
@@ -458,9 +459,10 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 drop(mailbox);
                 poll_async(live.host.as_mut(), &live.mailbox)
             } else {
+                mailbox.now = now;
                 mailbox.settle(id);
                 let event = Event::Response { id, result };
-                handle_event(live.host.as_mut(), &mut mailbox, now, event)
+                handle_event(live.host.as_mut(), &mut mailbox, event)
             }
         };
         self.leave_limit_queue(id, Kind::Effect);
@@ -546,12 +548,13 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 drop(mailbox);
                 poll_async(live.host.as_mut(), &live.mailbox)
             } else {
+                mailbox.now = now;
                 mailbox.settle(id);
                 let event = match completion {
                     Completion::Response(result) => Event::Response { id, result },
                     Completion::Timer => Event::Timer { id },
                 };
-                handle_event(live.host.as_mut(), &mut mailbox, now, event)
+                handle_event(live.host.as_mut(), &mut mailbox, event)
             }
         };
         self.leave_limit_queue(id, kind);
@@ -722,7 +725,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
                 drop(mailbox);
                 poll_async(live.host.as_mut(), &live.mailbox)
             } else {
-                handle_event(live.host.as_mut(), &mut mailbox, now, Event::Start)
+                mailbox.now = now;
+                handle_event(live.host.as_mut(), &mut mailbox, Event::Start)
             }
         };
         self.after_resume(index, resumed);
