@@ -50,6 +50,17 @@ impl FrameDecoder {
     /// Decodes the frame at the start of `buf`: `Ok(Some((value, bytes used)))`, or
     /// `Ok(None)` while it is incomplete.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
+        if let Some((data, len)) = whole_bulk(buf, &self.limits) {
+            // A GET's reply, whole and within the limits: read without the scanner,
+            // whose state (if an earlier call left it inside this frame) is done with.
+            self.scanner.reset();
+            return Ok(Some((Value::Bulk(data.to_vec()), len)));
+        }
+        self.decode_scanned(buf)
+    }
+
+    /// [`decode`](Self::decode) through the scanner, for any frame.
+    fn decode_scanned(&mut self, buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
         let Some((len, syntax)) = self.scanner.scan(buf, &self.limits)? else {
             return Ok(None);
         };
@@ -76,6 +87,34 @@ impl FrameDecoder {
         };
         Ok(Some((value, len)))
     }
+}
+
+/// The data and length of the frame at the start of `buf` when it is one bulk string
+/// with a length (`$3\r\nfoo\r\n`), whole, well formed and within `limits`: what
+/// the scanner would accept, checked in one pass. `None` for anything else (another
+/// type, an incomplete or malformed frame, a length over a limit), which the scanner
+/// then reads, or refuses with its error.
+fn whole_bulk<'a>(buf: &'a [u8], limits: &Limits) -> Option<(&'a [u8], usize)> {
+    let rest = buf.strip_prefix(b"$")?;
+    // The length's digits: one to 19, then CRLF (the scanner's bound on a length).
+    let digits = rest
+        .iter()
+        .take(20)
+        .take_while(|d| d.is_ascii_digit())
+        .count();
+    if !(1..=19).contains(&digits) || rest.get(digits..digits + 2)? != b"\r\n" {
+        return None;
+    }
+    let n = usize::try_from(super::decimal(&rest[..digits])?).ok()?;
+    if n > limits.max_bulk_len {
+        return None;
+    }
+    let start = 1 + digits + 2;
+    let end = start.checked_add(n)?.checked_add(2)?;
+    if end > limits.max_frame_len || buf.get(end - 2..end)? != b"\r\n" {
+        return None;
+    }
+    Some((&buf[start..end - 2], end))
 }
 
 /// The data of a frame that is one bulk string with a length (`$3\r\nfoo\r\n`, the
@@ -172,6 +211,65 @@ mod tests {
             .expect("whole");
         assert_eq!(used, frame.len());
         from_resp3(frame, &range).expect("a value")
+    }
+
+    /// Every prefix of `stream` given in turn to one decoder (as reads arrive), the
+    /// frames it reads, until an error or the end: by `decode`, or by the scanner alone.
+    fn read_all(stream: &[u8], limits: Limits, scanned: bool) -> Vec<Result<Value, String>> {
+        let mut decoder = FrameDecoder::new(limits);
+        let (mut at, mut out) = (0, Vec::new());
+        for end in at + 1..=stream.len() {
+            loop {
+                let read = if scanned {
+                    decoder.decode_scanned(&stream[at..end])
+                } else {
+                    decoder.decode(&stream[at..end])
+                };
+                match read {
+                    Ok(Some((value, used))) => {
+                        out.push(Ok(value));
+                        at += used;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e.to_string()));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_bulk_string_read_without_the_scanner_reads_and_fails_as_the_scanner_does() {
+        let mut tight = Limits::default();
+        tight.max_bulk_len = 8;
+        tight.max_frame_len = 12;
+        let streams: [&[u8]; 12] = [
+            b"$3\r\nfoo\r\n$0\r\n\r\n+OK\r\n$003\r\nbar\r\n",
+            b"*2\r\n$3\r\nfoo\r\n$1\r\nx\r\n$1\r\ny\r\n",
+            b"$-1\r\n$1\r\nz\r\n",
+            b"$3\r\nfooX\n",
+            b"$3\rx\r\nfoo\r\n",
+            b"$ 3\r\nfoo\r\n",
+            b"$\r\n",
+            b"$9999999999999999999\r\n",
+            b"$12345678901234567890\r\n",
+            b"$9\r\n123456789\r\n",
+            b"$8\r\n12345678\r\n",
+            b"$7\r\n1234567\r\n$1\r\na\r\n",
+        ];
+        for stream in streams {
+            for limits in [Limits::default(), tight] {
+                assert_eq!(
+                    read_all(stream, limits, false),
+                    read_all(stream, limits, true),
+                    "{:?} within {limits:?}",
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
     }
 
     #[test]

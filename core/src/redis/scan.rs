@@ -167,6 +167,16 @@ impl Scanner {
         }
     }
 
+    /// Forgets the frame being scanned (it was read another way), keeping the
+    /// stack's allocation for the next.
+    pub(crate) fn reset(&mut self) {
+        self.pos = 0;
+        self.crlf_from = 0;
+        self.stack.clear();
+        self.resp2_null = false;
+        self.resp3_only = false;
+    }
+
     fn advance(&mut self, to: usize) {
         self.pos = to;
         self.crlf_from = 0;
