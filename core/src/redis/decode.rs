@@ -243,9 +243,11 @@ mod tests {
 
     #[test]
     fn a_bulk_string_read_without_the_scanner_reads_and_fails_as_the_scanner_does() {
-        let mut tight = Limits::default();
-        tight.max_bulk_len = 8;
-        tight.max_frame_len = 12;
+        let tight = Limits {
+            max_bulk_len: 8,
+            max_frame_len: 12,
+            ..Limits::default()
+        };
         let streams: [&[u8]; 12] = [
             b"$3\r\nfoo\r\n$0\r\n\r\n+OK\r\n$003\r\nbar\r\n",
             b"*2\r\n$3\r\nfoo\r\n$1\r\nx\r\n$1\r\ny\r\n",
