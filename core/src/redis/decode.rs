@@ -65,8 +65,8 @@ impl FrameDecoder {
             return Ok(None);
         };
         let frame = &buf[..len];
-        if let Some(data) = top_level_bulk(frame) {
-            // The scanner checked its length and closing CRLF: no decoder needed.
+        if let Some((data, _)) = whole_bulk(frame, &self.limits) {
+            // One bulk string: no decoder needed.
             return Ok(Some((Value::Bulk(data.to_vec()), len)));
         }
         let value = match syntax {
@@ -115,16 +115,6 @@ fn whole_bulk<'a>(buf: &'a [u8], limits: &Limits) -> Option<(&'a [u8], usize)> {
         return None;
     }
     Some((&buf[start..end - 2], end))
-}
-
-/// The data of a frame that is one bulk string with a length (`$3\r\nfoo\r\n`, the
-/// reply to a `GET`), whole as the scanner found it; `None` for any other frame.
-fn top_level_bulk(frame: &[u8]) -> Option<&[u8]> {
-    if frame.first() != Some(&b'$') || !frame.get(1).is_some_and(u8::is_ascii_digit) {
-        return None;
-    }
-    let header = memchr::memchr(b'\r', frame)? + 2;
-    frame.get(header..frame.len().checked_sub(2)?)
 }
 
 const INCOMPLETE: &str = "the decoder found incomplete a frame the scanner found whole";
@@ -289,7 +279,7 @@ mod tests {
             assert_eq!(&frame[used..], b"+OK\r\n");
         }
         for other in [&b"$-1\r\n"[..], b"+OK\r\n", b":7\r\n", b"*1\r\n$1\r\nx\r\n"] {
-            assert_eq!(top_level_bulk(other), None, "{other:?}");
+            assert_eq!(whole_bulk(other, &Limits::default()), None, "{other:?}");
         }
     }
 }
