@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod deadline;
 pub mod entropy;
 mod inbox;
 pub mod interpreter;

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tracing::{Level, Span};
 
 use crate::clock::Clock;
+use crate::deadline::DeadlineSleep;
 use crate::inbox;
 use crate::interpreter::{Answer, Interpreter, LocalInbox, Replier, Resume, ShardCx};
 use crate::offload::CpuPool;
@@ -155,8 +156,8 @@ pub(crate) struct Shard<F: Family> {
     inline: VecDeque<Answer<F>>,
     /// The end of the grace period, once shutdown began.
     grace: Option<Time>,
-    /// When the loop's sleep is set to end, if it is armed.
-    armed: Option<Time>,
+    /// The loop's sleep, until the engine's deadline or the grace period's end.
+    sleep: DeadlineSleep,
     report: ShardReport,
 }
 
@@ -204,7 +205,7 @@ impl<F: Family> Shard<F> {
             waiters: Vec::new(),
             inline: VecDeque::new(),
             grace: None,
-            armed: None,
+            sleep: DeadlineSleep::new(clock),
             report: ShardReport::default(),
         }
     }
@@ -216,15 +217,10 @@ impl<F: Family> Shard<F> {
     /// program at once, inside that call (see [`Resume`]).
     pub(crate) async fn run(self) -> ShardReport {
         let local = self.local.clone();
-        let clock = self.clock;
         let shard = Rc::new(RefCell::new(self));
         let resume: Rc<dyn Resume<F>> = shard.clone();
         local.set_resume(Rc::downgrade(&resume));
         drop(resume);
-        let mut sleep = Box::pin(tokio::time::sleep_until(clock.instant(Time::MAX).into()));
-        // Whether `sleep` was reset since it was last polled (and so must be polled to
-        // register this task's waker); otherwise it is polled only once it has elapsed.
-        let mut sleep_unpolled = false;
         let mut batch: Vec<Inbox<F>> = Vec::with_capacity(INBOX_BATCH);
         loop {
             {
@@ -232,10 +228,7 @@ impl<F: Family> Shard<F> {
                 if this.grace.is_some() && this.engine.programs() == 0 {
                     break;
                 }
-                if let Some(at) = this.rearm() {
-                    sleep.as_mut().reset(clock.instant(at).into());
-                    sleep_unpolled = true;
-                }
+                this.rearm();
             }
             let woken_by = poll_fn(|cx| {
                 // Answers from this thread first: they cost no channel.
@@ -252,13 +245,10 @@ impl<F: Family> Shard<F> {
                 {
                     return Poll::Ready(Woken::Inbox);
                 }
-                // The sleep keeps this task's waker from its last poll: poll it again
-                // only after a reset or once it has fired.
-                if this.armed.is_some() && (sleep_unpolled || sleep.is_elapsed()) {
-                    sleep_unpolled = false;
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woken::Timer);
-                    }
+                // The sleep keeps this task's waker from its last poll: it is polled
+                // again only after a reset or once it has fired.
+                if this.sleep.poll_elapsed(cx).is_ready() {
+                    return Poll::Ready(Woken::Timer);
                 }
                 Poll::Pending
             })
@@ -276,7 +266,6 @@ impl<F: Family> Shard<F> {
                     }
                 }
                 Woken::Timer => {
-                    this.armed = None;
                     let now = this.clock.now();
                     if this.grace.is_some_and(|grace| now >= grace) {
                         this.abort_all(now);
@@ -299,27 +288,21 @@ impl<F: Family> Shard<F> {
         this.report
     }
 
-    /// When the loop's sleep must be reset to, if it must: re-armed only for an
-    /// earlier deadline. Every effect moves the engine's deadline on by its time limit
-    /// (30 s by default), and resetting tokio's timer on each would cost more than the
-    /// round trip itself; a sleep armed too early wakes the loop once,
-    /// `handle_timeout` does nothing yet, and the sleep is re-armed for what is then
-    /// due. `timer_bound` is a cheap lower bound of `poll_timeout`: when it is no
-    /// earlier than the armed sleep, neither is the deadline, and the engine need not
-    /// be asked.
-    fn rearm(&mut self) -> Option<Time> {
+    /// Re-arms the loop's sleep if the engine's deadline or the grace period's end
+    /// is earlier ([`DeadlineSleep`]: every effect moves the engine's deadline on by
+    /// its time limit, 30 s by default, and only an earlier one resets the timer).
+    /// `timer_bound` is a cheap lower bound of `poll_timeout`: when it is no earlier
+    /// than the armed sleep, neither is the deadline, and the engine need not be
+    /// asked.
+    fn rearm(&mut self) {
         if !self.wants_earlier_sleep() {
-            return None;
+            return;
         }
         let want = match (self.engine.poll_timeout(), self.grace) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }?;
-        if self.armed.is_some_and(|armed| want >= armed) {
-            return None;
-        }
-        self.armed = Some(want);
-        Some(want)
+        };
+        self.sleep.want(want);
     }
 
     /// Whether something may be due before the armed sleep (cheap: no pruning).
@@ -328,7 +311,7 @@ impl<F: Family> Shard<F> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        bound.is_some_and(|bound| self.armed.is_none_or(|armed| bound < armed))
+        bound.is_some_and(|bound| self.sleep.armed().is_none_or(|armed| bound < armed))
     }
 
     /// Takes the answers queued on this thread, up to a batch.
