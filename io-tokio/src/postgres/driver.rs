@@ -12,6 +12,7 @@
 //! the program's next effect comes straight back into [`PgClient::perform`].
 
 use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::connect::PgConnector;
 use crate::clock::Clock;
+use crate::deadline::DeadlineSleep;
 use crate::interpreter::{Answer, LocalReplier, SplitStd};
 
 /// What a handle asks of a thread's client, from any thread.
@@ -71,8 +73,9 @@ pub(crate) struct PgClient<F: SplitStd> {
     /// The answers one drain gathered, handed over once `state` is released (kept
     /// between drains for its capacity).
     answers: Cell<Vec<Answer<F>>>,
-    /// The timer task's deadline, and its wake when an earlier one is due.
-    armed: Cell<Option<Time>>,
+    /// The timer task's sleep (armed by every drain, polled by that task only), and
+    /// the task's wake when the sleep was re-armed or the client stopped.
+    sleep: RefCell<DeadlineSleep>,
     rearm: Notify,
     /// Notified once the client has stopped.
     done: Notify,
@@ -124,7 +127,7 @@ where
                 closed: Vec::new(),
                 stopped: false,
             }),
-            armed: Cell::new(None),
+            sleep: RefCell::new(DeadlineSleep::new(clock)),
             rearm: Notify::new(),
             done: Notify::new(),
         });
@@ -221,25 +224,17 @@ where
 
     /// Calls `handle_timeout` when the service's deadline comes. A deadline armed too
     /// early wakes it once for nothing; a later one never resets the sleep (every
-    /// query moves the command timeout on, and resetting tokio's timer each time
-    /// would cost more than the query).
+    /// query moves the command timeout on: see [`DeadlineSleep`]).
     async fn timer(self: Rc<Self>) {
-        let sleep = tokio::time::sleep_until(self.clock.instant(Time::MAX).into());
-        tokio::pin!(sleep);
         loop {
             if self.state.borrow().stopped {
                 return;
             }
-            let armed = self.armed.get();
+            // Told, it looks again: a re-armed sleep must be polled to hold its waker.
             tokio::select! {
                 biased;
-                () = self.rearm.notified() => {
-                    if let Some(at) = self.armed.get() {
-                        sleep.as_mut().reset(self.clock.instant(at).into());
-                    }
-                }
-                () = &mut sleep, if armed.is_some() => {
-                    self.armed.set(None);
+                () = self.rearm.notified() => {}
+                () = poll_fn(|cx| self.sleep.borrow_mut().poll_elapsed(cx)) => {
                     let now = self.clock.now();
                     self.state.borrow_mut().service.handle_timeout(now);
                     self.drain();
@@ -296,11 +291,8 @@ where
             }
             return;
         }
-        if let Some(at) = state.service.poll_timeout() {
-            if self.armed.get().is_none_or(|armed| at < armed) {
-                self.armed.set(Some(at));
-                self.rearm.notify_one();
-            }
+        if self.sleep.borrow_mut().want(state.service.poll_timeout()) {
+            self.rearm.notify_one();
         }
     }
 
