@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use effectful::redis::{
     Command, CommandError, ConnectionError, Event, Reconnect, ReconnectAction, RedisConfig,
@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
+use crate::deadline::DeadlineSleep;
 use crate::outbox::{Outbox, Taker};
 use crate::tls::{TlsClient, TlsStream, Verify};
 
@@ -953,24 +955,12 @@ impl Drop for Subscriber {
     }
 }
 
-/// The pool's own clock: only differences matter to a connection.
-pub(super) struct Clock(pub(super) Instant);
-
-impl Clock {
-    pub(super) fn now(&self) -> Time {
-        Time::from_nanos(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn instant(&self, t: Time) -> tokio::time::Instant {
-        (self.0 + t.since_epoch()).into()
-    }
-}
-
 /// One connection of the pool, for as long as the pool lives: connects when a job
 /// comes, serves it pipelined, reconnects with backoff after a failure (answering
 /// jobs that come meanwhile at once with a retryable error).
 async fn run_slot(slot: Arc<Slot>, jobs: Jobs, rng: Rng) {
-    let clock = Clock(Instant::now());
+    // The connection's own clock: only differences matter to it.
+    let clock = Clock::start();
     let mut reconnect = Reconnect::new(clock.now(), slot.schedule.clone(), rng);
     let mut queued: VecDeque<LocalJob> = VecDeque::new();
     let mut last_error = String::new();
@@ -1009,7 +999,7 @@ async fn run_slot(slot: Arc<Slot>, jobs: Jobs, rng: Rng) {
                     jobs.answer(job.reply, Err(lost.clone()));
                 }
                 let at = reconnect.poll_timeout().unwrap_or_else(|| clock.now());
-                let sleep = tokio::time::sleep_until(clock.instant(at));
+                let sleep = tokio::time::sleep_until(clock.instant(at).into());
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {
@@ -1131,9 +1121,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out = Vec::with_capacity(16 * 1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = true;
-    let sleep = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(sleep);
-    let mut armed: Option<Time> = None;
+    let mut sleep = DeadlineSleep::new(*clock);
     let mut batch = Vec::new();
     let now = clock.now();
     for job in queued.drain(..) {
@@ -1192,14 +1180,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         // The timer moves only to an earlier deadline: each batch moves the
-        // connection's deadline on, and resetting tokio's timer every time would
-        // cost more than the batch. Early, it wakes once for nothing.
-        if let Some(at) = conn.poll_timeout() {
-            if armed.is_none_or(|armed| at < armed) {
-                sleep.as_mut().reset(clock.instant(at));
-                armed = Some(at);
-            }
-        }
+        // connection's deadline on (see `DeadlineSleep`). Early, it wakes once for
+        // nothing.
+        sleep.want(conn.poll_timeout());
         tokio::select! {
             () = jobs.queue.ready(), if open => {
                 if jobs.queue.take(&mut batch) {
@@ -1217,8 +1200,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) | Err(_) => conn.handle_disconnect(clock.now()),
                 Ok(n) => conn.handle_input(clock.now(), &buf[..n]),
             },
-            () = &mut sleep, if armed.is_some() => {
-                armed = None;
+            () = sleep.elapsed() => {
                 conn.handle_timeout(clock.now());
             }
         }
@@ -1227,7 +1209,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 
 pub(super) async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(clock.instant(at)).await,
+        Some(at) => tokio::time::sleep_until(clock.instant(at).into()).await,
         None => std::future::pending().await,
     }
 }
@@ -1320,7 +1302,7 @@ mod tests {
 
     #[test]
     fn an_effect_cancelled_while_queued_is_never_sent_and_one_in_flight_is_still_answered() {
-        let clock = Clock(Instant::now());
+        let clock = Clock::start();
         // RESP2, no password, name or database: no handshake before the commands.
         let mut config = RedisConfig::default();
         config.protocol = effectful::redis::Protocol::Resp2;

@@ -5,7 +5,7 @@
 //! [`RedisPool::subscribe`]: super::pool::RedisPool::subscribe
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use effectful::Rng;
 use effectful::redis::{
@@ -13,7 +13,8 @@ use effectful::redis::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::pool::{Clock, Connected, Heard, Slot, open, sleep_until, write_flushed};
+use super::pool::{Connected, Heard, Slot, open, sleep_until, write_flushed};
+use crate::clock::Clock;
 
 /// How long a subscription connection may stay silent before it is asked a `PING`
 /// (whose reply must come within the operation timeout, or the connection is
@@ -28,7 +29,7 @@ pub(super) async fn run(
     rng: Rng,
     mut on: Box<dyn FnMut(Heard) + Send>,
 ) {
-    let clock = Clock(Instant::now());
+    let clock = Clock::start();
     let mut config = slot.redis.clone();
     config.protocol = Protocol::Resp2;
     config.client_name = Some(client_name);
