@@ -36,7 +36,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -51,6 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use crate::deadline::DeadlineSleep;
 use crate::interpreter::{Interpreter, ShardContext, ShardCx, SplitStd, misrouted};
 
 /// How an answer to `ReceiveText` reaches the shard from the connection's task.
@@ -310,8 +311,7 @@ async fn drive(
     conn.borrow_mut().io = Some(io);
     let _flush = FlushOnDrop { conn: conn.clone() };
     let mut buf = vec![0u8; config.read_chunk.max(512)];
-    let mut sleep = Box::pin(tokio::time::sleep_until(clock.instant(Time::MAX).into()));
-    let mut armed: Option<Time> = None;
+    let mut sleep = DeadlineSleep::new(clock);
     // Once the session is finished, its last bytes get `close_timeout` to go out.
     let mut linger: Option<Time> = None;
     poll_fn(|cx| {
@@ -365,18 +365,15 @@ async fn drive(
                 }
             }
             // Time: keep-alive, idle timeout, the close handshake's wait, the linger.
+            // Every frame heard moves the idle timeout on, and only an earlier
+            // deadline resets the sleep (see `DeadlineSleep`): one woken early finds
+            // nothing due in `handle_timeout` (nor the linger's end) and looks again.
             let want = match (c.session.poll_timeout(), linger) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if want != armed {
-                if let Some(at) = want {
-                    sleep.as_mut().reset(clock.instant(at).into());
-                }
-                armed = want;
-            }
-            if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                armed = None;
+            sleep.want(want);
+            if sleep.poll_elapsed(cx).is_ready() {
                 c.session.handle_timeout(clock.now());
                 c.pump();
                 continue;
