@@ -230,13 +230,17 @@ struct Entry<O, F: Family> {
 /// - **application calls**: [`spawn`](Self::spawn), [`spawn_async`](Self::spawn_async),
 ///   [`set_deadline`](Self::set_deadline), [`abort`](Self::abort);
 /// - **inputs**: [`handle_response`](Self::handle_response),
-///   [`handle_timeout`](Self::handle_timeout); every input and application call takes
-///   `now`, which never goes backwards (an earlier `now` is treated as the latest one
-///   seen);
+///   [`handle_timeout`](Self::handle_timeout), [`tick`](Self::tick); every input and
+///   application call takes `now`, which never goes backwards (an earlier `now` is
+///   treated as the latest one seen), except
+///   [`handle_response_unclocked`](Self::handle_response_unclocked), an answer whose
+///   time the driver has not read (the timers it arms are moved on at the next
+///   `now`);
 /// - **outputs**: [`poll_output`](Self::poll_output) (requests, cancellations,
 ///   results) and [`poll_timeout`](Self::poll_timeout) (the one deadline);
 /// - **getters**: [`now`](Self::now), [`programs`](Self::programs),
 ///   [`outstanding`](Self::outstanding), [`timers_armed`](Self::timers_armed),
+///   [`wants_time`](Self::wants_time),
 ///   [`timer_bound`](Self::timer_bound) (a cheap lower bound of `poll_timeout`, for
 ///   drivers that have other work due and need not prune the timers yet).
 ///
@@ -257,7 +261,8 @@ struct Entry<O, F: Family> {
 ///   cancellations its end caused, even when it panics (while running or while being
 ///   dropped); an ended program emits nothing more, even through an effect handle
 ///   kept past its end;
-/// - a timer never fires before its deadline, and timers fire in deadline order
+/// - a timer never fires before its deadline (one armed after an answer without a
+///   time counts from the next time given), and timers fire in deadline order
 ///   (ties in the order they were armed);
 /// - `timer_bound() <= poll_timeout()` whenever both are set, and `timer_bound()` is
 ///   `None` only when `poll_timeout()` is;
@@ -295,6 +300,16 @@ pub struct Engine<O, F: Family = Std> {
     limits: VecDeque<(Time, EffectId)>,
     /// Shed answered limits from the whole queue once it is this long.
     limits_compact_at: usize,
+    /// Answers came without a time ([`handle_response_unclocked`]) since the latest
+    /// input with one: timers armed since count from `now` for the moment, and are
+    /// moved on at the next input with a time by however much later it is.
+    ///
+    /// [`handle_response_unclocked`]: Engine::handle_response_unclocked
+    stale: bool,
+    /// `timers.armed_so_far()` when the engine went stale: timers armed after it move.
+    stale_mark: u64,
+    /// How many limits at the back of `limits` were armed while stale.
+    stale_limits: usize,
 }
 
 /// The shortest limit queue worth shedding answered limits from as a whole.
@@ -315,6 +330,9 @@ impl<O: 'static, F: Family> Engine<O, F> {
             timers: TimerQueue::default(),
             limits: VecDeque::new(),
             limits_compact_at: LIMITS_COMPACT_MIN,
+            stale: false,
+            stale_mark: 0,
+            stale_limits: 0,
         }
     }
 
@@ -435,6 +453,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// The driver's answer to the effect `id`.
+    #[inline]
     pub fn handle_response(
         &mut self,
         now: Time,
@@ -442,6 +461,53 @@ impl<O: 'static, F: Family> Engine<O, F> {
         result: Result<F::Response, EffectError>,
     ) -> Delivery {
         self.advance(now);
+        self.respond(id, result)
+    }
+
+    /// The driver's answer to the effect `id`, given without reading the clock: for a
+    /// driver that answers in bursts and reads its clock once per burst rather than
+    /// once per answer.
+    ///
+    /// The answer happened at some time no earlier than [`now`](Self::now), which
+    /// the program sees as its time. Every timer armed from here until the next input
+    /// with a time (any other input, or [`tick`](Self::tick)) counts from `now` for
+    /// the moment; that next input moves each one on by however much later than
+    /// `now` it is. So such a timer fires late by at most the time until the driver
+    /// next tells the engine the time, never early. While
+    /// [`wants_time`](Self::wants_time) is true the driver should do so soon
+    /// (the tokio driver does it at its loop's next turn).
+    #[inline]
+    pub fn handle_response_unclocked(
+        &mut self,
+        id: EffectId,
+        result: Result<F::Response, EffectError>,
+    ) -> Delivery {
+        if !self.stale {
+            self.stale = true;
+            self.stale_mark = self.timers.armed_so_far();
+        }
+        self.respond(id, result)
+    }
+
+    /// Tells the engine the time, with no other input: timers armed since an
+    /// answer without a time move on (see
+    /// [`handle_response_unclocked`](Self::handle_response_unclocked)). Nothing runs
+    /// and nothing fires; timers that are due wait for
+    /// [`handle_timeout`](Self::handle_timeout).
+    pub fn tick(&mut self, now: Time) {
+        self.advance(now);
+    }
+
+    /// Whether an answer came without a time since the latest input with one (see
+    /// [`handle_response_unclocked`](Self::handle_response_unclocked)).
+    #[inline]
+    pub fn wants_time(&self) -> bool {
+        self.stale
+    }
+
+    /// An answer reaches its program at `self.now`.
+    #[inline(always)]
+    fn respond(&mut self, id: EffectId, result: Result<F::Response, EffectError>) -> Delivery {
         let now = self.now;
         // `complete` written out for the hot path: the answer moves straight into the
         // program's event or its slot, with no intermediate `Completion`.
@@ -485,7 +551,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             if let Some(&(at, id)) = self.limits.front() {
                 let timer_first = self.timers.peek().is_some_and(|(t, _)| t < at);
                 if at <= self.now && !timer_first {
-                    self.limits.pop_front();
+                    self.pop_limit();
                     self.complete(id, Kind::Effect, |mailbox| {
                         Completion::Response(Err(mailbox.expire(id)))
                     });
@@ -568,8 +634,15 @@ impl<O: 'static, F: Family> Engine<O, F> {
     #[inline]
     fn leave_limit_queue(&mut self, id: EffectId, kind: Kind) {
         if kind == Kind::Effect && self.limits.front().is_some_and(|&(_, front)| front == id) {
-            self.limits.pop_front();
+            self.pop_limit();
         }
+    }
+
+    /// Drops the front limit (the stale ones are at the back, and may be all of them).
+    #[inline]
+    fn pop_limit(&mut self) {
+        self.limits.pop_front();
+        self.stale_limits = self.stale_limits.min(self.limits.len());
     }
 
     /// The next thing the driver must do, if any.
@@ -619,11 +692,20 @@ impl<O: 'static, F: Family> Engine<O, F> {
     fn arm_default_limit(&mut self, at: Time, id: EffectId) {
         if self.limits.len() >= self.limits_compact_at {
             let programs = &self.programs;
-            self.limits
-                .retain(|&(_, id)| Self::effect_is_waiting(programs, id));
+            // The stale limits are the back ones: count those that stay.
+            let first_stale = self.limits.len() - self.stale_limits;
+            let (mut index, mut stale_kept) = (0, 0);
+            self.limits.retain(|&(_, id)| {
+                let keep = Self::effect_is_waiting(programs, id);
+                stale_kept += usize::from(keep && index >= first_stale);
+                index += 1;
+                keep
+            });
+            self.stale_limits = stale_kept;
             self.limits_compact_at = (self.limits.len() * 2).max(LIMITS_COMPACT_MIN);
         }
         self.limits.push_back((at, id));
+        self.stale_limits += usize::from(self.stale);
     }
 
     #[inline]
@@ -632,7 +714,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             if Self::effect_is_waiting(&self.programs, id) {
                 break;
             }
-            self.limits.pop_front();
+            self.pop_limit();
         }
     }
 
@@ -693,8 +775,31 @@ impl<O: 'static, F: Family> Engine<O, F> {
         }
     }
 
+    #[inline]
     fn advance(&mut self, now: Time) {
+        if self.stale {
+            self.catch_up(now);
+        }
         self.now = self.now.max(now);
+    }
+
+    /// The first time given after answers without one: timers armed since move on
+    /// by how much later than `self.now` it is, so none counts from before it was
+    /// armed. They keep their order (all move by the same amount, and each was armed
+    /// after every timer that does not move).
+    #[cold]
+    fn catch_up(&mut self, now: Time) {
+        self.stale = false;
+        let late = now.as_nanos().saturating_sub(self.now.as_nanos());
+        let stale_limits = std::mem::take(&mut self.stale_limits);
+        if late == 0 {
+            return;
+        }
+        let len = self.limits.len();
+        for (at, _) in self.limits.range_mut(len - stale_limits..) {
+            *at = Time::from_nanos(at.as_nanos().saturating_add(late));
+        }
+        self.timers.delay_armed_after(self.stale_mark, late);
     }
 
     fn live_entry(&self, program: ProgramId) -> Option<&Live<O, F>> {

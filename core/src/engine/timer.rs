@@ -143,6 +143,37 @@ impl TimerQueue {
         self.armed
     }
 
+    /// Moves every timer armed after `mark` (a reading of
+    /// [`TimerQueue::armed_so_far`]) `late` nanoseconds later. Within a lane those
+    /// are the back ones, and they stay in order; the heap is rebuilt only if it
+    /// holds one.
+    pub(crate) fn delay_armed_after(&mut self, mark: u64, late: u64) {
+        if self.armed <= mark || late == 0 {
+            return;
+        }
+        let delay = |timer: &mut Timer| {
+            timer.at = Time::from_nanos(timer.at.as_nanos().saturating_add(late));
+        };
+        for lane in &mut self.lanes {
+            for timer in lane.iter_mut().rev() {
+                if timer.armed <= mark {
+                    break;
+                }
+                delay(timer);
+            }
+        }
+        if self.heap.iter().any(|Reverse(timer)| timer.armed > mark) {
+            let mut timers = std::mem::take(&mut self.heap).into_vec();
+            for Reverse(timer) in &mut timers {
+                if timer.armed > mark {
+                    delay(timer);
+                }
+            }
+            self.heap = BinaryHeap::from(timers);
+        }
+        self.head = self.find_head();
+    }
+
     /// Whether the earliest timer was armed after `mark` (a reading of
     /// [`TimerQueue::armed_so_far`]).
     pub(crate) fn armed_after(&self, mark: u64) -> bool {
@@ -234,6 +265,74 @@ mod tests {
             }
             prop_assert_eq!(queue.pop(), None);
             prop_assert_eq!(queue.peek(), None);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push(u64),
+        Pop,
+        /// Remember how many timers have been armed.
+        Mark,
+        /// Move those armed since the mark this much later.
+        Delay(u64),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Timers armed after a mark and then moved later (by the engine after
+        /// answers without a time) still come out by time, ties in arming order,
+        /// whether they sat in a lane or in the heap.
+        #[test]
+        fn delayed_timers_still_pop_in_time_then_arming_order(
+            ops in prop::collection::vec(prop_oneof![
+                4 => (0u64..60).prop_map(Op::Push),
+                2 => Just(Op::Pop),
+                1 => Just(Op::Mark),
+                1 => (0u64..40).prop_map(Op::Delay),
+            ], 0..300),
+        ) {
+            let mut queue = TimerQueue::default();
+            let mut reference: Vec<(u64, u32)> = Vec::new();
+            // The queue's mark, and the first op whose timer moves.
+            let (mut mark, mut first_moved) = (0, 0);
+            for (n, op) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                match op {
+                    Op::Push(at) => {
+                        queue.push(Time::from_nanos(at), target(n));
+                        reference.push((at, n));
+                    }
+                    Op::Pop => {
+                        reference.sort_by_key(|(at, _)| *at);
+                        let expected = (!reference.is_empty()).then(|| reference.remove(0));
+                        let expected = expected.map(|(at, n)| (Time::from_nanos(at), target(n)));
+                        prop_assert_eq!(queue.peek(), expected);
+                        prop_assert_eq!(queue.pop(), expected);
+                    }
+                    Op::Mark => {
+                        mark = queue.armed_so_far();
+                        first_moved = n + 1;
+                    }
+                    Op::Delay(late) => {
+                        queue.delay_armed_after(mark, late);
+                        for (at, armed) in &mut reference {
+                            if *armed >= first_moved {
+                                *at += late;
+                            }
+                        }
+                        // Ties keep arming order: sort by time, then by `n`.
+                        reference.sort_by_key(|&(at, n)| (at, n));
+                    }
+                }
+                prop_assert_eq!(queue.len(), reference.len());
+            }
+            reference.sort_by_key(|&(at, n)| (at, n));
+            for (at, n) in reference {
+                prop_assert_eq!(queue.pop(), Some((Time::from_nanos(at), target(n))));
+            }
+            prop_assert_eq!(queue.pop(), None);
         }
     }
 
