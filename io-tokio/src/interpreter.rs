@@ -299,7 +299,9 @@ impl<F: Family> LocalReplier<F> {
 
 /// What an interpreter may do while the driver calls it.
 pub struct ShardCx<'a, F: Family = Std> {
-    pub(crate) now: Time,
+    /// The input's time; `None` until read for an answer taken without a reading.
+    pub(crate) now: Cell<Option<Time>>,
+    pub(crate) clock: &'a Clock,
     pub(crate) shard: usize,
     pub(crate) inline: &'a mut VecDeque<Answer<F>>,
     pub(crate) replier: &'a Replier<F>,
@@ -308,9 +310,17 @@ pub struct ShardCx<'a, F: Family = Std> {
 }
 
 impl<F: Family> ShardCx<'_, F> {
-    /// The time of the input being handled, on the runtime's [`Clock`].
+    /// The time of the input being handled, on the runtime's [`Clock`] (for an
+    /// answer the shard took without reading the clock, read at the first call).
     pub fn now(&self) -> Time {
-        self.now
+        match self.now.get() {
+            Some(now) => now,
+            None => {
+                let now = self.clock.now();
+                self.now.set(Some(now));
+                now
+            }
+        }
     }
 
     /// The shard this call runs on.

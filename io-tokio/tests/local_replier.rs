@@ -268,6 +268,58 @@ fn a_timer_armed_by_a_program_resumed_now_fires_on_time() {
     runtime.shutdown(Duration::ZERO);
 }
 
+/// `answer_now` resumes the program without reading the clock: the engine's time is
+/// still the spawn's, 200 ms earlier. Timers the program arms then must count from
+/// no earlier than the answer (the shard's loop reads the clock for them), or they
+/// would fire at once.
+#[test]
+fn timers_armed_after_an_answer_given_now_count_from_the_answer_not_the_older_time() {
+    const DELAY: Duration = Duration::from_millis(200);
+    const LIMIT: Duration = Duration::from_millis(150);
+    const SLEEP: Duration = Duration::from_millis(100);
+    let (seen_tx, _seen) = mpsc::unbounded_channel();
+    let config = effectful::EngineConfig {
+        effect_timeout: Some(LIMIT),
+        ..effectful::EngineConfig::default()
+    };
+    let runtime = Runtime::builder()
+        .shards(1)
+        .seed(5)
+        .engine(config)
+        .interpreter("System", move |shard| {
+            AnswersNow::start(shard.local_replier(), DELAY, seen_tx.clone())
+        })
+        .build()
+        .expect("runtime");
+    let (slept, limited, error) = runtime.block_on(async {
+        let program = runtime
+            .handle()
+            .spawn(|fx| async move {
+                // Untimed: answered after DELAY, longer than the default limit.
+                fx.perform_untimed(GenerateUuid {}).await.expect("answered");
+                let start = Instant::now();
+                fx.sleep(SLEEP).await;
+                let slept = start.elapsed();
+                fx.perform_untimed(GenerateUuid {}).await.expect("answered");
+                // Under the default limit, and answered after it ran out.
+                let start = Instant::now();
+                let error = fx.perform(GenerateUuid {}).await.map_err(|e| e.kind);
+                (slept, start.elapsed(), error)
+            })
+            .await
+            .expect("spawned");
+        program.await.expect("finished")
+    });
+    assert!(slept >= SLEEP, "the sleep ended early: {slept:?}");
+    assert_eq!(error, Err(ErrorKind::Timeout));
+    assert!(
+        limited >= LIMIT,
+        "the default limit ran out early: {limited:?}"
+    );
+    assert!(limited < DELAY + Duration::from_secs(5), "{limited:?}");
+    runtime.shutdown(Duration::ZERO);
+}
+
 #[test]
 fn a_program_that_ends_inside_answer_now_during_shutdown_lets_the_runtime_stop() {
     let (runtime, _seen) = answering_now(Duration::from_millis(100));
