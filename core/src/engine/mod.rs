@@ -308,7 +308,9 @@ pub struct Engine<O, F: Family = Std> {
     stale: bool,
     /// `timers.armed_so_far()` when the engine went stale: timers armed after it move.
     stale_mark: u64,
-    /// How many limits at the back of `limits` were armed while stale.
+    /// How many limits were armed while stale, the back ones of `limits`. Pops from
+    /// the front do not lower it (kept off the hot path): once they reach the
+    /// stale ones, every limit left is stale, so `min(stale_limits, len)` is exact.
     stale_limits: usize,
 }
 
@@ -453,7 +455,6 @@ impl<O: 'static, F: Family> Engine<O, F> {
     }
 
     /// The driver's answer to the effect `id`.
-    #[inline]
     pub fn handle_response(
         &mut self,
         now: Time,
@@ -476,7 +477,6 @@ impl<O: 'static, F: Family> Engine<O, F> {
     /// next tells the engine the time, never early. While
     /// [`wants_time`](Self::wants_time) is true the driver should do so soon
     /// (the tokio driver does it at its loop's next turn).
-    #[inline]
     pub fn handle_response_unclocked(
         &mut self,
         id: EffectId,
@@ -551,7 +551,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             if let Some(&(at, id)) = self.limits.front() {
                 let timer_first = self.timers.peek().is_some_and(|(t, _)| t < at);
                 if at <= self.now && !timer_first {
-                    self.pop_limit();
+                    self.limits.pop_front();
                     self.complete(id, Kind::Effect, |mailbox| {
                         Completion::Response(Err(mailbox.expire(id)))
                     });
@@ -634,15 +634,8 @@ impl<O: 'static, F: Family> Engine<O, F> {
     #[inline]
     fn leave_limit_queue(&mut self, id: EffectId, kind: Kind) {
         if kind == Kind::Effect && self.limits.front().is_some_and(|&(_, front)| front == id) {
-            self.pop_limit();
+            self.limits.pop_front();
         }
-    }
-
-    /// Drops the front limit (the stale ones are at the back, and may be all of them).
-    #[inline]
-    fn pop_limit(&mut self) {
-        self.limits.pop_front();
-        self.stale_limits = self.stale_limits.min(self.limits.len());
     }
 
     /// The next thing the driver must do, if any.
@@ -693,7 +686,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
         if self.limits.len() >= self.limits_compact_at {
             let programs = &self.programs;
             // The stale limits are the back ones: count those that stay.
-            let first_stale = self.limits.len() - self.stale_limits;
+            let first_stale = self.limits.len().saturating_sub(self.stale_limits);
             let (mut index, mut stale_kept) = (0, 0);
             self.limits.retain(|&(_, id)| {
                 let keep = Self::effect_is_waiting(programs, id);
@@ -714,7 +707,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
             if Self::effect_is_waiting(&self.programs, id) {
                 break;
             }
-            self.pop_limit();
+            self.limits.pop_front();
         }
     }
 
@@ -791,7 +784,7 @@ impl<O: 'static, F: Family> Engine<O, F> {
     fn catch_up(&mut self, now: Time) {
         self.stale = false;
         let late = now.as_nanos().saturating_sub(self.now.as_nanos());
-        let stale_limits = std::mem::take(&mut self.stale_limits);
+        let stale_limits = std::mem::take(&mut self.stale_limits).min(self.limits.len());
         if late == 0 {
             return;
         }
