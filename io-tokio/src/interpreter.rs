@@ -198,8 +198,9 @@ impl<F: Family> LocalInbox<F> {
         self.answers.borrow_mut().pop_front()
     }
 
-    /// Wakes the shard's loop once, with nothing queued: an answer delivered at once
-    /// armed a timer earlier than the loop's sleep, or shutdown is under way.
+    /// Wakes the shard's loop once, with nothing queued: answers delivered at once
+    /// owe the engine a reading of the clock, and may have armed a timer earlier
+    /// than the loop's sleep.
     pub(crate) fn nudge(&self) {
         self.nudged.set(true);
         self.wake();

@@ -621,17 +621,16 @@ impl<F: Family> Resume<F> for RefCell<Shard<F>> {
         let Ok(mut shard) = self.try_borrow_mut() else {
             return Err(answer);
         };
-        // The clock is not read per answer (a third of a round trip's cost): the
-        // engine takes the answer without a time, and the loop's next turn reads
-        // the clock once for the whole burst, moving on any timer armed since.
-        // Answers queued before this one go first.
+        // The clock is not read per answer: the engine takes the answer without a
+        // time. Answers queued before this one go first.
         shard.take_local(None);
         shard.take(None, Inbox::Answer(answer));
-        // The loop owns the sleep, the clock and the end of shutdown: it looks again
-        // only if what just ran needs it to.
-        if shard.grace.is_some() || shard.engine.wants_time() || shard.wants_earlier_sleep() {
-            shard.local.nudge();
-        }
+        // So a reading is owed, and the loop, which owns the clock, the sleep and
+        // the end of shutdown, gives it at its next turn (one wake per burst of
+        // answers: a nudge to a loop already woken only sets a flag), re-arming
+        // its sleep if what ran armed an earlier deadline.
+        debug_assert!(shard.engine.wants_time());
+        shard.local.nudge();
         Ok(())
     }
 }
