@@ -37,10 +37,11 @@ pub(crate) enum Ev {
         program: ProgramId,
         at: Time,
     },
+    /// `at: None`: answered without a time (`handle_response_unclocked`).
     Respond {
         id: EffectId,
         answer: Answer,
-        at: Time,
+        at: Option<Time>,
         delivery: Delivery,
     },
     /// `handle_timeout(asked)`; `effective` is the `now` the engine used (it never goes
@@ -100,6 +101,10 @@ pub(crate) struct Run {
     pub(crate) due_at_end: Option<Time>,
     /// Programs still running after a `handle_timeout` at or past their deadline.
     pub(crate) missed_deadlines: Vec<(ProgramId, Time)>,
+    /// Per stretch of answers without a time (numbered from 1, as the programs' timer
+    /// records name it), how far the input with a time that ended it moved the
+    /// timers armed in it: how much later than the engine's `now` its time was.
+    pub(crate) shifts: BTreeMap<u64, Duration>,
 }
 
 const MAX_STEPS: usize = 5_000;
@@ -122,6 +127,9 @@ struct Driver<'c> {
     next_program: usize,
     uuids: u128,
     missed_deadlines: Vec<(ProgramId, Time)>,
+    /// Stretches of answers without a time so far.
+    stretches: u64,
+    shifts: BTreeMap<u64, Duration>,
 }
 
 impl<'c> Driver<'c> {
@@ -146,6 +154,8 @@ impl<'c> Driver<'c> {
             next_program: 0,
             uuids: 0,
             missed_deadlines: Vec::new(),
+            stretches: 0,
+            shifts: BTreeMap::new(),
         }
     }
 
@@ -179,6 +189,7 @@ impl<'c> Driver<'c> {
             programs_left,
             due_at_end,
             missed_deadlines: self.missed_deadlines,
+            shifts: self.shifts,
         }
     }
 
@@ -197,15 +208,21 @@ impl<'c> Driver<'c> {
                     8 => Answer::Fatal,
                     _ => Answer::WrongType,
                 };
-                let at = match (arg / 70) % 4 {
+                let at = match (arg / 70) % 5 {
                     // Time passes while the effect runs (timers may come due unhandled).
                     0 => {
                         self.now = self.now + ms(u64::from(arg % 7));
-                        self.now
+                        Some(self.now)
                     }
                     // A driver whose clock reading is behind the engine's.
-                    1 => time_minus(self.now, ms(3)),
-                    _ => self.now,
+                    1 => Some(time_minus(self.now, ms(3))),
+                    // A driver answering without reading its clock; time may pass
+                    // meanwhile, which the next input with a time tells.
+                    2 => {
+                        self.now = self.now + ms(u64::from(arg % 5));
+                        None
+                    }
+                    _ => Some(self.now),
                 };
                 self.respond(index, answer, at);
             }
@@ -236,7 +253,7 @@ impl<'c> Driver<'c> {
             }
             11 | 12 if !self.closed.is_empty() => {
                 let id = self.closed[arg as usize % self.closed.len()];
-                self.respond_to(id, LeafKind::Clock, Answer::Ok, self.now);
+                self.respond_to(id, LeafKind::Clock, Answer::Ok, Some(self.now));
             }
             13 if !self.closed.is_empty() || !self.outstanding.is_empty() => self.forge(arg),
             14 | 15 if self.next_program < self.case.programs.len() => self.spawn(),
@@ -249,7 +266,7 @@ impl<'c> Driver<'c> {
     /// next deadline.
     fn play_safe(&mut self) -> bool {
         if !self.outstanding.is_empty() {
-            self.respond(0, Answer::Ok, self.now);
+            self.respond(0, Answer::Ok, Some(self.now));
         } else if self.next_program < self.case.programs.len() {
             self.spawn();
         } else if let Some(due) = self.engine.poll_timeout() {
@@ -261,6 +278,7 @@ impl<'c> Driver<'c> {
     }
 
     fn spawn(&mut self) {
+        self.clock_in(self.now);
         let program = self.case.programs[self.next_program].clone().spawn(
             &mut self.engine,
             self.now,
@@ -275,25 +293,44 @@ impl<'c> Driver<'c> {
         self.drain();
     }
 
-    fn respond(&mut self, index: usize, answer: Answer, at: Time) {
+    fn respond(&mut self, index: usize, answer: Answer, at: Option<Time>) {
         let (id, kind) = self.outstanding[index];
         self.respond_to(id, kind, answer, at);
     }
 
-    fn respond_to(&mut self, id: EffectId, kind: LeafKind, answer: Answer, at: Time) {
+    fn respond_to(&mut self, id: EffectId, kind: LeafKind, answer: Answer, at: Option<Time>) {
+        // The program sees the engine's time for an answer without one.
+        let seen = at.unwrap_or(self.engine.now());
         let response = match answer {
-            Answer::Ok => Ok(self.response(kind, at)),
+            Answer::Ok => Ok(self.response(kind, seen)),
             Answer::WrongType => Ok(self.response(
                 match kind {
                     LeafKind::Clock => LeafKind::Uuid,
                     LeafKind::Uuid => LeafKind::Clock,
                 },
-                at,
+                seen,
             )),
             Answer::Retryable => Err(EffectError::connection_lost(kind.name(), "reset by peer")),
             Answer::Fatal => Err(EffectError::websocket_closed(kind.name(), 1006, "gone")),
         };
-        let delivery = self.engine.handle_response(at, id, response);
+        let delivery = match at {
+            Some(at) => {
+                self.clock_in(at);
+                self.engine.handle_response(at, id, response)
+            }
+            None => {
+                if !self.engine.wants_time() {
+                    self.stretches += 1;
+                    self.log.borrow_mut().stretch = self.stretches;
+                }
+                let delivery = self.engine.handle_response_unclocked(id, response);
+                assert!(
+                    self.engine.wants_time(),
+                    "an answer without a time owes one"
+                );
+                delivery
+            }
+        };
         self.events.push(Ev::Respond {
             id,
             answer,
@@ -340,10 +377,29 @@ impl<'c> Driver<'c> {
         };
         *field = serde_json::json!(field.as_u64().expect("ids are numbers") + bump);
         let forged: EffectId = serde_json::from_value(value).expect("a forged id deserializes");
-        self.respond_to(forged, LeafKind::Uuid, Answer::Ok, self.now);
+        self.respond_to(forged, LeafKind::Uuid, Answer::Ok, Some(self.now));
+    }
+
+    /// Before every input with a time: it ends the stretch of answers without one,
+    /// if any, moving the timers armed in it on by how much later than the engine's
+    /// `now` `asked` is (see `Engine::handle_response_unclocked`).
+    fn clock_in(&mut self, asked: Time) {
+        let stretch = std::mem::take(&mut self.log.borrow_mut().stretch);
+        assert_eq!(
+            self.engine.wants_time(),
+            stretch != 0,
+            "the engine wants a time exactly after an answer without one"
+        );
+        if stretch != 0 {
+            let late = asked
+                .as_nanos()
+                .saturating_sub(self.engine.now().as_nanos());
+            self.shifts.insert(stretch, Duration::from_nanos(late));
+        }
     }
 
     fn timeout(&mut self, asked: Time) {
+        self.clock_in(asked);
         let due_before = self.engine.poll_timeout();
         let effective = asked.max(self.engine.now());
         self.engine.handle_timeout(asked);
@@ -374,6 +430,7 @@ impl<'c> Driver<'c> {
 
     fn set_deadline(&mut self, program: ProgramId, deadline: Option<Time>) {
         let was_finished = self.finished.contains(&program);
+        self.clock_in(self.now);
         let accepted = self.engine.set_deadline(self.now, program, deadline);
         if accepted {
             self.deadlines.insert(program, deadline);
@@ -389,6 +446,7 @@ impl<'c> Driver<'c> {
 
     fn abort(&mut self, program: ProgramId) {
         let was_finished = self.finished.contains(&program);
+        self.clock_in(self.now);
         let accepted = self.engine.abort(self.now, program);
         self.events.push(Ev::Abort {
             program,

@@ -92,6 +92,14 @@ fn the_random_driver_reaches_every_kind_of_event() {
         let run = run_case(&case);
         let mut see = |what: &'static str| *seen.entry(what).or_default() += 1;
         for ev in &run.events {
+            if let Ev::Respond {
+                at: None,
+                delivery: Delivery::Delivered,
+                ..
+            } = ev
+            {
+                see("answer without a time");
+            }
             match ev {
                 Ev::Respond {
                     delivery: Delivery::Stale,
@@ -135,6 +143,16 @@ fn the_random_driver_reaches_every_kind_of_event() {
             }
         }
         for record in &run.records {
+            if let Record::Timer {
+                driven: true,
+                stretch,
+                ..
+            } = record
+            {
+                if run.shifts.get(stretch).is_some_and(|s| !s.is_zero()) {
+                    see("timer moved on by a later time");
+                }
+            }
             match record {
                 Record::Timer {
                     what: "timeout", ..
@@ -169,6 +187,8 @@ fn the_random_driver_reaches_every_kind_of_event() {
         "sleep",
         "retried",
         "retry gave up",
+        "answer without a time",
+        "timer moved on by a later time",
     ] {
         assert!(
             seen.get(what).copied().unwrap_or(0) > 0,

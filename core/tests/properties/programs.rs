@@ -84,6 +84,9 @@ pub(crate) enum Record {
         order: Option<u64>,
         driven: bool,
         armed: Time,
+        /// The stretch of answers without a time it was armed in (0: none): the
+        /// input that ends the stretch moves its deadline on (`Run::shifts`).
+        stretch: u64,
         deadline: Time,
         fired: Time,
     },
@@ -118,6 +121,9 @@ pub(crate) struct Book {
     pub(crate) records: Vec<Record>,
     /// Sleeps armed so far.
     sleeps: u64,
+    /// The stretch of answers without a time the engine is in (0: none), set by the
+    /// driver.
+    pub(crate) stretch: u64,
 }
 
 impl Book {
@@ -153,7 +159,7 @@ fn record_timer(
     log: &Log,
     what: &'static str,
     order: Option<u64>,
-    armed: Time,
+    (armed, stretch): (Time, u64),
     d: Duration,
 ) {
     let record = Record::Timer {
@@ -163,6 +169,7 @@ fn record_timer(
         // Saturated at `Time::MAX`, a sleep is due at once and arms no timer.
         driven: armed + d > armed,
         armed,
+        stretch,
         deadline: armed + d,
         fired: fx.now(),
     };
@@ -228,7 +235,7 @@ fn interpret<'a>(fx: &'a Fx, node: &'a Node, log: &'a Log) -> Boxed<'a> {
                 .into_iter()
                 .try_fold(0, |acc, r| Ok(mix(acc, r?.as_u128() as u64))),
             Node::Sleep(d) => {
-                let armed = fx.now();
+                let armed = (fx.now(), log.borrow().stretch);
                 let order = Book::arm(log);
                 // The sleep arms its timer on its first poll, right here: no other
                 // timer is armed in between.
@@ -273,7 +280,7 @@ fn interpret<'a>(fx: &'a Fx, node: &'a Node, log: &'a Log) -> Boxed<'a> {
                 result.map(|v| mix(v, index as u64))
             }
             Node::Timeout(d, child) => {
-                let armed = fx.now();
+                let armed = (fx.now(), log.borrow().stretch);
                 match fx.timeout(*d, interpret(fx, child, log)).await {
                     Ok(result) => result,
                     Err(Elapsed) => {
@@ -333,7 +340,7 @@ struct Hand {
     next: usize,
     effect: Option<(EffectId, LeafKind)>,
     /// The timer, when it was armed, its deadline and its arm order.
-    timer: Option<(EffectId, Time, Time, u64)>,
+    timer: Option<(EffectId, (Time, u64), Time, u64)>,
     acc: u64,
     log: Log,
 }
@@ -358,7 +365,8 @@ impl Hand {
         let order = Book::arm(&self.log);
         let armed = cx.now();
         let id = cx.sleep(d);
-        self.timer = Some((id, armed, armed + d, order));
+        let stretch = self.log.borrow().stretch;
+        self.timer = Some((id, (armed, stretch), armed + d, order));
     }
 }
 
@@ -384,13 +392,14 @@ impl Program for Hand {
                 }
             },
             Event::Timer { id } => match self.timer.take() {
-                Some((timer, armed, deadline, order)) if timer == id => {
+                Some((timer, (armed, stretch), deadline, order)) if timer == id => {
                     let record = Record::Timer {
                         program: cx.program(),
                         what: "hand-written sleep",
                         order: Some(order),
                         driven: true,
                         armed,
+                        stretch,
                         deadline,
                         fired: cx.now(),
                     };
