@@ -155,6 +155,18 @@ where
         self
     }
 
+    /// What the server's settings say of the runtime: the engines' program timeout
+    /// (`PROGRAM_TIMEOUT_SECONDS`) and how many shards (`SHARDS`, one per core when
+    /// unset). Other engine settings stay as they are.
+    #[cfg(feature = "server")]
+    pub fn settings(mut self, settings: &crate::server::Settings) -> Self {
+        self.engine.program_timeout = Some(settings.program_timeout);
+        if let Some(shards) = settings.shards {
+            self = self.shards(shards as usize);
+        }
+        self
+    }
+
     /// How many programs may wait to start on each shard before `spawn` waits for
     /// room (and `try_spawn` refuses). At least one.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {

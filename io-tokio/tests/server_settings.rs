@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use effectful::ProgramError;
+use effectful_tokio::Runtime;
 use effectful_tokio::server::{LogFormat, Settings, SettingsError};
 use tracing::level_filters::LevelFilter;
 
@@ -40,6 +42,7 @@ fn defaults_match_the_deployment_guide() {
     assert!(s.sentry_dsn.is_none());
     assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
     assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(s.shards, None, "one shard per core unless SHARDS says");
 }
 
 #[test]
@@ -58,6 +61,7 @@ fn every_variable_of_the_guide_is_read() {
         ("HOST", "0.0.0.0"),
         ("PORT", "9000"),
         ("SHUTDOWN_GRACE_SECONDS", "3"),
+        ("SHARDS", "3"),
     ])
     .expect("valid");
     assert_eq!(
@@ -80,6 +84,33 @@ fn every_variable_of_the_guide_is_read() {
     );
     assert_eq!(s.bind_addr.to_string(), "0.0.0.0:9000");
     assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(s.shards, Some(3));
+}
+
+#[test]
+fn the_runtime_takes_its_shards_and_program_timeout_from_the_settings() {
+    let s = from(&[("SHARDS", "3"), ("PROGRAM_TIMEOUT_SECONDS", "0.05")]).expect("valid");
+    let runtime = Runtime::builder().settings(&s).build().expect("a runtime");
+    assert_eq!(runtime.handle().shards(), 3);
+    let ended = runtime.block_on(async {
+        let handle = runtime
+            .handle()
+            .spawn(|fx| async move { fx.sleep(Duration::from_secs(10)).await })
+            .await
+            .expect("spawned");
+        handle.await
+    });
+    assert!(
+        matches!(ended, Err(ProgramError::DeadlineExceeded { .. })),
+        "a program outliving PROGRAM_TIMEOUT_SECONDS ends at it: {ended:?}"
+    );
+    runtime.shutdown(Duration::from_secs(1));
+
+    let unset = from(&[]).expect("valid");
+    let runtime = Runtime::builder().settings(&unset).build().expect("a runtime");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(runtime.handle().shards(), cores, "one shard per core");
+    runtime.shutdown(Duration::from_secs(1));
 }
 
 #[test]
@@ -108,6 +139,7 @@ fn every_bad_variable_is_reported_at_once_by_name() {
         ("PORT", "80000"),
         ("LOG_FORMAT", "xml"),
         ("REDIS_URL", "http://redis:6379"),
+        ("SHARDS", "0"),
     ]);
     let names: Vec<_> = found.iter().map(|(v, _)| *v).collect();
     for name in [
@@ -120,6 +152,7 @@ fn every_bad_variable_is_reported_at_once_by_name() {
         "PORT",
         "LOG_FORMAT",
         "REDIS_URL",
+        "SHARDS",
     ] {
         assert!(names.contains(&name), "{name} not reported in {found:?}");
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{Request, StatusCode};
-use effectful::EngineConfig;
 use effectful::effect::GenerateUuid;
 use effectful_tokio::memory::MemoryWorld;
 use effectful_tokio::server::{
@@ -46,11 +45,7 @@ fn main() -> ExitCode {
 fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let world = MemoryWorld::new()?;
     let runtime = world
-        .register(Runtime::builder())
-        .engine(EngineConfig {
-            program_timeout: Some(settings.program_timeout),
-            ..EngineConfig::default()
-        })
+        .register(Runtime::builder().settings(settings))
         .interpreter("System", |_| SystemInterpreter::new())
         .build()?;
     let app = EffectfulRouter::new(runtime.handle().clone())

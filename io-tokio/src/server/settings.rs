@@ -107,6 +107,10 @@ pub struct Settings {
     /// `SHUTDOWN_GRACE_SECONDS` (default 30): how long running programs may take to
     /// finish after SIGTERM or Ctrl-C.
     pub shutdown_grace: Duration,
+    /// `SHARDS`: how many shards (threads, each with its own engine) serve programs;
+    /// `None` (unset): one per core. Fewer leave cores to what shares the machine
+    /// (the databases, a sidecar).
+    pub shards: Option<u32>,
 }
 
 /// One variable with a bad value.
@@ -305,6 +309,7 @@ impl Settings {
             }),
         };
         let bind_addr = SocketAddr::new(host, port);
+        let shards = get("SHARDS").map(|shards| count(Some(shards), "SHARDS", 1, &mut bad));
 
         if !problems.is_empty() {
             return Err(SettingsError::Invalid(problems));
@@ -323,6 +328,7 @@ impl Settings {
             sentry_dsn,
             bind_addr,
             shutdown_grace,
+            shards,
         })
     }
 }

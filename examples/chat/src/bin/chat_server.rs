@@ -25,7 +25,6 @@ use std::rc::Rc;
 
 use axum::response::Html;
 use axum::routing::get;
-use effectful::EngineConfig;
 use effectful_chat::session::{ChatConfig, chat_session};
 use effectful_tokio::memory::{MEMORY_FAMILIES, MemoryWorld};
 use effectful_tokio::postgres::{PgDatabase, PgDatabaseConfig};
@@ -42,7 +41,7 @@ const PAGE: &str = include_str!("../../static/index.html");
 const USAGE: &str = "usage: chat_server [--host IP] [--port PORT]\n\
     Settings come from the environment and .env: HOST, PORT, DATABASE_URL, REDIS_URL, \
     ENVIRONMENT, LOG_LEVEL, LOG_FORMAT, PROGRAM_TIMEOUT_SECONDS, SHUTDOWN_GRACE_SECONDS, \
-    SENTRY_DSN, ... (see deploy/.env.example).";
+    SHARDS, SENTRY_DSN, ... (see deploy/.env.example).";
 
 /// `--host` and `--port`, read before the settings so they can override them.
 fn overrides(args: &[String]) -> Result<Vec<(&'static str, String)>, String> {
@@ -129,10 +128,7 @@ fn main() -> ExitCode {
 fn run(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let world = MemoryWorld::new()?;
     let mut builder = Runtime::builder()
-        .engine(EngineConfig {
-            program_timeout: Some(settings.program_timeout),
-            ..EngineConfig::default()
-        })
+        .settings(settings)
         .interpreter("System", |_| SystemInterpreter::new())
         .interpreter("WebSocket", WebSocketInterpreter::new);
     let mut real: Vec<&str> = Vec::new();
