@@ -107,7 +107,10 @@ fn the_runtime_takes_its_shards_and_program_timeout_from_the_settings() {
     runtime.shutdown(Duration::from_secs(1));
 
     let unset = from(&[]).expect("valid");
-    let runtime = Runtime::builder().settings(&unset).build().expect("a runtime");
+    let runtime = Runtime::builder()
+        .settings(&unset)
+        .build()
+        .expect("a runtime");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(runtime.handle().shards(), cores, "one shard per core");
     runtime.shutdown(Duration::from_secs(1));
