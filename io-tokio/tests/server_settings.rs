@@ -178,6 +178,22 @@ fn every_bad_variable_is_reported_at_once_by_name() {
 }
 
 #[test]
+fn a_shard_count_beyond_the_limit_is_refused_by_name() {
+    let found = problems(&[("SHARDS", "100000")]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "SHARDS");
+    assert!(
+        found[0].1.contains("100000") && found[0].1.contains("1024"),
+        "{:?}",
+        found[0].1
+    );
+    assert_eq!(
+        from(&[("SHARDS", "1024")]).expect("valid").shards,
+        Some(1024)
+    );
+}
+
+#[test]
 fn a_pool_maximum_below_its_minimum_is_refused() {
     let found = problems(&[
         ("DATABASE_POOL_MIN_SIZE", "10"),

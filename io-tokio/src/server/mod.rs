@@ -41,7 +41,9 @@ pub use health::{CheckFuture, HealthCheck, HealthReport, check_fn};
 pub use logging::{LoggingError, init_logging, log_subscriber};
 pub use metrics::{PoolLabels, ServerMetrics};
 pub use reporting::{init_error_reporting, report_program_error};
-pub use settings::{LogFormat, Secret, SecretUrl, SettingProblem, Settings, SettingsError};
+pub use settings::{
+    LogFormat, MAX_SHARDS, Secret, SecretUrl, SettingProblem, Settings, SettingsError,
+};
 pub use websocket::{WebSocketInterpreter, WsConnect, WsRoute};
 
 use health::HealthChecks;

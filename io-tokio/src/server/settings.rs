@@ -107,11 +107,14 @@ pub struct Settings {
     /// `SHUTDOWN_GRACE_SECONDS` (default 30): how long running programs may take to
     /// finish after SIGTERM or Ctrl-C.
     pub shutdown_grace: Duration,
-    /// `SHARDS`: how many shards (threads, each with its own engine) serve programs;
-    /// `None` (unset): one per core. Fewer leave cores to what shares the machine
-    /// (the databases, a sidecar).
+    /// `SHARDS`: how many shards (threads, each with its own engine) serve programs,
+    /// 1 to [`MAX_SHARDS`]; `None` (unset): one per core. Fewer leave cores to what
+    /// shares the machine (the databases, a sidecar).
     pub shards: Option<u32>,
 }
+
+/// The most shards `SHARDS` may ask for.
+pub const MAX_SHARDS: u32 = 1024;
 
 /// One variable with a bad value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,7 +312,20 @@ impl Settings {
             }),
         };
         let bind_addr = SocketAddr::new(host, port);
-        let shards = get("SHARDS").map(|shards| count(Some(shards), "SHARDS", 1, &mut bad));
+        let shards = get("SHARDS").map(|shards| {
+            let n = count(Some(shards), "SHARDS", 1, &mut bad);
+            // Each shard is a thread with its own engine: a mistyped huge value
+            // would start threads until the OS refused.
+            if n > MAX_SHARDS {
+                bad(
+                    "SHARDS",
+                    format!(
+                        "{n} is more than {MAX_SHARDS}; one shard per core is the most that helps"
+                    ),
+                );
+            }
+            n.min(MAX_SHARDS)
+        });
 
         if !problems.is_empty() {
             return Err(SettingsError::Invalid(problems));
