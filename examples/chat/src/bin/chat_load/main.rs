@@ -20,14 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Each client's read buffer: room for a burst of chat frames.
-const READ_BUFFER: usize = 4 * 1024;
+mod ws;
+use ws::{Incoming, WsClient, WsError, WsUrl};
 
 const USAGE: &str = "usage: chat_load [--url ws://HOST:PORT/ws/chat] [--clients N] [--rate MSGS_PER_SEC] \
     [--duration 30s] [--warmup 2s] [--json]";
@@ -35,6 +32,8 @@ const USAGE: &str = "usage: chat_load [--url ws://HOST:PORT/ws/chat] [--clients 
 #[derive(Clone, Debug)]
 struct Options {
     url: String,
+    /// `url`, parsed.
+    target: WsUrl,
     clients: usize,
     rate: f64,
     duration: Duration,
@@ -64,6 +63,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         url: "ws://127.0.0.1:8000/ws/chat".to_owned(),
+        target: WsUrl::parse("ws://127.0.0.1:8000/ws/chat")?,
         clients: 100,
         rate: 10.0,
         duration: Duration::from_secs(10),
@@ -77,7 +77,10 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
         };
         match flag.as_str() {
-            "--url" => options.url = value()?.clone(),
+            "--url" => {
+                options.url = value()?.clone();
+                options.target = WsUrl::parse(&options.url)?;
+            }
             "--clients" => {
                 options.clients = value()?
                     .parse()
@@ -181,6 +184,8 @@ struct Frame<'a> {
 struct Run {
     options: Options,
     tag: String,
+    /// Seeds each client's WebSocket handshake key and masking keys.
+    seed: u64,
     start: Instant,
     totals: Totals,
     /// Clients that have joined or failed; sending starts when all have, so every
@@ -221,131 +226,94 @@ impl Run {
 }
 
 async fn client(run: Arc<Run>, index: usize) {
-    let Some((sink, stream)) = join(&run, index).await else {
-        run.settle();
-        return;
+    let ws = match join(&run, index).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            run.totals.error(format!("client {index}: {e}")).await;
+            run.settle();
+            return;
+        }
     };
     run.totals.connected.fetch_add(1, Ordering::Relaxed);
     run.settle();
     run.wait_until_all_settled().await;
-    talk(run, index, sink, stream).await;
+    talk(run, index, ws).await;
 }
 
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
-type Stream = futures_util::stream::SplitStream<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
->;
-
-/// Connects and joins; the two halves of the socket once `joined` came.
-async fn join(run: &Run, index: usize) -> Option<(Sink, Stream)> {
-    // A chat frame is a few hundred bytes: tungstenite's default 128 KiB read buffer
-    // is zeroed before every read, which at 100,000 deliveries a second cost the load
-    // generator a tenth of the machine. No Nagle, as a browser's socket.
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let connecting =
-        tokio_tungstenite::connect_async_with_config(run.options.url.as_str(), Some(config), true);
-    let (socket, _) = match connecting.await {
-        Ok(connected) => connected,
-        Err(e) => {
-            run.totals
-                .error(format!(
-                    "client {index}: connect to {}: {e}",
-                    run.options.url
-                ))
-                .await;
-            return None;
-        }
-    };
-    let (mut sink, mut stream) = socket.split();
+/// Connects and joins; the connection once `joined` came.
+async fn join(run: &Run, index: usize) -> Result<WsClient, String> {
+    let url = &run.options.target;
+    let seed = run.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut ws = WsClient::connect(url, seed)
+        .await
+        .map_err(|e| format!("connect to {}{}: {e}", url.authority, url.path))?;
     let name = format!("load-{}-{index}", run.tag);
     let hello = json!({"type": "join", "name": name}).to_string();
-    if let Err(e) = sink.send(Message::text(hello)).await {
-        run.totals.error(format!("client {index}: join: {e}")).await;
-        return None;
-    }
+    ws.send_text(&hello)
+        .await
+        .map_err(|e| format!("join: {e}"))?;
     // Wait for `joined` before sending.
     loop {
-        match stream.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match ws.next().await.map_err(|e| format!("before joined: {e}"))? {
+            Some(Incoming::Text(text)) => {
+                let frame: Value = serde_json::from_str(text).unwrap_or(Value::Null);
                 match frame["type"].as_str() {
-                    Some("joined") => return Some((sink, stream)),
-                    Some("error") => {
-                        run.totals
-                            .error(format!("client {index}: join refused: {}", frame["error"]))
-                            .await;
-                        return None;
-                    }
+                    Some("joined") => return Ok(ws),
+                    Some("error") => return Err(format!("join refused: {}", frame["error"])),
                     _ => {}
                 }
             }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                run.totals
-                    .error(format!("client {index}: before joined: {e}"))
-                    .await;
-                return None;
+            Some(Incoming::Binary) => {}
+            Some(Incoming::Close(code)) => {
+                return Err(format!("closed before joined (code {code:?})"));
             }
-            None => {
-                run.totals
-                    .error(format!("client {index}: closed before joined"))
-                    .await;
-                return None;
-            }
+            None => match ws.fill().await {
+                Ok(0) => return Err("closed before joined".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("before joined: {e}")),
+            },
         }
     }
 }
 
-/// Sends this client's share and reads every message until the run finishes.
-async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
-    // Sender: this client's share of the rate, at its own phase.
+/// What woke a client's task.
+enum Wake {
+    Read(Result<usize, WsError>),
+    Send,
+    Stop,
+    Check,
+}
+
+/// Sends this client's share of the rate, at its own phase, and reads every message
+/// until the run finishes: one task per client, on one connection.
+async fn talk(run: Arc<Run>, index: usize, mut ws: WsClient) {
     let period = Duration::from_secs_f64(run.options.clients as f64 / run.options.rate);
     let phase = period.mul_f64(index as f64 / run.options.clients as f64);
-    let sender_run = run.clone();
-    let sender = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seq = 0u64;
-        let mut stop = sender_run.stop_sending.subscribe();
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stop.wait_for(|stop| *stop) => break,
-            }
-            if !sender_run.totals.sent.count_one() {
-                break;
-            }
-            let text = message_text(&sender_run.tag, index, seq, sender_run.micros());
-            let frame = json!({"type": "send", "text": text}).to_string();
-            if let Err(e) = sink.send(Message::text(frame)).await {
-                sender_run
-                    .totals
-                    .error(format!("client {index}: send: {e}"))
-                    .await;
-                return sink;
-            }
-            seq += 1;
-        }
-        sink
-    });
-
-    // Reader: every message of this run; its latency. One timer per client, re-armed
-    // only when it fires, checks whether the run has finished (a timeout around each
-    // read would register a timer per delivery: 100,000 a second at full load).
-    let mut latencies = Vec::new();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = run.stop_sending.subscribe();
+    let mut sending = true;
+    let mut seq = 0u64;
+    // One timer per client, re-armed only when it fires, checks whether the run has
+    // finished (a timeout around each read would register a timer per delivery:
+    // 100,000 a second at full load).
     let mut check = tokio::time::interval(Duration::from_millis(200));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !run.finished.load(Ordering::Relaxed) {
-        let next = tokio::select! {
-            biased;
-            next = stream.next() => next,
-            _ = check.tick() => continue,
-        };
-        match next {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Frame<'_>>(&text) {
+    let mut latencies = Vec::new();
+    let mut delivered = 0u64;
+    let ended: Result<(), String> = 'run: loop {
+        // Every whole message already read.
+        loop {
+            let text = match ws.next().await {
+                Ok(Some(Incoming::Text(text))) => text,
+                Ok(Some(Incoming::Binary)) => continue,
+                Ok(Some(Incoming::Close(code))) => {
+                    break 'run Err(format!("closed by the server (code {code:?})"));
+                }
+                Ok(None) => break,
+                Err(e) => break 'run Err(e.to_string()),
+            };
+            match serde_json::from_str::<Frame<'_>>(text) {
                 Ok(Frame {
                     kind: "message",
                     text: Some(body),
@@ -354,7 +322,7 @@ async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
                     let Some((_, _, at)) = parse_message_text(&run.tag, &body) else {
                         continue;
                     };
-                    run.totals.delivered.fetch_add(1, Ordering::Relaxed);
+                    delivered += 1;
                     if at >= run.warm_after.load(Ordering::Relaxed) {
                         let latency = run.micros().saturating_sub(at);
                         latencies.push(u32::try_from(latency).unwrap_or(u32::MAX));
@@ -368,38 +336,54 @@ async fn talk(run: Arc<Run>, index: usize, mut sink: Sink, mut stream: Stream) {
                     let error = error.as_deref().unwrap_or("(no text)");
                     run.totals
                         .error(format!("client {index}: error frame: {error:?}"))
-                        .await
+                        .await;
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    let text = text.chars().take(200).collect::<String>();
                     run.totals
                         .error(format!("client {index}: not a chat frame: {text}"))
                         .await;
                 }
-            },
-            Some(Ok(Message::Close(close))) => {
-                run.totals
-                    .error(format!("client {index}: closed by the server: {close:?}"))
-                    .await;
-                break;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                run.totals.error(format!("client {index}: {e}")).await;
-                break;
-            }
-            None => {
-                run.totals
-                    .error(format!("client {index}: connection ended"))
-                    .await;
-                break;
             }
         }
+        if run.finished.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        // The send timer first: a socket that always has bytes must not hold up
+        // this client's sends.
+        let wake = tokio::select! {
+            biased;
+            _ = ticks.tick(), if sending => Wake::Send,
+            read = ws.fill() => Wake::Read(read),
+            _ = stop.wait_for(|stop| *stop), if sending => Wake::Stop,
+            _ = check.tick() => Wake::Check,
+        };
+        match wake {
+            Wake::Read(Ok(0)) => break Err("connection ended".to_owned()),
+            Wake::Read(Ok(_)) | Wake::Check => {}
+            Wake::Read(Err(e)) => break Err(e.to_string()),
+            Wake::Stop => sending = false,
+            Wake::Send => {
+                if !run.totals.sent.count_one() {
+                    sending = false;
+                    continue;
+                }
+                let text = message_text(&run.tag, index, seq, run.micros());
+                let frame = json!({"type": "send", "text": text}).to_string();
+                if let Err(e) = ws.send_text(&frame).await {
+                    break Err(format!("send: {e}"));
+                }
+                seq += 1;
+            }
+        }
+    };
+    if let Err(e) = ended {
+        run.totals.error(format!("client {index}: {e}")).await;
     }
+    run.totals.delivered.fetch_add(delivered, Ordering::Relaxed);
     run.totals.latencies.lock().await.extend(latencies);
-    if let Ok(mut sink) = sender.await {
-        let _ = sink.send(Message::Close(None)).await;
-    }
+    let _ = ws.close().await;
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -417,6 +401,7 @@ async fn load(options: Options) -> Value {
     let tag = format!("{:x}", std::process::id() ^ nanos);
     let run = Arc::new(Run {
         options: options.clone(),
+        seed: u64::from(nanos) << 32 | u64::from(std::process::id()),
         tag,
         start: Instant::now(),
         totals: Totals::default(),
