@@ -10,6 +10,9 @@
 //! Frames from the server are checked as RFC 6455 asks of a client (no mask, no
 //! reserved bits, control frames short and whole, lengths within a limit before
 //! anything is allocated); a violation is an error that says what was wrong. The
+//! handshake needs a `101` with `Upgrade: websocket`; its `Sec-WebSocket-Accept` is
+//! not checked (it guards against intermediaries that do not speak WebSocket, and
+//! the load talks to the server it names). The
 //! masking keys come from a per-client generator seeded by the caller: they keep
 //! the bytes on the wire from being the text as typed, as the protocol wants of a
 //! client, but make no claim to be unpredictable (this is a load tool).
