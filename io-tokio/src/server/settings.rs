@@ -312,20 +312,10 @@ impl Settings {
             }),
         };
         let bind_addr = SocketAddr::new(host, port);
-        let shards = get("SHARDS").map(|shards| {
-            let n = count(Some(shards), "SHARDS", 1, &mut bad);
-            // Each shard is a thread with its own engine: a mistyped huge value
-            // would start threads until the OS refused.
-            if n > MAX_SHARDS {
-                bad(
-                    "SHARDS",
-                    format!(
-                        "{n} is more than {MAX_SHARDS}; one shard per core is the most that helps"
-                    ),
-                );
-            }
-            n.min(MAX_SHARDS)
-        });
+        // Each shard is a thread with its own engine: a mistyped huge value would
+        // start threads until the OS refused.
+        let shards = get("SHARDS")
+            .map(|shards| count_up_to(Some(shards), "SHARDS", 1, MAX_SHARDS, &mut bad));
 
         if !problems.is_empty() {
             return Err(SettingsError::Invalid(problems));
@@ -432,13 +422,31 @@ fn count(
     default: u32,
     bad: &mut impl FnMut(&'static str, String),
 ) -> u32 {
+    count_up_to(value, variable, default, u32::MAX, bad)
+}
+
+/// A whole number from 1 to `max`, or `default` (unset, or refused by name).
+fn count_up_to(
+    value: Option<String>,
+    variable: &'static str,
+    default: u32,
+    max: u32,
+    bad: &mut impl FnMut(&'static str, String),
+) -> u32 {
     let Some(value) = value else { return default };
     match value.parse::<u32>() {
-        Ok(n) if n > 0 => n,
-        _ => {
+        Ok(n) if (1..=max).contains(&n) => n,
+        _ if max == u32::MAX => {
             bad(
                 variable,
                 format!("{value:?} is not a whole number of at least 1"),
+            );
+            default
+        }
+        _ => {
+            bad(
+                variable,
+                format!("{value:?} is not a whole number from 1 to {max}"),
             );
             default
         }
