@@ -67,6 +67,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A whole number from 1 to `max`, or why not.
+fn number_in(text: &str, flag: &str, max: usize) -> Result<usize, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{flag} must be a number from 1 to {max}"))
+}
+
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         url: "ws://127.0.0.1:8000/ws/chat".to_owned(),
@@ -89,13 +97,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 options.url = value()?.clone();
                 options.target = WsUrl::parse(&options.url)?;
             }
-            "--clients" => {
-                options.clients = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100_000).contains(n))
-                    .ok_or_else(|| "--clients must be a number from 1 to 100000".to_owned())?
-            }
+            "--clients" => options.clients = number_in(value()?, "--clients", 100_000)?,
             "--rate" => {
                 options.rate = value()?
                     .parse()
@@ -105,13 +107,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--duration" => options.duration = parse_duration(value()?)?,
             "--warmup" => options.warmup = parse_duration(value()?)?,
-            "--threads" => {
-                options.threads = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| "--threads must be a number from 1 to 256".to_owned())?
-            }
+            "--threads" => options.threads = number_in(value()?, "--threads", 256)?,
             "--json" => options.json = true,
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),

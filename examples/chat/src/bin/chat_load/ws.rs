@@ -244,6 +244,12 @@ impl WsClient {
         z ^ (z >> 31)
     }
 
+    /// Moves the bytes not yet taken to the start of the buffer.
+    fn compact(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+    }
+
     /// Reads what the socket has, into the buffer (growing it for a frame that
     /// needs more room, up to [`MAX_MESSAGE`]). Cancel-safe: bytes read are kept.
     /// Returns 0 when the server has closed the connection.
@@ -253,8 +259,7 @@ impl WsClient {
         }
         if self.end == self.buf.len() {
             if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
+                self.compact();
             } else {
                 let grown = (self.buf.len() * 2).min(MAX_MESSAGE + 16);
                 if grown == self.buf.len() {
@@ -277,8 +282,7 @@ impl WsClient {
                 Err(needed) => {
                     // Make room now for a frame longer than the buffer.
                     if let Some(needed) = needed.filter(|n| *n > self.buf.len()) {
-                        self.buf.copy_within(self.start..self.end, 0);
-                        (self.start, self.end) = (0, self.end - self.start);
+                        self.compact();
                         self.buf.resize(needed, 0);
                     }
                     return Ok(None);
@@ -346,25 +350,33 @@ impl WsClient {
 
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> Result<(), WsError> {
         let key = (self.next_key() as u32).to_be_bytes();
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        out.push(0x80 | opcode);
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+        self.out.clear();
+        push_header(&mut self.out, FIN | opcode, MASKED, payload.len());
+        self.out.extend_from_slice(&key);
+        let masked = payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k);
+        self.out.extend(masked);
+        Ok(self.stream.write_all(&self.out).await?)
+    }
+}
+
+/// A frame header's first byte's final-fragment bit, and its second byte's mask bit.
+const FIN: u8 = 0x80;
+const MASKED: u8 = 0x80;
+
+/// A frame header (RFC 6455 section 5.2) with the shortest length encoding: `first`
+/// holds the final-fragment bit and the opcode, `mask` is [`MASKED`] or 0.
+fn push_header(out: &mut Vec<u8>, first: u8, mask: u8, len: usize) {
+    out.push(first);
+    match len {
+        0..=125 => out.push(mask | len as u8),
+        126..=0xffff => {
+            out.push(mask | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
-        let written = self.stream.write_all(&out).await;
-        self.out = out;
-        Ok(written?)
+        _ => {
+            out.push(mask | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
     }
 }
 
@@ -429,19 +441,15 @@ fn base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A server's frame: unmasked.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n @ 0..=125 => out.push(n as u8),
-            n @ 126..=0xffff => {
-                out.push(126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
+        let mut out = Vec::new();
+        push_header(
+            &mut out,
+            if fin { FIN } else { 0 } | opcode,
+            0,
+            payload.len(),
+        );
         out.extend_from_slice(payload);
         out
     }
