@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use effectful::effect::{JoinChat, PostRoomMessage, SharedRoomMessage, WaitRoomMessages};
+use effectful::effect::{
+    Execute, JoinChat, PostRoomMessage, SharedRoomMessage, SqlValue, WaitRoomMessages,
+};
 use effectful::{EffectError, Fx, join_all};
 use effectful_tokio::Runtime;
 use effectful_tokio::postgres::PgDatabase;
@@ -312,6 +314,138 @@ fn waits_after_the_newest_message_park_without_a_query() {
             assert_eq!(texts(handle.await.expect("finished")), ["2:second"]);
         }
     });
+}
+
+/// Parks `n` waits after `after_seq` (spread over both shards), and waits until both
+/// shards listen and the waits have had time to park.
+fn parked_waiters(
+    room: &Room,
+    n: usize,
+    after_seq: u64,
+) -> Vec<effectful_tokio::JoinHandle<Result<Vec<SharedRoomMessage>, EffectError>>> {
+    let waiting = room.waiters(n, after_seq);
+    wait_until("both shards' waits listen", || room.listeners() == 2);
+    std::thread::sleep(Duration::from_millis(200));
+    waiting
+}
+
+fn collect_answers(
+    room: &Room,
+    waiting: Vec<effectful_tokio::JoinHandle<Result<Vec<SharedRoomMessage>, EffectError>>>,
+) -> Vec<Result<Vec<SharedRoomMessage>, EffectError>> {
+    room.runtime.block_on(async {
+        let mut answers = Vec::new();
+        for handle in waiting {
+            answers.push(handle.await.expect("finished"));
+        }
+        answers
+    })
+}
+
+/// A notification payload as `effectful_post_room_message` writes it (see
+/// `effectful::postgres::database::room_notice`).
+fn payload(seq: u64, author: &SharedRoomMessage, name: &str, text: &str) -> String {
+    format!(
+        "{seq} {} {} 1764683094123456 {} {name}{text}",
+        uuid::Uuid::from_u128(0xfeed + u128::from(seq)),
+        author.user_id,
+        name.chars().count()
+    )
+}
+
+#[test]
+fn a_notification_from_the_process_own_backend_is_delivered_without_a_query() {
+    let room = Room::new("trusted");
+    let first = room.post("fay", "first");
+    let waiting = parked_waiters(&room, 20, 1);
+    // Sent by a statement of a program, so by a backend of this process's pool (on
+    // one shard; the other shard's listener trusts it as well): the waits on both
+    // shards are answered from the payload, since a query would fail now.
+    let payload = payload(2, &first, "fay", "from the pool");
+    let answers = with_room_table_hidden(&room, || {
+        let notified = room.run(move |fx| async move {
+            fx.perform(Execute::new(
+                "SELECT pg_notify(effectful_room_channel(), $1)",
+                vec![SqlValue::Text(payload)],
+            ))
+            .await
+        });
+        assert_eq!(notified, Ok(1));
+        collect_answers(&room, waiting)
+    });
+    assert_eq!(answers.len(), 20);
+    for answer in answers {
+        assert_eq!(texts(answer), ["2:from the pool"]);
+    }
+}
+
+#[test]
+fn a_strangers_notification_is_not_trusted_to_carry_a_message() {
+    let room = Room::new("stranger");
+    let first = room.post("gus", "first");
+    let waiting = parked_waiters(&room, 4, 1);
+    // psql's backend is not the pool's: its payload is taken only as "something
+    // changed", so the waits read the room, and fail, since the table is hidden.
+    let forged = payload(2, &first, "gus", "forged");
+    let answers = with_room_table_hidden(&room, || {
+        psql(&format!(
+            "SET search_path = {}; SELECT pg_notify(effectful_room_channel(), '{forged}')",
+            room.schema.name
+        ));
+        collect_answers(&room, waiting)
+    });
+    for answer in answers {
+        assert!(
+            answer.is_err(),
+            "the wait read the (hidden) table instead of believing the payload: {answer:?}"
+        );
+    }
+    // A real post after the table is back reaches new waits.
+    let later = parked_waiters(&room, 4, 1);
+    room.post("gus", "real");
+    for answer in collect_answers(&room, later) {
+        assert_eq!(texts(answer), ["2:real"]);
+    }
+}
+
+#[test]
+fn posts_reach_every_shard_as_stored_long_ones_included() {
+    let room = Room::new("stored");
+    room.post("hal", "first");
+    let waiting = parked_waiters(&room, 6, 1);
+    let posted = room.post("hal", "a message from the pool");
+    let stored = psql(&format!(
+        "SELECT seq || '|' || id || '|' || user_id || '|' || text || '|' || \
+         (extract(epoch FROM created_at) * 1000000)::bigint FROM {}.chat_room_messages WHERE seq = 2",
+        room.schema.name
+    ));
+    for answer in collect_answers(&room, waiting) {
+        let got = answer.expect("answered");
+        assert_eq!(got.len(), 1);
+        let m = &got[0];
+        assert_eq!(**m, *posted, "every shard delivers the stored message");
+        assert_eq!(
+            format!(
+                "{}|{}|{}|{}|{}",
+                m.seq,
+                m.id,
+                m.user_id,
+                m.text,
+                m.created_at.unix_micros()
+            ),
+            stored
+        );
+        assert_eq!(m.name, "hal");
+    }
+    // Too long for a notification (2,000 four-byte characters): its notification
+    // names only its seq, and the waits read it.
+    let waiting = parked_waiters(&room, 6, 2);
+    let long: &'static str = "😀".repeat(2000).leak();
+    room.post("hal", long);
+    for answer in collect_answers(&room, waiting) {
+        let got = answer.expect("answered");
+        assert_eq!((got.len(), got[0].seq, got[0].text.as_str()), (1, 3, long));
+    }
 }
 
 #[test]

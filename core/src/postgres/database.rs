@@ -26,6 +26,8 @@
 //!                                              -- commit: seq order is commit order;
 //!                                              -- NOTIFY effectful_chat_room
 //! ```
+//! Since migration 5 the notification carries the stored message ([`room_notice`]
+//! reads it).
 //! `deleted_users` remembers deleted ids, so a lookup tells
 //! [`NotFoundReason::Deleted`] from [`NotFoundReason::DoesNotExist`].
 //!
@@ -228,7 +230,104 @@ BEGIN
 END
 $fn$;",
     },
+    // A post's notification carries the stored message (see `room_notice`), so that
+    // listeners of this process deliver it without reading the room again.
+    Migration {
+        version: 5,
+        name: "chat room: a post's notification carries its message",
+        sql: "CREATE OR REPLACE FUNCTION effectful_post_room_message(p_user uuid, p_text text, p_id uuid)
+RETURNS TABLE (seq bigint, id uuid, user_id uuid, name text, text text, created_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    stored chat_room_messages%ROWTYPE;
+    author chat_users.name%TYPE;
+    payload varchar;
+BEGIN
+    -- One poster per room (schema) at a time until commit: seq order is commit
+    -- order, so a reader that has seen seq n and asks for seq > n never misses a
+    -- later commit, and notifications come in seq order.
+    PERFORM pg_advisory_xact_lock(730691614, hashtext(current_schema()));
+    SELECT * INTO stored FROM chat_room_messages m WHERE m.id = p_id;
+    IF FOUND THEN
+        IF stored.user_id <> p_user OR stored.text <> p_text THEN
+            RAISE unique_violation USING
+                MESSAGE = format('duplicate key value violates unique constraint \"chat_room_messages_id_key\": Key (id)=(%s) already exists.', p_id),
+                CONSTRAINT = 'chat_room_messages_id_key';
+        END IF;
+    ELSE
+        INSERT INTO chat_room_messages AS m (seq, id, user_id, text)
+        VALUES ((SELECT COALESCE(max(c.seq), 0) + 1 FROM chat_room_messages c),
+                COALESCE(p_id, gen_random_uuid()), p_user, p_text)
+        RETURNING * INTO stored;
+        SELECT u.name INTO author FROM chat_users u WHERE u.id = stored.user_id;
+        -- seq, id, author's id, created_at in microseconds since 1970, the name's
+        -- length in characters, then the name and the text; just the seq if that
+        -- would not fit in a notification (under 8000 bytes).
+        payload := concat_ws(' ', stored.seq, stored.id, stored.user_id,
+            (extract(epoch FROM stored.created_at) * 1000000)::bigint,
+            char_length(author)) || ' ' || author || stored.text;
+        IF payload IS NULL OR octet_length(payload) >= 8000 THEN
+            payload := stored.seq::text;
+        END IF;
+        PERFORM pg_notify(effectful_room_channel(), payload);
+    END IF;
+    RETURN QUERY SELECT stored.seq, stored.id, stored.user_id, u.name, stored.text, stored.created_at
+        FROM chat_users u WHERE u.id = stored.user_id;
+END
+$fn$;",
+    },
 ];
+
+/// What a notification on the room's channel says, read from its payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomNotice {
+    /// The stored message itself (what `effectful_post_room_message` sends since
+    /// migration 5, when it fits in a notification).
+    Message(RoomMessage),
+    /// Only the message's `seq` (a text too long to carry, or an older server).
+    Seq(u64),
+    /// Anything else: something changed, no more is known.
+    Unknown,
+}
+
+/// Reads a room notification's payload: `seq`, the message's id, its author's id, its
+/// `created_at` in microseconds since 1970, the name's length in characters, one
+/// space, then the name and the text with nothing between them; or `seq` alone.
+/// Anyone may `NOTIFY` on the channel: what this reads is to be trusted only as far
+/// as its sender is (see [`OwnBackends`](super::OwnBackends)).
+pub fn room_notice(payload: &str) -> RoomNotice {
+    fn message(payload: &str) -> Option<RoomMessage> {
+        let mut fields = payload.splitn(6, ' ');
+        let seq = fields.next()?.parse::<u64>().ok().filter(|s| *s > 0)?;
+        let id = Uuid::try_parse(fields.next()?).ok()?;
+        let user_id = Uuid::try_parse(fields.next()?).ok()?;
+        let micros = fields.next()?.parse::<i64>().ok()?;
+        let name_chars = fields.next()?.parse::<usize>().ok()?;
+        let rest = fields.next()?;
+        let split = match rest.char_indices().nth(name_chars) {
+            Some((at, _)) => at,
+            None if rest.chars().count() == name_chars => rest.len(),
+            None => return None,
+        };
+        let (name, text) = rest.split_at(split);
+        Some(RoomMessage {
+            seq,
+            id,
+            user_id,
+            name: name.to_owned(),
+            text: text.to_owned(),
+            created_at: crate::Timestamp::from_unix_micros(micros),
+        })
+    }
+    if let Some(m) = message(payload) {
+        return RoomNotice::Message(m);
+    }
+    match payload.parse::<u64>() {
+        Ok(seq) if seq > 0 => RoomNotice::Seq(seq),
+        _ => RoomNotice::Unknown,
+    }
+}
 
 /// The first half of the advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK,
 /// hashtext(current_schema()))`) that serialises the migrations of one schema across
@@ -817,6 +916,50 @@ mod tests {
         }
         let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    }
+
+    #[test]
+    fn a_room_notice_reads_the_message_or_its_seq_and_refuses_anything_else() {
+        let id = Uuid::from_u128(0xab);
+        let user = Uuid::from_u128(0xcd);
+        let payload = format!("12 {id} {user} 1764683094123456 5 zoë a two words");
+        let RoomNotice::Message(m) = room_notice(&payload) else {
+            panic!("a whole payload is a message: {payload}");
+        };
+        assert_eq!((m.seq, m.id, m.user_id), (12, id, user));
+        assert_eq!(
+            m.name, "zoë a",
+            "the length is in characters, spaces included"
+        );
+        assert_eq!(m.text, " two words");
+        assert_eq!(m.created_at.unix_micros(), 1_764_683_094_123_456);
+        let empty_text = format!("3 {id} {user} -5 2 éé");
+        match room_notice(&empty_text) {
+            RoomNotice::Message(m) => assert_eq!((m.name.as_str(), m.text.as_str()), ("éé", "")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(room_notice("41"), RoomNotice::Seq(41));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "x",
+            "41 ",
+            &format!("0 {id} {user} 1 1 ab"),
+            &format!("4 {id} {user} 1 3 ab"),
+            &format!("4 not-a-uuid {user} 1 1 ab"),
+            &format!("4 {id} {user} 1.5 1 ab"),
+            &format!("4 {id} {user} 1 99999999999999999999 ab"),
+        ] {
+            assert!(
+                !matches!(room_notice(bad), RoomNotice::Message(_)),
+                "{bad:?} is no message"
+            );
+        }
+        assert_eq!(
+            room_notice(&format!("4 {id} {user} 1 3 ab")),
+            RoomNotice::Unknown
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub use date::Date;
 pub use error::{ClosedReason, DbError, PgError, TypeError, sqlstate};
 pub use event::{Event, Notification, QueryId, TransactionStatus};
 pub use pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
+pub use room::OwnBackends;
 pub use row::{Column, ColumnIndex, CommandTag, Format, ResultSet, Row};
 pub use scram::NONCE_ENTROPY_LEN;
 pub use service::{Output, PgService, Reply, ServiceConfig, Work};

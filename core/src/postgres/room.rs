@@ -11,13 +11,61 @@
 //!   only until something happens on the room's channel: it is forgotten when
 //!   listening starts or stops and at every notification, and an answer teaches it
 //!   only if nothing happened between its query's sending and its answer (the
-//!   `epoch` says so). Notifications are not trusted to say more than "something
-//!   changed": the channel is one per database, so another schema's room, or anyone's
-//!   `NOTIFY`, speaks on it too.
+//!   `epoch` says so).
+//!
+//! What a notification teaches depends on who sent it. Anyone connected to the
+//! database may `NOTIFY` on the room's channel, so a notification from a stranger
+//! says only "something changed": the horizon is forgotten and the waits read. One
+//! sent by a backend of this process's own pools ([`OwnBackends`](super::OwnBackends))
+//! comes from `effectful_post_room_message` and carries the stored message itself,
+//! delivered in commit order, which is `seq` order: the cache takes it, and since its
+//! commit came after `LISTEN` took effect, every later one will notify too, so the
+//! horizon rises to it ([`Room::stored`]). A post's own answer teaches the same
+//! (while a horizon holds), so neither the posting shard nor any other reads the
+//! room for a post of this process. A notification at or before the horizon, from
+//! anyone, tells nothing new ([`Room::covers`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::effect::SharedRoomMessage;
+
+/// The server processes (backend process ids, from each connection's
+/// `BackendKeyData`) behind this process's own open connections, shared by every
+/// [`PgService`](super::PgService) made from clones of one
+/// [`ServiceConfig`](super::ServiceConfig) (a process's shards). A room
+/// notification is trusted to carry a stored message only if one of these sent it:
+/// the server stamps each notification with its sender's process id, which no client
+/// can forge, and this process's connections post only through
+/// `effectful_post_room_message`. Give clones of one config only to services on one
+/// server (process ids are per server).
+#[derive(Clone, Default)]
+pub struct OwnBackends(Arc<Mutex<HashSet<i32>>>);
+
+impl OwnBackends {
+    fn lock(&self) -> MutexGuard<'_, HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `process_id` is behind one of the open connections.
+    pub fn contains(&self, process_id: i32) -> bool {
+        self.lock().contains(&process_id)
+    }
+
+    pub(super) fn insert(&self, process_id: i32) {
+        self.lock().insert(process_id);
+    }
+
+    pub(super) fn remove(&self, process_id: i32) {
+        self.lock().remove(&process_id);
+    }
+}
+
+impl std::fmt::Debug for OwnBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnBackends({} open)", self.lock().len())
+    }
+}
 
 /// How many of the latest messages the cache keeps: enough for every session that
 /// lags behind the room by a few seconds of a busy room.
@@ -47,8 +95,58 @@ impl Room {
         self.epoch += 1;
     }
 
-    fn raise_horizon(&mut self, seq: u64) {
-        self.horizon = Some(self.horizon.map_or(seq, |h| h.max(seq)));
+    /// Raises the horizon to `seq`; whether it rose (then waits parked before `seq`
+    /// must run again: messages they wait for may be known now).
+    fn raise_horizon(&mut self, seq: u64) -> bool {
+        let rose = self.horizon.is_none_or(|h| seq > h);
+        if rose {
+            self.horizon = Some(seq);
+        }
+        rose
+    }
+
+    /// Whether a notification of `seq` tells nothing new: a horizon holds at or after
+    /// it, so every wait that parked is at or after it already. (True of a stranger's
+    /// notification too: ignoring one that names a past `seq` loses nothing, since a
+    /// real post's own notification still comes.)
+    pub(super) fn covers(&self, seq: u64) -> bool {
+        self.horizon.is_some_and(|h| seq <= h)
+    }
+
+    /// `message` is stored: a post's own answer (`notified` false), or a notification
+    /// from this process's own backend on the listener that listens now (`notified`
+    /// true). The cache takes it if it follows what the cache holds, or starts again
+    /// from it if it is newer than that; the horizon rises to it if a horizon holds
+    /// (every message after the horizon notifies) or if it was notified (it committed
+    /// after `LISTEN` took effect, and later messages commit later). Answers whether
+    /// the horizon rose.
+    pub(super) fn stored(&mut self, message: &SharedRoomMessage, notified: bool) -> bool {
+        let seq = message.seq;
+        let last = self.last();
+        if seq == last.saturating_add(1) {
+            self.messages.push_back(message.clone());
+        } else if seq == self.from && seq > 0 {
+            self.messages.push_front(message.clone());
+            self.from = seq - 1;
+        } else if seq > last {
+            self.from = seq - 1;
+            self.messages.clear();
+            self.messages.push_back(message.clone());
+        }
+        self.trim();
+        if notified || self.horizon.is_some() {
+            self.raise_horizon(seq)
+        } else {
+            false
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.messages.len() > CACHE_CAPACITY {
+            if let Some(dropped) = self.messages.pop_front() {
+                self.from = dropped.seq;
+            }
+        }
     }
 
     /// Whether a wait for messages after `after` can only park: nothing is stored after
@@ -79,34 +177,41 @@ impl Room {
 
     /// A query for "after `after`, at most `limit`" answered `read`; `listening_held`:
     /// it was sent in the current epoch (the listener listened, and nothing notified,
-    /// from its sending to its answer).
+    /// from its sending to its answer). Answers whether the horizon rose.
     pub(super) fn learn(
         &mut self,
         after: u64,
         limit: u32,
         read: &[SharedRoomMessage],
         listening_held: bool,
-    ) {
+    ) -> bool {
         let in_order = read.first().is_none_or(|m| m.seq > after)
             && read.windows(2).all(|w| w[0].seq < w[1].seq);
         if !in_order {
             // Not an answer our query gives: learn nothing from it.
-            return;
+            return false;
         }
-        if listening_held {
-            match read.last() {
+        let rose = listening_held
+            && match read.last() {
                 // Nothing after `after`: the next message will notify.
                 None => self.raise_horizon(after),
                 // All there was, up to its last: the next message will notify.
                 Some(m) if read.len() < limit as usize => self.raise_horizon(m.seq),
-                Some(_) => {}
-            }
-        }
+                Some(_) => false,
+            };
         let Some(end) = read.last().map(|m| m.seq) else {
-            return;
+            return rose;
         };
         let last = self.last();
-        if (self.from..=last).contains(&after) {
+        if after <= last && end >= self.from {
+            // Overlapping or adjacent: the cache holds the union of the two.
+            if after < self.from {
+                let from = self.from;
+                for m in read.iter().rev().filter(|m| m.seq <= from) {
+                    self.messages.push_front(m.clone());
+                }
+                self.from = after;
+            }
             self.messages
                 .extend(read.iter().filter(|m| m.seq > last).cloned());
         } else if end > last {
@@ -114,11 +219,8 @@ impl Room {
             self.from = after;
             self.messages = read.iter().cloned().collect();
         }
-        while self.messages.len() > CACHE_CAPACITY {
-            if let Some(dropped) = self.messages.pop_front() {
-                self.from = dropped.seq;
-            }
-        }
+        self.trim();
+        rose
     }
 }
 
@@ -210,6 +312,83 @@ mod tests {
         assert!(room.must_park(8));
         room.forget_horizon();
         assert!(!room.must_park(8) && !room.must_park(100));
+    }
+
+    #[test]
+    fn a_stored_message_extends_the_cache_or_starts_it_again() {
+        let mut room = Room::default();
+        assert!(
+            room.stored(&message(1), true),
+            "notified: the horizon rises"
+        );
+        assert!(room.must_park(1) && !room.must_park(0));
+        assert_eq!(seqs(room.answer(0, 50)), Some(vec![1]));
+        room.stored(&message(2), true);
+        assert_eq!(seqs(room.answer(0, 50)), Some(vec![1, 2]));
+        // Message 3 was never seen: a cache that jumped to 4 holds only (3, 4].
+        room.stored(&message(4), true);
+        assert_eq!(room.answer(1, 50), None, "message 3 is not known");
+        assert_eq!(seqs(room.answer(3, 50)), Some(vec![4]));
+        // An older one (a post's answer after its notification) changes nothing.
+        assert!(!room.stored(&message(2), false));
+        assert_eq!(seqs(room.answer(3, 50)), Some(vec![4]));
+        assert!(room.must_park(4));
+    }
+
+    #[test]
+    fn a_read_that_reaches_further_back_extends_the_cache_backwards() {
+        let mut room = Room::default();
+        room.stored(&message(3), false);
+        room.stored(&message(2), false);
+        assert_eq!(
+            seqs(room.answer(1, 50)),
+            Some(vec![2, 3]),
+            "2 went in front"
+        );
+        room.learn(0, 50, &messages(1..=4), false);
+        assert_eq!(seqs(room.answer(0, 50)), Some(vec![1, 2, 3, 4]));
+        // Adjacent at either end joins; a gap does not.
+        let mut gap = Room::default();
+        gap.learn(5, 50, &messages(6..=7), false);
+        gap.learn(2, 50, &messages(3..=4), false);
+        assert_eq!(gap.answer(2, 50), None, "older and disjoint: ignored");
+        gap.learn(2, 50, &messages(3..=5), false);
+        assert_eq!(seqs(gap.answer(2, 50)), Some(vec![3, 4, 5, 6, 7]));
+    }
+
+    #[test]
+    fn a_posts_own_answer_raises_the_horizon_only_while_one_holds() {
+        let mut room = Room::default();
+        assert!(
+            !room.stored(&message(1), false),
+            "no horizon: a post's answer says nothing of notifications to come"
+        );
+        assert!(!room.must_park(1));
+        assert_eq!(seqs(room.answer(0, 50)), Some(vec![1]), "but it is cached");
+        room.learn(1, 50, &[], true);
+        assert!(room.must_park(1));
+        assert!(room.stored(&message(2), false));
+        assert!(room.must_park(2) && !room.must_park(1));
+        assert_eq!(seqs(room.answer(1, 50)), Some(vec![2]));
+    }
+
+    #[test]
+    fn notifications_at_or_before_the_horizon_are_covered() {
+        let mut room = Room::default();
+        assert!(!room.covers(1), "no horizon: nothing is covered");
+        room.learn(0, 50, &messages(1..=3), true);
+        assert!(room.covers(1) && room.covers(3) && !room.covers(4));
+        room.forget_horizon();
+        assert!(!room.covers(1));
+    }
+
+    #[test]
+    fn the_horizon_reports_when_it_rises() {
+        let mut room = Room::default();
+        assert!(room.learn(0, 50, &messages(1..=3), true));
+        assert!(!room.learn(0, 50, &messages(1..=2), true), "2 is below 3");
+        assert!(!room.learn(3, 50, &[], false), "not while listening held");
+        assert!(room.learn(3, 50, &messages(4..=4), true));
     }
 
     #[test]

@@ -21,11 +21,13 @@ use super::database::{self, DatabasePlan, Migration};
 use super::error::{PgError, sqlstate::QUERY_CANCELED};
 use super::event::{Event, QueryId};
 use super::pool::{AcquireId, ConnId, Mode, Pool, PoolConfig, PoolEvent, PoolStatus, Release};
-use super::room::Room;
+use super::room::{OwnBackends, Room};
 use super::scram::NONCE_ENTROPY_LEN;
 use super::sql::SqlPlan;
 use super::storage::{self, StoragePlan};
-use crate::effect::{DatabaseRequest, DatabaseResponse, StorageRequest, StorageResponse};
+use crate::effect::{
+    DatabaseRequest, DatabaseResponse, SharedRoomMessage, StorageRequest, StorageResponse,
+};
 use crate::{EffectError, ErrorKind, Time, Timestamp};
 
 mod pinned;
@@ -145,6 +147,10 @@ pub struct ServiceConfig {
     /// Run before any work, on the first connection (default: the Database
     /// family's [`MIGRATIONS`](super::database::MIGRATIONS)); empty: none.
     pub migrations: &'static [Migration],
+    /// The process ids of the connections of every service made from a clone of
+    /// this config (a fresh set in [`new`](Self::new)): room notifications they send
+    /// are trusted to carry the stored message.
+    pub own_backends: OwnBackends,
 }
 
 impl ServiceConfig {
@@ -154,6 +160,7 @@ impl ServiceConfig {
             connection,
             pool: PoolConfig::default(),
             migrations: database::MIGRATIONS,
+            own_backends: OwnBackends::default(),
         }
     }
 
@@ -265,6 +272,8 @@ struct Conn<K> {
     queries: InOrder<QueryId, Role<K>>,
     /// Queries whose command timeout sent a cancel request.
     timed_out: Vec<QueryId>,
+    /// The server process behind it, in [`ServiceConfig::own_backends`] while open.
+    backend: Option<i32>,
 }
 
 /// The Database family over a pool of PostgreSQL connections, sans IO.
@@ -303,8 +312,12 @@ struct Conn<K> {
 ///   *horizon*, a `seq` after which every message notifies, and a wait after the
 ///   horizon parks at once, without a query. The horizon is learnt from complete
 ///   answers of queries during which nothing notified, and forgotten at every
-///   notification and when the listener is lost; a wait whose empty answer comes
-///   from before a notification runs again.
+///   notification after it from a stranger and when the listener is lost; a wait
+///   whose empty answer comes from before such a notification runs again.
+/// - A post of this process needs no query at all: the post's answer, and the
+///   notification its backend sends (one of [`ServiceConfig::own_backends`], so its
+///   payload, the stored message, is believed), put the message in what the service
+///   knows and raise the horizon to it.
 pub struct PgService<K> {
     config: ServiceConfig,
     pool: Pool,
@@ -685,6 +698,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                             parked: false,
                             queries: InOrder::default(),
                             timed_out: Vec::new(),
+                            backend: None,
                         },
                     );
                     self.outputs.push_back(Output::Connect { conn });
@@ -860,7 +874,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     break;
                 }
                 Event::Notification(n) if n.channel.starts_with(database::ROOM_CHANNEL) => {
-                    self.on_room_notified()
+                    self.on_room_notified(conn, n.process_id, &n.payload)
                 }
                 // No TLS here (the driver asks for none); notices and other
                 // notifications carry nothing the Database family answers with.
@@ -926,9 +940,30 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         matches!(self.listener, Listener::Listening { .. })
     }
 
-    /// Something committed on the room's channel (a post, ours or another room's in
-    /// the same database): the parked waits run again.
-    fn on_room_notified(&mut self) {
+    /// Something was notified on the room's channel, on `conn`, by server process
+    /// `sender`. From one of this process's own backends, on the listener, it is a
+    /// post's stored message in commit order: the room learns it and the waits it
+    /// answers are answered, with no query. From anyone else it says only that
+    /// something changed (unless it names a `seq` the horizon covers): the horizon is
+    /// forgotten and the parked waits run again.
+    fn on_room_notified(&mut self, conn: ConnId, sender: i32, payload: &str) {
+        let on_listener = matches!(self.listener, Listener::Listening { conn: l, .. } if l == conn);
+        let seq = match database::room_notice(payload) {
+            database::RoomNotice::Message(m)
+                if on_listener && self.config.own_backends.contains(sender) =>
+            {
+                if self.room.stored(&SharedRoomMessage::new(m), true) {
+                    self.wake_room();
+                }
+                return;
+            }
+            database::RoomNotice::Message(m) => Some(m.seq),
+            database::RoomNotice::Seq(seq) => Some(seq),
+            database::RoomNotice::Unknown => None,
+        };
+        if seq.is_some_and(|seq| self.room.covers(seq)) {
+            return;
+        }
         self.room.forget_horizon();
         self.wake_room();
     }
@@ -998,6 +1033,16 @@ impl<K: Clone + Eq + Hash> PgService<K> {
     }
 
     fn on_ready(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let backend =
+                c.pg.as_ref()
+                    .and_then(|pg| pg.cancel_request())
+                    .map(|k| k.process_id());
+            if let Some(pid) = backend {
+                self.config.own_backends.insert(pid);
+            }
+            c.backend = backend;
+        }
         if self.migrated {
             self.report_opened(conn);
             return;
@@ -1113,10 +1158,16 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                 Work::Storage(_) | Work::Ping | Work::Sql(_) => return,
             };
             let mut nothing_yet = false;
+            let mut rose = false;
             if let Ok(Reply::Database(DatabaseResponse::WaitRoomMessages(read))) = &found {
                 let listening_held = epoch == self.room.epoch() && self.is_listening();
-                self.room.learn(after, limit, read, listening_held);
+                rose = self.room.learn(after, limit, read, listening_held);
                 nothing_yet = read.is_empty();
+            }
+            if rose {
+                // Waits parked before the new horizon may be answered now (their
+                // messages' notifications, at or before it, will be covered).
+                self.wake_room();
             }
             if !nothing_yet {
                 // The common case, once per room message: every member gets the
@@ -1179,7 +1230,16 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             return;
         }
         let result = match work {
-            Work::Database(plan) => plan.finish(result).map(Reply::Database),
+            Work::Database(plan) => {
+                let result = plan.finish(result);
+                if let Ok(DatabaseResponse::PostRoomMessage(stored)) = &result {
+                    // The posting shard's waits need not wait for the notification.
+                    if self.room.stored(stored, false) {
+                        self.wake_room();
+                    }
+                }
+                result.map(Reply::Database)
+            }
             Work::Storage(plan) => plan.finish(result).map(Reply::Storage),
             Work::Ping => result
                 .map(|_| Reply::Pong)
@@ -1193,6 +1253,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(pid) = c.backend {
+            self.config.own_backends.remove(pid);
+        }
         if let Some(pg) = c.pg.as_mut() {
             while let Some(bytes) = pg.poll_transmit() {
                 self.outputs.push_back(Output::TransmitLast { conn, bytes });

@@ -7,7 +7,8 @@ use effectful::effect::{
     GetUserById, ListMessagesForUser, ListUsers, MessagePage, NotFoundReason, SaveChatMessage,
     UpdateUser, User, UserLookup,
 };
-use effectful::postgres::database::{self, MIGRATIONS};
+use effectful::effect::{JoinChat, PostRoomMessage};
+use effectful::postgres::database::{self, MIGRATIONS, RoomNotice};
 use effectful::{EffectError, ErrorKind};
 use uuid::Uuid;
 
@@ -252,5 +253,56 @@ fn messages_are_idempotent_by_id_refer_to_users_and_page_back_by_keyset() {
         ))
         .unwrap(),
         DatabaseResponse::ListMessagesForUser(MessagePage::default())
+    );
+}
+
+#[test]
+fn a_room_posts_notification_carries_the_stored_message_when_it_fits() {
+    let mut s = Schema::new("notice");
+    s.client
+        .query(&database::migration_sql(MIGRATIONS))
+        .expect("migrations");
+    // The posting connection listens too: a session hears its own notifications.
+    s.client
+        .query(database::LISTEN_ROOM)
+        .expect("listening on the room's channel");
+    let user = match s.run(DatabaseRequest::JoinChat(JoinChat {
+        name: "zoë 2 ü".into(),
+    })) {
+        Ok(DatabaseResponse::JoinChat(user)) => user,
+        other => panic!("joined: {other:?}"),
+    };
+    let post = |s: &mut Schema, text: String| match s.run(DatabaseRequest::PostRoomMessage(
+        PostRoomMessage {
+            user_id: user.id,
+            text,
+            message_id: None,
+        },
+    )) {
+        Ok(DatabaseResponse::PostRoomMessage(stored)) => stored,
+        other => panic!("posted: {other:?}"),
+    };
+    let stored = post(&mut s, " hello, wörld 😀 ".into());
+    let notified = s.client.wait_notification();
+    assert!(notified.channel.starts_with(database::ROOM_CHANNEL));
+    assert_eq!(
+        Some(notified.process_id),
+        s.client.conn.cancel_request().map(|k| k.process_id()),
+        "sent by the posting backend"
+    );
+    assert_eq!(
+        database::room_notice(&notified.payload),
+        RoomNotice::Message((*stored).clone()),
+        "the payload reads as the stored message: {:?}",
+        notified.payload
+    );
+    // 2,000 four-byte characters do not fit in a notification: the post still
+    // succeeds, whole, and its notification names only its seq.
+    let long = "😀".repeat(2000);
+    let stored = post(&mut s, long.clone());
+    assert_eq!(stored.text, long);
+    assert_eq!(
+        database::room_notice(&s.client.wait_notification().payload),
+        RoomNotice::Seq(stored.seq)
     );
 }
