@@ -357,6 +357,18 @@ fn payload(seq: u64, author: &SharedRoomMessage, name: &str, text: &str) -> Stri
 fn a_notification_from_the_process_own_backend_is_delivered_without_a_query() {
     let room = Room::new("trusted");
     let first = room.post("fay", "first");
+    // Each shard reads message 1 (programs go to the shards in turn): a notified
+    // message is believed only if it is the next after what its shard knows.
+    for _ in 0..2 {
+        let read = room.run(|fx| async move {
+            fx.perform(WaitRoomMessages {
+                after_seq: 0,
+                limit: 50,
+            })
+            .await
+        });
+        assert_eq!(texts(read), ["1:first"]);
+    }
     let waiting = parked_waiters(&room, 20, 1);
     // Sent by a statement of a program, so by a backend of this process's pool (on
     // one shard; the other shard's listener trusts it as well): the waits on both

@@ -267,7 +267,10 @@ BEGIN
         payload := concat_ws(' ', stored.seq, stored.id, stored.user_id,
             (extract(epoch FROM stored.created_at) * 1000000)::bigint,
             char_length(author)) || ' ' || author || stored.text;
-        IF payload IS NULL OR octet_length(payload) >= 8000 THEN
+        -- (In UTF-8 databases only: elsewhere char_length may count bytes, and a
+        -- text need not be valid UTF-8.)
+        IF payload IS NULL OR octet_length(payload) >= 8000
+                OR getdatabaseencoding() <> 'UTF8' THEN
             payload := stored.seq::text;
         END IF;
         PERFORM pg_notify(effectful_room_channel(), payload);

@@ -106,20 +106,31 @@ impl Room {
     }
 
     /// Whether a notification of `seq` tells nothing new: a horizon holds at or after
-    /// it, so every wait that parked is at or after it already. (True of a stranger's
-    /// notification too: ignoring one that names a past `seq` loses nothing, since a
-    /// real post's own notification still comes.)
+    /// it, so every wait that parked is at or after it already, and the cache holds
+    /// it. (True of a stranger's notification too: ignoring one that names a known
+    /// `seq` loses nothing, since a real post's own notification still comes. The
+    /// cache's part keeps a horizon learnt from a wait for a `seq` nobody stored
+    /// yet, far ahead, from silencing the notifications of real posts.)
     pub(super) fn covers(&self, seq: u64) -> bool {
-        self.horizon.is_some_and(|h| seq <= h)
+        self.horizon.is_some_and(|h| seq <= h) && seq <= self.last()
+    }
+
+    /// Whether a message with `seq` is the next one after what is known: it follows
+    /// the cache's last, or the horizon (nothing after which existed when it was
+    /// learnt). A notification that believed a jump further ahead could raise the
+    /// horizon past every stored message, and waits below it would never park.
+    pub(super) fn follows(&self, seq: u64) -> bool {
+        seq == self.last().saturating_add(1)
+            || self.horizon.is_some_and(|h| h.checked_add(1) == Some(seq))
     }
 
     /// `message` is stored: a post's own answer (`notified` false), or a notification
     /// from this process's own backend on the listener that listens now (`notified`
     /// true). The cache takes it if it follows what the cache holds, or starts again
     /// from it if it is newer than that; the horizon rises to it if a horizon holds
-    /// (every message after the horizon notifies) or if it was notified (it committed
-    /// after `LISTEN` took effect, and later messages commit later). Answers whether
-    /// the horizon rose.
+    /// (every message after the horizon notifies), and becomes it if it was notified
+    /// (it committed after `LISTEN` took effect, and later messages commit later).
+    /// Answers whether the horizon changed.
     pub(super) fn stored(&mut self, message: &SharedRoomMessage, notified: bool) -> bool {
         let seq = message.seq;
         let last = self.last();
@@ -134,7 +145,13 @@ impl Room {
             self.messages.push_back(message.clone());
         }
         self.trim();
-        if notified || self.horizon.is_some() {
+        if notified {
+            // True of every notified message, and a horizon ahead of it (learnt from a
+            // wait far ahead of the room) comes back down to a stored one.
+            let changed = self.horizon != Some(seq);
+            self.horizon = Some(seq);
+            changed
+        } else if self.horizon.is_some() {
             self.raise_horizon(seq)
         } else {
             false
@@ -296,6 +313,7 @@ mod tests {
     #[test]
     fn the_horizon_is_learnt_only_while_listening_held() {
         let mut room = Room::default();
+        room.learn(0, 50, &messages(1..=5), false);
         room.learn(5, 50, &[], false);
         assert!(!room.must_park(5));
         room.learn(5, 50, &[], true);
@@ -354,6 +372,31 @@ mod tests {
         assert_eq!(gap.answer(2, 50), None, "older and disjoint: ignored");
         gap.learn(2, 50, &messages(3..=5), false);
         assert_eq!(seqs(gap.answer(2, 50)), Some(vec![3, 4, 5, 6, 7]));
+    }
+
+    #[test]
+    fn only_the_next_message_follows_and_a_notified_one_brings_a_far_horizon_back() {
+        let mut room = Room::default();
+        assert!(
+            room.follows(1) && !room.follows(2),
+            "an empty room: 1 comes next"
+        );
+        room.learn(0, 50, &messages(1..=3), true);
+        assert!(room.follows(4) && !room.follows(5) && !room.follows(3));
+        // A wait far ahead of the room read nothing: the horizon went far ahead, but
+        // a real post's notification is not covered, and a notified message brings
+        // the horizon back to it.
+        room.learn(1_000_000, 50, &[], true);
+        assert!(room.covers(3) && !room.covers(4) && !room.covers(999));
+        assert!(room.stored(&message(4), true));
+        assert!(room.must_park(4) && !room.must_park(3) && room.covers(4));
+        // A horizon learnt past the cache (an answer the cache could not join) is
+        // followed too.
+        let mut ahead = Room::default();
+        ahead.learn(6, 50, &messages(7..=7), true);
+        assert!(ahead.follows(8));
+        ahead.learn(9, 50, &[], true);
+        assert!(ahead.follows(8) && ahead.follows(10) && !ahead.follows(9));
     }
 
     #[test]

@@ -333,6 +333,8 @@ pub struct PgService<K> {
     listener: Listener,
     /// What is known of the room: its latest messages and the horizon.
     room: Room,
+    /// The room's channel, once `LISTEN` has answered it.
+    room_channel: Option<String>,
     /// The room wait whose query answers every wait for the same `seq` and page size.
     room_leaders: HashMap<(u64, u32), K>,
     acquires: InOrder<AcquireId, K>,
@@ -342,6 +344,18 @@ pub struct PgService<K> {
     /// Transactions, batches and users' migrations, each holding a connection.
     pinned: pinned::Pinned<K>,
     now: Time,
+}
+
+impl<K> Drop for PgService<K> {
+    /// A service dropped without [`close`](PgService::close) (its thread ended
+    /// otherwise) no longer vouches for its connections' backends.
+    fn drop(&mut self) {
+        for c in self.conns.values() {
+            if let Some(pid) = c.backend {
+                self.config.own_backends.remove(pid);
+            }
+        }
+    }
 }
 
 impl<K> std::fmt::Debug for PgService<K> {
@@ -374,6 +388,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
             held: Vec::new(),
             listener: Listener::Idle,
             room: Room::default(),
+            room_channel: None,
             room_leaders: HashMap::default(),
             pinned: pinned::Pinned::default(),
             now,
@@ -858,7 +873,15 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                         }
                         Some(Role::Reset) => self.pool.handle_reset(self.now, conn, result.is_ok()),
                         Some(Role::Migrate) => self.on_migrated(conn, result),
-                        Some(Role::Listen) => self.on_listening(conn, result.is_ok()),
+                        Some(Role::Listen) => {
+                            let channel = result.as_ref().ok().and_then(|sets| {
+                                sets.first()?.rows.first()?.get::<String, _>(0).ok()
+                            });
+                            if channel.is_some() {
+                                self.room_channel = channel;
+                            }
+                            self.on_listening(conn, result.is_ok())
+                        }
                         Some(Role::Pinned(step)) => self.on_pinned_done(conn, step, result),
                         None => {}
                     }
@@ -873,7 +896,7 @@ impl<K: Clone + Eq + Hash> PgService<K> {
                     self.on_closed(conn, &error);
                     break;
                 }
-                Event::Notification(n) if n.channel.starts_with(database::ROOM_CHANNEL) => {
+                Event::Notification(n) if self.is_room_channel(&n.channel) => {
                     self.on_room_notified(conn, n.process_id, &n.payload)
                 }
                 // No TLS here (the driver asks for none); notices and other
@@ -936,6 +959,15 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         self.wake_room();
     }
 
+    /// The channel the listener listens on (`effectful_listen_room()` answers it), or
+    /// before that answer any room's.
+    fn is_room_channel(&self, channel: &str) -> bool {
+        match &self.room_channel {
+            Some(ours) => ours == channel,
+            None => channel.starts_with(database::ROOM_CHANNEL),
+        }
+    }
+
     fn is_listening(&self) -> bool {
         matches!(self.listener, Listener::Listening { .. })
     }
@@ -950,7 +982,9 @@ impl<K: Clone + Eq + Hash> PgService<K> {
         let on_listener = matches!(self.listener, Listener::Listening { conn: l, .. } if l == conn);
         let seq = match database::room_notice(payload) {
             database::RoomNotice::Message(m)
-                if on_listener && self.config.own_backends.contains(sender) =>
+                if on_listener
+                    && self.room.follows(m.seq)
+                    && self.config.own_backends.contains(sender) =>
             {
                 if self.room.stored(&SharedRoomMessage::new(m), true) {
                     self.wake_room();
