@@ -308,11 +308,12 @@ pub fn room_notice(payload: &str) -> RoomNotice {
         let micros = fields.next()?.parse::<i64>().ok()?;
         let name_chars = fields.next()?.parse::<usize>().ok()?;
         let rest = fields.next()?;
-        let split = match rest.char_indices().nth(name_chars) {
-            Some((at, _)) => at,
-            None if rest.chars().count() == name_chars => rest.len(),
-            None => return None,
-        };
+        // Where the name's characters end: a character's start, or the very end.
+        let split = rest
+            .char_indices()
+            .map(|(at, _)| at)
+            .chain([rest.len()])
+            .nth(name_chars)?;
         let (name, text) = rest.split_at(split);
         Some(RoomMessage {
             seq,

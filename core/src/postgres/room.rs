@@ -9,21 +9,22 @@
 //! - **The horizon**: a `seq` such that every message after it was committed after
 //!   the listener's `LISTEN` took effect, so its notification will come. It holds
 //!   only until something happens on the room's channel: it is forgotten when
-//!   listening starts or stops and at every notification, and an answer teaches it
-//!   only if nothing happened between its query's sending and its answer (the
-//!   `epoch` says so).
+//!   listening starts or stops and at a stranger's notification of something it
+//!   does not know, and an answer teaches it only if nothing happened between its
+//!   query's sending and its answer (the `epoch` says so).
 //!
 //! What a notification teaches depends on who sent it. Anyone connected to the
 //! database may `NOTIFY` on the room's channel, so a notification from a stranger
 //! says only "something changed": the horizon is forgotten and the waits read. One
 //! sent by a backend of this process's own pools ([`OwnBackends`](super::OwnBackends))
-//! comes from `effectful_post_room_message` and carries the stored message itself,
-//! delivered in commit order, which is `seq` order: the cache takes it, and since its
-//! commit came after `LISTEN` took effect, every later one will notify too, so the
-//! horizon rises to it ([`Room::stored`]). A post's own answer teaches the same
-//! (while a horizon holds), so neither the posting shard nor any other reads the
-//! room for a post of this process. A notification at or before the horizon, from
-//! anyone, tells nothing new ([`Room::covers`]).
+//! carries the stored message itself, delivered in commit order, which is `seq`
+//! order: if it is the next one after what is known ([`Room::follows`]), the cache
+//! takes it, and since its commit came after `LISTEN` took effect, every later one
+//! will notify too, so the horizon becomes it ([`Room::stored`]). A post's own
+//! answer teaches the same (while a horizon holds), so neither the posting shard nor
+//! any other reads the room for a post of this process. A notification at or before
+//! the horizon of a message the cache holds, from anyone, tells nothing new
+//! ([`Room::covers`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,9 +37,9 @@ use crate::effect::SharedRoomMessage;
 /// [`ServiceConfig`](super::ServiceConfig) (a process's shards). A room
 /// notification is trusted to carry a stored message only if one of these sent it:
 /// the server stamps each notification with its sender's process id, which no client
-/// can forge, and this process's connections post only through
-/// `effectful_post_room_message`. Give clones of one config only to services on one
-/// server (process ids are per server).
+/// can forge. The trust boundary is the process: its programs' own SQL runs on these
+/// connections too. Give clones of one config only to services on one server
+/// (process ids are per server).
 #[derive(Clone, Default)]
 pub struct OwnBackends(Arc<Mutex<HashSet<i32>>>);
 
@@ -133,18 +134,9 @@ impl Room {
     /// Answers whether the horizon changed.
     pub(super) fn stored(&mut self, message: &SharedRoomMessage, notified: bool) -> bool {
         let seq = message.seq;
-        let last = self.last();
-        if seq == last.saturating_add(1) {
-            self.messages.push_back(message.clone());
-        } else if seq == self.from && seq > 0 {
-            self.messages.push_front(message.clone());
-            self.from = seq - 1;
-        } else if seq > last {
-            self.from = seq - 1;
-            self.messages.clear();
-            self.messages.push_back(message.clone());
-        }
-        self.trim();
+        // Stored messages never change: the message is what a read after `seq - 1`
+        // would have answered first.
+        self.take(seq.saturating_sub(1), std::slice::from_ref(message));
         if notified {
             // True of every notified message, and a horizon ahead of it (learnt from a
             // wait far ahead of the room) comes back down to a stored one.
@@ -158,7 +150,29 @@ impl Room {
         }
     }
 
-    fn trim(&mut self) {
+    /// Takes `read`, every message in `(after, its last]` in order, into the cache:
+    /// joined to it if the two overlap or touch, in its place if it is newer and
+    /// apart, ignored if it is older and apart; then the oldest are dropped past
+    /// the capacity.
+    fn take(&mut self, after: u64, read: &[SharedRoomMessage]) {
+        let Some(end) = read.last().map(|m| m.seq) else {
+            return;
+        };
+        let last = self.last();
+        if after <= last && end >= self.from {
+            if after < self.from {
+                let from = self.from;
+                for m in read.iter().rev().filter(|m| m.seq <= from) {
+                    self.messages.push_front(m.clone());
+                }
+                self.from = after;
+            }
+            self.messages
+                .extend(read.iter().filter(|m| m.seq > last).cloned());
+        } else if end > last {
+            self.from = after;
+            self.messages = read.iter().cloned().collect();
+        }
         while self.messages.len() > CACHE_CAPACITY {
             if let Some(dropped) = self.messages.pop_front() {
                 self.from = dropped.seq;
@@ -216,27 +230,7 @@ impl Room {
                 Some(m) if read.len() < limit as usize => self.raise_horizon(m.seq),
                 Some(_) => false,
             };
-        let Some(end) = read.last().map(|m| m.seq) else {
-            return rose;
-        };
-        let last = self.last();
-        if after <= last && end >= self.from {
-            // Overlapping or adjacent: the cache holds the union of the two.
-            if after < self.from {
-                let from = self.from;
-                for m in read.iter().rev().filter(|m| m.seq <= from) {
-                    self.messages.push_front(m.clone());
-                }
-                self.from = after;
-            }
-            self.messages
-                .extend(read.iter().filter(|m| m.seq > last).cloned());
-        } else if end > last {
-            // Disjoint from what the cache holds and newer: start again from it.
-            self.from = after;
-            self.messages = read.iter().cloned().collect();
-        }
-        self.trim();
+        self.take(after, read);
         rose
     }
 }
