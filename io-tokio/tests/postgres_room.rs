@@ -84,6 +84,17 @@ impl Room {
         })
     }
 
+    /// One wait for messages after `after_seq`, run to its answer.
+    fn read_after(&self, after_seq: u64) -> Result<Vec<SharedRoomMessage>, EffectError> {
+        self.run(move |fx| async move {
+            fx.perform(WaitRoomMessages {
+                after_seq,
+                limit: 50,
+            })
+            .await
+        })
+    }
+
     fn post(&self, name: &'static str, text: &'static str) -> SharedRoomMessage {
         self.run(move |fx| async move {
             let user = fx
@@ -155,13 +166,7 @@ fn parked_waits_are_woken_by_a_post_and_each_gets_it_once() {
     });
     // Later waits after seq 1 wait for seq 2, and one after seq 0 is answered at once.
     let later = room.waiters(5, 1);
-    let at_once = room.run(|fx| async move {
-        fx.perform(WaitRoomMessages {
-            after_seq: 0,
-            limit: 50,
-        })
-        .await
-    });
+    let at_once = room.read_after(0);
     assert_eq!(texts(at_once), ["1:hello"]);
     room.post("bob", "two");
     room.runtime.block_on(async {
@@ -258,28 +263,13 @@ fn waits_for_messages_already_read_are_answered_without_a_query() {
     }
     // Each shard's client keeps what its own queries read: one read on each shard.
     for _ in 0..2 {
-        let first = room.run(|fx| async move {
-            fx.perform(WaitRoomMessages {
-                after_seq: 0,
-                limit: 50,
-            })
-            .await
-        });
+        let first = room.read_after(0);
         assert_eq!(texts(first), ["1:one", "2:two", "3:three"]);
     }
-    let answers = with_room_table_hidden(&room, || {
-        let waiting = room.waiters(40, 1);
-        room.runtime.block_on(async {
-            let mut answers = Vec::new();
-            for handle in waiting {
-                answers.push(texts(handle.await.expect("finished")));
-            }
-            answers
-        })
-    });
+    let answers = with_room_table_hidden(&room, || collect_answers(&room, room.waiters(40, 1)));
     assert_eq!(answers.len(), 40);
     for answer in answers {
-        assert_eq!(answer, ["2:two", "3:three"]);
+        assert_eq!(texts(answer), ["2:two", "3:three"]);
     }
 }
 
@@ -360,13 +350,7 @@ fn a_notification_from_the_process_own_backend_is_delivered_without_a_query() {
     // Each shard reads message 1 (programs go to the shards in turn): a notified
     // message is believed only if it is the next after what its shard knows.
     for _ in 0..2 {
-        let read = room.run(|fx| async move {
-            fx.perform(WaitRoomMessages {
-                after_seq: 0,
-                limit: 50,
-            })
-            .await
-        });
+        let read = room.read_after(0);
         assert_eq!(texts(read), ["1:first"]);
     }
     let waiting = parked_waiters(&room, 20, 1);
