@@ -69,7 +69,10 @@ pub async fn join_all<Fut: Future>(futures: impl IntoIterator<Item = Fut>) -> Ve
         }
     })
     .await;
-    outputs.into_iter().flatten().collect()
+    // Every output is in; `flatten` alone would grow the vector from empty.
+    let mut all = Vec::with_capacity(outputs.len());
+    all.extend(outputs.into_iter().flatten());
+    all
 }
 
 /// The first of two futures to finish; the other is dropped (its effects cancelled).

@@ -357,7 +357,11 @@ impl<E: Effect<F>, F: Family> Future for PerformAll<'_, E, F> {
         this.group = None;
         this.ids.clear();
         let results = std::mem::take(&mut this.results);
-        Poll::Ready(results.into_iter().flatten().collect())
+        // Every position holds its result now; `flatten` alone would grow the
+        // vector from empty (its size hint starts at 0), copying it each time.
+        let mut answers = Vec::with_capacity(results.len());
+        answers.extend(results.into_iter().flatten());
+        Poll::Ready(answers)
     }
 }
 
