@@ -261,9 +261,21 @@ fn a_dotenv_file_is_read_and_the_environment_wins_over_it() {
     assert_eq!(s.database_pool_min_size, 3);
     assert_eq!(s.log_level, LevelFilter::DEBUG);
     assert_eq!(s.environment, "from-env");
+    assert!(s.environment_given);
 
     let missing = Settings::from_lookup_and_file(|_| None, &dir.join("absent.env"));
     assert!(missing.is_ok(), "no .env file is fine: {missing:?}");
+    let defaulted = missing.expect("valid");
+    assert_eq!(defaulted.environment, "production");
+    assert!(
+        !defaulted.environment_given,
+        "an unset ENVIRONMENT reads production but is not said"
+    );
+
+    // Said in the file alone, it is given.
+    std::fs::write(&path, "ENVIRONMENT=production\n").expect("write .env");
+    let from_file = Settings::from_lookup_and_file(|_| None, &path).expect("valid");
+    assert!(from_file.environment_given && from_file.environment == "production");
 
     std::fs::write(&path, "DATABASE_URL='postgresql://u:hunter2@db/x\n").expect("write");
     let broken = Settings::from_lookup_and_file(|_| None, &path)

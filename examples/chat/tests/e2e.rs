@@ -2,8 +2,10 @@
 //! sockets, PostgreSQL and Redis. Two instances share one room through PostgreSQL;
 //! clients on each see every message once, in one order; history on join; malformed
 //! frames; the program timeout's 1008; Redis restarted mid-conversation (a throwaway
-//! server) without a stored message missed; `chat_load`'s report of a short run. Each
-//! test keeps to a schema of its own.
+//! server) without a stored message missed; `chat_load`'s report of a short run; the
+//! README's first command on a bare machine (in memory, said in the log) and
+//! `ENVIRONMENT=production`'s refusal without the URLs. Each test on PostgreSQL keeps
+//! to a schema of its own.
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -401,4 +403,92 @@ fn chat_load_counts_every_delivery_of_a_short_run() {
         schema.name
     ));
     assert_eq!(stored.parse::<u64>().ok(), Some(sent), "{report}");
+}
+
+/// `chat_server` started the way a newcomer starts it, in a fresh directory (no
+/// `.env`) with only `PATH`, `HOST`, `PORT` and `env`: its stderr is piped.
+fn spawn_bare(port: u16, env: &[(&str, &str)]) -> (Child, std::path::PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("effectful-chat-bare-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a fresh directory");
+    let child = Command::new(env!("CARGO_BIN_EXE_chat_server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .envs(env.iter().copied())
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat_server");
+    (child, dir)
+}
+
+/// The README's first command on a bare machine: no `DATABASE_URL`, no `REDIS_URL`,
+/// no `ENVIRONMENT`. The server runs in memory, says so in its log, and chats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_bare_machine_the_server_runs_in_memory_and_says_so() {
+    use std::io::Read;
+    let port = free_port();
+    let (child, dir) = spawn_bare(port, &[]);
+    let mut server = Server { port, child };
+    wait_for("chat_server to answer /health on a bare machine", || {
+        server.health() == Some(200)
+    });
+    let (mut alice, _) = Client::join(&server, "alice").await;
+    alice.send(json!({"type": "send", "text": "hello"})).await;
+    assert_eq!(alice.message().await, "hello");
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut log = String::new();
+    server
+        .child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut log)
+        .expect("read the log");
+    assert!(
+        log.contains("DATABASE_URL is not set: the room lives in this process's memory")
+            && log.contains("REDIS_URL is not set: the cache lives in this process's memory"),
+        "the log says where the room and the cache live: {log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `ENVIRONMENT=production` said without the URLs (a mistyped variable): the server
+/// refuses to start, saying which are missing, rather than keep the room in memory.
+#[test]
+fn production_without_its_urls_refuses_to_start() {
+    use std::io::Read;
+    for said in ["production", "Production"] {
+        let port = free_port();
+        let (mut child, dir) = spawn_bare(port, &[("ENVIRONMENT", said)]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for chat_server") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ENVIRONMENT={said} without URLs: chat_server kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut error = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut error)
+            .expect("read stderr");
+        assert_eq!(status.code(), Some(2), "ENVIRONMENT={said}: {error}");
+        assert!(
+            error.contains("needs DATABASE_URL and REDIS_URL"),
+            "ENVIRONMENT={said}: {error}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

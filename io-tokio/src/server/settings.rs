@@ -91,6 +91,11 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     /// `ENVIRONMENT` (default `production`), reported with errors.
     pub environment: String,
+    /// Whether `ENVIRONMENT` was set (in the environment or `.env`), not defaulted:
+    /// a server may take an unset one as a developer's machine (`chat_server` then
+    /// runs in memory without `DATABASE_URL` and `REDIS_URL`, and refuses to only
+    /// when `ENVIRONMENT=production` is said).
+    pub environment_given: bool,
     /// `LOG_LEVEL`: `TRACE`, `DEBUG`, `INFO` (default), `WARNING`/`WARN`, `ERROR`,
     /// `CRITICAL` (taken as `ERROR`); any case.
     pub log_level: LevelFilter,
@@ -236,7 +241,9 @@ impl Settings {
                 Some(Secret(secret))
             }
         });
-        let environment = get("ENVIRONMENT").unwrap_or_else(|| "production".to_string());
+        let given_environment = get("ENVIRONMENT");
+        let environment_given = given_environment.is_some();
+        let environment = given_environment.unwrap_or_else(|| "production".to_string());
         let log_level = match get("LOG_LEVEL") {
             None => LevelFilter::INFO,
             Some(level) => match parse_level(&level) {
@@ -328,6 +335,7 @@ impl Settings {
             redis_max_connections,
             jwt_secret,
             environment,
+            environment_given,
             log_level,
             log_format,
             program_timeout,

@@ -14,9 +14,11 @@
 //!   `--host` and `--port` override `HOST` and `PORT`.
 //! - With `DATABASE_URL` set the room and Storage's objects live in PostgreSQL.
 //!   With it unset the room lives in memory, and with `REDIS_URL` unset so
-//!   does the cache: the log says so, and one process keeps the room. With
-//!   `ENVIRONMENT=production` the server refuses to start without both, so that a
-//!   mistyped variable never silently loses data.
+//!   does the cache: the log says so, and one process keeps the room. So the
+//!   first command works on a bare machine. With `ENVIRONMENT=production` said (in
+//!   the environment or `.env`, as `deploy/` does) the server refuses to start
+//!   without both, so that a mistyped variable never silently loses data; unset,
+//!   `ENVIRONMENT` still reads `production` in error reports.
 //! - SIGTERM or Ctrl-C: stop accepting, close sessions with 1001, let programs finish
 //!   within `SHUTDOWN_GRACE_SECONDS`, exit 0.
 
@@ -81,7 +83,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
     };
     let settings = Settings::from_lookup_and_file(lookup, std::path::Path::new(".env"))
         .map_err(|e| e.to_string())?;
-    if settings.environment == "production" {
+    if settings.environment_given && settings.environment.eq_ignore_ascii_case("production") {
         let missing: Vec<&str> = [
             ("DATABASE_URL", settings.database_url.is_none()),
             ("REDIS_URL", settings.redis_url.is_none()),
